@@ -1,0 +1,1 @@
+//! Typed construction of QEMU and qemu-img command lines with correct escaping.

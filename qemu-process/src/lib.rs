@@ -1,0 +1,1 @@
+//! Launch, control and shut down QEMU processes over QMP, in one thread.

@@ -1,0 +1,1 @@
+//! The QEMU Machine Protocol (QMP) as a sans-IO codec and session state machine.
