@@ -1,0 +1,400 @@
+//! [`MachineConfig`]: what to launch and how, in the builder style of `std::process::Command`.
+
+use std::ffi::{OsStr, OsString};
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The environment variable that overrides [`Accel::Auto`] (values: `auto`, `kvm`, `tcg`, `none`).
+///
+/// An explicit choice in the config ([`Accel::Kvm`], [`Accel::Tcg`], [`Accel::None`]) is never
+/// overridden; the variable exists so that a test suite can force TCG (or KVM) on every machine
+/// that leaves the choice to the library.
+pub const ACCEL_ENV: &str = "QEMU_MACHINE_ACCEL";
+
+/// Which accelerator to ask QEMU for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Accel {
+    /// KVM when `/dev/kvm` is usable and the guest architecture matches the host's, else TCG.
+    /// Overridden by the [`ACCEL_ENV`] environment variable when it is set.
+    #[default]
+    Auto,
+    /// `-accel kvm`.
+    Kvm,
+    /// `-accel tcg`.
+    Tcg,
+    /// Add no `-accel` argument: the caller's arguments decide.
+    None,
+}
+
+impl Accel {
+    /// Parses `auto`, `kvm`, `tcg` or `none` (case-insensitive).
+    pub fn parse(s: &str) -> Option<Accel> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(Accel::Auto),
+            "kvm" => Some(Accel::Kvm),
+            "tcg" => Some(Accel::Tcg),
+            "none" => Some(Accel::None),
+            _ => None,
+        }
+    }
+}
+
+/// A descriptor QEMU inherits at launch and finds in an fdset (`-add-fd fd=N,set=S,opaque=O`).
+#[derive(Clone, Debug)]
+pub struct AddFd {
+    /// The descriptor (shared so that the config stays cloneable; it is duplicated at launch).
+    pub fd: Arc<OwnedFd>,
+    /// The fdset id.
+    pub fdset: u32,
+    /// Free-form text QEMU shows in `query-fdsets`.
+    pub opaque: Option<String>,
+}
+
+/// Where [`Machine::attach`](crate::Machine::attach) finds a running QEMU's QMP server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttachTarget {
+    /// A unix socket path (any length: long paths are reached through `/proc/self/fd`).
+    Unix(PathBuf),
+    /// A TCP address.
+    Tcp(SocketAddr),
+}
+
+/// Everything [`Machine::launch`](crate::Machine::launch) needs to start a QEMU.
+///
+/// ```
+/// use qemu_process::{Accel, MachineConfig};
+/// use std::time::Duration;
+///
+/// let mut config = MachineConfig::new("qemu-system-x86_64");
+/// config
+///     .args(["-machine", "none", "-nodefaults"])
+///     .accel(Accel::Tcg)
+///     .launch_timeout(Duration::from_secs(10))
+///     .console(true);
+/// assert_eq!(config.get_args().len(), 3);
+/// ```
+#[derive(Clone, Debug)]
+pub struct MachineConfig {
+    pub(crate) binary: PathBuf,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) accel: Accel,
+    pub(crate) temp_base: Option<PathBuf>,
+    pub(crate) launch_timeout: Duration,
+    pub(crate) qmp_timeout: Duration,
+    pub(crate) console: bool,
+    pub(crate) console_log: Option<PathBuf>,
+    pub(crate) console_buffer: usize,
+    pub(crate) max_events: usize,
+    pub(crate) wrapper: Vec<OsString>,
+    pub(crate) add_fds: Vec<AddFd>,
+    pub(crate) env: Vec<(OsString, Option<OsString>)>,
+    pub(crate) oob: bool,
+    pub(crate) display_none: bool,
+    pub(crate) max_message_size: usize,
+}
+
+/// Default launch deadline (greeting and negotiation, or the child's exit).
+pub const DEFAULT_LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default deadline of one QMP command.
+pub const DEFAULT_QMP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default bound of console bytes kept in memory.
+pub const DEFAULT_CONSOLE_BUFFER: usize = 1 << 20;
+/// Default bound of events kept until taken.
+pub const DEFAULT_MAX_EVENTS: usize = 65_536;
+
+impl MachineConfig {
+    /// A config that runs `binary` (a path, or a name looked up in `PATH`) with no arguments.
+    pub fn new(binary: impl Into<PathBuf>) -> MachineConfig {
+        MachineConfig {
+            binary: binary.into(),
+            args: Vec::new(),
+            accel: Accel::Auto,
+            temp_base: None,
+            launch_timeout: DEFAULT_LAUNCH_TIMEOUT,
+            qmp_timeout: DEFAULT_QMP_TIMEOUT,
+            console: false,
+            console_log: None,
+            console_buffer: DEFAULT_CONSOLE_BUFFER,
+            max_events: DEFAULT_MAX_EVENTS,
+            wrapper: Vec::new(),
+            add_fds: Vec::new(),
+            env: Vec::new(),
+            oob: true,
+            display_none: true,
+            max_message_size: 10 * 1024 * 1024,
+        }
+    }
+
+    /// Sets the QEMU binary.
+    pub fn binary(&mut self, binary: impl Into<PathBuf>) -> &mut Self {
+        self.binary = binary.into();
+        self
+    }
+
+    /// Appends one argument for QEMU.
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Appends arguments for QEMU.
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Chooses the accelerator (default [`Accel::Auto`]).
+    pub fn accel(&mut self, accel: Accel) -> &mut Self {
+        self.accel = accel;
+        self
+    }
+
+    /// The directory under which the machine's private temp dir is made (default: the system
+    /// temp dir, `$TMPDIR` or `/tmp`).
+    pub fn temp_base_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.temp_base = Some(dir.into());
+        self
+    }
+
+    /// The launch deadline (default 30 s).
+    pub fn launch_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.launch_timeout = timeout;
+        self
+    }
+
+    /// The default deadline of each QMP command (default 30 s).
+    pub fn qmp_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.qmp_timeout = timeout;
+        self
+    }
+
+    /// Connects the first serial port to a console socket (default off).
+    pub fn console(&mut self, on: bool) -> &mut Self {
+        self.console = on;
+        self
+    }
+
+    /// Also writes every console byte to this file (created or truncated). Implies `console(true)`.
+    pub fn console_log(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.console_log = Some(path.into());
+        self.console = true;
+        self
+    }
+
+    /// How many console bytes to keep in memory until read (default 1 MiB; older bytes are
+    /// dropped first and counted).
+    pub fn console_buffer_bytes(&mut self, bytes: usize) -> &mut Self {
+        self.console_buffer = bytes;
+        self
+    }
+
+    /// How many events to keep until taken (default 65536). Events beyond the bound are dropped,
+    /// counted and reported (see [`Error::EventQueueFull`](crate::Error::EventQueueFull)).
+    pub fn max_events(&mut self, limit: usize) -> &mut Self {
+        self.max_events = limit;
+        self
+    }
+
+    /// Runs QEMU under a wrapper (`["gdb", "--args"]`, `["strace", "-f", "-o", "trace"]`,
+    /// `["valgrind"]`): the wrapper argv comes first, then the QEMU binary and its arguments.
+    pub fn wrapper<I, S>(&mut self, argv: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.wrapper = argv.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// Passes `fd` to QEMU at launch, in fdset `fdset` (`-add-fd`). Only QEMU inherits it.
+    pub fn add_fd(&mut self, fd: OwnedFd, fdset: u32, opaque: Option<&str>) -> &mut Self {
+        self.add_fds.push(AddFd {
+            fd: Arc::new(fd),
+            fdset,
+            opaque: opaque.map(str::to_owned),
+        });
+        self
+    }
+
+    /// Sets an environment variable for QEMU.
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+        self.env
+            .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
+        self
+    }
+
+    /// Removes an environment variable for QEMU.
+    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
+        self.env.push((key.as_ref().to_owned(), None));
+        self
+    }
+
+    /// Asks for the `oob` capability when QEMU offers it (default on), enabling
+    /// [`Machine::execute_oob`](crate::Machine::execute_oob).
+    pub fn oob(&mut self, on: bool) -> &mut Self {
+        self.oob = on;
+        self
+    }
+
+    /// Adds `-display none` (default on; QEMU would otherwise try to open a window).
+    pub fn display_none(&mut self, on: bool) -> &mut Self {
+        self.display_none = on;
+        self
+    }
+
+    /// The bound of one QMP message (default 10 MiB).
+    pub fn max_message_size(&mut self, bytes: usize) -> &mut Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// The QEMU binary.
+    pub fn get_binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// The caller's QEMU arguments (without those the library adds).
+    pub fn get_args(&self) -> &[OsString] {
+        &self.args
+    }
+
+    /// The accelerator choice as configured (before [`Accel::Auto`] is resolved).
+    pub fn get_accel(&self) -> Accel {
+        self.accel
+    }
+
+    /// The launch deadline.
+    pub fn get_launch_timeout(&self) -> Duration {
+        self.launch_timeout
+    }
+
+    /// The default QMP command deadline.
+    pub fn get_qmp_timeout(&self) -> Duration {
+        self.qmp_timeout
+    }
+
+    /// Whether a console is attached to the first serial port.
+    pub fn get_console(&self) -> bool {
+        self.console
+    }
+}
+
+/// Resolves [`Accel::Auto`] into a concrete choice: the [`ACCEL_ENV`] override first, then KVM
+/// when `/dev/kvm` is usable and `binary` emulates the host architecture, else TCG.
+pub fn resolve_accel(accel: Accel, binary: &Path) -> Accel {
+    if accel != Accel::Auto {
+        return accel;
+    }
+    if let Some(v) = std::env::var_os(ACCEL_ENV) {
+        match v.to_str().and_then(Accel::parse) {
+            Some(Accel::Auto) | None => {
+                if !v.is_empty() {
+                    log::warn!("ignoring {ACCEL_ENV}={v:?} (expected auto, kvm, tcg or none)");
+                }
+            }
+            Some(forced) => return forced,
+        }
+    }
+    if guest_matches_host(binary) && crate::sys::kvm_usable() {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    }
+}
+
+/// Whether the binary's name says it emulates this host's architecture (`qemu-system-<arch>`,
+/// or `qemu-kvm`).
+pub(crate) fn guest_matches_host(binary: &Path) -> bool {
+    let Some(name) = binary.file_name().and_then(OsStr::to_str) else {
+        return false;
+    };
+    if name == "qemu-kvm" {
+        return true;
+    }
+    let Some(arch) = name.strip_prefix("qemu-system-") else {
+        return false;
+    };
+    let host = std::env::consts::ARCH;
+    match host {
+        "x86_64" => arch == "x86_64" || arch == "i386",
+        "aarch64" => arch == "aarch64" || arch == "arm",
+        "powerpc64" => arch == "ppc64",
+        "riscv64" => arch == "riscv64",
+        "s390x" => arch == "s390x",
+        other => arch == other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_accel_names() {
+        assert_eq!(Accel::parse("KVM"), Some(Accel::Kvm));
+        assert_eq!(Accel::parse(" tcg "), Some(Accel::Tcg));
+        assert_eq!(Accel::parse("none"), Some(Accel::None));
+        assert_eq!(Accel::parse("auto"), Some(Accel::Auto));
+        assert_eq!(Accel::parse("hvf"), None);
+    }
+
+    #[test]
+    fn explicit_choice_is_never_overridden() {
+        let bin = Path::new("/usr/bin/qemu-system-x86_64");
+        assert_eq!(resolve_accel(Accel::Tcg, bin), Accel::Tcg);
+        assert_eq!(resolve_accel(Accel::Kvm, bin), Accel::Kvm);
+        assert_eq!(resolve_accel(Accel::None, bin), Accel::None);
+    }
+
+    #[test]
+    fn auto_never_picks_kvm_for_a_foreign_guest() {
+        // Unless the environment forces a choice, a foreign architecture gets TCG.
+        if std::env::var_os(ACCEL_ENV).is_none() {
+            let foreign = if std::env::consts::ARCH == "aarch64" {
+                "qemu-system-x86_64"
+            } else {
+                "qemu-system-aarch64"
+            };
+            assert_eq!(resolve_accel(Accel::Auto, Path::new(foreign)), Accel::Tcg);
+        }
+    }
+
+    #[test]
+    fn host_architecture_matching() {
+        let native = format!("qemu-system-{}", std::env::consts::ARCH);
+        assert!(guest_matches_host(Path::new(&native)));
+        assert!(guest_matches_host(Path::new("/usr/libexec/qemu-kvm")));
+        assert!(!guest_matches_host(Path::new("qemu-system-s390x-not")));
+        assert!(!guest_matches_host(Path::new("/usr/bin/qemu-img")));
+    }
+
+    #[test]
+    fn builder_collects_settings() {
+        let (a, _b) = crate::sys::socketpair().unwrap();
+        let mut c = MachineConfig::new("qemu-system-x86_64");
+        c.arg("-S")
+            .args(["-machine", "none"])
+            .accel(Accel::Tcg)
+            .console_log("/tmp/x.log")
+            .add_fd(a, 3, Some("disk"))
+            .env("A", "1")
+            .env_remove("B")
+            .wrapper(["strace", "-f"]);
+        assert_eq!(c.get_args(), ["-S", "-machine", "none"]);
+        assert!(c.get_console());
+        assert_eq!(c.add_fds.len(), 1);
+        assert_eq!(c.add_fds[0].fdset, 3);
+        assert_eq!(c.env.len(), 2);
+        assert_eq!(c.wrapper.len(), 2);
+        let cloned = c.clone();
+        assert_eq!(cloned.get_binary(), Path::new("qemu-system-x86_64"));
+    }
+}
