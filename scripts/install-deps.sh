@@ -16,7 +16,12 @@ command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v gzip >/dev/null || need+=(gzip)
 command -v xz >/dev/null || need+=(xz-utils)
 
-if [ ${#need[@]} -eq 0 ]; then
+# The guest fixture downloads the cloud kernel and busybox-static with `apt-get download`,
+# which needs apt's package lists.
+need_update=""
+apt-cache show linux-image-cloud-amd64 busybox-static >/dev/null 2>&1 || need_update=1
+
+if [ ${#need[@]} -eq 0 ] && [ -z "$need_update" ]; then
     exit 0
 fi
 
@@ -25,13 +30,17 @@ if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null; then
         sudo="sudo"
     else
-        echo "install-deps: need root to run: apt-get install -y ${need[*]}" >&2
+        echo "install-deps: need root to run: apt-get update${need[*]:+ && apt-get install -y ${need[*]}}" >&2
         exit 1
     fi
 fi
-echo "install-deps: apt-get install -y ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+echo "install-deps: apt-get update" >&2
 $sudo apt-get update -qq
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+echo "install-deps: apt-get install -y ${need[*]}" >&2
 # One package at a time: the image may hold a newer qemu-utils from backports, and a single
 # resolver run over all of them together has been seen to give up on that.
 for pkg in "${need[@]}"; do

@@ -7,5 +7,10 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 
+# Build the guest fixture once, before the tests that boot it run in parallel; a missing
+# package is reported here, with the command that fixes it.
+echo "== guest fixture"
+cargo run -q -p qemu-machine-tests --bin build-fixture --locked
+
 echo "== cargo test --workspace"
 cargo test --workspace --locked
