@@ -58,17 +58,21 @@
 //! `eth0`) prints a line starting with [`ERROR_PREFIX`] instead and powers off, so a test sees
 //! QEMU exit rather than waiting for a ready line that never comes.
 //!
-//! Without `qm.run`, the console then runs an interactive `sh` with the prompt [`PROMPT`]
-//! (`qm# `) and terminal echo off: a test writes a command and a newline, and reads the
-//! command's output followed by the next prompt (lines end in `\r\n`). For example, after the
-//! ready line and the first prompt, writing `echo $((6*7))\n` yields `42\r\nqm# `. If the shell
-//! exits, a new one starts.
+//! Without `qm.run` (or with `qm.after=shell`), `/init` then `exec`s busybox `init`, which runs
+//! an interactive `sh` on the console with the prompt [`PROMPT`] (`qm# `) and terminal echo
+//! off: a test writes a command and a newline, and reads the command's output followed by the
+//! next prompt (lines end in `\r\n`). The first prompt follows the ready line and busybox's
+//! two-line banner; wait for the ready line, then for the prompt. For example, writing
+//! `echo $((6*7))\n` then yields `42\r\nqm# `. Ctrl-C (`\x03`) interrupts the running
+//! command. When the shell exits, init starts a new one (banner and prompt again).
 //!
 //! # Power
 //!
-//! * `poweroff -f` powers the VM off through ACPI: QEMU reports `SHUTDOWN` and exits with
-//!   status 0. `reboot -f` resets the VM (QEMU exits instead when started with `-no-reboot`).
-//!   Plain `poweroff`/`reboot`/`halt` signal PID 1, which syncs and does the same.
+//! * `poweroff -f` powers the VM off through ACPI at once: QEMU reports `SHUTDOWN` and exits
+//!   with status 0. `reboot -f` resets the VM (QEMU exits instead when started with
+//!   `-no-reboot`). Plain `poweroff`/`reboot`/`halt` in the shell ask busybox init for a clean
+//!   shutdown (TERM then KILL to all processes, about 2 s longer). Inside a `qm.run` script use
+//!   the `-f` forms.
 //! * The ACPI power button (QMP `system_powerdown`) works: `/init` loads the `button` and
 //!   `evdev` modules and starts busybox `acpid`, which runs `/etc/acpi/PWRF/00000080` on the
 //!   power key: it prints [`POWER_BUTTON_LINE`], syncs and powers off.
@@ -285,6 +289,7 @@ impl GuestFixture {
         let staging = TempDir::create(cache_dir, "build")?;
         build(cache_dir, &staging.0)?;
         fs::rename(&staging.0, &dir).map_err(io_err(&dir))?;
+        remove_stale(cache_dir, &dir);
         Self::load(&dir)
     }
 
@@ -468,6 +473,24 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         // After a successful rename the path no longer exists; nothing to do then.
         let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes what earlier builds left in `cache_dir`: fixtures of other definitions, and the
+/// temporary directories of builds that were killed. Called with the lock held, so no build is
+/// using them. Best effort: a directory that cannot be removed is left for the next time.
+fn remove_stale(cache_dir: &Path, keep: &Path) {
+    let Ok(entries) = fs::read_dir(cache_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let stale =
+            name.starts_with("fx-") || name.starts_with(".build-") || name.starts_with(".unpack-");
+        if stale && entry.path() != keep {
+            let _ = fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -438,6 +438,10 @@ fn concurrent_builds_in_a_fresh_cache_make_one_fixture() {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
+    // What an older fixture definition and a killed build leave behind.
+    std::fs::create_dir(scratch.0.join("fx-0123456789abcdef")).unwrap();
+    std::fs::create_dir_all(scratch.0.join(".build-1-2/half")).unwrap();
+    std::fs::create_dir_all(scratch.0.join(".unpack-1-2/boot")).unwrap();
     let cache: &Path = &scratch.0;
     let results: Vec<GuestFixture> = thread::scope(|s| {
         let handles: Vec<_> = (0..3)
@@ -466,7 +470,8 @@ fn concurrent_builds_in_a_fresh_cache_make_one_fixture() {
         std::fs::read(&fresh.kernel).unwrap(),
         std::fs::read(&built.kernel).unwrap()
     );
-    // Nothing but the fixture, the packages and the lock file is left behind.
+    // Nothing but the fixture, the packages and the lock file is left: no temporary
+    // directories, and no stale fixtures.
     let mut names: Vec<String> = std::fs::read_dir(cache)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
