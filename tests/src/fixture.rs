@@ -537,17 +537,21 @@ fn find_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>, FixtureError>
     Ok(best.map(|(_, path)| path))
 }
 
-/// The real kernel package behind the metapackage, e.g. `linux-image-6.1.0-56-cloud-amd64`.
-/// Without apt's package lists, falls back to a kernel package already in `debs`.
-fn kernel_package(debs: &Path) -> Result<String, FixtureError> {
+/// The real kernel package behind `metapackage` (`linux-image-cloud-amd64` gives e.g.
+/// `linux-image-6.1.0-56-cloud-amd64`). Without apt's package lists, falls back to a kernel
+/// package of the same flavour already in `debs`.
+fn kernel_package(debs: &Path, metapackage: &str) -> Result<String, FixtureError> {
     let fix = format!(
         "run `apt-get update` as root and retry, or put the packages in {} by hand: \
-         `cd {} && apt-get download $(apt-cache depends {KERNEL_METAPACKAGE} | sed -n 's/.*Depends: //p') {BUSYBOX_PACKAGE}`",
+         `cd {} && apt-get download $(apt-cache depends {metapackage} | sed -n 's/.*Depends: //p') {BUSYBOX_PACKAGE}`",
         debs.display(),
         debs.display()
     );
+    let flavour = metapackage
+        .strip_prefix("linux-image")
+        .unwrap_or(metapackage);
     let resolved = run(
-        Command::new("apt-cache").args(["depends", KERNEL_METAPACKAGE]),
+        Command::new("apt-cache").args(["depends", metapackage]),
         &fix,
     )
     .and_then(|out| {
@@ -557,7 +561,7 @@ fn kernel_package(debs: &Path) -> Result<String, FixtureError> {
             .find(|dep| dep.starts_with("linux-image-") && !dep.starts_with('<'))
             .map(str::to_owned)
             .ok_or_else(|| FixtureError::Command {
-                command: format!("apt-cache depends {KERNEL_METAPACKAGE}"),
+                command: format!("apt-cache depends {metapackage}"),
                 detail: format!("no linux-image dependency in its output: {}", out.trim()),
                 fix: fix.clone(),
             })
@@ -571,8 +575,8 @@ fn kernel_package(debs: &Path) -> Result<String, FixtureError> {
                 let name = name.to_string_lossy();
                 if let Some((package, _)) = name.split_once('_') {
                     if package.starts_with("linux-image-")
-                        && package.ends_with("-cloud-amd64")
-                        && package != KERNEL_METAPACKAGE
+                        && package.ends_with(flavour)
+                        && package != metapackage
                         && name.ends_with(".deb")
                     {
                         return Ok(package.to_owned());
@@ -774,7 +778,7 @@ fn build(cache_dir: &Path, out: &Path) -> Result<(), FixtureError> {
     let started = Instant::now();
     let debs = cache_dir.join("debs");
     fs::create_dir_all(&debs).map_err(io_err(&debs))?;
-    let kernel_package = kernel_package(&debs)?;
+    let kernel_package = kernel_package(&debs, KERNEL_METAPACKAGE)?;
     let kernel_deb = obtain_deb(&debs, &kernel_package)?;
     let busybox_deb = obtain_deb(&debs, BUSYBOX_PACKAGE)?;
 
@@ -1035,6 +1039,63 @@ mod tests {
         ];
         assert_eq!(dependency_line("a", &modules), ["b.ko", "c.ko"]);
         assert_eq!(dependency_line("b", &modules), ["c.ko"]);
+    }
+
+    #[test]
+    fn an_unknown_kernel_package_names_the_command_to_run() {
+        let dir = TempDir::create(&std::env::temp_dir(), "qm-apt-test").unwrap();
+        let err = kernel_package(&dir.0, "linux-image-qm-no-such-flavour").unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("`apt-cache depends linux-image-qm-no-such-flavour` failed"),
+            "{message}"
+        );
+        assert!(
+            message.contains("run `apt-get update` as root and retry"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("cd {} && apt-get download", dir.0.display())),
+            "{message}"
+        );
+        assert!(matches!(err, FixtureError::Command { .. }));
+
+        // Offline, a kernel package of that flavour already downloaded is used.
+        fs::write(dir.0.join("linux-image-qm-no-such-flavour_1_all.deb"), "").unwrap();
+        fs::write(
+            dir.0
+                .join("linux-image-6.1.0-9-qm-no-such-flavour_6.1.1-1_amd64.deb"),
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            kernel_package(&dir.0, "linux-image-qm-no-such-flavour").unwrap(),
+            "linux-image-6.1.0-9-qm-no-such-flavour"
+        );
+    }
+
+    #[test]
+    fn an_unknown_package_download_names_the_command_to_run() {
+        let dir = TempDir::create(&std::env::temp_dir(), "qm-apt-test").unwrap();
+        let err = obtain_deb(&dir.0, "qm-no-such-package").unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("apt-get download -q qm-no-such-package` failed"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!(
+                "`cd {} && apt-get download qm-no-such-package`",
+                dir.0.display()
+            )),
+            "{message}"
+        );
+        // A package already there is used without apt.
+        fs::write(dir.0.join("qm-no-such-package_1.0_amd64.deb"), "").unwrap();
+        assert_eq!(
+            obtain_deb(&dir.0, "qm-no-such-package").unwrap(),
+            dir.0.join("qm-no-such-package_1.0_amd64.deb")
+        );
     }
 
     #[test]
