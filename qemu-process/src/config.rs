@@ -124,7 +124,7 @@ impl MachineConfig {
             env: Vec::new(),
             oob: true,
             display_none: true,
-            max_message_size: 10 * 1024 * 1024,
+            max_message_size: qmp_proto::DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 

@@ -1,12 +1,43 @@
 //! Launch, control and shut down QEMU processes over QMP, in one thread.
+//!
+//! [`Machine::launch`] does what QEMU's Python `QEMUMachine` does — private temp dir, QMP over an
+//! inherited socketpair (no socket path, no connect race), QEMU's output in a log file, a child
+//! that dies with its owner — and waits under one deadline for either QMP negotiation or QEMU's
+//! exit, both watched in the same `mio` poll (the child through a pidfd). Every blocking call
+//! (commands, event waits, console expect, shutdown) runs that poll under its own deadline while
+//! it keeps events in arrival order and drains the console, so QEMU never blocks on a full
+//! console buffer. No call spawns a thread or sleeps in a loop; [`MachineSet`] drives many
+//! machines from one thread, and [`Machine::poll_sources`] lets a caller do it in its own loop.
+//!
+//! ```no_run
+//! use qemu_process::{Machine, MachineConfig};
+//! use std::time::Duration;
+//!
+//! let mut config = MachineConfig::new("qemu-system-x86_64");
+//! config.args(["-machine", "none", "-nodefaults"]);
+//! let mut vm = Machine::launch(&config)?;
+//! println!("{:?}", vm.status()?);
+//! vm.pause()?;
+//! let stop = vm.event_wait("STOP", None, Duration::from_secs(5))?;
+//! println!("stopped at {:?}", stop.timestamp);
+//! let status = vm.shutdown(Duration::from_secs(10))?;
+//! assert!(status.success());
+//! # Ok::<(), qemu_process::Error>(())
+//! ```
 
 mod config;
-// The OS layer lands before the Machine that uses it.
-#[allow(dead_code)]
 mod console;
-#[allow(dead_code)]
+mod error;
+mod machine;
+mod set;
 mod spawn;
-#[allow(dead_code)]
 mod sys;
 
-pub use config::{resolve_accel, Accel, AddFd, AttachTarget, MachineConfig, ACCEL_ENV};
+pub use config::{
+    resolve_accel, Accel, AddFd, AttachTarget, MachineConfig, ACCEL_ENV, DEFAULT_CONSOLE_BUFFER,
+    DEFAULT_LAUNCH_TIMEOUT, DEFAULT_MAX_EVENTS, DEFAULT_QMP_TIMEOUT,
+};
+pub use error::Error;
+pub use machine::{FdsetEntry, Machine, PollSources};
+pub use qmp_proto::{Event, Greeting, QmpError, RunState, Timestamp};
+pub use set::MachineSet;

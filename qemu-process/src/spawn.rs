@@ -144,6 +144,7 @@ impl ChildProc {
     }
 
     /// The pidfd (readable once the child has exited).
+    #[cfg(test)]
     pub(crate) fn pidfd(&self) -> &OwnedFd {
         &self.pidfd
     }

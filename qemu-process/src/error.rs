@@ -1,0 +1,194 @@
+//! The crate's one error type.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use crate::spawn::display_argv;
+
+/// Everything that can go wrong launching, talking to, or stopping a QEMU.
+///
+/// Variants are meant to be matched on: a timeout is distinct from a closed connection, a QMP
+/// error reply (QEMU said no) from a protocol error (QEMU said something malformed), and a
+/// launch failure carries what is needed to understand it (exit status, argv, QEMU's output).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// QEMU exited before QMP negotiation finished.
+    Launch {
+        /// How it exited.
+        status: ExitStatus,
+        /// The full command line (wrapper first, if any).
+        argv: Vec<OsString>,
+        /// Everything QEMU wrote to stdout and stderr.
+        log: String,
+    },
+    /// The program to run (QEMU, or the wrapper) does not exist or is not executable.
+    BinaryNotFound(PathBuf),
+    /// A deadline passed.
+    Timeout {
+        /// What was being waited for.
+        what: String,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// The QMP connection is closed (and no exit status is known).
+    Disconnected,
+    /// QEMU has exited; the connection is gone with it.
+    Exited(ExitStatus),
+    /// QEMU answered a command with an error.
+    Qmp(qmp_proto::QmpError),
+    /// QEMU sent something that is not valid QMP (the connection is no longer usable), or a
+    /// typed reply did not have the expected shape.
+    Protocol(qmp_proto::Error),
+    /// A system call failed.
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// QEMU did not exit in time after `quit` (or SIGTERM) and was killed.
+    NotGraceful {
+        /// The status after SIGKILL.
+        status: ExitStatus,
+    },
+    /// Events arrived while the kept-event queue was full and were dropped; the awaited event may
+    /// have been among them.
+    EventQueueFull {
+        /// The configured bound.
+        limit: usize,
+        /// How many events were dropped in total.
+        dropped: u64,
+    },
+    /// An argument was not acceptable.
+    InvalidArgument(String),
+    /// The operation does not apply to this machine (no console, attached machine, TCP socket).
+    Unsupported(String),
+    /// One machine of a [`MachineSet`](crate::MachineSet) failed.
+    InSet {
+        /// The machine's index in the set.
+        index: usize,
+        /// What went wrong.
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// An [`Error::Io`] with a context line.
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// A closure for `map_err` producing [`Error::Io`].
+    pub(crate) fn io_with(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+
+    /// Whether this is a [`Error::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Launch { status, argv, log } => {
+                write!(
+                    f,
+                    "QEMU exited during launch ({status}); command: {}",
+                    display_argv(argv)
+                )?;
+                let log = log.trim_end();
+                if log.is_empty() {
+                    write!(f, "; it printed nothing")
+                } else {
+                    write!(f, "; its output:\n{log}")
+                }
+            }
+            Error::BinaryNotFound(path) => write!(
+                f,
+                "program not found or not executable: {} (for QEMU on Debian/Ubuntu: \
+                 apt-get install -y qemu-system-x86)",
+                path.display()
+            ),
+            Error::Timeout { what, after } => {
+                write!(f, "timed out after {after:?} waiting for {what}")
+            }
+            Error::Disconnected => write!(f, "the QMP connection is closed"),
+            Error::Exited(status) => write!(f, "QEMU has exited ({status})"),
+            Error::Qmp(e) => write!(f, "QMP error reply: {e}"),
+            Error::Protocol(e) => write!(f, "QMP protocol error: {e}"),
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::NotGraceful { status } => write!(
+                f,
+                "QEMU did not shut down gracefully in time and was killed ({status})"
+            ),
+            Error::EventQueueFull { limit, dropped } => write!(
+                f,
+                "the event queue reached its limit of {limit} events; {dropped} events were \
+                 dropped"
+            ),
+            Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+            Error::Unsupported(what) => write!(f, "not supported: {what}"),
+            Error::InSet { index, source } => write!(f, "machine #{index}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Qmp(e) => Some(e),
+            Error::Protocol(e) => Some(e),
+            Error::InSet { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn messages_say_what_happened() {
+        let e = Error::Launch {
+            status: ExitStatus::from_raw(1 << 8),
+            argv: vec!["qemu-system-x86_64".into(), "-bogus".into()],
+            log: "qemu-system-x86_64: -bogus: invalid option\n".into(),
+        };
+        let s = e.to_string();
+        assert!(s.contains("exit status: 1"), "{s}");
+        assert!(s.contains("qemu-system-x86_64 -bogus"), "{s}");
+        assert!(s.contains("invalid option"), "{s}");
+        let t = Error::Timeout {
+            what: "reply to query-status".into(),
+            after: Duration::from_secs(2),
+        };
+        assert!(t.is_timeout());
+        assert_eq!(
+            t.to_string(),
+            "timed out after 2s waiting for reply to query-status"
+        );
+        let n = Error::BinaryNotFound("/no/qemu".into());
+        assert!(n.to_string().contains("/no/qemu"));
+        let io = Error::io("creating x", io::Error::from_raw_os_error(libc::ENOENT));
+        assert!(std::error::Error::source(&io).is_some());
+        let set = Error::InSet {
+            index: 2,
+            source: Box::new(Error::Disconnected),
+        };
+        assert_eq!(set.to_string(), "machine #2: the QMP connection is closed");
+    }
+}
