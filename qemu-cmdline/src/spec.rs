@@ -1,0 +1,547 @@
+//! A serde (JSON) description of a VM, for callers that hand over a document instead of
+//! calling builders (the C ABI, Go, configuration files).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::machine::SmpOrCount;
+use crate::{
+    Accel, Aio, Arch, Argv, CacheMode, Chardev, ChardevBackend, CommandLine, Cpu, Device, Discard,
+    Disk, DiskInterface, Display, Error, Firmware, Format, FwCfg, MacAddr, Machine, Monitor,
+    NetBackend, Nic, NicModel, Object, PortForward, Props, Protocol, Sandbox, Size, Smp, Vga,
+    VirtioTransport,
+};
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_display_none(d: &Display) -> bool {
+    *d == Display::None
+}
+
+fn de_smp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Smp>, D::Error> {
+    Option::<SmpOrCount>::deserialize(d).map(|o| o.map(|s| s.0))
+}
+
+fn ser_smp<S: Serializer>(smp: &Option<Smp>, s: S) -> Result<S::Ok, S::Error> {
+    smp.map(SmpOrCount).serialize(s)
+}
+
+/// A whole VM as a JSON document. Every field is optional; unknown fields are rejected with
+/// their name. [`VmSpec::to_command_line`] turns it into a [`CommandLine`] through the
+/// architecture's [`ArchProfile`](crate::ArchProfile).
+///
+/// ```
+/// use qemu_cmdline::VmSpec;
+/// let spec = VmSpec::from_json(r#"{
+///     "arch": "x86_64",
+///     "memory": "1G",
+///     "accel": ["kvm", "tcg"],
+///     "disks": [{"path": "/vm/root.qcow2", "format": "qcow2", "bootindex": 1}],
+///     "nics": [{"forwards": [{"host_port": 2222, "guest_port": 22, "name": "ssh"}]}]
+/// }"#).unwrap();
+/// let argv = spec.to_argv().unwrap();
+/// assert!(argv.to_string().contains("hostfwd=tcp::2222-:22"));
+/// assert!(VmSpec::from_json(r#"{"memroy": "1G"}"#).unwrap_err().to_string().contains("memroy"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmSpec {
+    /// The guest architecture: `x86_64` (default), `aarch64` or `riscv64`. Picks the binary,
+    /// machine, default CPU and virtio transport.
+    pub arch: Arch,
+    /// The QEMU binary; default `qemu-system-<arch>` from `PATH`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary: Option<PathBuf>,
+    /// The machine: a type (`"q35"`) or `{"type": ..., "props": {...}}`; default the profile's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<Machine>,
+    /// The CPU: a model (`"max"`) or `{"model": ..., "props": {"vmx": true}}`; default the
+    /// profile's for the accelerators.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Cpu>,
+    /// The CPUs: a count (`4`) or `{"cpus": 4, "sockets": 1, "cores": 2, "threads": 2}`.
+    #[serde(
+        deserialize_with = "de_smp",
+        serialize_with = "ser_smp",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub smp: Option<Smp>,
+    /// The RAM: `"512M"`, `"2G"`, or a number of bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Size>,
+    /// Accelerators tried in order (`["kvm", "tcg"]`); empty leaves QEMU's default (TCG).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub accel: Vec<Accel>,
+    /// The VM's name (`-name`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The system UUID (`-uuid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// A kernel for direct kernel boot (`-kernel`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<PathBuf>,
+    /// An initrd for direct kernel boot (`-initrd`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line (`-append`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub append: Option<String>,
+    /// A device tree blob (`-dtb`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtb: Option<PathBuf>,
+    /// A BIOS image (`-bios`); exclusive with `uefi`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bios: Option<PathBuf>,
+    /// UEFI firmware: `{"code": ..., "vars": ...}`; `vars` must be this VM's own writable copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uefi: Option<UefiSpec>,
+    /// Disks, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskSpec>,
+    /// Network cards, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<NicSpec>,
+    /// Serial ports, in order: each a chardev backend (`{"type": "pty"}`,
+    /// `{"type": "unix", "path": ..., "server": true}`, `{"type": "fd", "fd": 3}`, ...), given
+    /// ids `serial0`, `serial1`, ...
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub serial: Vec<ChardevBackend>,
+    /// Further character devices, for devices and monitors to refer to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chardevs: Vec<Chardev>,
+    /// Monitors (`{"chardev": ..., "mode": "control"}`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub monitors: Vec<Monitor>,
+    /// The display: `"none"` (default: VMs described here are headless) or
+    /// `{"vnc": {"unix": PATH}}` / `{"vnc": {"tcp": {"host": ..., "display": N}}}`.
+    #[serde(skip_serializing_if = "is_display_none")]
+    pub display: Display,
+    /// The VGA card (`"none"`, `"std"`, `"virtio"`, ...); default none with `nodefaults`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vga: Option<Vga>,
+    /// Generic devices: `{"driver": ..., "id": ..., "props": {...}}`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
+    /// QOM objects: `{"qom_type": ..., "id": ..., "props": {...}}`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<Object>,
+    /// fw_cfg entries: `{"name": "opt/...", "file": ...}` or `{"name": ..., "string": ...}`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fw_cfg: Vec<FwCfgSpec>,
+    /// The seccomp sandbox.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<Sandbox>,
+    /// Raw arguments appended after everything else, for what is not typed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_args: Vec<String>,
+    /// Writes `-blockdev`, `-object`, `-netdev` and `-device` in JSON syntax (QEMU 6.2+).
+    #[serde(skip_serializing_if = "is_false")]
+    pub json_syntax: bool,
+    /// `-nodefaults` (default true).
+    #[serde(skip_serializing_if = "is_true")]
+    pub nodefaults: bool,
+    /// `-no-reboot`: a guest reboot exits QEMU.
+    #[serde(skip_serializing_if = "is_false")]
+    pub no_reboot: bool,
+    /// `-S`: start with the CPUs paused.
+    #[serde(skip_serializing_if = "is_false")]
+    pub paused: bool,
+    /// Overrides the profile's virtio transport (`"pci"`, `"mmio"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virtio_transport: Option<VirtioTransport>,
+}
+
+impl Default for VmSpec {
+    fn default() -> VmSpec {
+        VmSpec {
+            arch: Arch::X86_64,
+            binary: None,
+            machine: None,
+            cpu: None,
+            smp: None,
+            memory: None,
+            accel: Vec::new(),
+            name: None,
+            uuid: None,
+            kernel: None,
+            initrd: None,
+            append: None,
+            dtb: None,
+            bios: None,
+            uefi: None,
+            disks: Vec::new(),
+            nics: Vec::new(),
+            serial: Vec::new(),
+            chardevs: Vec::new(),
+            monitors: Vec::new(),
+            display: Display::None,
+            vga: None,
+            devices: Vec::new(),
+            objects: Vec::new(),
+            fw_cfg: Vec::new(),
+            sandbox: None,
+            extra_args: Vec::new(),
+            json_syntax: false,
+            nodefaults: true,
+            no_reboot: false,
+            paused: false,
+            virtio_transport: None,
+        }
+    }
+}
+
+/// UEFI firmware files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UefiSpec {
+    /// The read-only code image.
+    pub code: PathBuf,
+    /// This VM's writable variable store.
+    pub vars: PathBuf,
+}
+
+/// A disk of a [`VmSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSpec {
+    /// The id (also accepted as `name`); default `disk0`, `disk1`, ... by position.
+    #[serde(default, alias = "name", skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The image.
+    pub path: PathBuf,
+    /// The format (default `raw`; formats are never probed).
+    #[serde(default, skip_serializing_if = "is_raw")]
+    pub format: Format,
+    /// `file` (default) or `host_device`.
+    #[serde(default, skip_serializing_if = "is_file")]
+    pub protocol: Protocol,
+    /// `virtio` (default), `scsi`, `nvme` or `ide`.
+    #[serde(default, skip_serializing_if = "is_virtio")]
+    pub interface: DiskInterface,
+    /// For `scsi`: the controller id (default `scsi0`, created when missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scsi_controller: Option<String>,
+    /// Opens the image read-only.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    /// Sends writes to a qcow2 overlay (`overlay`) and leaves the image untouched.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub snapshot: bool,
+    /// The overlay for `snapshot`; it must exist when QEMU starts. The launcher creates it
+    /// (see [`Disk::overlay_create`]) and fills this in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<PathBuf>,
+    /// The host cache mode (`writeback`, `none`, `writethrough`, `directsync`, `unsafe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheMode>,
+    /// Guest discard requests: `ignore` or `unmap`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discard: Option<Discard>,
+    /// The I/O engine: `threads`, `native` or `io_uring`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aio: Option<Aio>,
+    /// The boot order (lower first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootindex: Option<u32>,
+    /// The serial number the guest sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+}
+
+fn is_raw(f: &Format) -> bool {
+    *f == Format::Raw
+}
+fn is_file(p: &Protocol) -> bool {
+    *p == Protocol::File
+}
+fn is_virtio(i: &DiskInterface) -> bool {
+    *i == DiskInterface::Virtio
+}
+
+impl DiskSpec {
+    /// A raw virtio disk at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> DiskSpec {
+        DiskSpec {
+            id: None,
+            path: path.into(),
+            format: Format::Raw,
+            protocol: Protocol::File,
+            interface: DiskInterface::Virtio,
+            scsi_controller: None,
+            read_only: false,
+            snapshot: false,
+            overlay: None,
+            cache: None,
+            discard: None,
+            aio: None,
+            bootindex: None,
+            serial: None,
+        }
+    }
+
+    /// The builder form, for disk number `index`.
+    pub fn to_disk(&self, index: usize) -> Result<Disk, Error> {
+        let id = self.id.clone().unwrap_or_else(|| format!("disk{index}"));
+        let field = format!("disks[{index}] ({id:?})");
+        let mut d = Disk::new(id, &self.path)
+            .format(self.format.clone())
+            .protocol(self.protocol)
+            .interface(self.interface)
+            .read_only(self.read_only);
+        if let Some(c) = &self.scsi_controller {
+            d = d.scsi_controller(c);
+        }
+        match (self.snapshot, &self.overlay) {
+            (true, Some(o)) => d = d.snapshot(o),
+            (true, None) => {
+                return Err(Error::invalid(
+                    format!("{field} overlay"),
+                    "snapshot needs an overlay file; the launcher creates one and sets `overlay`",
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(Error::invalid(
+                    format!("{field} overlay"),
+                    "an overlay is set but snapshot is false",
+                ))
+            }
+            (false, None) => {}
+        }
+        if let Some(c) = self.cache {
+            d = d.cache(c);
+        }
+        if let Some(x) = self.discard {
+            d = d.discard(x);
+        }
+        if let Some(a) = self.aio {
+            d = d.aio(a);
+        }
+        if let Some(b) = self.bootindex {
+            d = d.bootindex(b);
+        }
+        if let Some(s) = &self.serial {
+            d = d.serial(s);
+        }
+        Ok(d)
+    }
+}
+
+/// A network card of a [`VmSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicSpec {
+    /// The id of the netdev and the device (also accepted as `name`); default `net0`, ...
+    #[serde(default, alias = "name", skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `virtio` (default), `e1000`, `e1000e`, `rtl8139` or another NIC device name.
+    #[serde(default, skip_serializing_if = "is_virtio_nic")]
+    pub model: NicModel,
+    /// The MAC address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    /// The backend: `{"type": "user", ...}` (default), `{"type": "tap", ...}` or
+    /// `{"type": "socket", "socket": {...}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<NetBackend>,
+    /// Port forwards (user-mode backend only):
+    /// `[{"proto": "tcp", "host_addr": ..., "host_port": 2222, "guest_addr": ..., "guest_port": 22, "name": "ssh"}]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forwards: Vec<PortForward>,
+    /// The boot order (network boot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootindex: Option<u32>,
+    /// Extra `-device` properties (`romfile`, `mq`, ...).
+    #[serde(default, skip_serializing_if = "Props::is_empty")]
+    pub props: Props,
+}
+
+fn is_virtio_nic(m: &NicModel) -> bool {
+    *m == NicModel::Virtio
+}
+
+impl NicSpec {
+    /// The builder form, for NIC number `index`.
+    pub fn to_nic(&self, index: usize) -> Nic {
+        let id = self.id.clone().unwrap_or_else(|| format!("net{index}"));
+        let mut nic =
+            Nic::new(id, self.backend.clone().unwrap_or_default()).model(self.model.clone());
+        for f in &self.forwards {
+            nic = nic.forward(f.clone());
+        }
+        if let Some(m) = self.mac {
+            nic = nic.mac(m);
+        }
+        if let Some(b) = self.bootindex {
+            nic = nic.bootindex(b);
+        }
+        for (k, v) in self.props.iter() {
+            nic = nic.device_prop(k, v.clone());
+        }
+        nic
+    }
+}
+
+/// A fw_cfg entry of a [`VmSpec`]: exactly one of `file` and `string`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FwCfgSpec {
+    /// The name (`opt/com.example/config`).
+    pub name: String,
+    /// A file whose contents are the entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// A string that is the entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub string: Option<String>,
+}
+
+impl VmSpec {
+    /// Reads a spec from JSON. Unknown fields, wrong types and invalid values are errors that
+    /// name the field and the position.
+    pub fn from_json(text: &str) -> Result<VmSpec, Error> {
+        serde_json::from_str(text).map_err(|e| Error::Spec {
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes the spec as JSON (fields at their defaults left out).
+    pub fn to_json(&self) -> Result<String, Error> {
+        serde_json::to_string_pretty(self).map_err(|e| Error::Spec {
+            message: e.to_string(),
+        })
+    }
+
+    /// The command line the spec describes, built on the architecture's profile. The caller may
+    /// add to it (QMP and console chardevs, say) before [`CommandLine::build`].
+    pub fn to_command_line(&self) -> Result<CommandLine, Error> {
+        let profile = self.arch.profile();
+        let program = self
+            .binary
+            .clone()
+            .map(PathBuf::into_os_string)
+            .unwrap_or_else(|| profile.binary.into());
+        let mut cmd = CommandLine::new(program);
+        let mut errors = Vec::new();
+        cmd.json_syntax(self.json_syntax)
+            .virtio_transport(self.virtio_transport.unwrap_or(profile.virtio_transport))
+            .machine(self.machine.clone().unwrap_or_else(|| profile.machine()))
+            .accel_fallback(self.accel.iter().cloned());
+        if let Some(cpu) = self.cpu.clone().or_else(|| profile.cpu_for(&self.accel)) {
+            cmd.cpu(cpu);
+        }
+        if let Some(smp) = self.smp {
+            cmd.smp(smp);
+        }
+        if let Some(m) = self.memory {
+            cmd.memory(m);
+        }
+        if let Some(n) = &self.name {
+            cmd.name(n);
+        }
+        if let Some(u) = &self.uuid {
+            cmd.uuid(u);
+        }
+        if self.nodefaults {
+            cmd.nodefaults();
+        }
+        if self.no_reboot {
+            cmd.no_reboot();
+        }
+        if self.paused {
+            cmd.paused();
+        }
+        if let Some(s) = self.sandbox {
+            cmd.sandbox(s);
+        }
+        match (&self.bios, &self.uefi) {
+            (Some(_), Some(_)) => errors.push(Error::invalid(
+                "bios",
+                "bios and uefi are both set; choose one firmware",
+            )),
+            (Some(b), None) => {
+                cmd.firmware(Firmware::Bios(b.clone()));
+            }
+            (None, Some(u)) => {
+                cmd.firmware(Firmware::Uefi {
+                    code: u.code.clone(),
+                    vars: u.vars.clone(),
+                });
+            }
+            (None, None) => {}
+        }
+        if let Some(k) = &self.kernel {
+            cmd.kernel(k);
+        }
+        if let Some(i) = &self.initrd {
+            cmd.initrd(i);
+        }
+        if let Some(a) = &self.append {
+            cmd.append(a);
+        }
+        if let Some(d) = &self.dtb {
+            cmd.dtb(d);
+        }
+        cmd.display(self.display.clone());
+        if let Some(v) = self.vga {
+            cmd.vga(v);
+        }
+        for o in &self.objects {
+            cmd.object(o.clone());
+        }
+        for c in &self.chardevs {
+            cmd.chardev(c.clone());
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            match d.to_disk(i) {
+                Ok(d) => {
+                    cmd.disk(d);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        for (i, n) in self.nics.iter().enumerate() {
+            cmd.nic(n.to_nic(i));
+        }
+        for (i, backend) in self.serial.iter().enumerate() {
+            let id = format!("serial{i}");
+            cmd.chardev(Chardev::new(id.as_str(), backend.clone()))
+                .serial(id);
+        }
+        for m in &self.monitors {
+            cmd.monitor(m.clone());
+        }
+        for d in &self.devices {
+            cmd.device(d.clone());
+        }
+        for (i, f) in self.fw_cfg.iter().enumerate() {
+            match (&f.file, &f.string) {
+                (Some(p), None) => {
+                    cmd.fw_cfg(FwCfg::file(f.name.as_str(), p));
+                }
+                (None, Some(s)) => {
+                    cmd.fw_cfg(FwCfg::string(f.name.as_str(), s.as_str()));
+                }
+                _ => errors.push(Error::invalid(
+                    format!("fw_cfg[{i}] ({:?})", f.name),
+                    "give exactly one of file and string",
+                )),
+            }
+        }
+        cmd.args(&self.extra_args);
+        Error::collect(errors)?;
+        Ok(cmd)
+    }
+
+    /// [`VmSpec::to_command_line`] and [`CommandLine::build`] in one step.
+    pub fn to_argv(&self) -> Result<Argv, Error> {
+        self.to_command_line()?.build()
+    }
+}
