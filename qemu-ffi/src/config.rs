@@ -1,0 +1,383 @@
+//! `qm_config`: what to launch, built from JSON or with setters.
+
+use std::collections::BTreeMap;
+use std::ffi::c_char;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use qemu_process::{Accel, MachineConfig};
+use serde::Deserialize;
+
+use crate::args::{bytes_arg, opt_str_arg, out_arg, path_arg};
+use crate::error::{guard, FfiError};
+use crate::handle::{borrow_mut, into_handle, release, Handle};
+use crate::status::QmStatus;
+
+/// The accelerator values `qm_config_set_accel()` takes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QmAccel {
+    /// KVM when `/dev/kvm` is usable and the guest matches the host, else TCG; the environment
+    /// variable `QEMU_MACHINE_ACCEL` overrides it.
+    Auto = 0,
+    /// `-accel kvm`.
+    Kvm = 1,
+    /// `-accel tcg`.
+    Tcg = 2,
+    /// No `-accel` argument: the arguments decide.
+    None = 3,
+}
+
+/// A launch configuration. Create it with `qm_config_new()` or `qm_config_from_json()`, free it
+/// with `qm_config_free()`. Not thread-safe: use a config from one thread at a time (it may move
+/// between threads).
+pub struct QmConfig {
+    pub(crate) config: MachineConfig,
+}
+
+impl Handle for QmConfig {
+    const KIND: u8 = 1;
+    const NAME: &'static str = "qm_config";
+}
+
+/// The JSON form of a configuration (every field optional; unknown fields are rejected).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigJson {
+    binary: Option<PathBuf>,
+    #[serde(default)]
+    args: Vec<String>,
+    accel: Option<String>,
+    temp_dir: Option<PathBuf>,
+    launch_timeout_ms: Option<u64>,
+    qmp_timeout_ms: Option<u64>,
+    console: Option<bool>,
+    console_log: Option<PathBuf>,
+    console_buffer_bytes: Option<usize>,
+    max_events: Option<usize>,
+    #[serde(default)]
+    wrapper: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    oob: Option<bool>,
+    display_none: Option<bool>,
+}
+
+/// The binary a new config runs until told otherwise.
+const DEFAULT_BINARY: &str = "qemu-system-x86_64";
+
+fn config_from_json(text: &[u8]) -> Result<MachineConfig, FfiError> {
+    let j: ConfigJson = serde_json::from_slice(text).map_err(|e| {
+        FfiError::new(
+            QmStatus::InvalidJson,
+            format!("invalid configuration JSON: {e}"),
+        )
+    })?;
+    let mut c = MachineConfig::new(j.binary.unwrap_or_else(|| DEFAULT_BINARY.into()));
+    c.args(&j.args);
+    if let Some(a) = j.accel {
+        let accel = Accel::parse(&a).ok_or_else(|| {
+            FfiError::new(
+                QmStatus::InvalidJson,
+                format!("invalid configuration JSON: field `accel` is {a:?}, expected auto, kvm, tcg or none"),
+            )
+        })?;
+        c.accel(accel);
+    }
+    if let Some(d) = j.temp_dir {
+        c.temp_base_dir(d);
+    }
+    if let Some(ms) = j.launch_timeout_ms {
+        c.launch_timeout(Duration::from_millis(ms));
+    }
+    if let Some(ms) = j.qmp_timeout_ms {
+        c.qmp_timeout(Duration::from_millis(ms));
+    }
+    if let Some(on) = j.console {
+        c.console(on);
+    }
+    if let Some(p) = j.console_log {
+        c.console_log(p);
+    }
+    if let Some(n) = j.console_buffer_bytes {
+        c.console_buffer_bytes(n);
+    }
+    if let Some(n) = j.max_events {
+        c.max_events(n);
+    }
+    if !j.wrapper.is_empty() {
+        c.wrapper(&j.wrapper);
+    }
+    for (k, v) in &j.env {
+        c.env(k, v);
+    }
+    if let Some(on) = j.oob {
+        c.oob(on);
+    }
+    if let Some(on) = j.display_none {
+        c.display_none(on);
+    }
+    Ok(c)
+}
+
+/// Creates a configuration that runs `qemu-system-x86_64` (looked up in `PATH`) with no
+/// arguments, the accelerator chosen automatically, and default timeouts (30 s).
+///
+/// # Safety
+/// `out` must be NULL or valid for writing a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn qm_config_new(out: *mut *mut QmConfig) -> QmStatus {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let out = unsafe { out_arg(out, "out") }?;
+        *out = into_handle(QmConfig {
+            config: MachineConfig::new(DEFAULT_BINARY),
+        });
+        Ok(())
+    })
+}
+
+/// Creates a configuration from a JSON object. Every field is optional:
+/// `binary` (path or name), `args` (array of strings), `accel` (`"auto"`, `"kvm"`, `"tcg"`,
+/// `"none"`), `temp_dir`, `launch_timeout_ms`, `qmp_timeout_ms`, `console` (bool),
+/// `console_log` (path), `console_buffer_bytes`, `max_events`, `wrapper` (array of strings),
+/// `env` (object of strings), `oob` (bool), `display_none` (bool). Unknown fields are rejected
+/// with `QM_STATUS_INVALID_JSON` and a message naming them.
+///
+/// # Safety
+/// `json` must be NULL or a NUL-terminated string; `out` NULL or valid for writing a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn qm_config_from_json(
+    json: *const c_char,
+    out: *mut *mut QmConfig,
+) -> QmStatus {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let out = unsafe { out_arg(out, "out") }?;
+        // SAFETY: forwarded from this function's contract.
+        let text = unsafe { bytes_arg(json, "json") }?;
+        *out = into_handle(QmConfig {
+            config: config_from_json(text)?,
+        });
+        Ok(())
+    })
+}
+
+/// Runs `f` on the config behind `config`.
+///
+/// # Safety
+/// `config` must be NULL or a pointer; it is checked against the live handles before use.
+unsafe fn with_config(
+    config: *mut QmConfig,
+    f: impl FnOnce(&mut MachineConfig) -> Result<(), FfiError>,
+) -> QmStatus {
+    guard(|| {
+        // SAFETY: the handle is checked against the registry; handles are single-threaded.
+        let c = unsafe { borrow_mut(config, "config") }?;
+        f(&mut c.config)
+    })
+}
+
+/// Sets the QEMU binary (a path, or a name looked up in `PATH`).
+///
+/// # Safety
+/// `config` must be a handle from this library or NULL; `path` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn qm_config_set_binary(
+    config: *mut QmConfig,
+    path: *const c_char,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_config(config, |c| {
+            c.binary(path_arg(path, "path")?);
+            Ok(())
+        })
+    }
+}
+
+/// Appends one argument to QEMU's command line (passed as is: no shell, no splitting).
+///
+/// # Safety
+/// `config` must be a handle from this library or NULL; `arg` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn qm_config_add_arg(config: *mut QmConfig, arg: *const c_char) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_config(config, |c| {
+            let bytes = bytes_arg(arg, "arg")?;
+            c.arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(bytes));
+            Ok(())
+        })
+    }
+}
+
+/// Chooses the accelerator: one of the `qm_accel` values, given as an integer; anything else is
+/// `QM_STATUS_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `config` must be a handle from this library or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_config_set_accel(config: *mut QmConfig, accel: i32) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_config(config, |c| {
+            let a = match accel {
+                0 => Accel::Auto,
+                1 => Accel::Kvm,
+                2 => Accel::Tcg,
+                3 => Accel::None,
+                n => {
+                    return Err(FfiError::invalid(format!(
+                        "argument `accel` is {n}, not a qm_accel value (0 to 3)"
+                    )))
+                }
+            };
+            c.accel(a);
+            Ok(())
+        })
+    }
+}
+
+/// Sets the launch deadline (QMP greeting and negotiation, or QEMU's exit), in milliseconds.
+///
+/// # Safety
+/// `config` must be a handle from this library or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_config_set_launch_timeout_ms(
+    config: *mut QmConfig,
+    ms: u64,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_config(config, |c| {
+            c.launch_timeout(Duration::from_millis(ms));
+            Ok(())
+        })
+    }
+}
+
+/// Sets the default deadline of each QMP command, in milliseconds.
+///
+/// # Safety
+/// `config` must be a handle from this library or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_config_set_qmp_timeout_ms(config: *mut QmConfig, ms: u64) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_config(config, |c| {
+            c.qmp_timeout(Duration::from_millis(ms));
+            Ok(())
+        })
+    }
+}
+
+/// Connects (or not) the guest's first serial port to a console the library drains, readable
+/// with `qm_machine_console_read()`.
+///
+/// # Safety
+/// `config` must be a handle from this library or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_config_set_console(config: *mut QmConfig, enabled: bool) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_config(config, |c| {
+            c.console(enabled);
+            Ok(())
+        })
+    }
+}
+
+/// Also writes every console byte to the file at `path` (created or truncated); enables the
+/// console.
+///
+/// # Safety
+/// `config` must be a handle from this library or NULL; `path` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn qm_config_set_console_log(
+    config: *mut QmConfig,
+    path: *const c_char,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_config(config, |c| {
+            c.console_log(path_arg(path, "path")?);
+            Ok(())
+        })
+    }
+}
+
+/// Sets the directory under which each machine's private temp dir is made (default `$TMPDIR`
+/// or `/tmp`).
+///
+/// # Safety
+/// `config` must be a handle from this library or NULL; `dir` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn qm_config_set_temp_dir(
+    config: *mut QmConfig,
+    dir: *const c_char,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_config(config, |c| {
+            c.temp_base_dir(path_arg(dir, "dir")?);
+            Ok(())
+        })
+    }
+}
+
+/// Passes a duplicate of `fd` to QEMU at launch, in fdset `fdset` (`-add-fd`), with optional
+/// `opaque` text (NULL for none). The caller keeps its own `fd` and may close it.
+///
+/// # Safety
+/// `config` must be a handle from this library or NULL; `opaque` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn qm_config_add_fd(
+    config: *mut QmConfig,
+    fd: RawFd,
+    fdset: u32,
+    opaque: *const c_char,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_config(config, |c| {
+            let opaque = opt_str_arg(opaque, "opaque")?;
+            let owned = dup_fd(fd)?;
+            c.add_fd(owned, fdset, opaque);
+            Ok(())
+        })
+    }
+}
+
+/// Duplicates a caller's descriptor (close-on-exec), checking that it is open.
+pub(crate) fn dup_fd(fd: RawFd) -> Result<std::os::fd::OwnedFd, FfiError> {
+    if fd < 0 {
+        return Err(FfiError::invalid(format!(
+            "argument `fd` is {fd}, not a descriptor"
+        )));
+    }
+    // SAFETY: fcntl(F_GETFD) only queries the descriptor table; a closed fd gives EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(FfiError::invalid(format!(
+            "argument `fd` ({fd}) is not an open descriptor"
+        )));
+    }
+    // SAFETY: the descriptor was just checked to be open; the borrow lasts only for the dup.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    borrowed
+        .try_clone_to_owned()
+        .map_err(|e| FfiError::new(QmStatus::Io, format!("duplicating fd {fd}: {e}")))
+}
+
+/// Frees a configuration. NULL is accepted. Machines launched from it are not affected.
+///
+/// # Safety
+/// `config` must be NULL or a handle from this library not freed before (a freed handle is
+/// detected and ignored).
+#[no_mangle]
+pub unsafe extern "C" fn qm_config_free(config: *mut QmConfig) {
+    // A freed or foreign handle is reported through the last error and otherwise ignored.
+    // SAFETY: the handle is checked against the registry before it is released.
+    guard(|| unsafe { release(config, "config") }.map(drop));
+}

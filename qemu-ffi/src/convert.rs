@@ -1,0 +1,47 @@
+//! Errors of the Rust crates, as statuses and messages for C.
+
+use qemu_process::Error;
+
+use crate::error::FfiError;
+use crate::status::QmStatus;
+
+impl From<Error> for FfiError {
+    fn from(e: Error) -> FfiError {
+        let message = e.to_string();
+        let status = status_of(&e);
+        let qmp = match &e {
+            Error::Qmp(q) => Some((q.class.as_str().to_string(), q.desc.clone())),
+            Error::InSet { source, .. } => match source.as_ref() {
+                Error::Qmp(q) => Some((q.class.as_str().to_string(), q.desc.clone())),
+                _ => None,
+            },
+            _ => None,
+        };
+        FfiError {
+            status,
+            message,
+            qmp,
+        }
+    }
+}
+
+fn status_of(e: &Error) -> QmStatus {
+    match e {
+        Error::Launch { .. } => QmStatus::LaunchFailed,
+        Error::BinaryNotFound(_) => QmStatus::BinaryNotFound,
+        Error::Timeout { .. } => QmStatus::Timeout,
+        Error::Disconnected => QmStatus::Disconnected,
+        Error::Exited(_) => QmStatus::ProcessExited,
+        Error::Qmp(_) => QmStatus::QmpError,
+        Error::Protocol(_) => QmStatus::Protocol,
+        Error::Io { .. } => QmStatus::Io,
+        Error::NotGraceful { .. } => QmStatus::NotGraceful,
+        Error::EventQueueFull { .. } => QmStatus::EventQueueFull,
+        Error::InvalidArgument(_) => QmStatus::InvalidArgument,
+        Error::Unsupported(_) => QmStatus::Unsupported,
+        Error::InSet { source, .. } => status_of(source),
+        // The enum is non-exhaustive; a variant added later without a code here still fails
+        // with its message rather than being mistaken for success.
+        _ => QmStatus::Io,
+    }
+}

@@ -1,0 +1,640 @@
+//! `qm_machine`: a running (or attached) QEMU.
+
+use std::ffi::c_char;
+use std::os::fd::{AsFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use qemu_process::{AttachTarget, Event, Machine};
+use serde_json::Value;
+
+use crate::args::{
+    bytes_arg, opt_json_arg, opt_out_arg, out_arg, path_arg, set_string, slice_arg, str_arg,
+    timeout_arg,
+};
+use crate::config::{dup_fd, QmConfig};
+use crate::error::{guard, FfiError};
+use crate::handle::{borrow_mut, into_handle, release, Handle};
+use crate::status::QmStatus;
+
+/// The default deadline of operations other than QMP commands (shutdown, waits).
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+/// A QEMU process launched by this library, or one it attached to over QMP. Free it with
+/// `qm_machine_free()`, which kills and reaps a launched QEMU if it still runs and removes its
+/// temp dir. Not thread-safe: use a machine from one thread at a time (it may move between
+/// threads).
+pub struct QmMachine {
+    machine: Machine,
+    /// Console bytes taken from the machine but not yet read by the caller (when its buffer
+    /// was smaller than what had arrived).
+    console_pending: Vec<u8>,
+}
+
+impl Handle for QmMachine {
+    const KIND: u8 = 2;
+    const NAME: &'static str = "qm_machine";
+}
+
+fn new_machine(machine: Machine) -> *mut QmMachine {
+    into_handle(QmMachine {
+        machine,
+        console_pending: Vec::new(),
+    })
+}
+
+/// Runs `f` on the machine behind `machine`.
+///
+/// # Safety
+/// `machine` must be NULL or a pointer; it is checked against the live handles before use.
+unsafe fn with_machine(
+    machine: *mut QmMachine,
+    f: impl FnOnce(&mut QmMachine) -> Result<(), FfiError>,
+) -> QmStatus {
+    guard(|| {
+        // SAFETY: the handle is checked against the registry; handles are single-threaded.
+        let m = unsafe { borrow_mut(machine, "machine") }?;
+        f(m)
+    })
+}
+
+fn json_text(v: &Value) -> Vec<u8> {
+    // Serializing a serde_json::Value cannot fail (all keys are strings).
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// Launches QEMU as `config` describes and waits (under the config's launch timeout) until QMP
+/// is negotiated. On failure nothing is left behind (no process, no temp dir); for
+/// `QM_STATUS_LAUNCH_FAILED` the message holds QEMU's exit status, command line and output.
+///
+/// # Safety
+/// `config` must be a handle from this library or NULL; `out` NULL or valid for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_launch(
+    config: *const QmConfig,
+    out: *mut *mut QmMachine,
+) -> QmStatus {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let out = unsafe { out_arg(out, "out") }?;
+        // SAFETY: the handle is checked against the registry; handles are single-threaded.
+        let c = unsafe { borrow_mut(config.cast_mut(), "config") }?;
+        *out = new_machine(Machine::launch(&c.config)?);
+        Ok(())
+    })
+}
+
+fn attach(target: AttachTarget, timeout_ms: i64, out: &mut *mut QmMachine) -> Result<(), FfiError> {
+    let m = Machine::attach(target, timeout_arg(timeout_ms, DEFAULT_WAIT))?;
+    *out = new_machine(m);
+    Ok(())
+}
+
+/// Connects to the QMP server of a QEMU that is already running, at the unix socket `path`,
+/// retrying refused connections until `timeout_ms` (negative: 30 s). The machine is not owned:
+/// `qm_machine_free()` only disconnects.
+///
+/// # Safety
+/// `path` must be NULL or NUL-terminated; `out` NULL or valid for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_attach_unix(
+    path: *const c_char,
+    timeout_ms: i64,
+    out: *mut *mut QmMachine,
+) -> QmStatus {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let out = unsafe { out_arg(out, "out") }?;
+        // SAFETY: forwarded from this function's contract.
+        let path: PathBuf = unsafe { path_arg(path, "path") }?;
+        attach(AttachTarget::Unix(path), timeout_ms, out)
+    })
+}
+
+/// Like `qm_machine_attach_unix()`, for a QMP server on TCP at `address` (`"127.0.0.1:4444"`).
+///
+/// # Safety
+/// `address` must be NULL or NUL-terminated; `out` NULL or valid for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_attach_tcp(
+    address: *const c_char,
+    timeout_ms: i64,
+    out: *mut *mut QmMachine,
+) -> QmStatus {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let out = unsafe { out_arg(out, "out") }?;
+        // SAFETY: forwarded from this function's contract.
+        let text = unsafe { str_arg(address, "address") }?;
+        let addr = text.parse().map_err(|e| {
+            FfiError::invalid(format!("argument `address` ({text:?}) is not IP:PORT: {e}"))
+        })?;
+        attach(AttachTarget::Tcp(addr), timeout_ms, out)
+    })
+}
+
+/// Shared body of the execute functions.
+///
+/// # Safety
+/// As for `qm_machine_execute`.
+unsafe fn execute(
+    machine: *mut QmMachine,
+    command: *const c_char,
+    arguments_json: *const c_char,
+    timeout_ms: i64,
+    out_json: *mut *mut c_char,
+    oob: bool,
+) -> QmStatus {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let out = opt_out_arg(out_json);
+            let name = str_arg(command, "command")?;
+            let args = opt_json_arg(arguments_json, "arguments_json")?;
+            if args.as_ref().is_some_and(|a| !a.is_object()) {
+                return Err(FfiError::new(
+                    QmStatus::InvalidJson,
+                    "argument `arguments_json` must be a JSON object",
+                ));
+            }
+            let timeout = timeout_arg(timeout_ms, m.machine.qmp_timeout());
+            let reply = if oob {
+                m.machine.execute_oob(name, args, timeout)?
+            } else {
+                m.machine.execute_with_timeout(name, args, timeout)?
+            };
+            if let Some(out) = out {
+                set_string(out, &json_text(&reply))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Runs the QMP command `command` with `arguments_json` (a JSON object, or NULL for none) and
+/// waits up to `timeout_ms` (negative: the machine's QMP timeout) for its reply. On success,
+/// `*out_json` (if `out_json` is not NULL) receives the `return` value as JSON; free it with
+/// `qm_string_free()`. When QEMU answers with an error the status is `QM_STATUS_QMP_ERROR` and
+/// `qm_last_error_qmp_class()` / `qm_last_error_qmp_desc()` give its class and description.
+/// Events that arrive meanwhile are kept for `qm_machine_events()` / `qm_machine_event_wait()`.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `command` and `arguments_json` NULL or
+/// NUL-terminated; `out_json` NULL or valid for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_execute(
+    machine: *mut QmMachine,
+    command: *const c_char,
+    arguments_json: *const c_char,
+    timeout_ms: i64,
+    out_json: *mut *mut c_char,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        execute(
+            machine,
+            command,
+            arguments_json,
+            timeout_ms,
+            out_json,
+            false,
+        )
+    }
+}
+
+/// Like `qm_machine_execute()`, sent out-of-band (`exec-oob`): QEMU handles it before queued
+/// in-band commands. Only for commands QEMU allows out-of-band (e.g. `migrate-pause`); fails
+/// with `QM_STATUS_INVALID_STATE`-like errors when oob was not negotiated.
+///
+/// # Safety
+/// As for `qm_machine_execute()`.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_execute_oob(
+    machine: *mut QmMachine,
+    command: *const c_char,
+    arguments_json: *const c_char,
+    timeout_ms: i64,
+    out_json: *mut *mut c_char,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { execute(machine, command, arguments_json, timeout_ms, out_json, true) }
+}
+
+/// Takes every event kept so far (in arrival order) as a JSON array of
+/// `{"event", "data", "timestamp": {"seconds", "microseconds"}}` objects; free it with
+/// `qm_string_free()`.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_events(
+    machine: *mut QmMachine,
+    out_json: *mut *mut c_char,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let out = out_arg(out_json, "out_json")?;
+            let events: Vec<Value> = m.machine.events().iter().map(Event::to_value).collect();
+            set_string(out, &json_text(&Value::Array(events)))
+        })
+    }
+}
+
+/// Waits up to `timeout_ms` (negative: 30 s) for an event named `name` whose JSON form matches
+/// `pattern_json` (NULL matches any), looking at already-kept events first. The pattern is a
+/// JSON sub-tree of the event (`{"data": {"guest": true}}`); `null` in it matches anything.
+/// The matching event is removed from the kept events and, if `out_json` is not NULL, stored
+/// in `*out_json` (free with `qm_string_free()`). A timeout is `QM_STATUS_TIMEOUT`, distinct
+/// from `QM_STATUS_DISCONNECTED` / `QM_STATUS_PROCESS_EXITED`.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `name` and `pattern_json` NULL or
+/// NUL-terminated; `out_json` NULL or valid for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_event_wait(
+    machine: *mut QmMachine,
+    name: *const c_char,
+    pattern_json: *const c_char,
+    timeout_ms: i64,
+    out_json: *mut *mut c_char,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let out = opt_out_arg(out_json);
+            let name = str_arg(name, "name")?;
+            let pattern = opt_json_arg(pattern_json, "pattern_json")?;
+            let ev = m.machine.event_wait(
+                name,
+                pattern.as_ref(),
+                timeout_arg(timeout_ms, DEFAULT_WAIT),
+            )?;
+            if let Some(out) = out {
+                set_string(out, &json_text(&ev.to_value()))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Copies up to `len` console bytes received so far into `buf` and stores how many in
+/// `*out_len` (0 when nothing is waiting; the call does not block). Bytes that do not fit stay
+/// for the next call. Needs a machine launched with the console enabled.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `buf` valid for `len` bytes;
+/// `out_len` NULL or valid for a `size_t`.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_console_read(
+    machine: *mut QmMachine,
+    buf: *mut u8,
+    len: usize,
+    out_len: *mut usize,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let out_len = out_arg(out_len, "out_len")?;
+            if buf.is_null() && len > 0 {
+                return Err(FfiError::null("buf"));
+            }
+            if m.console_pending.len() < len {
+                let fresh = m.machine.console_read();
+                m.console_pending.extend_from_slice(&fresh);
+            }
+            let n = m.console_pending.len().min(len);
+            if n > 0 {
+                // SAFETY: `buf` is valid for `len >= n` bytes by contract and does not overlap
+                // the library's own buffer.
+                std::ptr::copy_nonoverlapping(m.console_pending.as_ptr(), buf, n);
+                m.console_pending.drain(..n);
+            }
+            *out_len = n;
+            Ok(())
+        })
+    }
+}
+
+/// Sends `len` bytes to the guest's first serial port.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `data` valid for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_console_write(
+    machine: *mut QmMachine,
+    data: *const u8,
+    len: usize,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let bytes = slice_arg(data, len, "data")?;
+            Ok(m.machine.console_write(bytes)?)
+        })
+    }
+}
+
+/// Waits up to `timeout_ms` (negative: 30 s) until the console shows `pattern` (a plain string,
+/// not a regular expression). If `out_before` is not NULL it receives, NUL-terminated, the
+/// console output before the match (free with `qm_string_free()`), and `*out_len` (if not NULL)
+/// its length, which may include NUL bytes. Output after the match stays readable.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `pattern` NULL or NUL-terminated;
+/// `out_before` and `out_len` NULL or valid for writing.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_console_wait_for(
+    machine: *mut QmMachine,
+    pattern: *const c_char,
+    timeout_ms: i64,
+    out_before: *mut *mut c_char,
+    out_len: *mut usize,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let out_before = opt_out_arg(out_before);
+            let out_len = opt_out_arg(out_len);
+            let pattern = bytes_arg(pattern, "pattern")?;
+            if pattern.is_empty() {
+                return Err(FfiError::invalid("argument `pattern` is empty"));
+            }
+            if !m.console_pending.is_empty() {
+                // Give bytes held back by a short console_read back to the search.
+                return Err(FfiError::new(
+                    QmStatus::InvalidState,
+                    "console bytes from a partial qm_machine_console_read() are still unread; \
+                     read them first",
+                ));
+            }
+            let before = m
+                .machine
+                .console_wait_for(pattern, timeout_arg(timeout_ms, DEFAULT_WAIT))?;
+            if let Some(out) = out_before {
+                set_string(out, &before)?;
+            }
+            if let Some(n) = out_len {
+                *n = before.len();
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Passes a duplicate of `fd` to QEMU over the QMP socket (SCM_RIGHTS) and names it `name`
+/// (`getfd`), for use by later commands (e.g. a chardev or netdev with `fd=name`). The caller
+/// keeps its own `fd`.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `name` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_send_fd(
+    machine: *mut QmMachine,
+    fd: RawFd,
+    name: *const c_char,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let name = str_arg(name, "name")?;
+            let owned = dup_fd(fd)?;
+            Ok(m.machine.send_fd(owned.as_fd(), name)?)
+        })
+    }
+}
+
+/// Stores QEMU's process id in `*out_pid` (0 for an attached machine, whose process this library
+/// does not own).
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `out_pid` NULL or valid for writing.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_pid(machine: *mut QmMachine, out_pid: *mut i32) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let out = out_arg(out_pid, "out_pid")?;
+            *out = m
+                .machine
+                .pid()
+                .and_then(|p| i32::try_from(p).ok())
+                .unwrap_or(0);
+            Ok(())
+        })
+    }
+}
+
+/// Asks QEMU for its run state (`query-status`) and stores it as a string such as `"running"`,
+/// `"paused"`, `"shutdown"` or `"prelaunch"` in `*out_status` (free with `qm_string_free()`).
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `out_status` NULL or valid for writing.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_status(
+    machine: *mut QmMachine,
+    out_status: *mut *mut c_char,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let out = out_arg(out_status, "out_status")?;
+            let state = m.machine.status()?;
+            set_string(out, state.as_str().as_bytes())
+        })
+    }
+}
+
+/// Pauses the guest's CPUs (`stop`).
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_pause(machine: *mut QmMachine) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_machine(machine, |m| Ok(m.machine.pause()?)) }
+}
+
+/// Resumes the guest's CPUs (`cont`).
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_resume(machine: *mut QmMachine) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_machine(machine, |m| Ok(m.machine.resume()?)) }
+}
+
+/// Resets the guest (`system_reset`), like pressing the reset button.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_reset(machine: *mut QmMachine) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_machine(machine, |m| Ok(m.machine.reset()?)) }
+}
+
+/// Presses the ACPI power button (`system_powerdown`) and waits up to `timeout_ms` (negative:
+/// 30 s) for the guest to shut down (the SHUTDOWN event). `QM_STATUS_TIMEOUT` if it does not:
+/// the guest may ignore the button; the machine keeps running.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_powerdown(
+    machine: *mut QmMachine,
+    timeout_ms: i64,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            m.machine.powerdown(timeout_arg(timeout_ms, DEFAULT_WAIT))?;
+            Ok(())
+        })
+    }
+}
+
+/// Shuts QEMU down: `quit`, then waits up to `timeout_ms` (negative: 30 s) for it to exit, and
+/// kills it if it does not (`QM_STATUS_NOT_GRACEFUL`: it is gone either way). The exit status and
+/// log stay readable until `qm_machine_free()`.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_shutdown(machine: *mut QmMachine, timeout_ms: i64) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            m.machine.shutdown(timeout_arg(timeout_ms, DEFAULT_WAIT))?;
+            Ok(())
+        })
+    }
+}
+
+/// Kills QEMU at once (SIGKILL) and reaps it.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_kill(machine: *mut QmMachine) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            m.machine.kill()?;
+            Ok(())
+        })
+    }
+}
+
+/// Waits up to `timeout_ms` (negative: 30 s) for QEMU to exit by itself (a guest that powers
+/// off), and reaps it. `QM_STATUS_TIMEOUT` if it is still running.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_wait(machine: *mut QmMachine, timeout_ms: i64) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            m.machine.wait(timeout_arg(timeout_ms, DEFAULT_WAIT))?;
+            Ok(())
+        })
+    }
+}
+
+/// After QEMU has exited: stores its exit code in `*out_code` (-1 if a signal ended it) and the
+/// signal in `*out_signal` (0 if none); either pointer may be NULL. `QM_STATUS_INVALID_STATE`
+/// while it is still running (or for an attached machine).
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; the out-pointers NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_exit_status(
+    machine: *mut QmMachine,
+    out_code: *mut i32,
+    out_signal: *mut i32,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let code = opt_out_arg(out_code);
+            let signal = opt_out_arg(out_signal);
+            let status = m.machine.exit_status().ok_or_else(|| {
+                FfiError::new(
+                    QmStatus::InvalidState,
+                    "QEMU has not exited (or is not owned)",
+                )
+            })?;
+            if let Some(c) = code {
+                *c = status.code().unwrap_or(-1);
+            }
+            if let Some(s) = signal {
+                *s = status.signal().unwrap_or(0);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Stores everything QEMU wrote to stdout and stderr so far in `*out_log` (free with
+/// `qm_string_free()`). Readable after shutdown too.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `out_log` NULL or valid for writing.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_log(
+    machine: *mut QmMachine,
+    out_log: *mut *mut c_char,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let out = out_arg(out_log, "out_log")?;
+            let log = m.machine.log_bytes()?;
+            set_string(out, &log)
+        })
+    }
+}
+
+/// Stores the descriptor to wait on (poll/epoll/select for readability) to drive this machine
+/// from the caller's own event loop; after it becomes readable call `qm_machine_process_io()`.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `out_fd` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_poll_fd(machine: *mut QmMachine, out_fd: *mut i32) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let out = out_arg(out_fd, "out_fd")?;
+            *out = m.machine.poll_sources().poll;
+            Ok(())
+        })
+    }
+}
+
+/// Reads and handles whatever QMP messages, console bytes and process exit are ready, without
+/// blocking: events become available to `qm_machine_events()`.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_process_io(machine: *mut QmMachine) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_machine(machine, |m| Ok(m.machine.process_io()?)) }
+}
+
+/// Frees a machine: a launched QEMU still running is killed and reaped, its temp dir removed;
+/// an attached one is disconnected. NULL is accepted. Call `qm_machine_shutdown()` first for a
+/// graceful stop.
+///
+/// # Safety
+/// `machine` must be NULL or a handle from this library not freed before (a freed handle is
+/// detected and ignored).
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_free(machine: *mut QmMachine) {
+    // SAFETY: the handle is checked against the registry before it is released.
+    guard(|| unsafe { release(machine, "machine") }.map(drop));
+}

@@ -1,0 +1,126 @@
+//! The numbered status codes every `qm_*` function that can fail returns.
+
+/// The result of a `qm_*` call. `QM_STATUS_OK` (0) is success; every other value is a failure
+/// whose message can be read with `qm_last_error_message()` on the same thread.
+///
+/// The numbers are part of the ABI: they are never reused or renumbered, new codes are only added.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QmStatus {
+    /// The call succeeded.
+    Ok = 0,
+    /// A required pointer argument was NULL.
+    NullArgument = 1,
+    /// An argument had a value outside its allowed range or form (an unknown enum value, a
+    /// string that is not valid UTF-8, a negative timeout, ...).
+    InvalidArgument = 2,
+    /// A JSON document passed in could not be parsed or did not have the expected shape.
+    InvalidJson = 3,
+    /// The operation did not complete before its deadline.
+    Timeout = 4,
+    /// QEMU answered a QMP command with an error; its class and description are available via
+    /// `qm_last_error_qmp_class()` and `qm_last_error_qmp_desc()`.
+    QmpError = 5,
+    /// The QMP connection was closed by QEMU.
+    Disconnected = 6,
+    /// The QEMU process has exited.
+    ProcessExited = 7,
+    /// QEMU could not be started, or exited before QMP was ready.
+    LaunchFailed = 8,
+    /// An operating-system call failed.
+    Io = 9,
+    /// A panic inside the library was caught at the C boundary. This is a bug in the library.
+    Panic = 10,
+    /// A handle that is not live (already freed, or never created by this library) was passed.
+    InvalidHandle = 11,
+    /// QEMU sent something that violates the QMP protocol.
+    Protocol = 12,
+    /// A shutdown had to fall back to killing QEMU.
+    NotGraceful = 13,
+    /// The QEMU (or qemu-img) binary could not be found or executed.
+    BinaryNotFound = 14,
+    /// The bound on kept events was reached; drain events with `qm_machine_events()`.
+    EventQueueFull = 15,
+    /// A disk image operation (`qemu-img`) failed.
+    Image = 16,
+    /// The operation is not valid in the handle's current state (e.g. a machine that is not
+    /// running, or a launch of a machine that was already launched).
+    InvalidState = 17,
+    /// The operation does not apply to this machine (no console, an attached machine, ...).
+    Unsupported = 18,
+}
+
+/// The largest status number defined by this version of the library.
+#[cfg(test)]
+pub(crate) const MAX_STATUS: i32 = QmStatus::Unsupported as i32;
+
+impl QmStatus {
+    /// The status with the number `n`, if there is one.
+    pub fn from_i32(n: i32) -> Option<QmStatus> {
+        use QmStatus::*;
+        const ALL: [QmStatus; 19] = [
+            Ok,
+            NullArgument,
+            InvalidArgument,
+            InvalidJson,
+            Timeout,
+            QmpError,
+            Disconnected,
+            ProcessExited,
+            LaunchFailed,
+            Io,
+            Panic,
+            InvalidHandle,
+            Protocol,
+            NotGraceful,
+            BinaryNotFound,
+            EventQueueFull,
+            Image,
+            InvalidState,
+            Unsupported,
+        ];
+        usize::try_from(n).ok().and_then(|i| ALL.get(i)).copied()
+    }
+
+    /// The constant's name as it appears in the C header, NUL-terminated.
+    pub fn name(self) -> &'static std::ffi::CStr {
+        use QmStatus::*;
+        match self {
+            Ok => c"QM_STATUS_OK",
+            NullArgument => c"QM_STATUS_NULL_ARGUMENT",
+            InvalidArgument => c"QM_STATUS_INVALID_ARGUMENT",
+            InvalidJson => c"QM_STATUS_INVALID_JSON",
+            Timeout => c"QM_STATUS_TIMEOUT",
+            QmpError => c"QM_STATUS_QMP_ERROR",
+            Disconnected => c"QM_STATUS_DISCONNECTED",
+            ProcessExited => c"QM_STATUS_PROCESS_EXITED",
+            LaunchFailed => c"QM_STATUS_LAUNCH_FAILED",
+            Io => c"QM_STATUS_IO",
+            Panic => c"QM_STATUS_PANIC",
+            InvalidHandle => c"QM_STATUS_INVALID_HANDLE",
+            Protocol => c"QM_STATUS_PROTOCOL",
+            NotGraceful => c"QM_STATUS_NOT_GRACEFUL",
+            BinaryNotFound => c"QM_STATUS_BINARY_NOT_FOUND",
+            EventQueueFull => c"QM_STATUS_EVENT_QUEUE_FULL",
+            Image => c"QM_STATUS_IMAGE",
+            InvalidState => c"QM_STATUS_INVALID_STATE",
+            Unsupported => c"QM_STATUS_UNSUPPORTED",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_round_trip_and_names_match() {
+        for n in 0..=MAX_STATUS {
+            let s = QmStatus::from_i32(n).expect("every number up to MAX is defined");
+            assert_eq!(s as i32, n);
+            assert!(s.name().to_str().unwrap().starts_with("QM_STATUS_"));
+        }
+        assert_eq!(QmStatus::from_i32(MAX_STATUS + 1), None);
+        assert_eq!(QmStatus::from_i32(-1), None);
+    }
+}

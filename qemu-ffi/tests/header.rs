@@ -1,0 +1,160 @@
+//! The committed C header is exactly what cbindgen generates from this crate, its version macros
+//! match Cargo.toml, and the built shared library exports exactly the header's functions.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn header_path() -> PathBuf {
+    crate_dir().join("../include/qemumachine.h")
+}
+
+fn generate() -> String {
+    let dir = crate_dir();
+    let mut config =
+        cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml parses");
+    config.after_includes = Some(format!(
+        "\n/* The version of the header; compare QM_VERSION_NUMBER with qm_version() at run time. */\n\
+         #define QM_VERSION_MAJOR {}\n\
+         #define QM_VERSION_MINOR {}\n\
+         #define QM_VERSION_PATCH {}\n\
+         #define QM_VERSION_NUMBER ((QM_VERSION_MAJOR * 10000) + (QM_VERSION_MINOR * 100) + QM_VERSION_PATCH)\n",
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MINOR"),
+        env!("CARGO_PKG_VERSION_PATCH"),
+    ));
+    let mut out = Vec::new();
+    cbindgen::Builder::new()
+        .with_crate(&dir)
+        .with_config(config)
+        .generate()
+        .expect("cbindgen generates the header")
+        .write(&mut out);
+    String::from_utf8(out).expect("header is UTF-8")
+}
+
+#[test]
+fn header_is_up_to_date() {
+    let generated = generate();
+    let path = header_path();
+    if std::env::var_os("QM_UPDATE_HEADER").is_some() {
+        std::fs::write(&path, &generated).expect("write header");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "include/qemumachine.h is stale: regenerate it with \
+         `QM_UPDATE_HEADER=1 cargo test -p qemu-ffi --test header` and commit it"
+    );
+}
+
+fn macro_value(header: &str, name: &str) -> u32 {
+    let prefix = format!("#define {name} ");
+    header
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("{name} missing from the header"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{name} is not a number: {e}"))
+}
+
+#[test]
+fn version_macros_match_cargo_and_qm_version() {
+    let header = std::fs::read_to_string(header_path()).expect("read header");
+    let major = macro_value(&header, "QM_VERSION_MAJOR");
+    let minor = macro_value(&header, "QM_VERSION_MINOR");
+    let patch = macro_value(&header, "QM_VERSION_PATCH");
+    assert_eq!(
+        format!("{major}.{minor}.{patch}"),
+        env!("CARGO_PKG_VERSION"),
+        "header version differs from Cargo.toml"
+    );
+    assert_eq!(
+        qemumachine::version::qm_version(),
+        major * 10000 + minor * 100 + patch
+    );
+    // SAFETY: qm_version_string returns a static NUL-terminated string.
+    let s = unsafe { std::ffi::CStr::from_ptr(qemumachine::version::qm_version_string()) };
+    assert_eq!(s.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+}
+
+/// The functions the header declares: every `qm_name(` outside comments.
+fn header_functions(header: &str) -> BTreeSet<String> {
+    let code: String = header
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut names = BTreeSet::new();
+    let mut rest = code.as_str();
+    while let Some(i) = rest.find("qm_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let preceded_ok = i == 0 || !rest.as_bytes()[i - 1].is_ascii_alphanumeric();
+        if preceded_ok && tail[end..].starts_with('(') {
+            names.insert(tail[..end].to_string());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
+fn built_library() -> PathBuf {
+    // The test binary lives in <target>/<profile>/deps, beside the library `cargo test` builds
+    // with all of its crate types; `cargo build` also copies it up to <target>/<profile>.
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("deps dir");
+    let beside = deps.join("libqemumachine.so");
+    if beside.exists() {
+        return beside;
+    }
+    deps.parent()
+        .unwrap_or(Path::new("."))
+        .join("libqemumachine.so")
+}
+
+#[test]
+fn exported_symbols_are_exactly_the_header_functions() {
+    let header = std::fs::read_to_string(header_path()).expect("read header");
+    let declared = header_functions(&header);
+    assert!(
+        declared.contains("qm_version"),
+        "parser found no functions: {declared:?}"
+    );
+    let lib = built_library();
+    assert!(lib.exists(), "{} was not built", lib.display());
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&lib)
+        .output()
+        .expect("run nm (binutils)");
+    assert!(
+        out.status.success(),
+        "nm failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let _addr = parts.next()?;
+            let kind = parts.next()?;
+            let name = parts.next()?;
+            (kind == "T").then(|| name.split('@').next().unwrap_or(name).to_string())
+        })
+        .collect();
+    let missing: Vec<_> = declared.difference(&exported).collect();
+    let extra: Vec<_> = exported.difference(&declared).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "declared but not exported: {missing:?}; exported but not declared: {extra:?}"
+    );
+}
