@@ -487,12 +487,13 @@ impl Disk {
 
 /// Adds the ids a `-device`'s properties define and refer to.
 pub(crate) fn device_refs(mut opt: Opt, props: &Props) -> Opt {
-    let s = |k: &str| {
-        props
-            .get(k)
-            .and_then(PropValue::as_os_str)
-            .and_then(OsStr::to_str)
-            .map(str::to_string)
+    // Every scalar is an id as QEMU reads it (`id=1` is the id "1", which is invalid).
+    let s = |k: &str| match props.get(k)? {
+        PropValue::Str(s) => Some(s.to_string_lossy().into_owned()),
+        PropValue::Int(n) => Some(n.to_string()),
+        PropValue::UInt(n) => Some(n.to_string()),
+        PropValue::Bool(b) => Some(if *b { "on" } else { "off" }.to_string()),
+        PropValue::Map(_) | PropValue::List(_) => None,
     };
     if let Some(id) = s("id") {
         opt = opt.define(IdKind::Device, id, "id");
