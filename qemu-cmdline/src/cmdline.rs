@@ -379,6 +379,12 @@ impl CommandLine {
         };
 
         if let Some(m) = &self.machine {
+            if m.props().get("accel").is_some() && !self.accel.is_empty() {
+                errors.push(Error::invalid(
+                    "-machine accel",
+                    "QEMU rejects -machine accel= together with -accel: use one of them",
+                ));
+            }
             let mut opt = m.render(&machine_extra);
             for (k, v) in machine_extra.iter() {
                 if let Some(node) = v.as_os_str() {

@@ -394,7 +394,7 @@ impl FromStr for MacAddr {
         let mut parts = s.split(':');
         for byte in &mut out {
             let p = parts.next().ok_or_else(bad)?;
-            if p.len() != 2 {
+            if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(bad());
             }
             *byte = u8::from_str_radix(p, 16).map_err(|_| bad())?;
@@ -679,6 +679,7 @@ mod tests {
             "52:54:00:12:34:56:78",
             "52-54-00-12-34-56",
             "5:54:00:12:34:567",
+            "+2:54:00:12:34:56",
             "zz:54:00:12:34:56",
         ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");

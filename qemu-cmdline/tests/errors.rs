@@ -528,6 +528,15 @@ fn settings_qemu_would_reject() {
             },
             "-cpu max: x: a -cpu value cannot hold a comma",
         ),
+        (
+            {
+                let mut c = cmd();
+                c.machine(Machine::new("q35").prop("accel", "kvm"))
+                    .accel(Accel::Tcg);
+                c
+            },
+            "-machine accel: QEMU rejects -machine accel= together with -accel",
+        ),
     ];
     for (c, needle) in cases {
         let e = err(&c).to_string();
