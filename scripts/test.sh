@@ -14,3 +14,14 @@ cargo run -q -p qemu-machine-tests --bin build-fixture --locked
 
 echo "== cargo test --workspace"
 cargo test --workspace --locked
+
+# The Go program links libqemumachine through cgo and pkg-config, from a private prefix.
+echo "== go test (tests/go, cgo against libqemumachine)"
+target=${CARGO_TARGET_DIR:-$PWD/target}
+prefix="$target/qm-prefix"
+scripts/install-lib.sh --debug "$prefix" >/dev/null
+(
+    cd tests/go
+    PKG_CONFIG_PATH="$prefix/lib/pkgconfig" LD_LIBRARY_PATH="$prefix/lib" \
+        GOFLAGS=-mod=mod go test -count=1 -v ./...
+)

@@ -1,0 +1,3 @@
+module example.invalid/qemumachine
+
+go 1.19
