@@ -31,45 +31,51 @@ impl Proto {
     }
 }
 
-fn port_de<'de, D: Deserializer<'de>>(d: D, field: &'static str) -> Result<u16, D::Error> {
-    struct V(&'static str);
+fn port_de<'de, D: Deserializer<'de>>(
+    d: D,
+    field: &'static str,
+    min: u16,
+) -> Result<u16, D::Error> {
+    struct V(&'static str, u16);
     impl Visitor<'_> for V {
         type Value = u16;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "{}: a port number 1..=65535", self.0)
+            write!(f, "{}: a port number {}..=65535", self.0, self.1)
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<u16, E> {
             match u16::try_from(v) {
-                Ok(p) if p != 0 => Ok(p),
+                Ok(p) if p >= self.1 => Ok(p),
                 _ => Err(E::custom(format!(
-                    "{}: port {v} is out of range (1..=65535)",
-                    self.0
+                    "{}: port {v} is out of range ({}..=65535)",
+                    self.0, self.1
                 ))),
             }
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<u16, E> {
             Err(E::custom(format!(
-                "{}: port {v} is out of range (1..=65535)",
-                self.0
+                "{}: port {v} is out of range ({}..=65535)",
+                self.0, self.1
             )))
         }
     }
-    d.deserialize_u64(V(field))
+    d.deserialize_u64(V(field, min))
 }
 
 fn host_port_de<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
-    port_de(d, "host_port")
+    port_de(d, "host_port", 0)
 }
 
 fn guest_port_de<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
-    port_de(d, "guest_port")
+    port_de(d, "guest_port", 1)
 }
 
 /// A user-mode port forward: connections to the host's `host_addr:host_port` go to the
 /// guest's `guest_addr:guest_port` (`hostfwd=tcp:HOSTADDR:HOSTPORT-GUESTADDR:GUESTPORT`).
 ///
-/// Port 0 is rejected when the argv is built (QEMU does not report a port it picks), and so are
-/// two forwards that listen on the same host protocol, address and port.
+/// Host port 0 lets the kernel pick a free port when QEMU listens; QEMU reports it in HMP
+/// `info usernet`, which `qemu_process::Vm::forwarded_port` reads. Guest port 0 is rejected
+/// when the argv is built, and so are two forwards that listen on the same host protocol,
+/// address and (non-zero) port.
 ///
 /// ```
 /// use qemu_cmdline::PortForward;
@@ -85,7 +91,7 @@ pub struct PortForward {
     /// The host address to listen on; all addresses when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_addr: Option<Ipv4Addr>,
-    /// The host port (1..=65535).
+    /// The host port (0..=65535; 0: a free port picked when QEMU starts).
     #[serde(deserialize_with = "host_port_de")]
     pub host_port: u16,
     /// The guest address; QEMU's first DHCP address (`10.0.2.15`) when absent.
@@ -586,12 +592,6 @@ impl Nic {
 /// Finds zero ports and clashing host sockets among all forwards.
 pub(crate) fn check_forwards(forwards: &[(String, &PortForward)], errors: &mut Vec<Error>) {
     for (label, f) in forwards {
-        if f.host_port == 0 {
-            errors.push(Error::InvalidPort {
-                field: format!("{label} host_port"),
-                value: 0,
-            });
-        }
         if f.guest_port == 0 {
             errors.push(Error::InvalidPort {
                 field: format!("{label} guest_port"),

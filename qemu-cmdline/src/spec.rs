@@ -37,6 +37,11 @@ fn ser_smp<S: Serializer>(smp: &Option<Smp>, s: S) -> Result<S::Ok, S::Error> {
 /// their name. [`VmSpec::to_command_line`] turns it into a [`CommandLine`] through the
 /// architecture's [`ArchProfile`](crate::ArchProfile).
 ///
+/// Some fields need files made before QEMU starts (`cloud_init`, `vnc`, `default_partitions`,
+/// disks without a path or with `flash_from`): `qemu_process::Vm` does
+/// that work and writes the results into a copy of the spec. `to_command_line` itself touches
+/// nothing and reports those fields as errors ([`VmSpec::launcher_errors`]).
+///
 /// ```
 /// use qemu_cmdline::VmSpec;
 /// let spec = VmSpec::from_json(r#"{
@@ -157,6 +162,31 @@ pub struct VmSpec {
     /// Overrides the profile's virtio transport (`"pci"`, `"mmio"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub virtio_transport: Option<VirtioTransport>,
+
+    // ---- Launcher fields: resolved by `qemu_process::Vm`, which does the file work. ----
+    /// Port forwards onto the first user-mode NIC (one, `net0`, is added when there are no
+    /// NICs): `[{"name": "ssh", "host_port": 0, "guest_port": 22}]`. Host port 0 lets the
+    /// kernel pick a free port; `qemu_process::Vm::forwarded_port` reports it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forwards: Vec<PortForward>,
+    /// The size the disk `root` is grown to at launch (`"8G"`): Jumpstarter's `disk_size`.
+    /// Used too as the size of a `root` disk the launcher creates. Never shrinks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_size: Option<Size>,
+    /// Jumpstarter's default partitions, the named drives a flasher writes to. When true the
+    /// launcher adds what is missing of: a disk `root` (qcow2 in the VM's temp dir, `disk_size`
+    /// or 8G, virtio, booted first) and, unless `bios` or `uefi` is set, UEFI firmware from the
+    /// architecture profile (targets `uefi_code` and `uefi_vars`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub default_partitions: bool,
+    /// A cloud-init NoCloud seed (a FAT disk labelled `CIDATA`, attached read-only) that the
+    /// launcher writes into the VM's temp dir.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_init: Option<CloudInitSpec>,
+    /// A VNC server on a unix socket in the VM's temp dir (with a `std` VGA card unless `vga`
+    /// is set). Exclusive with a VNC `display`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub vnc: bool,
 }
 
 impl Default for VmSpec {
@@ -194,18 +224,99 @@ impl Default for VmSpec {
             no_reboot: false,
             paused: false,
             virtio_transport: None,
+            forwards: Vec::new(),
+            disk_size: None,
+            default_partitions: false,
+            cloud_init: None,
+            vnc: false,
         }
     }
 }
 
 /// UEFI firmware files.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `qemu_process::Vm` fills in what is missing: the code and variable-store template of the
+/// `variant` from the architecture profile's install locations, and it always copies the
+/// variable store into the VM's temp dir (so variables persist for the VM's lifetime, and
+/// concurrent VMs never share one). [`VmSpec::to_command_line`] needs both paths set and uses
+/// `vars` as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UefiSpec {
     /// The read-only code image.
-    pub code: PathBuf,
-    /// This VM's writable variable store.
-    pub vars: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<PathBuf>,
+    /// The variable store (the template the launcher copies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vars: Option<PathBuf>,
+    /// Which firmware build: `plain` (default), `secure_boot` or `secure_boot_setup`.
+    #[serde(default, skip_serializing_if = "UefiVariant::is_plain")]
+    pub variant: UefiVariant,
+}
+
+/// A UEFI firmware variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UefiVariant {
+    /// Firmware without secure boot (`OVMF_CODE_4M.fd` with `OVMF_VARS_4M.fd`).
+    #[default]
+    Plain,
+    /// Secure boot enforced, with the Microsoft keys enrolled (`OVMF_CODE_4M.secboot.fd` with
+    /// `OVMF_VARS_4M.ms.fd`). Needs SMM: the command line gets `smm=on` and a secure pflash.
+    SecureBoot,
+    /// The secure-boot firmware with an empty variable store (setup mode: not enforcing until
+    /// keys are enrolled), for enrolling one's own keys.
+    SecureBootSetup,
+}
+
+impl UefiVariant {
+    /// Whether this is [`UefiVariant::Plain`].
+    pub fn is_plain(&self) -> bool {
+        *self == UefiVariant::Plain
+    }
+    /// Whether the firmware is the secure-boot build (which needs SMM and a secure pflash).
+    pub fn is_secure_boot(&self) -> bool {
+        !self.is_plain()
+    }
+}
+
+/// A cloud-init NoCloud seed: the identity of the guest and, when wanted, whole documents.
+///
+/// From the fields the launcher generates `meta-data` (`instance-id`, `local-hostname`) and a
+/// `#cloud-config` `user-data` that sets the host name and creates the user with the password
+/// (unlocked, not expiring, password SSH login allowed) and SSH keys. The documents are written
+/// as JSON, which is valid YAML, so any value survives quoting. A document given in `user_data`,
+/// `meta_data` or `network_config` is used exactly as given instead.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudInitSpec {
+    /// The guest's host name (`local-hostname`, `hostname`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// A user to create (with sudo rights); without it, `password` and `ssh_authorized_keys`
+    /// apply to the image's default user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The user's password (plain text; cloud-init hashes it in the guest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// SSH public keys for the user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_authorized_keys: Vec<String>,
+    /// The instance id; default a hash of this seed's contents (a changed seed is a new
+    /// instance, so cloud-init applies it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// A whole `user-data` document, used as given (exclusive with `username`, `password` and
+    /// `ssh_authorized_keys`, which would go into the generated one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    /// A whole `meta-data` document, used as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_data: Option<String>,
+    /// A `network-config` document (network config version 1 or 2), used as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_config: Option<String>,
 }
 
 /// A disk of a [`VmSpec`].
@@ -215,11 +326,24 @@ pub struct DiskSpec {
     /// The id (also accepted as `name`); default `disk0`, `disk1`, ... by position.
     #[serde(default, alias = "name", skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// The image.
-    pub path: PathBuf,
-    /// The format (default `raw`; formats are never probed).
-    #[serde(default, skip_serializing_if = "is_raw")]
-    pub format: Format,
+    /// The image. When absent, the launcher creates one in the VM's temp dir (qcow2 unless
+    /// `format` says otherwise) of `size`, or from `flash_from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// The format. When absent the launcher probes the image once with `qemu-img info` and
+    /// passes the result explicitly (QEMU itself never probes); [`VmSpec::to_command_line`]
+    /// alone takes `raw`. Give the format of a writable raw image the guest controls: a guest
+    /// can write any header into it, and the next probe would believe that header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    /// The virtual size: the launcher creates a missing image of this size and grows a smaller
+    /// one to it (it never shrinks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Size>,
+    /// An image the launcher writes into this disk before QEMU starts (any format qemu-img
+    /// reads, optionally gzip, xz, bzip2 or zstd compressed), converted to the disk's format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flash_from: Option<PathBuf>,
     /// `file` (default) or `host_device`.
     #[serde(default, skip_serializing_if = "is_file")]
     pub protocol: Protocol,
@@ -256,9 +380,6 @@ pub struct DiskSpec {
     pub serial: Option<String>,
 }
 
-fn is_raw(f: &Format) -> bool {
-    *f == Format::Raw
-}
 fn is_file(p: &Protocol) -> bool {
     *p == Protocol::File
 }
@@ -271,8 +392,10 @@ impl DiskSpec {
     pub fn new(path: impl Into<PathBuf>) -> DiskSpec {
         DiskSpec {
             id: None,
-            path: path.into(),
-            format: Format::Raw,
+            path: Some(path.into()),
+            format: None,
+            size: None,
+            flash_from: None,
             protocol: Protocol::File,
             interface: DiskInterface::Virtio,
             scsi_controller: None,
@@ -291,8 +414,14 @@ impl DiskSpec {
     pub fn to_disk(&self, index: usize) -> Result<Disk, Error> {
         let id = self.id.clone().unwrap_or_else(|| format!("disk{index}"));
         let field = format!("disks[{index}] ({id:?})");
-        let mut d = Disk::new(id, &self.path)
-            .format(self.format.clone())
+        let Some(path) = &self.path else {
+            return Err(Error::invalid(
+                format!("{field} path"),
+                "the disk has no path: qemu_process::Vm creates one in the VM's temp dir",
+            ));
+        };
+        let mut d = Disk::new(id, path)
+            .format(self.format.clone().unwrap_or_default())
             .protocol(self.protocol)
             .interface(self.interface)
             .read_only(self.read_only);
@@ -429,10 +558,27 @@ impl VmSpec {
             .map(PathBuf::into_os_string)
             .unwrap_or_else(|| profile.binary.into());
         let mut cmd = CommandLine::new(program);
-        let mut errors = Vec::new();
+        let mut errors = self.launcher_errors();
+        let mut machine = self.machine.clone().unwrap_or_else(|| profile.machine());
+        let secure_boot = self
+            .uefi
+            .as_ref()
+            .is_some_and(|u| u.variant.is_secure_boot());
+        if secure_boot {
+            if self.arch == Arch::X86_64 {
+                // The secure-boot build keeps its variables in SMM-protected flash.
+                machine = machine.prop("smm", "on");
+                cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+            } else {
+                errors.push(Error::invalid(
+                    "uefi variant",
+                    format!("secure boot is supported on x86_64 only, not {}", self.arch),
+                ));
+            }
+        }
         cmd.json_syntax(self.json_syntax)
             .virtio_transport(self.virtio_transport.unwrap_or(profile.virtio_transport))
-            .machine(self.machine.clone().unwrap_or_else(|| profile.machine()))
+            .machine(machine)
             .accel_fallback(self.accel.iter().cloned());
         if let Some(cpu) = self.cpu.clone().or_else(|| profile.cpu_for(&self.accel)) {
             cmd.cpu(cpu);
@@ -469,12 +615,18 @@ impl VmSpec {
             (Some(b), None) => {
                 cmd.firmware(Firmware::Bios(b.clone()));
             }
-            (None, Some(u)) => {
-                cmd.firmware(Firmware::Uefi {
-                    code: u.code.clone(),
-                    vars: u.vars.clone(),
-                });
-            }
+            (None, Some(u)) => match (&u.code, &u.vars) {
+                (Some(code), Some(vars)) => {
+                    cmd.firmware(Firmware::Uefi {
+                        code: code.clone(),
+                        vars: vars.clone(),
+                    });
+                }
+                _ => errors.push(Error::invalid(
+                    "uefi",
+                    "set both code and vars, or let qemu_process::Vm find the firmware",
+                )),
+            },
             (None, None) => {}
         }
         if let Some(k) = &self.kernel {
@@ -507,7 +659,23 @@ impl VmSpec {
                 Err(e) => errors.push(e),
             }
         }
-        for (i, n) in self.nics.iter().enumerate() {
+        let mut nics = self.nics.clone();
+        if !self.forwards.is_empty() {
+            if nics.is_empty() {
+                nics.push(NicSpec::default());
+            }
+            match nics
+                .iter_mut()
+                .find(|n| matches!(n.backend, None | Some(NetBackend::User(_))))
+            {
+                Some(nic) => nic.forwards.extend(self.forwards.iter().cloned()),
+                None => errors.push(Error::invalid(
+                    "forwards",
+                    "port forwards need a user-mode NIC, and every NIC has another backend",
+                )),
+            }
+        }
+        for (i, n) in nics.iter().enumerate() {
             cmd.nic(n.to_nic(i));
         }
         for (i, backend) in self.serial.iter().enumerate() {
@@ -538,6 +706,47 @@ impl VmSpec {
         cmd.args(&self.extra_args);
         Error::collect(errors)?;
         Ok(cmd)
+    }
+
+    /// The fields that need file work before there is a command line (a seed image, a socket
+    /// path in a temp dir, disks to create or flash), each as an error naming it: what
+    /// `qemu_process::Vm` resolves into a copy of the spec before it builds the argv.
+    pub fn launcher_errors(&self) -> Vec<Error> {
+        let launcher = |field: String, what: &str| {
+            Error::invalid(
+                field,
+                format!("{what}: that is done by qemu_process::Vm, which launches the spec"),
+            )
+        };
+        let mut errors = Vec::new();
+        if self.cloud_init.is_some() {
+            errors.push(launcher("cloud_init".into(), "the seed image is written"));
+        }
+        if self.default_partitions {
+            errors.push(launcher(
+                "default_partitions".into(),
+                "the default drives are added",
+            ));
+        }
+        if self.vnc {
+            if matches!(self.display, Display::Vnc(_)) {
+                errors.push(Error::invalid(
+                    "vnc",
+                    "vnc and a VNC display are both set; choose one",
+                ));
+            } else {
+                errors.push(launcher("vnc".into(), "the socket is made in a temp dir"));
+            }
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            if d.flash_from.is_some() {
+                errors.push(launcher(
+                    format!("disks[{i}] flash_from"),
+                    "the image is flashed",
+                ));
+            }
+        }
+        errors
     }
 
     /// [`VmSpec::to_command_line`] and [`CommandLine::build`] in one step.

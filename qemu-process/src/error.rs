@@ -75,6 +75,56 @@ pub enum Error {
         /// What went wrong.
         source: Box<Error>,
     },
+    /// A VM description or a command line is invalid (see [`qemu_cmdline::Error`]).
+    Spec(qemu_cmdline::Error),
+    /// `qemu-img` (or a decompressor) ran and failed.
+    Image {
+        /// The command line.
+        argv: Vec<OsString>,
+        /// How it exited.
+        status: ExitStatus,
+        /// What it wrote to stderr.
+        stderr: String,
+    },
+    /// A program the operation needs is not installed.
+    ProgramMissing {
+        /// The program looked for (a name searched in `PATH`, or a path).
+        program: PathBuf,
+        /// The Debian/Ubuntu package that provides it.
+        package: String,
+        /// What it was needed for.
+        purpose: String,
+    },
+    /// A file the operation reads does not exist.
+    NotFound {
+        /// What the file is (`disk "root"`, `flash source`, ...).
+        what: String,
+        /// Its path.
+        path: PathBuf,
+    },
+    /// Growing an image would need more than the free space of its file system.
+    NoSpace {
+        /// The image.
+        path: PathBuf,
+        /// Bytes the growth may need.
+        needed: u64,
+        /// Bytes free for this user on the file system.
+        available: u64,
+    },
+    /// A resize would shrink an image (losing its end) and shrinking was not allowed.
+    ShrinkRefused {
+        /// The image.
+        path: PathBuf,
+        /// Its current virtual size.
+        current: u64,
+        /// The requested virtual size.
+        requested: u64,
+    },
+    /// The operation needs the VM stopped (flashing or dumping a disk QEMU has open).
+    VmRunning {
+        /// What was refused.
+        operation: String,
+    },
 }
 
 impl Error {
@@ -140,7 +190,64 @@ impl fmt::Display for Error {
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             Error::Unsupported(what) => write!(f, "not supported: {what}"),
             Error::InSet { index, source } => write!(f, "machine #{index}: {source}"),
+            Error::Spec(e) => write!(f, "invalid VM description: {e}"),
+            Error::Image {
+                argv,
+                status,
+                stderr,
+            } => {
+                write!(f, "{} failed ({status})", display_argv(argv))?;
+                let stderr = stderr.trim_end();
+                if stderr.is_empty() {
+                    write!(f, " and printed nothing")
+                } else {
+                    write!(f, ": {stderr}")
+                }
+            }
+            Error::ProgramMissing {
+                program,
+                package,
+                purpose,
+            } => write!(
+                f,
+                "{} is needed {purpose} but is not installed: apt-get install -y {package}",
+                program.display()
+            ),
+            Error::NotFound { what, path } => {
+                write!(f, "{what}: {} does not exist", path.display())
+            }
+            Error::NoSpace {
+                path,
+                needed,
+                available,
+            } => write!(
+                f,
+                "growing {} needs up to {needed} bytes but its file system has only {available} \
+                 bytes free",
+                path.display()
+            ),
+            Error::ShrinkRefused {
+                path,
+                current,
+                requested,
+            } => write!(
+                f,
+                "resizing {} from {current} to {requested} bytes would shrink it and lose its \
+                 last {} bytes; allow shrinking to do that",
+                path.display(),
+                current - requested
+            ),
+            Error::VmRunning { operation } => write!(
+                f,
+                "{operation} is refused while the VM is running: shut it down first"
+            ),
         }
+    }
+}
+
+impl From<qemu_cmdline::Error> for Error {
+    fn from(e: qemu_cmdline::Error) -> Error {
+        Error::Spec(e)
     }
 }
 
@@ -151,6 +258,7 @@ impl std::error::Error for Error {
             Error::Qmp(e) => Some(e),
             Error::Protocol(e) => Some(e),
             Error::InSet { source, .. } => Some(source.as_ref()),
+            Error::Spec(e) => Some(e),
             _ => None,
         }
     }

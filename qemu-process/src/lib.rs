@@ -25,13 +25,17 @@
 //! # Ok::<(), qemu_process::Error>(())
 //! ```
 
+pub mod cloudinit;
 mod config;
 mod console;
 mod error;
+mod fat;
+pub mod image;
 mod machine;
 mod set;
 mod spawn;
 mod sys;
+mod vm;
 
 pub use config::{
     resolve_accel, Accel, AddFd, AttachTarget, MachineConfig, ACCEL_ENV, DEFAULT_CONSOLE_BUFFER,
@@ -41,3 +45,6 @@ pub use error::Error;
 pub use machine::{FdsetEntry, Machine, PollSources};
 pub use qmp_proto::{Event, Greeting, QmpError, RunState, Timestamp};
 pub use set::MachineSet;
+pub use vm::{
+    Drive, DriveKind, Forward, ScreenshotFormat, Vm, VmOptions, DEFAULT_ROOT_SIZE, SEED_DISK_ID,
+};

@@ -1,0 +1,116 @@
+//! `qemu_process::Vm` against a real QEMU: a VM launched from a `VmSpec`, its argv, accelerator,
+//! console, temp dir, relaunch, and the errors of bad descriptions.
+
+mod features_common;
+
+use std::time::Duration;
+
+use features_common::{options, wait_ready, Scratch};
+use qemu_cmdline::VmSpec;
+use qemu_process::{Error, RunState, Vm};
+
+#[test]
+fn default_spec_launches_firmware_only_and_cleans_up() {
+    let scratch = Scratch::new("vm-default");
+    let spec = VmSpec::default();
+    let mut vm = Vm::launch(&spec, &options(&scratch.0)).unwrap();
+    assert_eq!(vm.status().unwrap(), RunState::Running);
+    let temp = vm.temp_dir().to_owned();
+    assert!(temp.starts_with(&scratch.0));
+    // The Machine's own temp dir (log, sockets) lives inside the VM's.
+    assert!(vm.log_path().unwrap().starts_with(&temp));
+
+    let argv: Vec<String> = vm
+        .argv()
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    // The console is the first serial port; the spec adds no other and renders the display.
+    let serials: Vec<&String> = argv
+        .windows(2)
+        .filter(|w| w[0] == "-serial")
+        .map(|w| &w[1])
+        .collect();
+    assert_eq!(serials, ["chardev:qm-console"], "{argv:?}");
+    assert_eq!(
+        argv.iter().filter(|a| *a == "-display").count(),
+        1,
+        "{argv:?}"
+    );
+    assert!(argv.windows(2).any(|w| w == ["-accel", "tcg"]), "{argv:?}");
+    assert!(
+        argv.windows(2).any(|w| w == ["-machine", "q35"]),
+        "{argv:?}"
+    );
+    assert_eq!(vm.resolved_spec().accel, vec![qemu_cmdline::Accel::Tcg]);
+    assert_eq!(vm.spec(), &spec);
+    assert!(vm.forwards().is_empty() && vm.vnc_socket().is_none());
+    assert!(vm.drives().is_empty());
+
+    // Relaunch is refused while running, works after an exit.
+    assert!(matches!(vm.relaunch(), Err(Error::VmRunning { .. })));
+    vm.shutdown(Duration::from_secs(20)).unwrap();
+    assert!(!vm.is_running());
+    vm.relaunch().unwrap();
+    assert_eq!(vm.machine().status().unwrap(), RunState::Running);
+    drop(vm);
+    assert!(!temp.exists(), "temp dir left behind");
+    assert!(scratch.entries().is_empty(), "{:?}", scratch.entries());
+}
+
+#[test]
+fn guest_console_is_the_first_serial_port_and_spec_serials_follow() {
+    let scratch = Scratch::new("vm-serial");
+    let mut spec = features_common::guest_spec(&[], "");
+    // A second serial port from the spec: the guest sees it as ttyS1.
+    spec.serial = vec![qemu_cmdline::ChardevBackend::Null {}];
+    let mut vm = Vm::launch(&spec, &options(&scratch.0)).unwrap();
+    wait_ready(&mut vm);
+    let out = features_common::shell(&mut vm, "cat /proc/tty/driver/serial | grep -c uart:16550A");
+    assert!(out.contains('2'), "{out}");
+    let out = features_common::shell(&mut vm, "tty; echo $((6*7))");
+    assert!(out.contains("42"), "{out}");
+    vm.powerdown(Duration::from_secs(30)).unwrap();
+    vm.wait(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn bad_descriptions_are_errors_and_leave_nothing() {
+    let scratch = Scratch::new("vm-bad");
+    let base = scratch.path("base");
+    std::fs::create_dir(&base).unwrap();
+    let missing = scratch.path("no-such.qcow2");
+    let spec = VmSpec::from_json(&format!(
+        r#"{{"disks": [{{"name": "data", "path": {missing:?}}}]}}"#
+    ))
+    .unwrap();
+    let e = Vm::launch(&spec, &options(&base)).unwrap_err();
+    match &e {
+        Error::NotFound { what, path } => {
+            assert_eq!(what, "disk \"data\"");
+            assert_eq!(path, &missing);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        e.to_string().contains("no-such.qcow2 does not exist"),
+        "{e}"
+    );
+
+    // A spec QEMU rejects: the launch error carries QEMU's message.
+    let spec = VmSpec::from_json(r#"{"extra_args": ["-no-such-option"]}"#).unwrap();
+    let e = Vm::launch(&spec, &options(&base)).unwrap_err();
+    assert!(matches!(e, Error::Launch { .. }), "{e:?}");
+    assert!(e.to_string().contains("-no-such-option"), "{e}");
+
+    // An invalid spec: the cmdline error, named.
+    let spec = VmSpec::from_json(
+        r#"{"forwards": [{"host_port": 1, "guest_port": 2}],
+        "nics": [{"backend": {"type": "tap"}}]}"#,
+    )
+    .unwrap();
+    let e = Vm::launch(&spec, &options(&base)).unwrap_err();
+    assert!(matches!(e, Error::Spec(_)), "{e:?}");
+    // Nothing left in the temp base.
+    assert_eq!(std::fs::read_dir(&base).unwrap().count(), 0);
+}
