@@ -488,9 +488,16 @@ impl QemuImg {
     }
 
     fn snapshot(&self, path: &Path, action: SnapshotAction) -> Result<(), Error> {
+        // qemu-img before 10.0 has no `snapshot -f`; probe here, and only hand it a qcow2.
         let info = self.info(path)?;
-        self.run(&ImgSnapshot::new(path, action).format(info.format))
-            .map(drop)
+        if info.format != Format::Qcow2 {
+            return Err(Error::Unsupported(format!(
+                "internal snapshots of {} ({} image; they need qcow2)",
+                path.display(),
+                info.format
+            )));
+        }
+        self.run(&ImgSnapshot::new(path, action)).map(drop)
     }
 
     /// Writes the image `source` into `target` as `target_format`, replacing it when done.
