@@ -1,0 +1,480 @@
+//! `qemu-machine qmp`: a QMP shell on a VM it launches or on a running QEMU's socket.
+//!
+//! On a terminal it edits lines itself ([`crate::editor`]) in raw mode, so it can wait on the
+//! keyboard and on QEMU in one `poll` and print events above the prompt as they arrive. From
+//! a pipe it reads lines as they come, executes each, and prints every reply and event as
+//! JSON on stdout; the exit code says whether every command succeeded.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use qemu_process::{AttachTarget, Event, Machine, Vm};
+use serde_json::{json, Value};
+
+use crate::editor::{Edit, Editor};
+use crate::exit::{self, CliResult, Failure};
+use crate::qmp_line::{self, Line};
+use crate::sys::{self, PollFd, Signals};
+use crate::term::{self, RawMode};
+use crate::vmargs::VmArgs;
+
+const PROMPT: &str = "(QEMU) ";
+const HISTORY_MAX: usize = 1000;
+const STDIN: RawFd = 0;
+const STDOUT: RawFd = 1;
+
+/// What `qmp` was asked to do.
+#[derive(Debug)]
+pub struct Options {
+    /// The VM to launch when no socket is given.
+    pub vm: VmArgs,
+    /// A QMP unix socket to attach to.
+    pub socket: Option<PathBuf>,
+    /// A QMP TCP address to attach to.
+    pub tcp: Option<std::net::SocketAddr>,
+    /// One line per JSON value.
+    pub compact: bool,
+    /// Print events.
+    pub events: bool,
+    /// The history file (`none`: no history).
+    pub history: Option<PathBuf>,
+    /// The deadline of one command.
+    pub timeout: Duration,
+    /// No banner.
+    pub quiet: bool,
+}
+
+/// The QEMU the shell talks to.
+enum Target {
+    /// A running QEMU's socket: left running when the shell ends.
+    Attached(Box<Machine>),
+    /// A VM launched for the shell: shut down when the shell ends.
+    Launched(Box<Vm>),
+}
+
+impl Target {
+    fn machine(&mut self) -> &mut Machine {
+        match self {
+            Target::Attached(m) => m.as_mut(),
+            Target::Launched(vm) => vm.machine(),
+        }
+    }
+
+    fn describe(&mut self) -> String {
+        let version = self
+            .machine()
+            .greeting()
+            .map(|g| {
+                format!(
+                    "QEMU {}.{}.{}",
+                    g.version.major, g.version.minor, g.version.micro
+                )
+            })
+            .unwrap_or_else(|| "QEMU".into());
+        match self {
+            Target::Attached(_) => format!("connected to {version}"),
+            Target::Launched(vm) => {
+                format!("launched {version} (pid {})", vm.pid().unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// Runs the shell.
+pub fn main(opts: Options) -> CliResult {
+    let attach_timeout = Duration::from_secs(10);
+    let mut target = if let Some(path) = &opts.socket {
+        if opts.vm != VmArgs::default() {
+            return Err(Failure::usage(
+                "--socket connects to a running QEMU: VM flags and a spec do not apply",
+            ));
+        }
+        Target::Attached(Box::new(
+            Machine::attach(AttachTarget::Unix(path.clone()), attach_timeout).map_err(|e| {
+                Failure::failed(format!("cannot connect to {}: {e}", path.display()))
+            })?,
+        ))
+    } else if let Some(addr) = opts.tcp {
+        if opts.vm != VmArgs::default() {
+            return Err(Failure::usage(
+                "--tcp connects to a running QEMU: VM flags and a spec do not apply",
+            ));
+        }
+        Target::Attached(Box::new(
+            Machine::attach(AttachTarget::Tcp(addr), attach_timeout)
+                .map_err(|e| Failure::failed(format!("cannot connect to {addr}: {e}")))?,
+        ))
+    } else {
+        let spec = opts.vm.to_spec()?;
+        Target::Launched(Box::new(crate::launch::launch(
+            &spec,
+            &crate::launch::Settings::default(),
+        )?))
+    };
+    target.machine().set_qmp_timeout(opts.timeout);
+    let signals = Signals::install().map_err(|e| Failure::failed(format!("signals: {e}")))?;
+    let interactive = term::is_tty(STDIN) && term::is_tty(STDOUT);
+    let mut shell = Shell {
+        opts: &opts,
+        signals: &signals,
+        failed: 0,
+        interrupted: None,
+    };
+    let result = if interactive {
+        shell.interactive(&mut target)
+    } else {
+        shell.script(&mut target)
+    };
+    let end = finish(&mut target, opts.quiet);
+    let code = result?;
+    end?;
+    if let Some(signal) = shell.interrupted {
+        return Ok(exit::for_signal(signal));
+    }
+    Ok(code)
+}
+
+/// Shuts a launched VM down (a VM that has already exited is fine).
+fn finish(target: &mut Target, quiet: bool) -> Result<(), Failure> {
+    let Target::Launched(vm) = target else {
+        return Ok(());
+    };
+    let machine = vm.machine();
+    if machine.exit_status().is_some() {
+        return Ok(());
+    }
+    match machine.shutdown(Duration::from_secs(10)) {
+        Ok(status) => {
+            if !quiet {
+                term::message(&format!("qemu-machine: QEMU exited ({status})"));
+            }
+            Ok(())
+        }
+        Err(e) => Err(Failure::new(
+            exit::ABNORMAL,
+            format!("shutting the VM down: {e}"),
+        )),
+    }
+}
+
+struct Shell<'a> {
+    opts: &'a Options,
+    signals: &'a Signals,
+    /// Commands that failed.
+    failed: usize,
+    /// The signal that ended the shell.
+    interrupted: Option<i32>,
+}
+
+/// How one command went.
+enum Outcome {
+    /// A reply (`{"return": ..}` or `{"error": ..}`), rendered.
+    Reply(String),
+    /// The command failed here (a timeout, say); the connection is still usable.
+    Failed(String),
+    /// The connection is gone; the shell should end.
+    Gone(String),
+}
+
+impl Shell<'_> {
+    fn to_json(&self, value: &Value) -> String {
+        if self.opts.compact {
+            value.to_string()
+        } else {
+            serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+        }
+    }
+
+    /// Executes one command and renders the reply.
+    fn execute(&mut self, machine: &mut Machine, name: &str, arguments: Option<Value>) -> Outcome {
+        match machine.execute_with_timeout(name, arguments, self.opts.timeout) {
+            Ok(value) => Outcome::Reply(self.to_json(&json!({ "return": value }))),
+            Err(qemu_process::Error::Qmp(e)) => {
+                self.failed += 1;
+                Outcome::Reply(self.to_json(&json!({ "error": e.to_value() })))
+            }
+            Err(e) => {
+                self.failed += 1;
+                if machine.is_connected() {
+                    Outcome::Failed(format!("{name}: {e}"))
+                } else {
+                    Outcome::Gone(format!("{name}: {e}"))
+                }
+            }
+        }
+    }
+
+    fn render_events(&self, events: Vec<Event>) -> String {
+        if !self.opts.events {
+            return String::new();
+        }
+        let mut out = String::new();
+        for event in events {
+            out.push_str(&self.to_json(&event.to_value()));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The connection's end, as a message, once QEMU is gone.
+    fn gone(machine: &mut Machine) -> Option<String> {
+        if machine.is_connected() {
+            return None;
+        }
+        Some(match machine.exit_status() {
+            Some(status) => format!("QEMU exited ({status})"),
+            None => "QEMU closed the connection".to_owned(),
+        })
+    }
+
+    /// Waits for input, events or a signal; returns what is ready: (stdin, machine).
+    fn wait(&mut self, machine: &mut Machine, stdin_open: bool) -> Result<(bool, bool), Failure> {
+        let mut fds = [
+            if stdin_open {
+                PollFd::new(STDIN, libc::POLLIN)
+            } else {
+                PollFd::unused()
+            },
+            PollFd::new(machine.poll_sources().poll, libc::POLLIN),
+            PollFd::new(self.signals.fd(), libc::POLLIN),
+        ];
+        sys::poll(&mut fds, None).map_err(|e| Failure::failed(format!("poll: {e}")))?;
+        if fds[2].readable() {
+            if let Some(&signal) = self.signals.take().first() {
+                self.interrupted = Some(signal);
+            }
+        }
+        Ok((fds[0].readable(), fds[1].readable()))
+    }
+
+    /// Reading a script from a pipe: every line a command, every reply and event on stdout.
+    /// Commands after QEMU has gone (after `quit`, say) fail one by one, so that the exit
+    /// code does not depend on when the exit was noticed.
+    fn script(&mut self, target: &mut Target) -> CliResult {
+        let mut pending: Vec<u8> = Vec::new();
+        let mut stdin_open = true;
+        let mut line_no = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let machine = target.machine();
+            let events = self.render_events(machine.events());
+            write_out(&events)?;
+            if !stdin_open {
+                return Ok(self.code());
+            }
+            let (input, _) = self.wait(machine, stdin_open)?;
+            if self.interrupted.is_some() {
+                return Ok(self.code());
+            }
+            if !input {
+                machine
+                    .process_io()
+                    .map_err(|e| Failure::failed(format!("QMP: {e}")))?;
+                continue;
+            }
+            let n = sys::read(STDIN, &mut buf)
+                .map_err(|e| Failure::failed(format!("reading stdin: {e}")))?;
+            if n == 0 {
+                stdin_open = false;
+                if !pending.is_empty() {
+                    pending.push(b'\n');
+                }
+            } else {
+                pending.extend_from_slice(&buf[..n]);
+            }
+            while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=pos).collect();
+                line_no += 1;
+                let text = String::from_utf8_lossy(&line);
+                match qmp_line::parse(&text) {
+                    Ok(Line::Empty) => {}
+                    Ok(Line::Command { name, arguments }) => {
+                        let machine = target.machine();
+                        let outcome = self.execute(machine, &name, arguments);
+                        let events = self.render_events(machine.events());
+                        write_out(&events)?;
+                        match outcome {
+                            Outcome::Reply(reply) => write_out(&format!("{reply}\n"))?,
+                            Outcome::Failed(why) | Outcome::Gone(why) => {
+                                term::message(&format!("qemu-machine: line {line_no}: {why}"))
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.failed += 1;
+                        term::message(&format!("qemu-machine: line {line_no}: {e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn code(&self) -> u8 {
+        if self.failed > 0 {
+            exit::FAILURE
+        } else {
+            exit::SUCCESS
+        }
+    }
+
+    /// The interactive shell on a terminal.
+    fn interactive(&mut self, target: &mut Target) -> CliResult {
+        let names = command_names(target.machine());
+        let history_path = history_path(self.opts.history.as_ref());
+        let width = term::width(STDOUT).unwrap_or(80);
+        let mut editor = Editor::new(PROMPT, width);
+        editor.set_completions(names);
+        if let Some(path) = &history_path {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                editor.load_history(text.lines().map(str::to_owned), HISTORY_MAX);
+            }
+        }
+        if !self.opts.quiet {
+            let banner = format!(
+                "qemu-machine: {}; Tab completes, Up/Down for history, Ctrl-D leaves",
+                target.describe()
+            );
+            write_out(&format!("{banner}\n"))?;
+        }
+        let raw = RawMode::enter(STDIN)
+            .map_err(|e| Failure::failed(format!("cannot set the terminal to raw mode: {e}")))?;
+        let result = self.edit_loop(target, &mut editor);
+        let mut out = Vec::new();
+        editor.clear(&mut out);
+        let _ = sys::write_all(STDOUT, &out);
+        drop(raw);
+        if let Some(path) = &history_path {
+            save_history(path, editor.history());
+        }
+        result
+    }
+
+    fn edit_loop(&mut self, target: &mut Target, editor: &mut Editor) -> CliResult {
+        let mut out = Vec::new();
+        editor.render(&mut out);
+        flush_raw(&mut out)?;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let machine = target.machine();
+            let events = self.render_events(machine.events());
+            if !events.is_empty() {
+                editor.clear(&mut out);
+                out.extend_from_slice(events.replace('\n', "\r\n").as_bytes());
+                editor.render(&mut out);
+                flush_raw(&mut out)?;
+            }
+            if let Some(why) = Self::gone(machine) {
+                editor.clear(&mut out);
+                flush_raw(&mut out)?;
+                term::message(&format!("qemu-machine: {why}"));
+                return Ok(self.code());
+            }
+            let (input, _) = self.wait(machine, true)?;
+            if self.interrupted.is_some() {
+                return Ok(self.code());
+            }
+            if !input {
+                machine
+                    .process_io()
+                    .map_err(|e| Failure::failed(format!("QMP: {e}")))?;
+                continue;
+            }
+            let n = sys::read(STDIN, &mut buf)
+                .map_err(|e| Failure::failed(format!("reading the terminal: {e}")))?;
+            if n == 0 {
+                return Ok(self.code());
+            }
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let (used, edit) = editor.feed(rest, &mut out);
+                rest = &rest[used..];
+                flush_raw(&mut out)?;
+                let submitted = edit.is_some();
+                match edit {
+                    None | Some(Edit::Interrupted) => {}
+                    Some(Edit::Eof) => return Ok(self.code()),
+                    Some(Edit::Line(line)) => {
+                        let text = match qmp_line::parse(&line) {
+                            Ok(Line::Empty) => String::new(),
+                            Ok(Line::Command { name, arguments }) => {
+                                let machine = target.machine();
+                                let outcome = self.execute(machine, &name, arguments);
+                                let mut text = self.render_events(machine.events());
+                                match outcome {
+                                    Outcome::Reply(reply) => text.push_str(&reply),
+                                    Outcome::Failed(why) | Outcome::Gone(why) => {
+                                        text.push_str(&format!("error: {why}"))
+                                    }
+                                }
+                                text.push('\n');
+                                text
+                            }
+                            Err(e) => format!("error: {e}\n"),
+                        };
+                        out.extend_from_slice(text.replace('\n', "\r\n").as_bytes());
+                    }
+                }
+                if submitted {
+                    if Self::gone(target.machine()).is_some() {
+                        flush_raw(&mut out)?;
+                        break;
+                    }
+                    editor.render(&mut out);
+                    flush_raw(&mut out)?;
+                }
+            }
+        }
+    }
+}
+
+/// The command names QEMU knows (for Tab completion); empty when it cannot say.
+fn command_names(machine: &mut Machine) -> Vec<String> {
+    match machine.execute("query-commands", None) {
+        Ok(Value::Array(list)) => list
+            .iter()
+            .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
+            .collect(),
+        Ok(_) | Err(_) => Vec::new(),
+    }
+}
+
+/// The history file: the option, or `~/.qemu-machine_history`; `none` for no history.
+fn history_path(option: Option<&PathBuf>) -> Option<PathBuf> {
+    match option {
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(p.clone()),
+        None => std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|home| PathBuf::from(home).join(".qemu-machine_history")),
+    }
+}
+
+fn save_history<'a>(path: &PathBuf, lines: impl Iterator<Item = &'a str>) {
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    if let Err(e) = std::fs::write(path, text) {
+        log::warn!("could not save the history to {}: {e}", path.display());
+    }
+}
+
+fn write_out(text: &str) -> Result<(), Failure> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    sys::write_all(STDOUT, text.as_bytes()).map_err(stdout_failure)
+}
+
+fn flush_raw(out: &mut Vec<u8>) -> Result<(), Failure> {
+    let result = sys::write_all(STDOUT, out).map_err(stdout_failure);
+    out.clear();
+    result
+}
+
+fn stdout_failure(e: io::Error) -> Failure {
+    Failure::failed(format!("writing to stdout: {e}"))
+}

@@ -1,0 +1,561 @@
+//! The VM flags shared by `run`, `qmp` and `argv`, and the spec they produce: the JSON spec
+//! file (or the embedded default VM) with the flags applied on top.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use clap::Args;
+use qemu_cmdline::{
+    Accel, Arch, CloudInitSpec, Cpu, DiskSpec, Machine, PortForward, Size, Smp, VmSpec,
+};
+use serde_json::{Map, Value};
+
+use crate::exit::Failure;
+
+/// The VM `run` starts when no spec is given: x86_64 on q35, firmware only, no disk. SeaBIOS
+/// prints to the serial console because of `graphics=off`, tries to boot, and reports that
+/// there is no bootable device. The CPU is QEMU's own `qemu64` model, which runs under KVM
+/// everywhere, nested KVM included (where `host` and `max` can fail to start).
+pub const DEFAULT_SPEC: &str = r#"{
+  "name": "qemu-machine-default",
+  "arch": "x86_64",
+  "machine": {"type": "q35", "props": {"graphics": false}},
+  "cpu": "qemu64",
+  "memory": "128M"
+}"#;
+
+/// What describes the VM: a spec file and flags that override it.
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+pub struct VmArgs {
+    /// A JSON VM description (`-` reads standard input). Without one, the embedded default VM
+    /// (x86_64, firmware only, no disk) is the base that the flags change.
+    #[arg(value_name = "SPEC.json")]
+    pub spec: Option<PathBuf>,
+
+    /// Guest architecture: x86_64, aarch64 or riscv64.
+    #[arg(long, value_name = "ARCH", help_heading = "VM")]
+    pub arch: Option<String>,
+    /// The QEMU binary (default qemu-system-ARCH from PATH).
+    #[arg(long, value_name = "PATH", help_heading = "VM")]
+    pub qemu: Option<PathBuf>,
+    /// Machine type (q35, virt, ...).
+    #[arg(long, value_name = "TYPE", help_heading = "VM")]
+    pub machine: Option<String>,
+    /// CPU model (max, host, ...).
+    #[arg(long, value_name = "MODEL", help_heading = "VM")]
+    pub cpu: Option<String>,
+    /// Number of CPUs.
+    #[arg(long, value_name = "N", help_heading = "VM")]
+    pub smp: Option<u32>,
+    /// RAM size (512M, 2G).
+    #[arg(short = 'm', long, value_name = "SIZE", help_heading = "VM")]
+    pub memory: Option<String>,
+    /// Accelerator: auto (KVM when usable, else TCG), kvm, tcg, or a list tried in order
+    /// (kvm,tcg).
+    #[arg(long, value_name = "ACCEL", help_heading = "VM")]
+    pub accel: Option<String>,
+    /// The VM's name.
+    #[arg(long, value_name = "NAME", help_heading = "VM")]
+    pub name: Option<String>,
+    /// A kernel to boot directly.
+    #[arg(long, value_name = "PATH", help_heading = "Boot")]
+    pub kernel: Option<PathBuf>,
+    /// An initrd for --kernel.
+    #[arg(long, value_name = "PATH", help_heading = "Boot")]
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line.
+    #[arg(
+        long,
+        value_name = "CMDLINE",
+        help_heading = "Boot",
+        allow_hyphen_values = true
+    )]
+    pub append: Option<String>,
+    /// A BIOS image.
+    #[arg(long, value_name = "PATH", help_heading = "Boot")]
+    pub bios: Option<PathBuf>,
+    /// Boot UEFI firmware (found in the architecture's usual install locations).
+    #[arg(long, help_heading = "Boot")]
+    pub uefi: bool,
+    /// Exit QEMU instead of rebooting the guest.
+    #[arg(long, help_heading = "Boot")]
+    pub no_reboot: bool,
+    /// A disk: PATH, or key=value pairs like QEMU's (a comma in a value is written ,,):
+    /// PATH[,format=qcow2][,size=8G][,flash=IMAGE][,if=virtio|scsi|nvme|ide][,readonly]
+    /// [,snapshot][,id=NAME][,cache=MODE][,bootindex=N][,serial=S]. Repeatable.
+    #[arg(long, value_name = "DISK", help_heading = "Storage")]
+    pub disk: Vec<String>,
+    /// Grow the disk named root to this size at launch (never shrinks).
+    #[arg(long, value_name = "SIZE", help_heading = "Storage")]
+    pub disk_size: Option<String>,
+    /// Add Jumpstarter's default drives: a disk `root` and UEFI firmware.
+    #[arg(long, help_heading = "Storage")]
+    pub default_partitions: bool,
+    /// Forward a host port to the guest (user networking):
+    /// [NAME=][tcp:|udp:][HOSTADDR:]HOSTPORT:GUESTPORT; host port 0 picks a free port, which
+    /// is printed. Repeatable.
+    #[arg(long = "forward", value_name = "FORWARD", help_heading = "Network")]
+    pub forwards: Vec<String>,
+    /// A VNC server on a unix socket (its path is printed).
+    #[arg(long, help_heading = "Display")]
+    pub vnc: bool,
+    /// cloud-init: create this user (NoCloud seed disk).
+    #[arg(long, value_name = "NAME", help_heading = "cloud-init")]
+    pub user: Option<String>,
+    /// cloud-init: the user's password.
+    #[arg(long, value_name = "PASSWORD", help_heading = "cloud-init")]
+    pub password: Option<String>,
+    /// cloud-init: an SSH public key for the user (repeatable).
+    #[arg(long = "ssh-key", value_name = "KEY", help_heading = "cloud-init")]
+    pub ssh_keys: Vec<String>,
+    /// cloud-init: the guest's host name.
+    #[arg(long, value_name = "NAME", help_heading = "cloud-init")]
+    pub hostname: Option<String>,
+    /// A raw QEMU argument appended to the command line (repeatable: --qemu-arg=-device
+    /// --qemu-arg=virtio-rng-pci).
+    #[arg(
+        long = "qemu-arg",
+        value_name = "ARG",
+        help_heading = "VM",
+        allow_hyphen_values = true
+    )]
+    pub qemu_args: Vec<String>,
+}
+
+/// The accelerator choice of the flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccelChoice {
+    /// Not given: the spec's list, or auto when the spec has none.
+    Unset,
+    /// `auto`: KVM when usable for the guest, else TCG.
+    Auto,
+    /// An explicit list, tried in order.
+    List(Vec<Accel>),
+}
+
+impl VmArgs {
+    /// The accelerator flag, parsed.
+    pub fn accel_choice(&self) -> Result<AccelChoice, Failure> {
+        let Some(text) = &self.accel else {
+            return Ok(AccelChoice::Unset);
+        };
+        if text.trim() == "auto" {
+            return Ok(AccelChoice::Auto);
+        }
+        let list = text
+            .split(',')
+            .map(|a| a.trim().parse::<Accel>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Failure::usage(format!("--accel {text}: {e}")))?;
+        if list.is_empty() {
+            return Err(Failure::usage("--accel: give auto, kvm, tcg or a list"));
+        }
+        Ok(AccelChoice::List(list))
+    }
+
+    /// The spec: the file's (or the default VM's) with the flags applied.
+    pub fn to_spec(&self) -> Result<VmSpec, Failure> {
+        let (text, origin) = match &self.spec {
+            None => (DEFAULT_SPEC.to_owned(), "the default VM".to_owned()),
+            Some(path) if path.as_os_str() == "-" => {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .map_err(|e| Failure::failed(format!("reading the spec from stdin: {e}")))?;
+                (text, "the spec on stdin".to_owned())
+            }
+            Some(path) => (
+                std::fs::read_to_string(path)
+                    .map_err(|e| Failure::failed(format!("cannot read {}: {e}", path.display())))?,
+                path.display().to_string(),
+            ),
+        };
+        let mut spec =
+            VmSpec::from_json(&text).map_err(|e| Failure::usage(format!("{origin}: {e}")))?;
+        self.apply(&mut spec)?;
+        Ok(spec)
+    }
+
+    fn apply(&self, spec: &mut VmSpec) -> Result<(), Failure> {
+        if let Some(arch) = &self.arch {
+            spec.arch =
+                serde_json::from_value::<Arch>(Value::String(arch.clone())).map_err(|_| {
+                    Failure::usage(format!(
+                        "--arch {arch}: unknown architecture (x86_64, aarch64 or riscv64)"
+                    ))
+                })?;
+            if self.machine.is_none() && self.spec.is_none() {
+                // The default VM's board and CPU are x86's; another architecture gets its own.
+                spec.machine = None;
+                spec.cpu = None;
+            }
+        }
+        if let Some(qemu) = &self.qemu {
+            spec.binary = Some(qemu.clone());
+        }
+        if let Some(machine) = &self.machine {
+            spec.machine = Some(Machine::new(machine));
+        }
+        if let Some(cpu) = &self.cpu {
+            spec.cpu = Some(Cpu::new(cpu));
+        }
+        if let Some(n) = self.smp {
+            if n == 0 {
+                return Err(Failure::usage("--smp 0: a VM needs at least one CPU"));
+            }
+            spec.smp = Some(Smp::new(n));
+        }
+        if let Some(m) = &self.memory {
+            spec.memory = Some(parse_size("--memory", m)?);
+        }
+        match self.accel_choice()? {
+            AccelChoice::Unset => {}
+            AccelChoice::Auto => spec.accel.clear(),
+            AccelChoice::List(list) => spec.accel = list,
+        }
+        if let Some(name) = &self.name {
+            spec.name = Some(name.clone());
+        }
+        if let Some(k) = &self.kernel {
+            spec.kernel = Some(k.clone());
+        }
+        if let Some(i) = &self.initrd {
+            spec.initrd = Some(i.clone());
+        }
+        if let Some(a) = &self.append {
+            spec.append = Some(a.clone());
+        }
+        if let Some(b) = &self.bios {
+            spec.bios = Some(b.clone());
+        }
+        if self.uefi && spec.uefi.is_none() {
+            spec.uefi = Some(Default::default());
+        }
+        if self.no_reboot {
+            spec.no_reboot = true;
+        }
+        for d in &self.disk {
+            spec.disks.push(parse_disk(d)?);
+        }
+        if let Some(s) = &self.disk_size {
+            spec.disk_size = Some(parse_size("--disk-size", s)?);
+        }
+        if self.default_partitions {
+            spec.default_partitions = true;
+        }
+        for f in &self.forwards {
+            spec.forwards.push(parse_forward(f)?);
+        }
+        if self.vnc {
+            spec.vnc = true;
+        }
+        if self.user.is_some()
+            || self.password.is_some()
+            || !self.ssh_keys.is_empty()
+            || self.hostname.is_some()
+        {
+            let ci = spec.cloud_init.get_or_insert_with(CloudInitSpec::default);
+            if let Some(u) = &self.user {
+                ci.username = Some(u.clone());
+            }
+            if let Some(p) = &self.password {
+                ci.password = Some(p.clone());
+            }
+            ci.ssh_authorized_keys.extend(self.ssh_keys.iter().cloned());
+            if let Some(h) = &self.hostname {
+                ci.hostname = Some(h.clone());
+            }
+        }
+        spec.extra_args.extend(self.qemu_args.iter().cloned());
+        Ok(())
+    }
+}
+
+fn parse_size(flag: &str, text: &str) -> Result<Size, Failure> {
+    text.parse::<Size>()
+        .map_err(|e| Failure::usage(format!("{flag} {text}: {e}")))
+}
+
+/// Splits `a=1,b=2` at single commas (`,,` is a literal comma), like QEMU.
+fn split_keyval(text: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ',' {
+            if chars.peek() == Some(&',') {
+                chars.next();
+                parts.last_mut().expect("never empty").push(',');
+            } else {
+                parts.push(String::new());
+            }
+        } else {
+            parts.last_mut().expect("never empty").push(c);
+        }
+    }
+    parts
+}
+
+/// `--disk`: a path, or QEMU-style `key=value` pairs whose first item may be the bare path.
+pub fn parse_disk(text: &str) -> Result<DiskSpec, Failure> {
+    let bad = |msg: String| Failure::usage(format!("--disk {text}: {msg}"));
+    let mut map = Map::new();
+    for (i, part) in split_keyval(text).into_iter().enumerate() {
+        let (key, value) = match part.split_once('=') {
+            Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+            None if i == 0 => ("path".to_owned(), Some(part.clone())),
+            None => (part.clone(), None),
+        };
+        let field = match key.as_str() {
+            "path" | "file" => "path",
+            "id" | "name" => "id",
+            "format" | "fmt" => "format",
+            "size" => "size",
+            "flash" | "flash_from" | "flash-from" => "flash_from",
+            "if" | "interface" => "interface",
+            "protocol" => "protocol",
+            "scsi_controller" | "scsi-controller" => "scsi_controller",
+            "readonly" | "read-only" | "read_only" | "ro" => "read_only",
+            "snapshot" => "snapshot",
+            "cache" => "cache",
+            "discard" => "discard",
+            "aio" => "aio",
+            "bootindex" => "bootindex",
+            "serial" => "serial",
+            "" => return Err(bad("an empty item (a literal comma is written ,,)".into())),
+            other => return Err(bad(format!("unknown key {other:?}"))),
+        };
+        let json = match (field, value) {
+            ("read_only" | "snapshot", None) => Value::Bool(true),
+            ("read_only" | "snapshot", Some(v)) => Value::Bool(
+                parse_bool(&v).ok_or_else(|| bad(format!("{key}={v}: expected on or off")))?,
+            ),
+            ("bootindex", Some(v)) => Value::from(
+                v.parse::<u32>()
+                    .map_err(|_| bad(format!("bootindex={v}: expected a number")))?,
+            ),
+            (_, Some(v)) => Value::String(v),
+            (_, None) => return Err(bad(format!("{key} needs a value ({key}=...)"))),
+        };
+        if map.insert(field.to_owned(), json).is_some() {
+            return Err(bad(format!("{field} is given twice")));
+        }
+    }
+    serde_json::from_value(Value::Object(map)).map_err(|e| bad(e.to_string()))
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "on" | "yes" | "true" | "1" => Some(true),
+        "off" | "no" | "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// `--forward [NAME=][tcp:|udp:][HOSTADDR:]HOSTPORT:GUESTPORT`.
+pub fn parse_forward(text: &str) -> Result<PortForward, Failure> {
+    let bad = |msg: &str| {
+        Failure::usage(format!(
+            "--forward {text}: {msg} (expected [NAME=][tcp:|udp:][HOSTADDR:]HOSTPORT:GUESTPORT, \
+             e.g. ssh=2222:22 or 0:80)"
+        ))
+    };
+    let (name, rest) = match text.split_once('=') {
+        Some((n, r)) if !n.is_empty() => (Some(n), r),
+        Some(_) => return Err(bad("an empty name")),
+        None => (None, text),
+    };
+    let mut parts: Vec<&str> = rest.split(':').collect();
+    let udp = match parts.first() {
+        Some(&"udp") => {
+            parts.remove(0);
+            true
+        }
+        Some(&"tcp") => {
+            parts.remove(0);
+            false
+        }
+        _ => false,
+    };
+    let (host_addr, host_port, guest_port) = match parts.as_slice() {
+        [h, g] => (None, *h, *g),
+        [a, h, g] => (
+            Some(
+                a.parse::<Ipv4Addr>()
+                    .map_err(|_| bad(&format!("{a:?} is not an IPv4 address")))?,
+            ),
+            *h,
+            *g,
+        ),
+        _ => return Err(bad("wrong number of parts")),
+    };
+    let host_port: u16 = host_port.parse().map_err(|_| {
+        bad(&format!(
+            "host port {host_port:?} is not a number 0..=65535"
+        ))
+    })?;
+    let guest_port: u16 = guest_port.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
+        bad(&format!(
+            "guest port {guest_port:?} is not a number 1..=65535"
+        ))
+    })?;
+    let mut f = if udp {
+        PortForward::udp(host_port, guest_port)
+    } else {
+        PortForward::tcp(host_port, guest_port)
+    };
+    f.host_addr = host_addr;
+    f.name = name.map(str::to_owned);
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qemu_cmdline::{DiskInterface, Format, Proto};
+
+    #[test]
+    fn default_spec_is_firmware_only_q35_with_serial_firmware_output() {
+        let spec = VmArgs::default().to_spec().unwrap();
+        assert_eq!(spec.arch, Arch::X86_64);
+        assert!(spec.disks.is_empty() && spec.kernel.is_none());
+        let argv = spec.to_argv().unwrap().to_string();
+        assert!(argv.contains("-machine q35,graphics="), "{argv}");
+        assert!(
+            argv.contains("-m 128M") || argv.contains("-m 134217728"),
+            "{argv}"
+        );
+    }
+
+    #[test]
+    fn flags_override_the_base() {
+        let args = VmArgs {
+            memory: Some("1G".into()),
+            smp: Some(2),
+            accel: Some("kvm,tcg".into()),
+            kernel: Some("/k".into()),
+            append: Some("console=ttyS0".into()),
+            disk: vec!["/vm/a,,b.qcow2,format=qcow2,if=scsi,readonly".into()],
+            forwards: vec!["ssh=127.0.0.1:0:22".into()],
+            user: Some("me".into()),
+            password: Some("pw".into()),
+            qemu_args: vec!["-device".into(), "virtio-rng-pci".into()],
+            ..VmArgs::default()
+        };
+        let spec = args.to_spec().unwrap();
+        assert_eq!(spec.memory, Some(Size::gib(1)));
+        assert_eq!(spec.accel, vec![Accel::Kvm, Accel::Tcg]);
+        assert_eq!(spec.kernel.as_deref(), Some(std::path::Path::new("/k")));
+        let d = &spec.disks[0];
+        assert_eq!(
+            d.path.as_deref(),
+            Some(std::path::Path::new("/vm/a,b.qcow2"))
+        );
+        assert_eq!(d.format, Some(Format::Qcow2));
+        assert_eq!(d.interface, DiskInterface::Scsi);
+        assert!(d.read_only);
+        assert_eq!(spec.forwards[0].host_port, 0);
+        assert_eq!(spec.forwards[0].name.as_deref(), Some("ssh"));
+        let ci = spec.cloud_init.as_ref().unwrap();
+        assert_eq!(ci.username.as_deref(), Some("me"));
+        assert_eq!(spec.extra_args, ["-device", "virtio-rng-pci"]);
+    }
+
+    #[test]
+    fn accel_auto_and_errors() {
+        let auto = VmArgs {
+            accel: Some("auto".into()),
+            ..VmArgs::default()
+        };
+        assert_eq!(auto.accel_choice().unwrap(), AccelChoice::Auto);
+        let bad = VmArgs {
+            accel: Some("kvm,".into()),
+            ..VmArgs::default()
+        };
+        assert_eq!(bad.to_spec().unwrap_err().code, crate::exit::USAGE);
+        let arch = VmArgs {
+            arch: Some("sparc".into()),
+            ..VmArgs::default()
+        };
+        let e = arch.to_spec().unwrap_err();
+        assert!(e.message.contains("--arch sparc"), "{}", e.message);
+    }
+
+    #[test]
+    fn missing_or_invalid_spec_file() {
+        let missing = VmArgs {
+            spec: Some("/no/such/spec.json".into()),
+            ..VmArgs::default()
+        };
+        let e = missing.to_spec().unwrap_err();
+        assert_eq!(e.code, crate::exit::FAILURE);
+        assert!(e.message.contains("/no/such/spec.json"), "{}", e.message);
+        let dir = std::env::temp_dir().join(format!("qm-cli-spec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.json");
+        std::fs::write(&file, r#"{"memroy": "1G"}"#).unwrap();
+        let bad = VmArgs {
+            spec: Some(file.clone()),
+            ..VmArgs::default()
+        };
+        let e = bad.to_spec().unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(e.code, crate::exit::USAGE);
+        assert!(e.message.contains("memroy"), "{}", e.message);
+    }
+
+    #[test]
+    fn disks() {
+        let d = parse_disk("/vm/root.img").unwrap();
+        assert_eq!(
+            d.path.as_deref(),
+            Some(std::path::Path::new("/vm/root.img"))
+        );
+        assert_eq!(d.format, None);
+        let d = parse_disk("id=root,size=8G,flash=/img/debian.qcow2.xz,bootindex=1").unwrap();
+        assert_eq!(d.id.as_deref(), Some("root"));
+        assert_eq!(d.size, Some(Size::gib(8)));
+        assert!(d.flash_from.is_some());
+        assert_eq!(d.bootindex, Some(1));
+        for (text, needle) in [
+            ("a.img,colour=red", "unknown key \"colour\""),
+            ("a.img,,", "a.img,,"),
+            ("a.img,format", "format needs a value"),
+            ("a.img,readonly=maybe", "expected on or off"),
+            ("a.img,bootindex=x", "expected a number"),
+            ("a.img,path=b.img", "path is given twice"),
+            ("a.img,size=lots", "lots"),
+            ("a.img,,b,", "empty item"),
+        ] {
+            match parse_disk(text) {
+                Ok(d) if needle == "a.img,," => {
+                    assert_eq!(d.path.as_deref(), Some(std::path::Path::new("a.img,")))
+                }
+                Ok(d) => panic!("{text} parsed: {d:?}"),
+                Err(e) => {
+                    assert_eq!(e.code, crate::exit::USAGE);
+                    assert!(e.message.contains(needle), "{text}: {}", e.message)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn forwards() {
+        let f = parse_forward("2222:22").unwrap();
+        assert_eq!((f.host_port, f.guest_port, f.proto), (2222, 22, Proto::Tcp));
+        let f = parse_forward("dns=udp:127.0.0.1:5353:53").unwrap();
+        assert_eq!(f.proto, Proto::Udp);
+        assert_eq!(f.host_addr, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(f.name.as_deref(), Some("dns"));
+        for (text, needle) in [
+            ("22", "wrong number of parts"),
+            ("x:22", "host port \"x\""),
+            ("0:0", "guest port \"0\""),
+            ("=1:2", "empty name"),
+            ("localhost:1:2", "not an IPv4 address"),
+            ("70000:22", "host port"),
+        ] {
+            let e = parse_forward(text).unwrap_err();
+            assert!(e.message.contains(needle), "{text}: {}", e.message);
+        }
+    }
+}
