@@ -255,8 +255,10 @@ fn bad_forwards_are_named() {
         assert!(e.contains(needle), "{doc}: {e}");
     }
     // Built in code, a guest port 0 is refused before QEMU starts.
-    let mut spec = qemu_cmdline::VmSpec::default();
-    spec.forwards = vec![PortForward::tcp(2222, 0).name("ssh")];
+    let spec = qemu_cmdline::VmSpec {
+        forwards: vec![PortForward::tcp(2222, 0).name("ssh")],
+        ..qemu_cmdline::VmSpec::default()
+    };
     let e = Vm::launch(&spec, &options(&s.0)).unwrap_err();
     assert!(matches!(e, Error::Spec(_)), "{e:?}");
     assert!(
