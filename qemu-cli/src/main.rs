@@ -19,7 +19,9 @@ mod duration;
 mod editor;
 mod escape;
 mod exit;
+mod image;
 mod launch;
+mod progress;
 mod qmp_line;
 mod qmp_shell;
 mod run;
@@ -82,6 +84,9 @@ enum Command {
     /// A QMP shell on a VM it launches, or on a running QEMU's socket.
     #[command(after_help = QMP_HELP)]
     Qmp(QmpArgs),
+    /// Disk images: info, create, resize, convert, flash, dump, check, snapshot.
+    #[command(subcommand, after_help = IMAGE_HELP)]
+    Image(image::ImageCommand),
     /// Print the QEMU command line a spec produces, quoted for a POSIX shell.
     #[command(after_help = ARGV_HELP)]
     Argv(ArgvArgs),
@@ -123,6 +128,19 @@ Examples:
   qemu-machine qmp vm.json --accel tcg
   qemu-machine qmp --socket /run/vm/qmp.sock
   printf 'query-status\\nquery-version\\n' | qemu-machine qmp --compact";
+
+const IMAGE_HELP: &str = "\
+Long operations (convert, flash, dump) show a progress bar on a terminal, and a line per 10%
+otherwise. Files are written beside their destination and renamed into place when complete.
+
+Examples:
+  qemu-machine image create disk.qcow2 8G
+  qemu-machine image create overlay.qcow2 -b base.qcow2 -F qcow2
+  qemu-machine image info disk.qcow2 --json
+  qemu-machine image resize disk.qcow2 +2G
+  qemu-machine image convert disk.qcow2 disk.raw
+  qemu-machine image flash debian-12.raw.xz disk.qcow2 --size 8G
+  qemu-machine image dump disk.qcow2 backup.qcow2";
 
 const ARGV_HELP: &str = "\
 Examples:
@@ -229,7 +247,7 @@ fn init_logging(verbose: u8, quiet: bool) {
 }
 
 /// Writes to stdout, mapping a closed pipe or other failure to a [`Failure`].
-fn print_stdout(text: &str) -> Result<(), Failure> {
+pub(crate) fn print_stdout(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
@@ -268,6 +286,7 @@ fn argv_command(args: &ArgvArgs) -> CliResult {
 fn dispatch(cli: Cli) -> CliResult {
     match cli.command {
         Command::Argv(args) => argv_command(&args),
+        Command::Image(command) => image::main(command, cli.quiet),
         Command::Qmp(args) => qmp_shell::main(qmp_shell::Options {
             vm: args.vm,
             socket: args.socket,
