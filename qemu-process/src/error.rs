@@ -235,7 +235,7 @@ impl fmt::Display for Error {
                 "resizing {} from {current} to {requested} bytes would shrink it and lose its \
                  last {} bytes; allow shrinking to do that",
                 path.display(),
-                current - requested
+                current.saturating_sub(*requested)
             ),
             Error::VmRunning { operation } => write!(
                 f,

@@ -1231,6 +1231,49 @@ mod tests {
     }
 
     #[test]
+    fn error_messages_carry_the_numbers_and_the_fix() {
+        use std::os::unix::process::ExitStatusExt;
+        let e = Error::Image {
+            argv: vec!["qemu-img".into(), "info".into(), "/x y".into()],
+            status: ExitStatus::from_raw(1 << 8),
+            stderr: "qemu-img: Could not open '/x y'\n".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "qemu-img info '/x y' failed (exit status: 1): qemu-img: Could not open '/x y'"
+        );
+        let e = Error::NoSpace {
+            path: "/d.raw".into(),
+            needed: 10,
+            available: 3,
+        };
+        assert_eq!(
+            e.to_string(),
+            "growing /d.raw needs up to 10 bytes but its file system has only 3 bytes free"
+        );
+        let e = Error::ShrinkRefused {
+            path: "/d.raw".into(),
+            current: 100,
+            requested: 40,
+        };
+        assert!(e.to_string().contains("from 100 to 40 bytes"));
+        assert!(e.to_string().contains("lose its last 60 bytes"));
+        let e = Error::ProgramMissing {
+            program: "zstd".into(),
+            package: "zstd".into(),
+            purpose: "to decompress /i.zst".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "zstd is needed to decompress /i.zst but is not installed: apt-get install -y zstd"
+        );
+        let e = Error::VmRunning {
+            operation: "flashing \"root\"".into(),
+        };
+        assert!(e.to_string().contains("refused while the VM is running"));
+    }
+
+    #[test]
     fn free_space_is_a_number_and_bad_paths_are_errors() {
         assert!(free_space(&std::env::temp_dir()).unwrap() > 0);
         assert!(free_space(Path::new("/nonexistent/qm/x")).is_err());

@@ -9,6 +9,11 @@
 //! console buffer. No call spawns a thread or sleeps in a loop; [`MachineSet`] drives many
 //! machines from one thread, and [`Machine::poll_sources`] lets a caller do it in its own loop.
 //!
+//! On top of `Machine`, [`Vm`] runs a whole [`VmSpec`](qemu_cmdline::VmSpec) (disks created,
+//! probed, flashed and grown; a cloud-init seed; UEFI variables per VM; port forwards with
+//! automatic host ports; VNC and screendumps), and [`image`] wraps `qemu-img` (info, create,
+//! resize, convert with progress, check, snapshots) and flashing compressed images.
+//!
 //! ```no_run
 //! use qemu_process::{Machine, MachineConfig};
 //! use std::time::Duration;
