@@ -115,7 +115,7 @@ mod tests {
         }
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.matches('\r').count(), 3, "{text:?}");
-        assert!(text.contains("] 50.0%"), "{text:?}");
+        assert!(text.contains("]  50.0%"), "{text:?}");
         assert!(text.contains("] 100.0%"), "{text:?}");
         assert!(text.ends_with('\n'));
         let last = text.trim_end().rsplit('\r').next().unwrap();
