@@ -53,7 +53,8 @@ fn flashed_disk_is_read_by_the_guest_and_reflash_needs_the_vm_stopped() {
     let gz = compressed_image(&s, "one", 8 * MIB, &first, "gzip");
     let xz = compressed_image(&s, "two", 8 * MIB, &second, "xz");
 
-    let disk_path = s.path("data.raw");
+    // A comma and a space in the path: escaped on the way to QEMU.
+    let disk_path = s.path("data, 1.raw");
     let mut spec = guest_spec(&["virtio_blk"], "");
     let mut disk = DiskSpec::new(&disk_path);
     disk.id = Some("data".into());

@@ -103,6 +103,17 @@ fn bad_descriptions_are_errors_and_leave_nothing() {
     assert!(matches!(e, Error::Launch { .. }), "{e:?}");
     assert!(e.to_string().contains("-no-such-option"), "{e}");
 
+    // A disk the launch created at the spec's path is removed when the launch fails.
+    let made = scratch.path("made, by launch.qcow2");
+    let spec = VmSpec::from_json(&format!(
+        r#"{{"disks": [{{"name": "new", "path": {made:?}, "size": "1M"}}],
+            "extra_args": ["-no-such-option"]}}"#
+    ))
+    .unwrap();
+    let e = Vm::launch(&spec, &options(&base)).unwrap_err();
+    assert!(matches!(e, Error::Launch { .. }), "{e:?}");
+    assert!(!made.exists(), "the created disk was left behind");
+
     // An invalid spec: the cmdline error, named.
     let spec = VmSpec::from_json(
         r#"{"forwards": [{"host_port": 1, "guest_port": 2}],
