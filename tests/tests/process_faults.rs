@@ -1,0 +1,430 @@
+//! Faults: bad options, missing binaries, QEMU killed or stopped mid-session, a malicious QMP
+//! peer, and the owning process dying. Each must end in a typed error within its bound, never
+//! in a hang or a panic, and never leave QEMU behind.
+
+mod process_common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+
+use process_common::{none_config, process_exists, process_state, signal, ScratchDir};
+use qemu_process::{Error, Machine, MachineConfig};
+
+#[test]
+fn bad_option_is_a_launch_error_with_status_argv_and_message_within_a_second() {
+    let mut config = none_config();
+    config.arg("-no-such-option-qm");
+    let start = Instant::now();
+    let err = Machine::launch(&config).unwrap_err();
+    let elapsed = start.elapsed();
+    match &err {
+        Error::Launch { status, argv, log } => {
+            assert_eq!(status.code(), Some(1), "{status}");
+            assert!(argv.iter().any(|a| a == "-no-such-option-qm"), "{argv:?}");
+            assert!(argv[0].to_string_lossy().ends_with("qemu-system-x86_64"));
+            assert!(log.contains("-no-such-option-qm"), "{log}");
+            assert!(log.contains("invalid option"), "{log}");
+        }
+        other => panic!("expected a launch error, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains("invalid option"), "{message}");
+    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+}
+
+#[test]
+fn missing_binary_is_named() {
+    let config = MachineConfig::new("/nonexistent/qemu-system-x86_64");
+    match Machine::launch(&config) {
+        Err(Error::BinaryNotFound(path)) => {
+            assert_eq!(
+                path,
+                std::path::Path::new("/nonexistent/qemu-system-x86_64")
+            )
+        }
+        other => panic!("expected BinaryNotFound, got {other:?}"),
+    }
+    let config = MachineConfig::new("qemu-system-nosucharch");
+    let err = Machine::launch(&config).unwrap_err();
+    assert!(matches!(err, Error::BinaryNotFound(_)), "{err:?}");
+    assert!(err.to_string().contains("qemu-system-nosucharch"), "{err}");
+    // A missing wrapper is named too.
+    let mut config = none_config();
+    config.wrapper(["no-such-wrapper-qm", "--flag"]);
+    match Machine::launch(&config) {
+        Err(Error::BinaryNotFound(path)) => {
+            assert_eq!(path, std::path::Path::new("no-such-wrapper-qm"))
+        }
+        other => panic!("expected BinaryNotFound, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_wrapper_runs_qemu() {
+    // `env` as the simplest wrapper: it sets a variable and execs QEMU.
+    let mut config = none_config();
+    config.wrapper(["env", "QM_WRAPPED=1"]);
+    let mut vm = Machine::launch(&config).unwrap();
+    assert!(vm.argv()[0].to_string_lossy().ends_with("/env"));
+    assert_eq!(vm.argv()[1], "QM_WRAPPED=1");
+    let pid = vm.pid().unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(environ.split(|&b| b == 0).any(|var| var == b"QM_WRAPPED=1"));
+    vm.shutdown(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_program_that_never_greets_times_out_and_is_killed() {
+    let scratch = ScratchDir::new("never-greets");
+    let fake = scratch.0.join("fake-qemu");
+    std::fs::write(&fake, "#!/bin/sh\necho started >&2\nexec sleep 60\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut config = MachineConfig::new(&fake);
+    config
+        .launch_timeout(Duration::from_millis(500))
+        .temp_base_dir(&scratch.0);
+    let start = Instant::now();
+    let err = Machine::launch(&config).unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    // The fake QEMU was killed and reaped, and its temp dir removed.
+    let leftovers: Vec<String> = scratch
+        .entries()
+        .into_iter()
+        .filter(|e| e != "fake-qemu")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_program_killed_by_a_signal_during_launch_reports_the_signal() {
+    let scratch = ScratchDir::new("signal-launch");
+    let fake = scratch.0.join("fake-qemu");
+    std::fs::write(&fake, "#!/bin/sh\necho about to die\nkill -SEGV $$\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    match Machine::launch(&MachineConfig::new(&fake)) {
+        Err(Error::Launch { status, log, .. }) => {
+            assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status}");
+            assert_eq!(log, "about to die\n");
+        }
+        other => panic!("expected a launch error, got {other:?}"),
+    }
+}
+
+#[test]
+fn sigkilled_qemu_fails_the_next_execute_within_a_second() {
+    let mut vm = Machine::launch(&none_config()).unwrap();
+    let pid = vm.pid().unwrap();
+    vm.status().unwrap();
+    signal(pid, libc::SIGKILL);
+    let start = Instant::now();
+    let err = vm.execute("query-status", None).unwrap_err();
+    let elapsed = start.elapsed();
+    match &err {
+        Error::Exited(status) => assert_eq!(status.signal(), Some(libc::SIGKILL)),
+        Error::Disconnected => {}
+        other => panic!("expected Exited or Disconnected, got {other:?}"),
+    }
+    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    let status = vm.wait(Duration::from_secs(5)).unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    // Every later call fails the same way, at once.
+    let err = vm.execute("query-status", None).unwrap_err();
+    assert!(matches!(err, Error::Exited(_)), "{err:?}");
+    assert_eq!(vm.shutdown(Duration::from_secs(1)).unwrap(), status);
+}
+
+#[test]
+fn sigstopped_qemu_times_out_and_shutdown_kills_it_in_time() {
+    let mut vm = Machine::launch(&none_config()).unwrap();
+    let pid = vm.pid().unwrap();
+    signal(pid, libc::SIGSTOP);
+    let start = Instant::now();
+    let err = vm
+        .execute_with_timeout("query-status", None, Duration::from_millis(500))
+        .unwrap_err();
+    let elapsed = start.elapsed();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(elapsed >= Duration::from_millis(500), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+    assert!(err.to_string().contains("query-status"), "{err}");
+
+    let start = Instant::now();
+    let err = vm.shutdown(Duration::from_secs(1)).unwrap_err();
+    let elapsed = start.elapsed();
+    match err {
+        Error::NotGraceful { status } => assert_eq!(status.signal(), Some(libc::SIGKILL)),
+        other => panic!("expected NotGraceful, got {other:?}"),
+    }
+    assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert!(vm.exit_status().is_some());
+    assert!(!process_exists(pid) || process_state(pid) == Some('Z'));
+}
+
+#[test]
+fn kill_is_immediate_and_drop_reaps() {
+    let vm = Machine::launch(&none_config()).unwrap();
+    let pid = vm.pid().unwrap();
+    let temp = vm.temp_dir().unwrap().to_owned();
+    drop(vm);
+    assert!(
+        !process_exists(pid),
+        "QEMU {pid} left behind (state {:?})",
+        process_state(pid)
+    );
+    assert!(!temp.exists());
+
+    let mut vm = Machine::launch(&none_config()).unwrap();
+    let status = vm.kill().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert_eq!(vm.kill().unwrap(), status);
+    assert!(vm.log().is_ok());
+}
+
+// ---- a fake QMP peer ----------------------------------------------------------------------
+
+const GREETING: &str = "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \
+                        \"major\": 7}, \"package\": \"fake\"}, \"capabilities\": []}}\r\n";
+
+/// Runs `script` as the QMP server on one end of a socketpair (in a thread) and attaches a
+/// Machine to the other end. The script gets the stream after the greeting was sent.
+fn fake_peer(
+    script: impl FnOnce(&mut BufReader<UnixStream>) + Send + 'static,
+) -> (Result<Machine, Error>, std::thread::JoinHandle<()>) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let peer = std::thread::spawn(move || {
+        let mut reader = BufReader::new(theirs);
+        let _ = reader.get_mut().write_all(GREETING.as_bytes());
+        script(&mut reader);
+    });
+    let machine = Machine::attach_socket(OwnedFd::from(ours), Duration::from_secs(5));
+    (machine, peer)
+}
+
+/// Reads one request line and returns its id.
+fn read_request(reader: &mut BufReader<UnixStream>) -> Option<(String, serde_json::Value)> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    Some((
+        value["execute"].as_str().unwrap_or_default().to_owned(),
+        value["id"].clone(),
+    ))
+}
+
+/// Answers capability negotiation.
+fn negotiate(reader: &mut BufReader<UnixStream>) {
+    let (name, id) = read_request(reader).expect("qmp_capabilities");
+    assert_eq!(name, "qmp_capabilities");
+    let reply = serde_json::json!({"return": {}, "id": id});
+    reader
+        .get_mut()
+        .write_all(format!("{reply}\r\n").as_bytes())
+        .unwrap();
+}
+
+/// Negotiates, waits for one command, then sends `bytes` and optionally closes.
+fn misbehave_after_one_command(bytes: Vec<u8>, close: bool) -> Error {
+    let (machine, peer) = fake_peer(move |reader| {
+        negotiate(reader);
+        let _ = read_request(reader);
+        let _ = reader.get_mut().write_all(&bytes);
+        if close {
+            let _ = reader.get_mut().shutdown(std::net::Shutdown::Both);
+        } else {
+            // Keep the connection open until the machine closes it.
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink);
+        }
+    });
+    let mut vm = machine.unwrap();
+    let start = Instant::now();
+    let err = vm
+        .execute_with_timeout("query-status", None, Duration::from_secs(5))
+        .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(4), "{err:?}");
+    // The connection is unusable from now on, and says why, at once.
+    let again = vm.execute("query-status", None).unwrap_err();
+    assert_eq!(again.to_string(), err.to_string());
+    drop(vm);
+    peer.join().unwrap();
+    err
+}
+
+#[test]
+fn garbage_from_the_peer_is_a_protocol_error() {
+    let err = misbehave_after_one_command(b"this is not JSON\r\n".to_vec(), false);
+    match err {
+        Error::Protocol(qmp_proto::Error::Json { .. }) => {}
+        other => panic!("expected a JSON protocol error, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_oversize_message_is_a_protocol_error() {
+    let mut big = b"{\"return\": \"".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 11 << 20));
+    big.extend_from_slice(b"\"}\r\n");
+    let err = misbehave_after_one_command(big, false);
+    match err {
+        Error::Protocol(qmp_proto::Error::MessageTooLarge { limit }) => {
+            assert_eq!(limit, qmp_proto::DEFAULT_MAX_MESSAGE_SIZE)
+        }
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_truncated_message_is_a_protocol_error() {
+    let err = misbehave_after_one_command(b"{\"return\": {\"stat".to_vec(), true);
+    match err {
+        Error::Protocol(qmp_proto::Error::Truncated { buffered }) => assert!(buffered > 0),
+        other => panic!("expected Truncated, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_error_without_id_is_a_protocol_error() {
+    let err = misbehave_after_one_command(
+        b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"who asked?\"}}\r\n".to_vec(),
+        false,
+    );
+    match err {
+        Error::Protocol(qmp_proto::Error::Protocol(message)) => {
+            assert!(message.contains("id"), "{message}")
+        }
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_garbage_greeting_fails_the_attach() {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let peer = std::thread::spawn(move || {
+        let mut theirs = theirs;
+        let _ = theirs.write_all(b"\x00\x01 hello\r\n");
+        let mut sink = Vec::new();
+        let _ = theirs.read_to_end(&mut sink);
+    });
+    let err = Machine::attach_socket(OwnedFd::from(ours), Duration::from_secs(5)).unwrap_err();
+    assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+    peer.join().unwrap();
+}
+
+#[test]
+fn a_peer_that_closes_mid_command_is_disconnected_not_a_hang() {
+    let (machine, peer) = fake_peer(|reader| {
+        negotiate(reader);
+        let _ = read_request(reader);
+        // Close without answering.
+    });
+    let mut vm = machine.unwrap();
+    let err = vm
+        .execute_with_timeout("query-status", None, Duration::from_secs(5))
+        .unwrap_err();
+    assert!(matches!(err, Error::Disconnected), "{err:?}");
+    peer.join().unwrap();
+}
+
+#[test]
+fn replies_with_unknown_ids_and_events_in_between_are_handled() {
+    let (machine, peer) = fake_peer(|reader| {
+        negotiate(reader);
+        let (_, id) = read_request(reader).unwrap();
+        let out = format!(
+            "{{\"return\": 1, \"id\": 999}}\r\n\
+             {{\"event\": \"X-ODD\", \"data\": {{\"n\": 1}}, \
+               \"timestamp\": {{\"seconds\": 1, \"microseconds\": 2}}}}\r\n\
+             {{\"return\": {{\"status\": \"running\", \"running\": true}}, \"id\": {id}}}\r\n"
+        );
+        reader.get_mut().write_all(out.as_bytes()).unwrap();
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink);
+    });
+    let mut vm = machine.unwrap();
+    let reply = vm.execute("query-status", None).unwrap();
+    assert_eq!(reply["status"], "running");
+    let events = vm.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].name, "X-ODD");
+    assert_eq!(events[0].data["n"], 1);
+    // Attached machines have no process: the process calls say so.
+    assert!(matches!(vm.kill(), Err(Error::Unsupported(_))));
+    assert!(matches!(
+        vm.shutdown(Duration::from_secs(1)),
+        Err(Error::Unsupported(_))
+    ));
+    assert_eq!(vm.pid(), None);
+    drop(vm);
+    peer.join().unwrap();
+}
+
+// ---- the owner dies -----------------------------------------------------------------------
+
+const OWNER_HELPER_ENV: &str = "QM_TEST_OWNER_HELPER";
+
+/// Run as a test, this re-executes the test binary with [`OWNER_HELPER_ENV`] set; in that child
+/// the same function launches QEMU, prints its pid and blocks until killed. The test then
+/// SIGKILLs the child and checks that QEMU dies with it (PR_SET_PDEATHSIG).
+#[test]
+fn qemu_dies_within_a_second_when_its_owner_is_sigkilled() {
+    if std::env::var_os(OWNER_HELPER_ENV).is_some() {
+        let vm = Machine::launch(&none_config()).unwrap();
+        // Straight to fd 1: the test harness captures println!.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "QEMU-PID {}", vm.pid().unwrap()).unwrap();
+        out.flush().unwrap();
+        drop(out);
+        // Block until the parent kills us (it never closes our stdin).
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut owner = std::process::Command::new(exe)
+        .args([
+            "qemu_dies_within_a_second_when_its_owner_is_sigkilled",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(OWNER_HELPER_ENV, "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = owner.stdout.take().unwrap();
+    let qemu_pid: u32 = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            // The harness prints "test <name> ... " first, on the same line.
+            let (_, pid) = line.split_once("QEMU-PID ")?;
+            Some(pid.trim().parse().unwrap())
+        })
+        .expect("the helper printed QEMU's pid");
+    assert!(process_exists(qemu_pid));
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let start = Instant::now();
+    let gone = |pid| matches!(process_state(pid), None | Some('Z'));
+    while !gone(qemu_pid) && start.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        gone(qemu_pid),
+        "QEMU {qemu_pid} still alive {:?} after its owner was killed",
+        start.elapsed()
+    );
+}
