@@ -37,7 +37,7 @@ use qemu_cmdline::{
     Argv, Format, ImgCheck, ImgCommand, ImgConvert, ImgCreate, ImgInfo, ImgResize, ImgSnapshot,
     Repair, Size, SnapshotAction,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::spawn::find_executable;
@@ -45,7 +45,7 @@ use crate::sys;
 
 /// What `qemu-img info --output=json` says about an image. Fields qemu-img adds in later
 /// versions are ignored; fields older versions leave out are `None`/empty.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ImageInfo {
     /// The file name as qemu-img opened it.
@@ -81,13 +81,14 @@ pub struct ImageInfo {
     /// Format-specific details (`{"type": "qcow2", "data": {"compat": "1.1", ...}}`).
     #[serde(default)]
     pub format_specific: Option<serde_json::Value>,
-    /// The images below this one, nearest first (filled by [`QemuImg::info`]).
-    #[serde(skip)]
+    /// The images below this one, nearest first (filled by [`QemuImg::info`]; serialized, never
+    /// read from qemu-img's output).
+    #[serde(skip_deserializing, skip_serializing_if = "Vec::is_empty")]
     pub backing_chain: Vec<ImageInfo>,
 }
 
 /// An internal snapshot of a qcow2 image.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct SnapshotInfo {
     /// The numeric id, as text.

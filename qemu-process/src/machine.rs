@@ -336,7 +336,11 @@ impl Machine {
         let mut child_registered = false;
         if let Some(child) = &child {
             registry
-                .register(&mut SourceFd(&child.pidfd_raw()), CHILD, Interest::READABLE)
+                .register(
+                    &mut SourceFd(&child.exit_fd_raw()),
+                    CHILD,
+                    Interest::READABLE,
+                )
                 .map_err(Error::io_with("registering the pidfd"))?;
             child_registered = true;
         }
@@ -805,7 +809,7 @@ impl Machine {
                 let _ = self
                     .poll
                     .registry()
-                    .deregister(&mut SourceFd(&child.pidfd_raw()));
+                    .deregister(&mut SourceFd(&child.exit_fd_raw()));
                 self.child_registered = false;
             }
             if status.success() {
@@ -1126,6 +1130,11 @@ impl Machine {
             console.buffer.clear_waiter();
         }
         result
+    }
+
+    /// Whether the machine was launched with a console (its bytes stay readable after exit).
+    pub fn has_console(&self) -> bool {
+        self.console.is_some()
     }
 
     /// Total console bytes received since launch (all of them reached the console log, if any).
@@ -1451,7 +1460,7 @@ impl Machine {
                 .child
                 .as_ref()
                 .filter(|c| c.status().is_none())
-                .map(ChildProc::pidfd_raw),
+                .map(ChildProc::exit_fd_raw),
         }
     }
 

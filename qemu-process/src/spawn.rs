@@ -85,11 +85,51 @@ pub(crate) struct SpawnRequest<'a> {
     pub(crate) inherit: &'a [RawFd],
 }
 
-/// A spawned child with its pidfd. Reaped at most once; the status is kept.
+/// How the parent learns, in its poll, that the child has exited.
+#[derive(Debug)]
+enum ExitWatch {
+    /// A pidfd: readable once the child has exited; signals go through it, so they can never
+    /// reach a recycled pid.
+    Pidfd(OwnedFd),
+    /// Where pidfds are unavailable (kernels before 5.3, valgrind, some seccomp sandboxes): the
+    /// read end of a pipe whose write end only the child holds. It reads end-of-file once the
+    /// child (and anything it handed the descriptor to) has exited.
+    Pipe(OwnedFd),
+}
+
+impl ExitWatch {
+    fn fd(&self) -> &OwnedFd {
+        match self {
+            ExitWatch::Pidfd(fd) | ExitWatch::Pipe(fd) => fd,
+        }
+    }
+}
+
+/// Whether this process can use pidfds, probed once with `pidfd_open(getpid())`.
+fn pidfds_available() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static STATE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 yes, 2 no
+    match STATE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let ok = u32::try_from(sys::getpid())
+                .ok()
+                .is_some_and(|pid| sys::pidfd_open(pid).is_ok());
+            if !ok {
+                log::info!("pidfd_open is unavailable here: watching QEMU's exit through a pipe");
+            }
+            STATE.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+            ok
+        }
+    }
+}
+
+/// A spawned child with its exit watch. Reaped at most once; the status is kept.
 #[derive(Debug)]
 pub(crate) struct ChildProc {
     child: Child,
-    pidfd: OwnedFd,
+    watch: ExitWatch,
     status: Option<ExitStatus>,
 }
 
@@ -97,6 +137,11 @@ impl ChildProc {
     /// Spawns without a shell: stdin from /dev/null, stdout and stderr to the log file, the given
     /// descriptors inherited and nothing else, and SIGKILL when the spawning thread dies.
     pub(crate) fn spawn(req: &SpawnRequest<'_>) -> io::Result<ChildProc> {
+        Self::spawn_watched(req, pidfds_available())
+    }
+
+    /// [`ChildProc::spawn`] with the exit watch chosen by the caller (tests use the pipe).
+    fn spawn_watched(req: &SpawnRequest<'_>, use_pidfd: bool) -> io::Result<ChildProc> {
         let (program, args) = req
             .argv
             .split_first()
@@ -112,7 +157,16 @@ impl ChildProc {
                 None => cmd.env_remove(key),
             };
         }
-        let keep: Vec<RawFd> = req.inherit.to_vec();
+        let mut keep: Vec<RawFd> = req.inherit.to_vec();
+        // Without pidfds: a pipe whose write end only the child keeps (both ends close-on-exec
+        // here; child_setup clears the flag on the write end in the child alone).
+        let exit_pipe = if use_pidfd {
+            None
+        } else {
+            let (read, write) = sys::pipe_cloexec()?;
+            keep.push(write.as_raw_fd());
+            Some((read, write))
+        };
         let parent = sys::getpid();
         // SAFETY: the closure only calls `sys::child_setup`, which makes async-signal-safe system
         // calls (prctl, getppid, close_range/fcntl, getrlimit) and does not allocate; `keep` was
@@ -121,19 +175,26 @@ impl ChildProc {
             cmd.pre_exec(move || sys::child_setup(&keep, parent));
         }
         let child = cmd.spawn()?;
-        let pidfd = match sys::pidfd_open(child.id()) {
-            Ok(fd) => fd,
-            Err(e) => {
-                // Cannot watch it: do not leave it running. The pid is ours until reaped.
-                let mut child = child;
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
+        let watch = match exit_pipe {
+            Some((read, write)) => {
+                // Only the child may hold the write end, or end-of-file would never come.
+                drop(write);
+                ExitWatch::Pipe(read)
             }
+            None => match sys::pidfd_open(child.id()) {
+                Ok(fd) => ExitWatch::Pidfd(fd),
+                Err(e) => {
+                    // Cannot watch it: do not leave it running. The pid is ours until reaped.
+                    let mut child = child;
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
+                }
+            },
         };
         Ok(ChildProc {
             child,
-            pidfd,
+            watch,
             status: None,
         })
     }
@@ -143,10 +204,10 @@ impl ChildProc {
         self.child.id()
     }
 
-    /// The pidfd (readable once the child has exited).
+    /// The exit watch descriptor (readable once the child has exited).
     #[cfg(test)]
-    pub(crate) fn pidfd(&self) -> &OwnedFd {
-        &self.pidfd
+    pub(crate) fn exit_fd(&self) -> &OwnedFd {
+        self.watch.fd()
     }
 
     /// The exit status, once reaped.
@@ -159,6 +220,16 @@ impl ChildProc {
         if self.status.is_none() {
             self.status = self.child.try_wait()?;
         }
+        if self.status.is_none() {
+            if let ExitWatch::Pipe(fd) = &self.watch {
+                // The pipe reads end-of-file when the exiting child closes its descriptors,
+                // which the kernel does a moment before it turns the child into a zombie. Once
+                // it has, the child is past the point of no return: wait for it.
+                if sys::wait_readable(fd.as_fd(), Duration::ZERO)? {
+                    self.status = Some(self.child.wait()?);
+                }
+            }
+        }
         Ok(self.status)
     }
 
@@ -167,7 +238,11 @@ impl ChildProc {
         if self.status.is_some() {
             return Ok(false);
         }
-        sys::pidfd_send_signal(self.pidfd.as_fd(), signal)
+        match &self.watch {
+            ExitWatch::Pidfd(fd) => sys::pidfd_send_signal(fd.as_fd(), signal),
+            // Not reaped yet, so the pid still names our child (a zombie at worst).
+            ExitWatch::Pipe(_) => sys::kill(self.child.id(), signal),
+        }
     }
 
     /// SIGKILL, then reap, waiting on the pidfd up to `limit` (a process in uninterruptible sleep
@@ -177,16 +252,17 @@ impl ChildProc {
             return Ok(self.status);
         }
         self.signal(libc::SIGKILL)?;
-        if sys::wait_readable(self.pidfd.as_fd(), limit)? {
+        if sys::wait_readable(self.watch.fd().as_fd(), limit)? {
             self.try_reap()
         } else {
             Ok(None)
         }
     }
 
-    /// The raw pidfd number.
-    pub(crate) fn pidfd_raw(&self) -> RawFd {
-        self.pidfd.as_raw_fd()
+    /// The raw number of the exit watch descriptor (a pidfd, or a pipe where pidfds are
+    /// unavailable), for the poll.
+    pub(crate) fn exit_fd_raw(&self) -> RawFd {
+        self.watch.fd().as_raw_fd()
     }
 }
 
@@ -255,7 +331,7 @@ mod tests {
             inherit: &[keep.as_raw_fd()],
         })
         .unwrap();
-        assert!(sys::wait_readable(child.pidfd().as_fd(), Duration::from_secs(10)).unwrap());
+        assert!(sys::wait_readable(child.exit_fd().as_fd(), Duration::from_secs(10)).unwrap());
         let status = child.try_reap().unwrap().unwrap();
         assert_eq!(status.code(), Some(3));
         // SAFETY: closing the descriptor this test dup'ed.
@@ -295,7 +371,7 @@ mod tests {
             inherit: &[],
         })
         .unwrap();
-        assert!(sys::wait_readable(child.pidfd().as_fd(), Duration::from_secs(10)).unwrap());
+        assert!(sys::wait_readable(child.exit_fd().as_fd(), Duration::from_secs(10)).unwrap());
         assert!(child.try_reap().unwrap().unwrap().success());
         let out = std::fs::read_to_string(&log_path).unwrap();
         assert_eq!(out, "set/nohome\nend\n");
@@ -323,6 +399,41 @@ mod tests {
         assert_eq!(status.signal(), Some(libc::SIGKILL));
         assert!(!child.signal(libc::SIGKILL).unwrap());
         assert_eq!(child.status(), Some(status));
+    }
+
+    #[test]
+    fn the_pipe_watch_sees_exit_and_carries_signals() {
+        let dir = TempDir::new(&std::env::temp_dir()).unwrap();
+        let log = create_private_file(&dir.path().join("log")).unwrap();
+        let spawn = |script: &str| {
+            let argv: Vec<OsString> = ["sh", "-c", script].iter().map(OsString::from).collect();
+            ChildProc::spawn_watched(
+                &SpawnRequest {
+                    argv: &argv,
+                    env: &[],
+                    log: &log,
+                    inherit: &[],
+                },
+                false,
+            )
+            .unwrap()
+        };
+        let mut quick = spawn("exit 3");
+        assert!(matches!(quick.watch, ExitWatch::Pipe(_)));
+        assert!(sys::wait_readable(quick.exit_fd().as_fd(), Duration::from_secs(10)).unwrap());
+        assert_eq!(quick.try_reap().unwrap().unwrap().code(), Some(3));
+
+        let mut slow = spawn("exec sleep 60");
+        assert!(!sys::wait_readable(slow.exit_fd().as_fd(), Duration::from_millis(50)).unwrap());
+        let status = slow
+            .kill_and_reap(Duration::from_secs(10))
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(
+            !slow.signal(libc::SIGTERM).unwrap(),
+            "no signal after reaping"
+        );
     }
 
     #[test]

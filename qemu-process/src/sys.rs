@@ -242,7 +242,33 @@ pub(crate) fn kvm_usable() -> bool {
         .is_ok()
 }
 
-/// This process's id.
+/// A pipe (read end, write end), both close-on-exec.
+pub(crate) fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two descriptors into the two-element array.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: the kernel just returned these two new descriptors, owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sends `signal` to process `pid` with kill(2). Returns `Ok(false)` when it no longer exists.
+/// Only for a child that has not been reaped (its pid cannot have been reused).
+pub(crate) fn kill(pid: u32, signal: libc::c_int) -> io::Result<bool> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill with a positive pid and a signal number has no memory effects.
+    if unsafe { libc::kill(pid, signal) } == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ESRCH) {
+        Ok(false)
+    } else {
+        Err(err)
+    }
+}
+
+/// The calling process's id.
 pub(crate) fn getpid() -> libc::pid_t {
     // SAFETY: getpid has no preconditions.
     unsafe { libc::getpid() }
