@@ -90,6 +90,10 @@ typedef struct qm_config qm_config;
 // threads).
 typedef struct qm_machine qm_machine;
 
+// A progress callback: `fraction` goes from 0.0 to 1.0 and never decreases; `user_data` is the
+// pointer given with the callback. It is called on the calling thread, during the call.
+typedef void (*qm_progress_fn)(double fraction, void *user_data);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -105,8 +109,14 @@ enum qm_status qm_config_new(struct qm_config **out);
 // `binary` (path or name), `args` (array of strings), `accel` (`"auto"`, `"kvm"`, `"tcg"`,
 // `"none"`), `temp_dir`, `launch_timeout_ms`, `qmp_timeout_ms`, `console` (bool),
 // `console_log` (path), `console_buffer_bytes`, `max_events`, `wrapper` (array of strings),
-// `env` (object of strings), `oob` (bool), `display_none` (bool). Unknown fields are rejected
-// with `QM_STATUS_INVALID_JSON` and a message naming them.
+// `env` (object of strings), `oob` (bool), `display_none` (bool), and `vm`: a VM description
+// (the JSON form of qemu-cmdline's `VmSpec`: `arch`, `memory`, `smp`, `kernel`, `disks`,
+// `forwards`, `cloud_init`, `vnc`, `uefi`, ...) that the library turns into a command line,
+// preparing disks, the cloud-init seed and firmware copies itself; with `vm`, `args`,
+// `console_buffer_bytes`, `max_events`, `oob` and `display_none` are not allowed. Unknown fields
+// are rejected with `QM_STATUS_INVALID_JSON` and a message naming them.
+//
+// The setters below (`qm_config_set_*`, `qm_config_add_*`) apply to configurations without `vm`.
 //
 // # Safety
 // `json` must be NULL or a NUL-terminated string; `out` NULL or valid for writing a pointer.
@@ -224,6 +234,41 @@ const char *qm_status_name(int32_t status);
 // `s` must be NULL or a pointer returned by a `qm_*` function documented as "free it with
 // `qm_string_free()`", not freed before.
 void qm_string_free(char *s);
+
+// Describes the image at `path` (`qemu-img info`) as a JSON object with `filename`, `format`,
+// `virtual-size`, `actual-size`, `dirty-flag`, `backing-filename`, `snapshots`,
+// `backing-chain`, ... in `*out_json` (free with `qm_string_free()`). `QM_STATUS_IMAGE` when
+// qemu-img fails (the message holds its command line and output).
+//
+// # Safety
+// `path` must be NULL or NUL-terminated; `out_json` NULL or valid for writing.
+enum qm_status qm_image_info(const char *path, char **out_json);
+
+// Creates an image of `format` (`"qcow2"`, `"raw"`, ...) and `size_bytes` at `path`.
+//
+// # Safety
+// `path` and `format` must be NULL or NUL-terminated.
+enum qm_status qm_image_create(const char *path, const char *format, uint64_t size_bytes);
+
+// Resizes the image at `path` to `size_bytes`. Shrinking (which loses data) happens only when
+// `allow_shrink` is true; growing a file past the free space of its file system is refused.
+//
+// # Safety
+// `path` must be NULL or NUL-terminated.
+enum qm_status qm_image_resize(const char *path, uint64_t size_bytes, bool allow_shrink);
+
+// Converts the image at `src` (its format probed once) into a new image at `dst` of
+// `dst_format`, calling `progress(fraction, user_data)` as it goes (`progress` may be NULL).
+// `dst` is replaced only when the conversion succeeded.
+//
+// # Safety
+// `src`, `dst` and `dst_format` must be NULL or NUL-terminated; `progress`, if not NULL, must be
+// safe to call with `user_data`.
+enum qm_status qm_image_convert(const char *src,
+                                const char *dst,
+                                const char *dst_format,
+                                qm_progress_fn progress,
+                                void *user_data);
 
 // Launches QEMU as `config` describes and waits (under the config's launch timeout) until QMP
 // is negotiated. On failure nothing is left behind (no process, no temp dir); for
@@ -436,6 +481,38 @@ enum qm_status qm_machine_poll_fd(struct qm_machine *machine, int32_t *out_fd);
 // # Safety
 // `machine` must be a handle from this library or NULL.
 enum qm_status qm_machine_process_io(struct qm_machine *machine);
+
+// For a machine launched from a `vm` description: stores where the port forward named `name`
+// is reachable on the host, as `"IP:PORT"` in `*out_address` (free with `qm_string_free()`);
+// with a host port of 0 in the description this is the port QEMU picked.
+// `QM_STATUS_INVALID_ARGUMENT` if there is no forward of that name.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `name` NULL or NUL-terminated;
+// `out_address` NULL or valid for writing.
+enum qm_status qm_machine_forwarded_port(struct qm_machine *machine,
+                                         const char *name,
+                                         char **out_address);
+
+// For a machine launched from a `vm` description with VNC: stores the path of its VNC unix
+// socket in `*out_path` (free with `qm_string_free()`).
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_path` NULL or valid for writing.
+enum qm_status qm_machine_vnc_socket(struct qm_machine *machine, char **out_path);
+
+// For a machine launched from a `vm` description: saves a screenshot of its display to `path`
+// (QMP `screendump`) as PNG when `format` is `"png"`, PPM when `"ppm"`, and PNG if this QEMU
+// supports it else PPM when `format` is NULL; the path written (its extension may differ) is
+// stored in `*out_path` if that is not NULL (free with `qm_string_free()`).
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `path` and `format` NULL or
+// NUL-terminated; `out_path` NULL or valid for writing.
+enum qm_status qm_machine_screendump(struct qm_machine *machine,
+                                     const char *path,
+                                     const char *format,
+                                     char **out_path);
 
 // Frees a machine: a launched QEMU still running is killed and reaped, its temp dir removed;
 // an attached one is disconnected. NULL is accepted. Call `qm_machine_shutdown()` first for a

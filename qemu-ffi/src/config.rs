@@ -6,7 +6,8 @@ use std::os::fd::{BorrowedFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use qemu_process::{Accel, MachineConfig};
+use qemu_cmdline::VmSpec;
+use qemu_process::{Accel, MachineConfig, VmOptions};
 use serde::Deserialize;
 
 use crate::args::{bytes_arg, opt_str_arg, out_arg, path_arg};
@@ -34,6 +35,9 @@ pub enum QmAccel {
 /// between threads).
 pub struct QmConfig {
     pub(crate) config: MachineConfig,
+    /// Set when the JSON held a `vm` description: the machine is then launched as a `Vm`
+    /// (disks, cloud-init seed, forwards, VNC, UEFI prepared by the library).
+    pub(crate) vm: Option<(Box<VmSpec>, VmOptions)>,
 }
 
 impl Handle for QmConfig {
@@ -62,30 +66,31 @@ struct ConfigJson {
     env: BTreeMap<String, String>,
     oob: Option<bool>,
     display_none: Option<bool>,
+    vm: Option<Box<VmSpec>>,
 }
 
 /// The binary a new config runs until told otherwise.
 const DEFAULT_BINARY: &str = "qemu-system-x86_64";
 
-fn config_from_json(text: &[u8]) -> Result<MachineConfig, FfiError> {
-    let j: ConfigJson = serde_json::from_slice(text).map_err(|e| {
-        FfiError::new(
-            QmStatus::InvalidJson,
-            format!("invalid configuration JSON: {e}"),
-        )
-    })?;
-    let mut c = MachineConfig::new(j.binary.unwrap_or_else(|| DEFAULT_BINARY.into()));
+fn invalid_json(message: impl std::fmt::Display) -> FfiError {
+    FfiError::new(
+        QmStatus::InvalidJson,
+        format!("invalid configuration JSON: {message}"),
+    )
+}
+
+fn config_from_json(text: &[u8]) -> Result<QmConfig, FfiError> {
+    let j: ConfigJson = serde_json::from_slice(text).map_err(invalid_json)?;
+    let vm = match j.vm {
+        Some(ref spec) => Some((spec.clone(), vm_options(&j)?)),
+        None => None,
+    };
+    let mut c = MachineConfig::new(j.binary.clone().unwrap_or_else(|| DEFAULT_BINARY.into()));
     c.args(&j.args);
-    if let Some(a) = j.accel {
-        let accel = Accel::parse(&a).ok_or_else(|| {
-            FfiError::new(
-                QmStatus::InvalidJson,
-                format!("invalid configuration JSON: field `accel` is {a:?}, expected auto, kvm, tcg or none"),
-            )
-        })?;
-        c.accel(accel);
+    if let Some(a) = &j.accel {
+        c.accel(parse_accel(a)?);
     }
-    if let Some(d) = j.temp_dir {
+    if let Some(d) = &j.temp_dir {
         c.temp_base_dir(d);
     }
     if let Some(ms) = j.launch_timeout_ms {
@@ -97,7 +102,7 @@ fn config_from_json(text: &[u8]) -> Result<MachineConfig, FfiError> {
     if let Some(on) = j.console {
         c.console(on);
     }
-    if let Some(p) = j.console_log {
+    if let Some(p) = &j.console_log {
         c.console_log(p);
     }
     if let Some(n) = j.console_buffer_bytes {
@@ -118,7 +123,62 @@ fn config_from_json(text: &[u8]) -> Result<MachineConfig, FfiError> {
     if let Some(on) = j.display_none {
         c.display_none(on);
     }
-    Ok(c)
+    Ok(QmConfig { config: c, vm })
+}
+
+/// The launch options of a configuration with a `vm` description. Fields that only make sense
+/// for a raw command line are rejected rather than silently ignored.
+fn vm_options(j: &ConfigJson) -> Result<VmOptions, FfiError> {
+    let raw_only = [
+        ("args", !j.args.is_empty()),
+        ("console_buffer_bytes", j.console_buffer_bytes.is_some()),
+        ("max_events", j.max_events.is_some()),
+        ("oob", j.oob.is_some()),
+        ("display_none", j.display_none.is_some()),
+    ];
+    if let Some((field, _)) = raw_only.iter().find(|(_, set)| *set) {
+        return Err(invalid_json(format!(
+            "field `{field}` cannot be combined with `vm` (put extra QEMU arguments in \
+             `vm.extra_args`, the display in `vm.display`)"
+        )));
+    }
+    let mut o = VmOptions::new();
+    if let Some(b) = &j.binary {
+        o.binary(b);
+    }
+    if let Some(a) = &j.accel {
+        o.accel(parse_accel(a)?);
+    }
+    if let Some(d) = &j.temp_dir {
+        o.temp_base_dir(d);
+    }
+    if let Some(ms) = j.launch_timeout_ms {
+        o.launch_timeout(Duration::from_millis(ms));
+    }
+    if let Some(ms) = j.qmp_timeout_ms {
+        o.qmp_timeout(Duration::from_millis(ms));
+    }
+    if let Some(on) = j.console {
+        o.console(on);
+    }
+    if let Some(p) = &j.console_log {
+        o.console_log(p);
+    }
+    if !j.wrapper.is_empty() {
+        o.wrapper(&j.wrapper);
+    }
+    for (k, v) in &j.env {
+        o.env(k, v);
+    }
+    Ok(o)
+}
+
+fn parse_accel(a: &str) -> Result<Accel, FfiError> {
+    Accel::parse(a).ok_or_else(|| {
+        invalid_json(format!(
+            "field `accel` is {a:?}, expected auto, kvm, tcg or none"
+        ))
+    })
 }
 
 /// Creates a configuration that runs `qemu-system-x86_64` (looked up in `PATH`) with no
@@ -133,6 +193,7 @@ pub unsafe extern "C" fn qm_config_new(out: *mut *mut QmConfig) -> QmStatus {
         let out = unsafe { out_arg(out, "out") }?;
         *out = into_handle(QmConfig {
             config: MachineConfig::new(DEFAULT_BINARY),
+            vm: None,
         });
         Ok(())
     })
@@ -142,8 +203,14 @@ pub unsafe extern "C" fn qm_config_new(out: *mut *mut QmConfig) -> QmStatus {
 /// `binary` (path or name), `args` (array of strings), `accel` (`"auto"`, `"kvm"`, `"tcg"`,
 /// `"none"`), `temp_dir`, `launch_timeout_ms`, `qmp_timeout_ms`, `console` (bool),
 /// `console_log` (path), `console_buffer_bytes`, `max_events`, `wrapper` (array of strings),
-/// `env` (object of strings), `oob` (bool), `display_none` (bool). Unknown fields are rejected
-/// with `QM_STATUS_INVALID_JSON` and a message naming them.
+/// `env` (object of strings), `oob` (bool), `display_none` (bool), and `vm`: a VM description
+/// (the JSON form of qemu-cmdline's `VmSpec`: `arch`, `memory`, `smp`, `kernel`, `disks`,
+/// `forwards`, `cloud_init`, `vnc`, `uefi`, ...) that the library turns into a command line,
+/// preparing disks, the cloud-init seed and firmware copies itself; with `vm`, `args`,
+/// `console_buffer_bytes`, `max_events`, `oob` and `display_none` are not allowed. Unknown fields
+/// are rejected with `QM_STATUS_INVALID_JSON` and a message naming them.
+///
+/// The setters below (`qm_config_set_*`, `qm_config_add_*`) apply to configurations without `vm`.
 ///
 /// # Safety
 /// `json` must be NULL or a NUL-terminated string; `out` NULL or valid for writing a pointer.
@@ -157,9 +224,7 @@ pub unsafe extern "C" fn qm_config_from_json(
         let out = unsafe { out_arg(out, "out") }?;
         // SAFETY: forwarded from this function's contract.
         let text = unsafe { bytes_arg(json, "json") }?;
-        *out = into_handle(QmConfig {
-            config: config_from_json(text)?,
-        });
+        *out = into_handle(config_from_json(text)?);
         Ok(())
     })
 }
@@ -175,6 +240,12 @@ unsafe fn with_config(
     guard(|| {
         // SAFETY: the handle is checked against the registry; handles are single-threaded.
         let c = unsafe { borrow_mut(config, "config") }?;
+        if c.vm.is_some() {
+            return Err(FfiError::new(
+                QmStatus::InvalidState,
+                "this configuration has a `vm` description: give its launch options in the JSON",
+            ));
+        }
         f(&mut c.config)
     })
 }

@@ -40,6 +40,13 @@ fn status_of(e: &Error) -> QmStatus {
         Error::InvalidArgument(_) => QmStatus::InvalidArgument,
         Error::Unsupported(_) => QmStatus::Unsupported,
         Error::InSet { source, .. } => status_of(source),
+        Error::Spec(_) => QmStatus::InvalidArgument,
+        Error::Image { .. } => QmStatus::Image,
+        Error::ProgramMissing { .. } => QmStatus::BinaryNotFound,
+        Error::NotFound { .. } => QmStatus::InvalidArgument,
+        Error::NoSpace { .. } => QmStatus::Image,
+        Error::ShrinkRefused { .. } => QmStatus::InvalidArgument,
+        Error::VmRunning { .. } => QmStatus::InvalidState,
         // The enum is non-exhaustive; a variant added later without a code here still fails
         // with its message rather than being mistaken for success.
         _ => QmStatus::Io,

@@ -18,6 +18,7 @@ pub mod config;
 mod convert;
 pub mod error;
 pub(crate) mod handle;
+pub mod image;
 pub mod machine;
 pub mod status;
 pub mod version;

@@ -6,12 +6,12 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use qemu_process::{AttachTarget, Event, Machine};
+use qemu_process::{AttachTarget, Event, Machine, ScreenshotFormat, Vm};
 use serde_json::Value;
 
 use crate::args::{
-    bytes_arg, opt_json_arg, opt_out_arg, out_arg, path_arg, set_string, slice_arg, str_arg,
-    timeout_arg,
+    bytes_arg, opt_json_arg, opt_out_arg, opt_str_arg, out_arg, path_arg, set_string, slice_arg,
+    str_arg, timeout_arg,
 };
 use crate::config::{dup_fd, QmConfig};
 use crate::error::{guard, FfiError};
@@ -26,10 +26,36 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 /// temp dir. Not thread-safe: use a machine from one thread at a time (it may move between
 /// threads).
 pub struct QmMachine {
-    machine: Machine,
+    inner: Inner,
     /// Console bytes taken from the machine but not yet read by the caller (when its buffer
     /// was smaller than what had arrived).
     console_pending: Vec<u8>,
+}
+
+/// A plain machine, or one launched from a VM description (which also knows its forwards, VNC
+/// socket and drives).
+enum Inner {
+    Machine(Box<Machine>),
+    Vm(Box<Vm>),
+}
+
+impl QmMachine {
+    fn machine(&mut self) -> &mut Machine {
+        match &mut self.inner {
+            Inner::Machine(m) => m,
+            Inner::Vm(vm) => vm.machine(),
+        }
+    }
+
+    fn vm(&mut self) -> Result<&mut Vm, FfiError> {
+        match &mut self.inner {
+            Inner::Vm(vm) => Ok(vm),
+            Inner::Machine(_) => Err(FfiError::new(
+                QmStatus::Unsupported,
+                "this machine was not launched from a `vm` description",
+            )),
+        }
+    }
 }
 
 impl Handle for QmMachine {
@@ -37,9 +63,9 @@ impl Handle for QmMachine {
     const NAME: &'static str = "qm_machine";
 }
 
-fn new_machine(machine: Machine) -> *mut QmMachine {
+fn new_machine(inner: Inner) -> *mut QmMachine {
     into_handle(QmMachine {
-        machine,
+        inner,
         console_pending: Vec::new(),
     })
 }
@@ -80,14 +106,18 @@ pub unsafe extern "C" fn qm_machine_launch(
         let out = unsafe { out_arg(out, "out") }?;
         // SAFETY: the handle is checked against the registry; handles are single-threaded.
         let c = unsafe { borrow_mut(config.cast_mut(), "config") }?;
-        *out = new_machine(Machine::launch(&c.config)?);
+        let inner = match &c.vm {
+            Some((spec, options)) => Inner::Vm(Box::new(Vm::launch(spec, options)?)),
+            None => Inner::Machine(Box::new(Machine::launch(&c.config)?)),
+        };
+        *out = new_machine(inner);
         Ok(())
     })
 }
 
 fn attach(target: AttachTarget, timeout_ms: i64, out: &mut *mut QmMachine) -> Result<(), FfiError> {
     let m = Machine::attach(target, timeout_arg(timeout_ms, DEFAULT_WAIT))?;
-    *out = new_machine(m);
+    *out = new_machine(Inner::Machine(Box::new(m)));
     Ok(())
 }
 
@@ -158,11 +188,11 @@ unsafe fn execute(
                     "argument `arguments_json` must be a JSON object",
                 ));
             }
-            let timeout = timeout_arg(timeout_ms, m.machine.qmp_timeout());
+            let timeout = timeout_arg(timeout_ms, m.machine().qmp_timeout());
             let reply = if oob {
-                m.machine.execute_oob(name, args, timeout)?
+                m.machine().execute_oob(name, args, timeout)?
             } else {
-                m.machine.execute_with_timeout(name, args, timeout)?
+                m.machine().execute_with_timeout(name, args, timeout)?
             };
             if let Some(out) = out {
                 set_string(out, &json_text(&reply))?;
@@ -236,7 +266,7 @@ pub unsafe extern "C" fn qm_machine_events(
     unsafe {
         with_machine(machine, |m| {
             let out = out_arg(out_json, "out_json")?;
-            let events: Vec<Value> = m.machine.events().iter().map(Event::to_value).collect();
+            let events: Vec<Value> = m.machine().events().iter().map(Event::to_value).collect();
             set_string(out, &json_text(&Value::Array(events)))
         })
     }
@@ -266,7 +296,7 @@ pub unsafe extern "C" fn qm_machine_event_wait(
             let out = opt_out_arg(out_json);
             let name = str_arg(name, "name")?;
             let pattern = opt_json_arg(pattern_json, "pattern_json")?;
-            let ev = m.machine.event_wait(
+            let ev = m.machine().event_wait(
                 name,
                 pattern.as_ref(),
                 timeout_arg(timeout_ms, DEFAULT_WAIT),
@@ -300,8 +330,14 @@ pub unsafe extern "C" fn qm_machine_console_read(
             if buf.is_null() && len > 0 {
                 return Err(FfiError::null("buf"));
             }
+            if !m.machine().has_console() {
+                return Err(FfiError::new(
+                    QmStatus::Unsupported,
+                    "this machine has no console (enable it with qm_config_set_console())",
+                ));
+            }
             if m.console_pending.len() < len {
-                let fresh = m.machine.console_read();
+                let fresh = m.machine().console_read();
                 m.console_pending.extend_from_slice(&fresh);
             }
             let n = m.console_pending.len().min(len);
@@ -331,7 +367,7 @@ pub unsafe extern "C" fn qm_machine_console_write(
     unsafe {
         with_machine(machine, |m| {
             let bytes = slice_arg(data, len, "data")?;
-            Ok(m.machine.console_write(bytes)?)
+            Ok(m.machine().console_write(bytes)?)
         })
     }
 }
@@ -370,7 +406,7 @@ pub unsafe extern "C" fn qm_machine_console_wait_for(
                 ));
             }
             let before = m
-                .machine
+                .machine()
                 .console_wait_for(pattern, timeout_arg(timeout_ms, DEFAULT_WAIT))?;
             if let Some(out) = out_before {
                 set_string(out, &before)?;
@@ -400,7 +436,7 @@ pub unsafe extern "C" fn qm_machine_send_fd(
         with_machine(machine, |m| {
             let name = str_arg(name, "name")?;
             let owned = dup_fd(fd)?;
-            Ok(m.machine.send_fd(owned.as_fd(), name)?)
+            Ok(m.machine().send_fd(owned.as_fd(), name)?)
         })
     }
 }
@@ -417,7 +453,7 @@ pub unsafe extern "C" fn qm_machine_pid(machine: *mut QmMachine, out_pid: *mut i
         with_machine(machine, |m| {
             let out = out_arg(out_pid, "out_pid")?;
             *out = m
-                .machine
+                .machine()
                 .pid()
                 .and_then(|p| i32::try_from(p).ok())
                 .unwrap_or(0);
@@ -440,7 +476,7 @@ pub unsafe extern "C" fn qm_machine_status(
     unsafe {
         with_machine(machine, |m| {
             let out = out_arg(out_status, "out_status")?;
-            let state = m.machine.status()?;
+            let state = m.machine().status()?;
             set_string(out, state.as_str().as_bytes())
         })
     }
@@ -453,7 +489,7 @@ pub unsafe extern "C" fn qm_machine_status(
 #[no_mangle]
 pub unsafe extern "C" fn qm_machine_pause(machine: *mut QmMachine) -> QmStatus {
     // SAFETY: forwarded from this function's contract.
-    unsafe { with_machine(machine, |m| Ok(m.machine.pause()?)) }
+    unsafe { with_machine(machine, |m| Ok(m.machine().pause()?)) }
 }
 
 /// Resumes the guest's CPUs (`cont`).
@@ -463,7 +499,7 @@ pub unsafe extern "C" fn qm_machine_pause(machine: *mut QmMachine) -> QmStatus {
 #[no_mangle]
 pub unsafe extern "C" fn qm_machine_resume(machine: *mut QmMachine) -> QmStatus {
     // SAFETY: forwarded from this function's contract.
-    unsafe { with_machine(machine, |m| Ok(m.machine.resume()?)) }
+    unsafe { with_machine(machine, |m| Ok(m.machine().resume()?)) }
 }
 
 /// Resets the guest (`system_reset`), like pressing the reset button.
@@ -473,7 +509,7 @@ pub unsafe extern "C" fn qm_machine_resume(machine: *mut QmMachine) -> QmStatus 
 #[no_mangle]
 pub unsafe extern "C" fn qm_machine_reset(machine: *mut QmMachine) -> QmStatus {
     // SAFETY: forwarded from this function's contract.
-    unsafe { with_machine(machine, |m| Ok(m.machine.reset()?)) }
+    unsafe { with_machine(machine, |m| Ok(m.machine().reset()?)) }
 }
 
 /// Presses the ACPI power button (`system_powerdown`) and waits up to `timeout_ms` (negative:
@@ -490,7 +526,8 @@ pub unsafe extern "C" fn qm_machine_powerdown(
     // SAFETY: forwarded from this function's contract.
     unsafe {
         with_machine(machine, |m| {
-            m.machine.powerdown(timeout_arg(timeout_ms, DEFAULT_WAIT))?;
+            m.machine()
+                .powerdown(timeout_arg(timeout_ms, DEFAULT_WAIT))?;
             Ok(())
         })
     }
@@ -507,7 +544,8 @@ pub unsafe extern "C" fn qm_machine_shutdown(machine: *mut QmMachine, timeout_ms
     // SAFETY: forwarded from this function's contract.
     unsafe {
         with_machine(machine, |m| {
-            m.machine.shutdown(timeout_arg(timeout_ms, DEFAULT_WAIT))?;
+            m.machine()
+                .shutdown(timeout_arg(timeout_ms, DEFAULT_WAIT))?;
             Ok(())
         })
     }
@@ -522,7 +560,7 @@ pub unsafe extern "C" fn qm_machine_kill(machine: *mut QmMachine) -> QmStatus {
     // SAFETY: forwarded from this function's contract.
     unsafe {
         with_machine(machine, |m| {
-            m.machine.kill()?;
+            m.machine().kill()?;
             Ok(())
         })
     }
@@ -538,7 +576,7 @@ pub unsafe extern "C" fn qm_machine_wait(machine: *mut QmMachine, timeout_ms: i6
     // SAFETY: forwarded from this function's contract.
     unsafe {
         with_machine(machine, |m| {
-            m.machine.wait(timeout_arg(timeout_ms, DEFAULT_WAIT))?;
+            m.machine().wait(timeout_arg(timeout_ms, DEFAULT_WAIT))?;
             Ok(())
         })
     }
@@ -561,7 +599,7 @@ pub unsafe extern "C" fn qm_machine_exit_status(
         with_machine(machine, |m| {
             let code = opt_out_arg(out_code);
             let signal = opt_out_arg(out_signal);
-            let status = m.machine.exit_status().ok_or_else(|| {
+            let status = m.machine().exit_status().ok_or_else(|| {
                 FfiError::new(
                     QmStatus::InvalidState,
                     "QEMU has not exited (or is not owned)",
@@ -592,7 +630,7 @@ pub unsafe extern "C" fn qm_machine_log(
     unsafe {
         with_machine(machine, |m| {
             let out = out_arg(out_log, "out_log")?;
-            let log = m.machine.log_bytes()?;
+            let log = m.machine().log_bytes()?;
             set_string(out, &log)
         })
     }
@@ -609,7 +647,7 @@ pub unsafe extern "C" fn qm_machine_poll_fd(machine: *mut QmMachine, out_fd: *mu
     unsafe {
         with_machine(machine, |m| {
             let out = out_arg(out_fd, "out_fd")?;
-            *out = m.machine.poll_sources().poll;
+            *out = m.machine().poll_sources().poll;
             Ok(())
         })
     }
@@ -623,7 +661,95 @@ pub unsafe extern "C" fn qm_machine_poll_fd(machine: *mut QmMachine, out_fd: *mu
 #[no_mangle]
 pub unsafe extern "C" fn qm_machine_process_io(machine: *mut QmMachine) -> QmStatus {
     // SAFETY: forwarded from this function's contract.
-    unsafe { with_machine(machine, |m| Ok(m.machine.process_io()?)) }
+    unsafe { with_machine(machine, |m| Ok(m.machine().process_io()?)) }
+}
+
+/// For a machine launched from a `vm` description: stores where the port forward named `name`
+/// is reachable on the host, as `"IP:PORT"` in `*out_address` (free with `qm_string_free()`);
+/// with a host port of 0 in the description this is the port QEMU picked.
+/// `QM_STATUS_INVALID_ARGUMENT` if there is no forward of that name.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `name` NULL or NUL-terminated;
+/// `out_address` NULL or valid for writing.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_forwarded_port(
+    machine: *mut QmMachine,
+    name: *const c_char,
+    out_address: *mut *mut c_char,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let out = out_arg(out_address, "out_address")?;
+            let name = str_arg(name, "name")?;
+            let addr = m.vm()?.forwarded_port(name).ok_or_else(|| {
+                FfiError::invalid(format!("this machine has no port forward named {name:?}"))
+            })?;
+            set_string(out, addr.to_string().as_bytes())
+        })
+    }
+}
+
+/// For a machine launched from a `vm` description with VNC: stores the path of its VNC unix
+/// socket in `*out_path` (free with `qm_string_free()`).
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `out_path` NULL or valid for writing.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_vnc_socket(
+    machine: *mut QmMachine,
+    out_path: *mut *mut c_char,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let out = out_arg(out_path, "out_path")?;
+            let path = m.vm()?.vnc_socket().ok_or_else(|| {
+                FfiError::new(QmStatus::Unsupported, "this machine has no VNC display")
+            })?;
+            set_string(out, path.as_os_str().as_encoded_bytes())
+        })
+    }
+}
+
+/// For a machine launched from a `vm` description: saves a screenshot of its display to `path`
+/// (QMP `screendump`) as PNG when `format` is `"png"`, PPM when `"ppm"`, and PNG if this QEMU
+/// supports it else PPM when `format` is NULL; the path written (its extension may differ) is
+/// stored in `*out_path` if that is not NULL (free with `qm_string_free()`).
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `path` and `format` NULL or
+/// NUL-terminated; `out_path` NULL or valid for writing.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_screendump(
+    machine: *mut QmMachine,
+    path: *const c_char,
+    format: *const c_char,
+    out_path: *mut *mut c_char,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let out = opt_out_arg(out_path);
+            let path = path_arg(path, "path")?;
+            let format = match opt_str_arg(format, "format")? {
+                None => None,
+                Some("png") => Some(ScreenshotFormat::Png),
+                Some("ppm") => Some(ScreenshotFormat::Ppm),
+                Some(other) => {
+                    return Err(FfiError::invalid(format!(
+                        "argument `format` is {other:?}, expected \"png\", \"ppm\" or NULL"
+                    )))
+                }
+            };
+            let written = m.vm()?.screendump(&path, format)?;
+            if let Some(out) = out {
+                set_string(out, written.as_os_str().as_encoded_bytes())?;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// Frees a machine: a launched QEMU still running is killed and reaped, its temp dir removed;

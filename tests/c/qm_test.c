@@ -1,0 +1,415 @@
+/*
+ * A C program that uses libqemumachine through its header only: it launches real QEMU
+ * processes, runs QMP commands, waits for events, drives the guest fixture's console, walks
+ * every error path, and shuts down. It prints one line per check and exits non-zero if any
+ * check failed.
+ *
+ * Environment: QM_TEST_KERNEL, QM_TEST_INITRD and QM_TEST_APPEND name the guest fixture
+ * (tests/src/fixture.rs); QM_TEST_SKIP_GUEST=1 leaves the guest checks out (the static-link
+ * run, which only needs to show that the binary launches QEMU).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "qemumachine.h"
+
+static int failures;
+static int checks;
+
+static const char *last_error(void) {
+    static char buf[4096];
+    qm_last_error_message(buf, sizeof buf);
+    return buf;
+}
+
+#define CHECK(cond, what)                                                                    \
+    do {                                                                                     \
+        checks++;                                                                            \
+        if (cond) {                                                                          \
+            printf("ok   %s\n", what);                                                       \
+        } else {                                                                             \
+            printf("FAIL %s (%s:%d) status=%s last error: %s\n", what, __FILE__, __LINE__,   \
+                   qm_status_name(qm_last_error_status()), last_error());                    \
+            failures++;                                                                      \
+        }                                                                                    \
+        fflush(stdout);                                                                      \
+    } while (0)
+
+#define CHECK_STATUS(call, expected, what) CHECK((call) == (expected), what)
+
+static void check_version(void) {
+    CHECK(qm_version() == QM_VERSION_NUMBER, "qm_version() matches QM_VERSION_NUMBER");
+    char expected[32];
+    snprintf(expected, sizeof expected, "%d.%d.%d", QM_VERSION_MAJOR, QM_VERSION_MINOR,
+             QM_VERSION_PATCH);
+    CHECK(strcmp(qm_version_string(), expected) == 0, "qm_version_string() matches the macros");
+    CHECK(strcmp(qm_status_name(QM_STATUS_TIMEOUT), "QM_STATUS_TIMEOUT") == 0,
+          "qm_status_name names codes");
+    CHECK(strcmp(qm_status_name(9999), "QM_STATUS_UNKNOWN") == 0,
+          "qm_status_name(unknown) is not NULL");
+}
+
+static void check_argument_errors(void) {
+    qm_config *config = NULL;
+    CHECK_STATUS(qm_config_new(NULL), QM_STATUS_NULL_ARGUMENT, "qm_config_new(NULL) fails");
+    CHECK(strstr(last_error(), "out") != NULL, "the message names the NULL argument");
+    size_t need = qm_last_error_message(NULL, 0);
+    CHECK(need == strlen(last_error()), "qm_last_error_message(NULL, 0) returns the length");
+    char small[4];
+    size_t full = qm_last_error_message(small, sizeof small);
+    CHECK(full == need && strlen(small) == 3, "a short buffer gets a truncated, terminated copy");
+    char *dup = qm_last_error_message_dup();
+    CHECK(dup != NULL && strcmp(dup, last_error()) == 0, "qm_last_error_message_dup copies it");
+    qm_string_free(dup);
+    qm_string_free(NULL);
+
+    CHECK_STATUS(qm_config_from_json("{\"args\": [", &config), QM_STATUS_INVALID_JSON,
+                 "truncated JSON is QM_STATUS_INVALID_JSON");
+    CHECK(config == NULL, "the out-pointer is NULL after a failure");
+    CHECK_STATUS(qm_config_from_json("{\"argz\": []}", &config), QM_STATUS_INVALID_JSON,
+                 "an unknown field is QM_STATUS_INVALID_JSON");
+    CHECK(strstr(last_error(), "argz") != NULL, "the message names the unknown field");
+    CHECK_STATUS(qm_config_from_json("{\"accel\": \"warp\"}", &config), QM_STATUS_INVALID_JSON,
+                 "an unknown accel name is rejected");
+
+    CHECK_STATUS(qm_config_new(&config), QM_STATUS_OK, "qm_config_new");
+    CHECK_STATUS(qm_config_set_accel(config, 42), QM_STATUS_INVALID_ARGUMENT,
+                 "an out-of-range accel value is rejected");
+    CHECK_STATUS(qm_config_set_accel(config, -1), QM_STATUS_INVALID_ARGUMENT,
+                 "a negative accel value is rejected");
+    CHECK_STATUS(qm_config_add_arg(config, NULL), QM_STATUS_NULL_ARGUMENT,
+                 "qm_config_add_arg(NULL) fails");
+    CHECK_STATUS(qm_config_add_fd(config, -5, 1, NULL), QM_STATUS_INVALID_ARGUMENT,
+                 "a negative fd is rejected");
+    CHECK_STATUS(qm_config_add_fd(config, 987, 1, NULL), QM_STATUS_INVALID_ARGUMENT,
+                 "a closed fd is rejected");
+    CHECK_STATUS(qm_machine_launch((qm_config *)&failures, NULL), QM_STATUS_NULL_ARGUMENT,
+                 "launch with a NULL out-pointer fails before touching the config");
+    qm_machine *machine = NULL;
+    CHECK_STATUS(qm_machine_launch((qm_config *)&failures, &machine), QM_STATUS_INVALID_HANDLE,
+                 "a foreign pointer is detected as an invalid handle");
+    CHECK_STATUS(qm_machine_execute((qm_machine *)config, "query-status", NULL, -1, NULL),
+                 QM_STATUS_INVALID_HANDLE, "a config passed as a machine is detected");
+    qm_config_free(config);
+    CHECK_STATUS(qm_config_set_qmp_timeout_ms(config, 1000), QM_STATUS_INVALID_HANDLE,
+                 "a freed handle is detected");
+    qm_config_free(config); /* a double free is detected and ignored */
+    qm_config_free(NULL);
+    qm_machine_free(NULL);
+}
+
+static void check_launch_failures(void) {
+    qm_config *config = NULL;
+    qm_machine *machine = NULL;
+    CHECK_STATUS(qm_config_from_json("{\"args\": [\"-machine\", \"none\", \"-bogus-option\"],"
+                                     " \"accel\": \"tcg\"}",
+                                     &config),
+                 QM_STATUS_OK, "config from JSON");
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_LAUNCH_FAILED,
+                 "a bad QEMU option is QM_STATUS_LAUNCH_FAILED");
+    CHECK(machine == NULL, "no machine after a failed launch");
+    CHECK(strstr(last_error(), "-bogus-option") != NULL,
+          "the launch error holds the argv and QEMU's message");
+    qm_config_free(config);
+
+    CHECK_STATUS(qm_config_new(&config), QM_STATUS_OK, "qm_config_new");
+    CHECK_STATUS(qm_config_set_binary(config, "/nonexistent/qemu-system-x86_64"), QM_STATUS_OK,
+                 "set a missing binary");
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_BINARY_NOT_FOUND,
+                 "a missing binary is QM_STATUS_BINARY_NOT_FOUND");
+    CHECK(strstr(last_error(), "/nonexistent/qemu-system-x86_64") != NULL,
+          "the message names the binary");
+    qm_config_free(config);
+}
+
+static void check_qmp_and_events(void) {
+    qm_config *config = NULL;
+    qm_machine *machine = NULL;
+    char *json = NULL;
+    CHECK_STATUS(qm_config_new(&config), QM_STATUS_OK, "qm_config_new");
+    const char *args[] = {"-machine", "none", "-nodefaults"};
+    for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) {
+        CHECK_STATUS(qm_config_add_arg(config, args[i]), QM_STATUS_OK, "qm_config_add_arg");
+    }
+    CHECK_STATUS(qm_config_set_accel(config, QM_ACCEL_TCG), QM_STATUS_OK, "set accel tcg");
+    CHECK_STATUS(qm_config_set_launch_timeout_ms(config, 30000), QM_STATUS_OK,
+                 "set launch timeout");
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch -machine none");
+    qm_config_free(config);
+    if (machine == NULL) {
+        return;
+    }
+    int32_t pid = 0;
+    CHECK_STATUS(qm_machine_pid(machine, &pid), QM_STATUS_OK, "qm_machine_pid");
+    CHECK(pid > 0 && kill(pid, 0) == 0, "the pid is a live process");
+
+    CHECK_STATUS(qm_machine_execute(machine, "query-status", NULL, -1, &json), QM_STATUS_OK,
+                 "execute query-status");
+    CHECK(json != NULL && strstr(json, "\"status\":\"running\"") != NULL,
+          "query-status says running");
+    qm_string_free(json);
+    json = NULL;
+
+    char *status = NULL;
+    CHECK_STATUS(qm_machine_status(machine, &status), QM_STATUS_OK, "qm_machine_status");
+    CHECK(status != NULL && strcmp(status, "running") == 0, "status is \"running\"");
+    qm_string_free(status);
+
+    CHECK_STATUS(qm_machine_pause(machine), QM_STATUS_OK, "pause (stop)");
+    CHECK_STATUS(qm_machine_event_wait(machine, "STOP", NULL, 10000, &json), QM_STATUS_OK,
+                 "a STOP event arrives");
+    CHECK(json != NULL && strstr(json, "\"event\":\"STOP\"") != NULL &&
+              strstr(json, "\"timestamp\"") != NULL,
+          "the STOP event has its name and timestamp");
+    qm_string_free(json);
+    json = NULL;
+    CHECK_STATUS(qm_machine_resume(machine), QM_STATUS_OK, "resume (cont)");
+    CHECK_STATUS(qm_machine_event_wait(machine, "RESUME", "{\"event\": \"RESUME\"}", 10000, NULL),
+                 QM_STATUS_OK, "a RESUME event matching a pattern arrives");
+
+    CHECK_STATUS(qm_machine_execute(machine, "stop", NULL, -1, NULL), QM_STATUS_OK,
+                 "execute stop");
+    CHECK_STATUS(qm_machine_execute(machine, "cont", NULL, -1, NULL), QM_STATUS_OK,
+                 "execute cont");
+    CHECK_STATUS(qm_machine_event_wait(machine, "RESUME", NULL, 10000, NULL), QM_STATUS_OK,
+                 "RESUME after cont");
+    CHECK_STATUS(qm_machine_events(machine, &json), QM_STATUS_OK, "drain events");
+    CHECK(json != NULL && strstr(json, "\"STOP\"") != NULL, "the drained events hold the STOP");
+    qm_string_free(json);
+    json = NULL;
+    CHECK_STATUS(qm_machine_events(machine, &json), QM_STATUS_OK, "drain again");
+    CHECK(json != NULL && strcmp(json, "[]") == 0, "nothing is left after draining");
+    qm_string_free(json);
+    json = NULL;
+
+    CHECK_STATUS(qm_machine_execute(machine, "no-such-command", NULL, -1, &json),
+                 QM_STATUS_QMP_ERROR, "an unknown command is QM_STATUS_QMP_ERROR");
+    char class_buf[64];
+    qm_last_error_qmp_class(class_buf, sizeof class_buf);
+    CHECK(strcmp(class_buf, "CommandNotFound") == 0, "the QMP class is CommandNotFound");
+    CHECK(qm_last_error_qmp_desc(NULL, 0) > 0, "the QMP description is there");
+    CHECK(json == NULL, "no reply string on error");
+    CHECK_STATUS(qm_machine_execute(machine, "human-monitor-command",
+                                    "{\"command-line\": \"info version\"}", 5000, &json),
+                 QM_STATUS_OK, "execute with arguments");
+    CHECK(json != NULL && strstr(json, "7.") != NULL, "HMP info version answers");
+    qm_string_free(json);
+    json = NULL;
+    CHECK_STATUS(qm_machine_execute(machine, "query-status", "[1,2]", -1, NULL),
+                 QM_STATUS_INVALID_JSON, "non-object arguments are rejected");
+    CHECK_STATUS(qm_machine_execute(machine, "query-status", "{nope", -1, NULL),
+                 QM_STATUS_INVALID_JSON, "malformed arguments are rejected");
+    CHECK_STATUS(qm_machine_event_wait(machine, "NEVER_SENT", NULL, 200, NULL), QM_STATUS_TIMEOUT,
+                 "waiting for an event that never comes times out");
+    CHECK_STATUS(qm_machine_event_wait(machine, "STOP", "{\"data\": ", 200, NULL),
+                 QM_STATUS_INVALID_JSON, "a malformed pattern is rejected");
+    char byte;
+    size_t got = 99;
+    CHECK_STATUS(qm_machine_console_read(machine, (uint8_t *)&byte, 1, &got), QM_STATUS_UNSUPPORTED,
+                 "console_read without a console is QM_STATUS_UNSUPPORTED");
+
+    CHECK_STATUS(qm_machine_shutdown(machine, 10000), QM_STATUS_OK, "graceful shutdown");
+    int32_t code = -2, sig = -2;
+    CHECK_STATUS(qm_machine_exit_status(machine, &code, &sig), QM_STATUS_OK, "exit status");
+    CHECK(code == 0 && sig == 0, "QEMU exited with code 0");
+    char *log = NULL;
+    CHECK_STATUS(qm_machine_log(machine, &log), QM_STATUS_OK, "the log is readable afterwards");
+    qm_string_free(log);
+    CHECK(qm_machine_execute(machine, "query-status", NULL, 1000, NULL) ==
+              QM_STATUS_PROCESS_EXITED,
+          "execute after shutdown is QM_STATUS_PROCESS_EXITED");
+    qm_machine_free(machine);
+    CHECK(kill(pid, 0) != 0, "no process is left");
+}
+
+static void check_guest_console(void) {
+    const char *kernel = getenv("QM_TEST_KERNEL");
+    const char *initrd = getenv("QM_TEST_INITRD");
+    const char *append = getenv("QM_TEST_APPEND");
+    CHECK(kernel && initrd && append, "QM_TEST_KERNEL, QM_TEST_INITRD, QM_TEST_APPEND are set");
+    if (!(kernel && initrd && append)) {
+        return;
+    }
+    qm_config *config = NULL;
+    qm_machine *machine = NULL;
+    CHECK_STATUS(qm_config_new(&config), QM_STATUS_OK, "qm_config_new");
+    const char *args[] = {"-machine", "q35", "-m", "256M", "-nodefaults", "-no-reboot",
+                          "-kernel", kernel, "-initrd", initrd, "-append", append};
+    for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) {
+        qm_config_add_arg(config, args[i]);
+    }
+    qm_config_set_accel(config, QM_ACCEL_TCG);
+    CHECK_STATUS(qm_config_set_console(config, true), QM_STATUS_OK, "enable the console");
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch the guest fixture");
+    qm_config_free(config);
+    if (machine == NULL) {
+        return;
+    }
+    char *before = NULL;
+    size_t before_len = 0;
+    CHECK_STATUS(qm_machine_console_wait_for(machine, "QM-GUEST-READY", 60000, &before,
+                                             &before_len),
+                 QM_STATUS_OK, "the guest prints its ready line");
+    CHECK(before != NULL && strlen(before) <= before_len, "output before the match is returned");
+    qm_string_free(before);
+    CHECK_STATUS(qm_machine_console_wait_for(machine, "qm# ", 30000, NULL, NULL), QM_STATUS_OK,
+                 "the guest shell prompts");
+    const char *cmd = "echo answer=$((6*7))\n";
+    CHECK_STATUS(qm_machine_console_write(machine, (const uint8_t *)cmd, strlen(cmd)),
+                 QM_STATUS_OK, "type a command");
+    CHECK_STATUS(qm_machine_console_wait_for(machine, "answer=42", 30000, NULL, NULL),
+                 QM_STATUS_OK, "the guest answers");
+    CHECK_STATUS(qm_machine_console_wait_for(machine, "never printed", 300, NULL, NULL),
+                 QM_STATUS_TIMEOUT, "waiting for text that never comes times out");
+    CHECK_STATUS(qm_machine_console_wait_for(machine, "", 300, NULL, NULL),
+                 QM_STATUS_INVALID_ARGUMENT, "an empty pattern is rejected");
+    const char *off = "poweroff -f\n";
+    qm_machine_console_write(machine, (const uint8_t *)off, strlen(off));
+    CHECK_STATUS(qm_machine_wait(machine, 30000), QM_STATUS_OK, "the guest powers itself off");
+    int32_t code = -2;
+    CHECK_STATUS(qm_machine_exit_status(machine, &code, NULL), QM_STATUS_OK, "exit status");
+    CHECK(code == 0, "QEMU exited with code 0 after the guest's poweroff");
+    qm_machine_free(machine);
+}
+
+static double max_progress = -1.0;
+static int progress_calls;
+
+static void on_progress(double fraction, void *user_data) {
+    CHECK(user_data == &progress_calls, "the progress callback gets its user data");
+    progress_calls++;
+    if (fraction < max_progress) {
+        printf("FAIL progress went backwards: %f after %f\n", fraction, max_progress);
+        failures++;
+    }
+    max_progress = fraction;
+}
+
+static void check_images(void) {
+    char dir[] = "/tmp/qm-c-images-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "make a temp dir");
+    char qcow[256], raw[256], missing[256];
+    snprintf(qcow, sizeof qcow, "%s/disk, one.qcow2", dir);
+    snprintf(raw, sizeof raw, "%s/disk.raw", dir);
+    snprintf(missing, sizeof missing, "%s/missing.qcow2", dir);
+    CHECK_STATUS(qm_image_create(qcow, "qcow2", 64ull << 20), QM_STATUS_OK,
+                 "create a qcow2 at a path with a comma and a space");
+    char *json = NULL;
+    CHECK_STATUS(qm_image_info(qcow, &json), QM_STATUS_OK, "image info");
+    CHECK(json && strstr(json, "\"format\":\"qcow2\"") && strstr(json, "\"virtual-size\":67108864"),
+          "info reports qcow2 and 64 MiB");
+    qm_string_free(json);
+    json = NULL;
+    CHECK_STATUS(qm_image_resize(qcow, 128ull << 20, false), QM_STATUS_OK, "grow to 128 MiB");
+    CHECK_STATUS(qm_image_resize(qcow, 32ull << 20, false), QM_STATUS_INVALID_ARGUMENT,
+                 "shrinking without permission is refused");
+    CHECK(strstr(last_error(), "shrink") != NULL, "the message says shrink");
+    CHECK_STATUS(qm_image_convert(qcow, raw, "raw", on_progress, &progress_calls), QM_STATUS_OK,
+                 "convert to raw with progress");
+    CHECK(progress_calls > 0 && max_progress == 1.0, "progress reached 1.0");
+    CHECK_STATUS(qm_image_info(raw, &json), QM_STATUS_OK, "info of the raw copy");
+    CHECK(json && strstr(json, "\"format\":\"raw\"") && strstr(json, "\"virtual-size\":134217728"),
+          "the raw copy is 128 MiB");
+    qm_string_free(json);
+    json = NULL;
+    CHECK_STATUS(qm_image_info(missing, &json), QM_STATUS_INVALID_ARGUMENT,
+                 "info of a missing file fails");
+    CHECK(strstr(last_error(), "missing.qcow2") != NULL, "the message names the file");
+    CHECK_STATUS(qm_image_create(missing, "no format!", 1 << 20), QM_STATUS_INVALID_ARGUMENT,
+                 "an invalid format name is rejected");
+    CHECK_STATUS(qm_image_convert(qcow, raw, "raw", NULL, NULL), QM_STATUS_OK,
+                 "convert without a callback");
+    unlink(qcow);
+    unlink(raw);
+    CHECK(rmdir(dir) == 0, "nothing else was left in the temp dir");
+}
+
+static void check_vm_description(void) {
+    qm_config *config = NULL;
+    qm_machine *machine = NULL;
+    const char *json =
+        "{\"accel\": \"tcg\", \"vm\": {\"memory\": \"128M\", \"vnc\": true,"
+        " \"forwards\": [{\"name\": \"web\", \"host_port\": 0, \"guest_port\": 80}]}}";
+    CHECK_STATUS(qm_config_from_json(json, &config), QM_STATUS_OK, "config with a vm description");
+    CHECK_STATUS(qm_config_add_arg(config, "-S"), QM_STATUS_INVALID_STATE,
+                 "setters are refused on a vm description");
+    CHECK_STATUS(qm_config_from_json("{\"vm\": {\"memory\": \"lots\"}}", &config),
+                 QM_STATUS_INVALID_JSON, "an invalid memory size is rejected");
+    CHECK_STATUS(qm_config_from_json("{\"args\": [\"-S\"], \"vm\": {}}", &config),
+                 QM_STATUS_INVALID_JSON, "args together with vm are rejected");
+    CHECK(config == NULL, "no config after a failure");
+    CHECK_STATUS(qm_config_from_json(json, &config), QM_STATUS_OK, "config again");
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch the vm description");
+    qm_config_free(config);
+    if (machine == NULL) {
+        return;
+    }
+    char *addr = NULL;
+    CHECK_STATUS(qm_machine_forwarded_port(machine, "web", &addr), QM_STATUS_OK,
+                 "the forward's address");
+    CHECK(addr && strncmp(addr, "127.0.0.1:", 10) == 0 && atoi(addr + 10) > 0,
+          "an automatically chosen host port is reported");
+    qm_string_free(addr);
+    CHECK_STATUS(qm_machine_forwarded_port(machine, "ssh", &addr), QM_STATUS_INVALID_ARGUMENT,
+                 "an unknown forward name is an error");
+    char *vnc = NULL;
+    CHECK_STATUS(qm_machine_vnc_socket(machine, &vnc), QM_STATUS_OK, "the VNC socket path");
+    CHECK(vnc && access(vnc, F_OK) == 0, "the VNC socket exists");
+    qm_string_free(vnc);
+    char shot[] = "/tmp/qm-c-shot-XXXXXX";
+    CHECK(mkdtemp(shot) != NULL, "temp dir for the screenshot");
+    char shot_path[128];
+    snprintf(shot_path, sizeof shot_path, "%s/screen.ppm", shot);
+    char *written = NULL;
+    CHECK_STATUS(qm_machine_screendump(machine, shot_path, "ppm", &written), QM_STATUS_OK,
+                 "screendump as PPM");
+    FILE *f = written ? fopen(written, "rb") : NULL;
+    char magic[3] = {0};
+    CHECK(f && fread(magic, 1, 2, f) == 2 && strcmp(magic, "P6") == 0, "the screenshot is a PPM");
+    if (f) {
+        fclose(f);
+    }
+    if (written) {
+        unlink(written);
+    }
+    qm_string_free(written);
+    rmdir(shot);
+    CHECK_STATUS(qm_machine_screendump(machine, shot_path, "gif", NULL),
+                 QM_STATUS_INVALID_ARGUMENT, "an unknown screenshot format is rejected");
+    CHECK_STATUS(qm_machine_shutdown(machine, 10000), QM_STATUS_OK, "shut the vm down");
+    qm_machine_free(machine);
+}
+
+static void check_free_running(void) {
+    qm_config *config = NULL;
+    qm_machine *machine = NULL;
+    qm_config_from_json("{\"args\": [\"-machine\", \"none\", \"-nodefaults\"], \"accel\": \"tcg\"}",
+                        &config);
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch another");
+    qm_config_free(config);
+    int32_t pid = 0;
+    qm_machine_pid(machine, &pid);
+    qm_machine_free(machine); /* kills and reaps */
+    CHECK(pid > 0 && kill(pid, 0) != 0, "freeing a running machine kills and reaps QEMU");
+}
+
+int main(void) {
+    check_version();
+    check_argument_errors();
+    check_launch_failures();
+    check_qmp_and_events();
+    check_free_running();
+    check_images();
+    check_vm_description();
+    const char *skip = getenv("QM_TEST_SKIP_GUEST");
+    if (!(skip && strcmp(skip, "1") == 0)) {
+        check_guest_console();
+    }
+    printf("%d checks, %d failed\n", checks, failures);
+    return failures == 0 ? 0 : 1;
+}

@@ -1,0 +1,192 @@
+//! The C program `tests/c/qm_test.c` compiled with `-Wall -Wextra -Werror -std=c11` against
+//! `include/qemumachine.h` and run against a real QEMU: linked to the shared library, then with
+//! AddressSanitizer and UndefinedBehaviorSanitizer, then under valgrind, and linked statically
+//! against `libqemumachine.a`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use qemu_machine_tests::fixture::GuestFixture;
+use qemu_machine_tests::{find_program, qemu_system_x86_64, workspace_root, workspace_target_dir};
+
+/// Builds libqemumachine (debug) once per test process and returns the directory holding
+/// `libqemumachine.so` and `libqemumachine.a`.
+fn library_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "qemu-ffi", "--locked"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("run cargo build -p qemu-ffi");
+        assert!(status.success(), "cargo build -p qemu-ffi failed");
+        let dir = workspace_target_dir().join("debug");
+        assert!(dir.join("libqemumachine.so").exists(), "no libqemumachine.so in {}", dir.display());
+        dir
+    })
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("qm-c-abi-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn cc() -> PathBuf {
+    find_program("cc").expect("no C compiler: apt-get install -y gcc libc6-dev")
+}
+
+/// Compiles the test program into `out` with extra compiler flags and link arguments.
+fn compile(out: &Path, cflags: &[&str], link: &[OsString]) {
+    let root = workspace_root();
+    let mut cmd = Command::new(cc());
+    cmd.args(["-Wall", "-Wextra", "-Werror", "-std=c11", "-g"])
+        .args(cflags)
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(root.join("tests/c/qm_test.c"))
+        .arg("-o")
+        .arg(out)
+        .args(link);
+    let result = cmd.output().expect("run cc");
+    assert!(
+        result.status.success(),
+        "compiling qm_test.c failed ({cmd:?}):\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+}
+
+fn dynamic_link() -> Vec<OsString> {
+    let lib = library_dir();
+    let mut rpath = OsString::from("-Wl,-rpath,");
+    rpath.push(lib);
+    vec!["-L".into(), lib.into(), "-lqemumachine".into(), rpath]
+}
+
+/// Runs the program (optionally under a wrapper) with the guest fixture in its environment.
+fn run(program: &Path, wrapper: &[&str], env: &[(&str, &str)]) -> Output {
+    qemu_system_x86_64();
+    let fixture = GuestFixture::get().unwrap_or_else(|e| panic!("guest fixture: {e}"));
+    let append = fixture.kernel_cmdline(&[], "");
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    cmd.env("QM_TEST_KERNEL", &fixture.kernel)
+        .env("QM_TEST_INITRD", &fixture.initrd)
+        .env("QM_TEST_APPEND", append)
+        .env_remove("QEMU_MACHINE_ACCEL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
+}
+
+fn assert_passed(what: &str, out: &Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(", 0 failed"),
+        "{what}: {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    // The guest and QMP checks must really have run, not been skipped.
+    assert!(stdout.contains("ok   the guest answers") || what.contains("static"), "{stdout}");
+    assert!(stdout.contains("ok   a STOP event arrives"), "{stdout}");
+}
+
+#[test]
+fn c_program_against_the_shared_library() {
+    let dir = TempDir::new("shared");
+    let exe = dir.0.join("qm_test");
+    compile(&exe, &[], &dynamic_link());
+    let out = run(&exe, &[], &[]);
+    assert_passed("qm_test", &out);
+}
+
+#[test]
+fn c_program_with_address_and_undefined_behaviour_sanitizers() {
+    let dir = TempDir::new("asan");
+    let exe = dir.0.join("qm_test_asan");
+    compile(
+        &exe,
+        &["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"],
+        &dynamic_link(),
+    );
+    let out = run(
+        &exe,
+        &[],
+        &[
+            ("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=86"),
+            ("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"),
+        ],
+    );
+    assert_passed("qm_test under ASan+UBSan", &out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("ERROR: AddressSanitizer"), "{stderr}");
+    assert!(!stderr.contains("runtime error:"), "{stderr}");
+}
+
+#[test]
+fn c_program_under_valgrind() {
+    let valgrind = find_program("valgrind").expect("valgrind missing: apt-get install -y valgrind");
+    let dir = TempDir::new("valgrind");
+    let exe = dir.0.join("qm_test_vg");
+    compile(&exe, &[], &dynamic_link());
+    let valgrind = valgrind.to_string_lossy().into_owned();
+    let out = run(
+        &exe,
+        &[
+            &valgrind,
+            "--error-exitcode=97",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "--show-leak-kinds=definite",
+            "--trace-children=no",
+        ],
+        &[],
+    );
+    assert_passed("qm_test under valgrind", &out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
+    assert!(!stderr.contains("definitely lost: ") || stderr.contains("definitely lost: 0 bytes"), "{stderr}");
+}
+
+#[test]
+fn c_program_linked_statically() {
+    let dir = TempDir::new("static");
+    let exe = dir.0.join("qm_test_static");
+    let archive = library_dir().join("libqemumachine.a");
+    compile(
+        &exe,
+        &["-static"],
+        &[archive.into(), "-lpthread".into(), "-ldl".into(), "-lm".into()],
+    );
+    let ldd = Command::new("ldd").arg(&exe).output().expect("run ldd");
+    let ldd_out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&ldd.stdout),
+        String::from_utf8_lossy(&ldd.stderr)
+    );
+    assert!(ldd_out.contains("not a dynamic executable"), "ldd says: {ldd_out}");
+    let out = run(&exe, &[], &[("QM_TEST_SKIP_GUEST", "1")]);
+    assert_passed("static qm_test", &out);
+}
