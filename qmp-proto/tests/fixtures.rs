@@ -5,7 +5,6 @@
 //! read from the socket, and `<name>.sent`, the bytes the capture script sent.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use qmp_proto::commands::{
     ChardevInfo, CpuInfoFast, HumanMonitorCommand, KvmInfo, QueryBlock, QueryChardev,
@@ -32,11 +31,28 @@ const ALL: [&str; 6] = [
     GUEST_AGENT,
 ];
 
+/// A transcript file. Embedded at compile time, so the tests also run under miri (which
+/// isolates them from the file system).
 fn load(name: &str, extension: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(format!("{name}.{extension}"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    macro_rules! fixtures {
+        ($($name:literal),*) => {
+            match (name, extension) {
+                $(
+                    ($name, "recv") => include_bytes!(concat!("../fixtures/", $name, ".recv")).to_vec(),
+                    ($name, "sent") => include_bytes!(concat!("../fixtures/", $name, ".sent")).to_vec(),
+                )*
+                _ => panic!("no fixture {name}.{extension}"),
+            }
+        };
+    }
+    fixtures!(
+        "qemu-7.2-monitor",
+        "qemu-7.2-pretty",
+        "qemu-7.2-oob",
+        "qemu-7.2-negotiation-errors",
+        "qemu-7.2-bad-json",
+        "qemu-ga-7.2"
+    )
 }
 
 /// Every value in `input`, fed in the given pieces.
