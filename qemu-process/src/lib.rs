@@ -3,7 +3,8 @@
 //! [`Machine::launch`] does what QEMU's Python `QEMUMachine` does — private temp dir, QMP over an
 //! inherited socketpair (no socket path, no connect race), QEMU's output in a log file, a child
 //! that dies with its owner — and waits under one deadline for either QMP negotiation or QEMU's
-//! exit, both watched in the same `mio` poll (the child through a pidfd). Every blocking call
+//! exit, both watched in the same `mio` poll (the child through a pidfd, or a pipe where pidfds
+//! are unavailable, as under valgrind). Every blocking call
 //! (commands, event waits, console expect, shutdown) runs that poll under its own deadline while
 //! it keeps events in arrival order and drains the console, so QEMU never blocks on a full
 //! console buffer. No call spawns a thread or sleeps in a loop; [`MachineSet`] drives many
