@@ -37,6 +37,8 @@
 //! assert_eq!(status.status, RunState::Prelaunch);
 //! ```
 
+#[doc(hidden)]
+pub mod bench_stream;
 pub mod commands;
 mod decoder;
 mod encoder;
