@@ -168,6 +168,21 @@ struct Shell<'a> {
     interrupted: Option<i32>,
 }
 
+/// An event as QEMU sends it, members in its order.
+#[derive(serde::Serialize)]
+struct EventOut<'a> {
+    event: &'a str,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    data: &'a Value,
+    timestamp: TimestampOut,
+}
+
+#[derive(serde::Serialize)]
+struct TimestampOut {
+    seconds: i64,
+    microseconds: i64,
+}
+
 /// How one command went.
 enum Outcome {
     /// A reply (`{"return": ..}` or `{"error": ..}`), rendered.
@@ -211,8 +226,22 @@ impl Shell<'_> {
             return String::new();
         }
         let mut out = String::new();
-        for event in events {
-            out.push_str(&self.to_json(&event.to_value()));
+        for event in &events {
+            // Members in QEMU's order (a `Value` would sort them).
+            let shown = EventOut {
+                event: &event.name,
+                data: &event.data,
+                timestamp: TimestampOut {
+                    seconds: event.timestamp.seconds,
+                    microseconds: event.timestamp.microseconds,
+                },
+            };
+            let text = if self.opts.compact {
+                serde_json::to_string(&shown)
+            } else {
+                serde_json::to_string_pretty(&shown)
+            };
+            out.push_str(&text.unwrap_or_else(|_| event.to_value().to_string()));
             out.push('\n');
         }
         out

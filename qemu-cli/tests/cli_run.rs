@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use qemu_machine_tests::fixture::{GuestFixture, PROMPT, READY_LINE};
+use qemu_machine_tests::fixture::{GuestFixture, POWER_BUTTON_LINE, PROMPT, READY_LINE};
 
 const BOOT: Duration = Duration::from_secs(60);
 const EXIT: Duration = Duration::from_secs(60);
@@ -183,6 +183,36 @@ fn guest_power_off_ends_the_run_with_0() {
     assert!(
         text[at..].contains("the guest powered off; QEMU exited cleanly"),
         "{text}"
+    );
+}
+
+#[test]
+fn ctrl_c_with_powerdown_lets_the_guest_power_off_first() {
+    require_qemu();
+    let fx = fixture();
+    let scratch = Scratch::new("run-powerdown");
+    let log = scratch.path("console.log");
+    let mut args = fixture_args(&fx);
+    args.extend(["--powerdown".into(), "60s".into()]);
+    args.extend(["--console-log".into(), log.display().to_string()]);
+    let mut pty = PtyChild::spawn(args);
+    pty.diagnostics = Some(log);
+    let at = pty.expect_from(0, READY_LINE, BOOT);
+    let at = pty.expect_from(at, PROMPT, BOOT);
+    pty.write(b"\x03");
+    let at = pty.expect_from(at, "pressed the power button", BOOT);
+    // The guest's acpid sees the button and powers off by itself.
+    let at = pty.expect_from(at, POWER_BUTTON_LINE, BOOT);
+    let status = pty.finish(EXIT);
+    let text = pty.text();
+    assert_eq!(status.code(), Some(130), "{text}");
+    assert!(
+        text[at..].contains("\"reason\":\"guest-shutdown\""),
+        "{text}"
+    );
+    assert!(
+        !text[at..].contains("host-qmp-quit"),
+        "QEMU was not quit: the guest powered off: {text}"
     );
 }
 
