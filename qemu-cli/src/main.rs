@@ -143,6 +143,11 @@ Examples:
   qemu-machine image dump disk.qcow2 backup.qcow2";
 
 const ARGV_HELP: &str = "\
+This is the command line of the spec as written. What `run` adds at launch is not shown: the
+QMP and console sockets, probed disk formats (a disk without a format shows as raw), and the
+files made for cloud-init, vnc, default partitions and flash (a spec with those is refused
+here); `run -v` logs the final command line.
+
 Examples:
   qemu-machine argv                    # the default VM
   qemu-machine argv vm.json -m 2G
@@ -262,6 +267,21 @@ fn argv_command(args: &ArgvArgs) -> CliResult {
             .map_err(|e| Failure::failed(format!("cannot write the spec as JSON: {e}")))?;
         print_stdout(&format!("{json}\n"))?;
         return Ok(exit::SUCCESS);
+    }
+    let launcher: Vec<String> = spec
+        .launcher_errors()
+        .into_iter()
+        .map(|e| match e {
+            qemu_cmdline::Error::InvalidValue { field, .. } => field,
+            other => other.to_string(),
+        })
+        .collect();
+    if !launcher.is_empty() {
+        return Err(Failure::usage(format!(
+            "argv cannot show this VM: {} make files at launch; `run -v` logs the command \
+             line it uses",
+            launcher.join(", ")
+        )));
     }
     let mut spec = spec;
     if spec.accel.is_empty() {

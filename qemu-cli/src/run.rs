@@ -138,6 +138,7 @@ pub fn main(opts: Options) -> CliResult {
         signals: &signals,
         parser: EscapeParser::new(interactive && !opts.pass_ctrl_c),
         panicked: false,
+        shutdown_reason: None,
         wrote_console: false,
         mid_line: false,
     };
@@ -157,6 +158,8 @@ struct Console<'a> {
     parser: EscapeParser,
     /// A GUEST_PANICKED event was seen.
     panicked: bool,
+    /// The `reason` of the last SHUTDOWN event.
+    shutdown_reason: Option<String>,
     wrote_console: bool,
     /// The console's output so far ends in the middle of a line.
     mid_line: bool,
@@ -186,6 +189,13 @@ impl Console<'_> {
     }
 
     fn event(&mut self, event: &Event) {
+        if event.name == "SHUTDOWN" {
+            self.shutdown_reason = event
+                .data
+                .get("reason")
+                .and_then(|r| r.as_str())
+                .map(str::to_owned);
+        }
         if event.name == "GUEST_PANICKED"
             || (event.name == "SHUTDOWN"
                 && event.data.get("reason").and_then(|r| r.as_str()) == Some("guest-panic"))
@@ -374,6 +384,11 @@ impl Console<'_> {
     /// Stops the VM if needed, and turns the way it ended into an exit code.
     fn finish(&mut self, vm: &mut Vm, end: End) -> CliResult {
         let (status, reason) = match end {
+            End::Exited(status, None) => {
+                // A signal that arrived as QEMU went (a terminal's Ctrl-C reaches both).
+                let signal = self.signals.take().first().copied();
+                (status, signal.map(Reason::Signal))
+            }
             End::Exited(status, reason) => (status, reason),
             End::Output(e) => {
                 let _ = vm.shutdown(self.opts.shutdown_timeout);
@@ -407,10 +422,20 @@ impl Console<'_> {
             );
         }
         match reason {
-            None => {
-                self.say("the guest powered off; QEMU exited cleanly");
-                Ok(exit::SUCCESS)
-            }
+            None => match self.shutdown_reason.as_deref() {
+                Some("guest-shutdown") | None => {
+                    self.say("the guest powered off; QEMU exited cleanly");
+                    Ok(exit::SUCCESS)
+                }
+                Some("guest-reset") => {
+                    self.say("the guest rebooted and QEMU was told not to; QEMU exited cleanly");
+                    Ok(exit::SUCCESS)
+                }
+                Some(other) => Err(Failure::new(
+                    exit::ABNORMAL,
+                    format!("QEMU was stopped from outside ({other}) and exited ({status})"),
+                )),
+            },
             Some(Reason::Timer) => {
                 self.say(&format!(
                     "stopped after {}; QEMU exited cleanly",
