@@ -27,7 +27,10 @@ fn bad_arguments_are_usage_errors_with_code_2() {
         (vec!["run", "--smp", "0"], "at least one CPU"),
         (vec!["run", "-m", "lots"], "--memory lots"),
         (vec!["argv", "--arch", "sparc"], "unknown architecture"),
-        (vec!["argv", "--user", "me", "--vnc"], "cloud_init, vnc make files at launch"),
+        (
+            vec!["argv", "--user", "me", "--vnc"],
+            "cloud_init, vnc make files at launch",
+        ),
         (vec!["image", "resize"], "required"),
         (
             vec!["qmp", "--socket", "a", "--tcp", "127.0.0.1:4444"],
