@@ -24,7 +24,11 @@ fn library_dir() -> &'static Path {
             .expect("run cargo build -p qemu-ffi");
         assert!(status.success(), "cargo build -p qemu-ffi failed");
         let dir = workspace_target_dir().join("debug");
-        assert!(dir.join("libqemumachine.so").exists(), "no libqemumachine.so in {}", dir.display());
+        assert!(
+            dir.join("libqemumachine.so").exists(),
+            "no libqemumachine.so in {}",
+            dir.display()
+        );
         dir
     })
 }
@@ -97,7 +101,8 @@ fn run(program: &Path, wrapper: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
 }
 
 fn assert_passed(what: &str, out: &Output) {
@@ -109,7 +114,10 @@ fn assert_passed(what: &str, out: &Output) {
         out.status
     );
     // The guest and QMP checks must really have run, not been skipped.
-    assert!(stdout.contains("ok   the guest answers") || what.contains("static"), "{stdout}");
+    assert!(
+        stdout.contains("ok   the guest answers") || what.contains("static"),
+        "{stdout}"
+    );
     assert!(stdout.contains("ok   a STOP event arrives"), "{stdout}");
 }
 
@@ -128,14 +136,21 @@ fn c_program_with_address_and_undefined_behaviour_sanitizers() {
     let exe = dir.0.join("qm_test_asan");
     compile(
         &exe,
-        &["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"],
+        &[
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+            "-fno-omit-frame-pointer",
+        ],
         &dynamic_link(),
     );
     let out = run(
         &exe,
         &[],
         &[
-            ("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=86"),
+            (
+                "ASAN_OPTIONS",
+                "detect_leaks=1:abort_on_error=0:exitcode=86",
+            ),
             ("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"),
         ],
     );
@@ -167,7 +182,10 @@ fn c_program_under_valgrind() {
     assert_passed("qm_test under valgrind", &out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
-    assert!(!stderr.contains("definitely lost: ") || stderr.contains("definitely lost: 0 bytes"), "{stderr}");
+    assert!(
+        !stderr.contains("definitely lost: ") || stderr.contains("definitely lost: 0 bytes"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -178,7 +196,12 @@ fn c_program_linked_statically() {
     compile(
         &exe,
         &["-static"],
-        &[archive.into(), "-lpthread".into(), "-ldl".into(), "-lm".into()],
+        &[
+            archive.into(),
+            "-lpthread".into(),
+            "-ldl".into(),
+            "-lm".into(),
+        ],
     );
     let ldd = Command::new("ldd").arg(&exe).output().expect("run ldd");
     let ldd_out = format!(
@@ -186,7 +209,10 @@ fn c_program_linked_statically() {
         String::from_utf8_lossy(&ldd.stdout),
         String::from_utf8_lossy(&ldd.stderr)
     );
-    assert!(ldd_out.contains("not a dynamic executable"), "ldd says: {ldd_out}");
+    assert!(
+        ldd_out.contains("not a dynamic executable"),
+        "ldd says: {ldd_out}"
+    );
     let out = run(&exe, &[], &[("QM_TEST_SKIP_GUEST", "1")]);
     assert_passed("static qm_test", &out);
 }
