@@ -112,12 +112,13 @@ fn typing_a_command_on_the_console_through_a_pty() {
     let scratch = Scratch::new("run-typing");
     let mut pty = spawn_fixture(&fx, &scratch);
     let at = pty.expect_from(0, "Ctrl-C shuts the VM down", BOOT);
+    let at = pty.expect_from(at, READY_LINE, BOOT);
+    // Console output is copied only once the terminal is raw.
     assert_eq!(
         pty.lflags() & (libc::ICANON | libc::ECHO | libc::ISIG),
         0,
         "the terminal is raw while the console is attached"
     );
-    let at = pty.expect_from(at, READY_LINE, BOOT);
     let at = pty.expect_from(at, PROMPT, BOOT);
     pty.write(b"echo $((6*7))\r");
     let at = pty.expect_from(at, "42", BOOT);

@@ -36,7 +36,23 @@ where
     c
 }
 
-/// Waits for a child under a deadline; kills it (and fails the test) when the deadline passes.
+/// Stops a child that overran its deadline: SIGTERM first (so that it shuts its VM down and
+/// removes its temp dir), SIGKILL if it is still there after ten seconds.
+pub fn stop(child: &mut Child) {
+    // SAFETY: kill(2) has no memory effects.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waits for a child under a deadline; stops it (and fails the test) when the deadline passes.
 pub fn wait_deadline(child: &mut Child, timeout: Duration, what: &str) -> ExitStatus {
     let end = Instant::now() + timeout;
     loop {
@@ -44,9 +60,8 @@ pub fn wait_deadline(child: &mut Child, timeout: Duration, what: &str) -> ExitSt
             return status;
         }
         if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {timeout:?}; killed");
+            stop(child);
+            panic!("{what}: still running after {timeout:?}; stopped");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -223,8 +238,7 @@ impl PtyChild {
             let now = Instant::now();
             if now >= end || self.read_some(end - now) == Some(false) {
                 let text = String::from_utf8_lossy(&self.output).into_owned();
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                stop(&mut self.child);
                 panic!(
                     "waiting for {needle:?} (timeout {timeout:?}); output so far:\n{text}{}",
                     self.diagnose()
@@ -249,8 +263,7 @@ impl PtyChild {
             let now = Instant::now();
             if now >= end {
                 let text = String::from_utf8_lossy(&self.output).into_owned();
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                stop(&mut self.child);
                 panic!(
                     "qemu-machine did not exit within {timeout:?}; output:\n{text}{}",
                     self.diagnose()
@@ -280,8 +293,7 @@ impl PtyChild {
 impl Drop for PtyChild {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            stop(&mut self.child);
         }
     }
 }
