@@ -510,16 +510,20 @@ impl Machine {
         }
         let (mut qmp_read, mut qmp_write, mut con_read, mut con_write, mut child) =
             (false, false, false, false, false);
+        let (mut qmp_closed, mut con_closed) = (false, false);
         for event in self.mio_events.iter() {
-            let read = event.is_readable() || event.is_read_closed() || event.is_error();
+            let closed = event.is_read_closed() || event.is_error();
+            let read = event.is_readable() || closed;
             let write = event.is_writable() || event.is_write_closed();
             match event.token() {
                 QMP => {
                     qmp_read |= read;
+                    qmp_closed |= closed;
                     qmp_write |= write;
                 }
                 CONSOLE => {
                     con_read |= read;
+                    con_closed |= closed;
                     con_write |= write;
                 }
                 CHILD => child = true,
@@ -527,10 +531,10 @@ impl Machine {
             }
         }
         if qmp_read {
-            self.read_qmp();
+            self.read_qmp(qmp_closed);
         }
         if con_read {
-            self.read_console();
+            self.read_console(con_closed);
         }
         if qmp_write {
             self.flush_qmp();
@@ -551,7 +555,13 @@ impl Machine {
         self.turn(Some(Duration::ZERO))
     }
 
-    fn read_qmp(&mut self) {
+    /// Reads the QMP socket until it would block, or (unless `drain`) until a short read.
+    ///
+    /// A short read from a stream socket means its queue was empty at that moment, and with
+    /// edge-triggered epoll any later arrival brings a new event, so the extra `recv` that would
+    /// only say EAGAIN is skipped. `drain` is set when the peer's close was reported with the
+    /// readiness: then EOF is already queued and no further event would announce it.
+    fn read_qmp(&mut self, drain: bool) {
         loop {
             let Some(fd) = self.qmp.fd.as_ref() else {
                 return;
@@ -568,6 +578,9 @@ impl Machine {
                     if let Err(e) = result {
                         self.qmp_fatal(e);
                         return;
+                    }
+                    if n < self.read_buf.len() && !drain {
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -704,7 +717,10 @@ impl Machine {
         }
     }
 
-    fn read_console(&mut self) {
+    /// Drains the console socket into the log and the buffer (see [`read_qmp`] on `drain`).
+    ///
+    /// [`read_qmp`]: Machine::read_qmp
+    fn read_console(&mut self, drain: bool) {
         let Some(console) = self.console.as_mut() else {
             return;
         };
@@ -732,6 +748,9 @@ impl Machine {
                         }
                     }
                     console.buffer.push(bytes);
+                    if n < self.read_buf.len() && !drain {
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -818,8 +837,8 @@ impl Machine {
                 log::warn!("QEMU (pid {}) exited abnormally: {status}", child.pid());
             }
             // QEMU is gone, so all it sent is in the socket buffers and EOF follows it.
-            self.read_qmp();
-            self.read_console();
+            self.read_qmp(true);
+            self.read_console(true);
         }
         Some(status)
     }
