@@ -1,0 +1,294 @@
+//! Attach mode (a QEMU we did not launch: unix path, long path, TCP, refused connections
+//! retried, deadline), MachineSet, and driving machines from an external poll loop.
+
+mod process_common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use process_common::{none_config, process_exists, qemu, ScratchDir};
+use qemu_process::{AttachTarget, Error, Machine, MachineSet, RunState};
+use serde_json::json;
+
+/// Starts QEMU the plain way, with a QMP server of its own.
+fn spawn_qemu_with_qmp(qmp: &str) -> Child {
+    Command::new(qemu())
+        .args(["-machine", "none", "-nodefaults", "-display", "none"])
+        .args(["-qmp", qmp])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("QEMU did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn attach_to_a_unix_socket_that_does_not_exist_yet() {
+    let scratch = ScratchDir::new("attach-unix");
+    let path = scratch.0.join("qmp.sock");
+    // Attach right away: the socket appears a little later, and refusals are retried.
+    let mut child = spawn_qemu_with_qmp(&format!("unix:{},server=on,wait=off", path.display()));
+    let mut vm = Machine::attach(AttachTarget::Unix(path.clone()), Duration::from_secs(20))
+        .unwrap_or_else(|e| {
+            let _ = child.kill();
+            panic!("{e}")
+        });
+    assert_eq!(vm.pid(), None);
+    assert_eq!(vm.status().unwrap(), RunState::Running);
+    vm.pause().unwrap();
+    assert_eq!(
+        vm.event_wait("STOP", None, Duration::from_secs(5))
+            .unwrap()
+            .name,
+        "STOP"
+    );
+    // Descriptors can be passed over a unix socket.
+    let file = tempfile_in(&scratch.0);
+    vm.send_fd(file.as_fd(), "f").unwrap();
+    vm.execute("closefd", Some(json!({"fdname": "f"}))).unwrap();
+    // No process of ours: stopping it is done with quit.
+    assert!(matches!(
+        vm.wait(Duration::ZERO),
+        Err(Error::Unsupported(_))
+    ));
+    vm.execute("quit", None).unwrap();
+    assert!(wait_child(&mut child, Duration::from_secs(10)).success());
+    // The connection closed with QEMU.
+    let err = vm.execute("query-status", None).unwrap_err();
+    assert!(matches!(err, Error::Disconnected), "{err:?}");
+}
+
+fn tempfile_in(dir: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join("passed"))
+        .unwrap()
+}
+
+#[test]
+fn attach_over_tcp() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut child = spawn_qemu_with_qmp(&format!("tcp:127.0.0.1:{port},server=on,wait=off"));
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut vm =
+        Machine::attach(AttachTarget::Tcp(addr), Duration::from_secs(20)).unwrap_or_else(|e| {
+            let _ = child.kill();
+            panic!("{e}")
+        });
+    assert_eq!(vm.status().unwrap(), RunState::Running);
+    let file = tempfile_in(&std::env::temp_dir());
+    match vm.send_fd(file.as_fd(), "f") {
+        Err(Error::Unsupported(what)) => assert!(what.contains("TCP"), "{what}"),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    // Still usable after the refused fd passing.
+    assert_eq!(vm.status().unwrap(), RunState::Running);
+    vm.execute("quit", None).unwrap();
+    assert!(wait_child(&mut child, Duration::from_secs(10)).success());
+}
+
+#[test]
+fn attach_reaches_a_socket_path_longer_than_sun_path() {
+    let scratch = ScratchDir::new("attach-long");
+    let mut dir = scratch.0.clone();
+    while dir.as_os_str().len() < 150 {
+        dir.push("a-rather-long-directory-name");
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("qmp.sock");
+    assert!(path.as_os_str().len() > 108);
+    // Bind through the directory's descriptor (a path this long cannot be bound directly),
+    // and serve a minimal QMP peer.
+    let dir_file = std::fs::File::open(&dir).unwrap();
+    let short = format!(
+        "/proc/self/fd/{}/qmp.sock",
+        std::os::fd::AsRawFd::as_raw_fd(&dir_file)
+    );
+    let listener = UnixListener::bind(&short).unwrap();
+    let peer = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream);
+        reader
+            .get_mut()
+            .write_all(
+                b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, \
+                  \"package\": \"\"}, \"capabilities\": []}}\r\n",
+            )
+            .unwrap();
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            let request: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+            let reply = json!({"return": {"echo": request["execute"]}, "id": request["id"]});
+            reader
+                .get_mut()
+                .write_all(format!("{reply}\r\n").as_bytes())
+                .unwrap();
+            line.clear();
+        }
+    });
+    let mut vm = Machine::attach(AttachTarget::Unix(path), Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        vm.execute("query-name", None).unwrap(),
+        json!({"echo": "query-name"})
+    );
+    drop(vm);
+    peer.join().unwrap();
+}
+
+#[test]
+fn attach_gives_up_at_its_deadline() {
+    let scratch = ScratchDir::new("attach-none");
+    let start = Instant::now();
+    let err = Machine::attach(
+        AttachTarget::Unix(scratch.0.join("nobody-listens.sock")),
+        Duration::from_millis(300),
+    )
+    .unwrap_err();
+    let elapsed = start.elapsed();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(1300), "{elapsed:?}");
+    // A socket file nobody accepts on: refused, retried, then the same timeout.
+    let path = scratch.0.join("stale.sock");
+    drop(UnixListener::bind(&path).unwrap());
+    let err = Machine::attach(AttachTarget::Unix(path), Duration::from_millis(200)).unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+}
+
+#[test]
+fn a_machine_set_launches_together_and_reports_events_from_any() {
+    let configs = vec![none_config(), none_config(), none_config()];
+    let mut set = MachineSet::launch(&configs, Duration::from_secs(30)).unwrap();
+    assert_eq!(set.len(), 3);
+    let pids: Vec<u32> = set.iter().map(|m| m.pid().unwrap()).collect();
+    set.get_mut(1).unwrap().pause().unwrap();
+    assert_eq!(
+        set.next_event(Duration::from_secs(5))
+            .map(|(i, e)| (i, e.name))
+            .unwrap(),
+        (1, "STOP".to_owned())
+    );
+    // Events of several machines, taken in turn.
+    set.get_mut(2).unwrap().pause().unwrap();
+    set.get_mut(0).unwrap().pause().unwrap();
+    set.get_mut(1).unwrap().resume().unwrap();
+    let mut seen: Vec<(usize, String)> = (0..3)
+        .map(|_| {
+            let (i, e) = set.next_event(Duration::from_secs(5)).unwrap();
+            (i, e.name)
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [(0, "STOP".into()), (1, "RESUME".into()), (2, "STOP".into())]
+    );
+    let err = set.next_event(Duration::from_millis(100)).unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    for result in set.shutdown_all(Duration::from_secs(10)) {
+        assert!(result.unwrap().success());
+    }
+    // Events from the quit are there, and then nothing can come any more.
+    let mut shutdowns = 0;
+    loop {
+        match set.next_event(Duration::from_secs(5)) {
+            Ok((_, e)) => {
+                assert_eq!(e.name, "SHUTDOWN");
+                shutdowns += 1;
+            }
+            Err(Error::Disconnected) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(shutdowns, 3);
+    drop(set);
+    for pid in pids {
+        assert!(!process_exists(pid));
+    }
+}
+
+#[test]
+fn a_failing_member_fails_the_set_and_nothing_is_left_running() {
+    // Tag the good members so that they can be told apart from other tests' QEMUs.
+    let mut good = none_config();
+    good.args(["-name", "qm-set-failure-test"]);
+    let mut bad = good.clone();
+    bad.arg("-no-such-option-qm");
+    let configs = vec![good.clone(), bad, good];
+    let before = std::time::SystemTime::now();
+    match MachineSet::launch(&configs, Duration::from_secs(30)) {
+        Err(Error::InSet { index, source }) => {
+            assert_eq!(index, 1);
+            assert!(matches!(*source, Error::Launch { .. }), "{source:?}");
+        }
+        other => panic!("expected InSet, got {other:?}"),
+    }
+    assert!(before.elapsed().unwrap() < Duration::from_secs(10));
+    // The two good members were killed when the set was dropped: no child of ours with their
+    // tag is left running.
+    let ours = std::process::id().to_string();
+    let leftovers: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.to_owned();
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (ppid == ours && cmdline.contains("qm-set-failure-test")).then_some(cmdline)
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn machines_can_be_driven_from_an_external_poll() {
+    let mut vm = Machine::launch(&none_config()).unwrap();
+    let sources = vm.poll_sources();
+    assert!(sources.qmp.is_some() && sources.pidfd.is_some());
+    assert_eq!(sources.console, None);
+    // SIGTERM makes QEMU report SHUTDOWN and exit on its own; wait for that in our own poll().
+    process_common::signal(vm.pid().unwrap(), libc::SIGTERM);
+    let start = Instant::now();
+    while vm.exit_status().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no exit seen");
+        let mut pfd = libc::pollfd {
+            fd: sources.poll,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 1000) };
+        assert!(ready >= 0);
+        vm.process_io().unwrap();
+    }
+    assert!(vm.exit_status().unwrap().success());
+    let events = vm.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].data["reason"], json!("host-signal"));
+    assert_eq!(vm.poll_sources().pidfd, None);
+    assert_eq!(vm.poll_sources().qmp, None);
+}
