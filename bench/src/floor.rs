@@ -1,0 +1,184 @@
+//! The floor: a minimal QMP client with no library. A socketpair, fork/exec with the socket
+//! inherited, blocking writes of JSON text and blocking reads up to CRLF, `quit`, waitpid.
+//! Whatever a client library adds on top of this is its overhead.
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+/// A QEMU launched and driven by the floor client.
+pub struct FloorVm {
+    /// `None` once reaped.
+    child: Option<Child>,
+    sock: UnixStream,
+    /// Bytes read and not consumed yet: `buf[start..end]`.
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+/// A `query-status` request as the floor sends it.
+pub const QUERY_STATUS: &[u8] = b"{\"execute\":\"query-status\"}\r\n";
+
+/// Capability negotiation as the floor does it (no `oob`).
+pub const CAPABILITIES: &[u8] = b"{\"execute\":\"qmp_capabilities\"}\r\n";
+
+/// Capability negotiation with the bytes our library sends (`oob` enabled, id 1).
+pub const CAPABILITIES_LIKE_OURS: &[u8] =
+    b"{\"execute\":\"qmp_capabilities\",\"arguments\":{\"enable\":[\"oob\"]},\"id\":1}\r\n";
+
+fn protocol(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+impl FloorVm {
+    /// Spawns `qemu -machine none -nodefaults -display none -accel ACCEL` with a QMP monitor on
+    /// an inherited socketpair end, reads the greeting and negotiates capabilities.
+    pub fn launch(qemu: &Path, accel: &str) -> io::Result<FloorVm> {
+        FloorVm::launch_with(qemu, accel, CAPABILITIES)
+    }
+
+    /// [`FloorVm::launch`], negotiating with `capabilities` (the whole request).
+    pub fn launch_with(qemu: &Path, accel: &str, capabilities: &[u8]) -> io::Result<FloorVm> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let fd = theirs.as_raw_fd();
+        let mut cmd = Command::new(qemu);
+        cmd.args([
+            "-machine",
+            "none",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-accel",
+            accel,
+        ])
+        .arg("-chardev")
+        .arg(format!("socket,id=qmp,fd={fd}"))
+        .args(["-mon", "chardev=qmp,mode=control"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        // SAFETY: the closure only calls fcntl(2), which is async-signal-safe, on a descriptor
+        // that stays open in the child until exec; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                // The socketpair is close-on-exec: let QEMU inherit its end.
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        drop(theirs);
+        let mut vm = FloorVm {
+            child: Some(child),
+            sock: ours,
+            buf: vec![0; 64 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        };
+        vm.read_until(|line| line.starts_with(b"{\"QMP\""))?;
+        vm.execute(capabilities)?;
+        Ok(vm)
+    }
+
+    /// Reads lines up to CRLF until one satisfies `wanted` (others, events, are skipped).
+    /// Returns that line's length; an end of stream first is `UnexpectedEof`.
+    pub fn read_until(&mut self, mut wanted: impl FnMut(&[u8]) -> bool) -> io::Result<usize> {
+        let mut scanned = self.start;
+        loop {
+            if let Some(pos) = self.buf[scanned..self.end]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+            {
+                let line_end = scanned + pos;
+                let line = &self.buf[self.start..line_end];
+                self.start = line_end + 2;
+                scanned = self.start;
+                if wanted(line) {
+                    return Ok(line.len());
+                }
+                continue;
+            }
+            if self.start == self.end {
+                (self.start, self.end) = (0, 0);
+            } else if self.end == self.buf.len() {
+                self.buf.copy_within(self.start..self.end, 0);
+                (self.start, self.end) = (0, self.end - self.start);
+                if self.end == self.buf.len() {
+                    return Err(protocol("a QMP line longer than 64 KiB".into()));
+                }
+            }
+            scanned = self.end.saturating_sub(1).max(self.start);
+            let n = self.sock.read(&mut self.buf[self.end..])?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.end += n;
+        }
+    }
+
+    /// Sends `request` (JSON text with CRLF) and reads until its reply; an error reply is an
+    /// error. Returns the reply's length.
+    pub fn execute(&mut self, request: &[u8]) -> io::Result<usize> {
+        self.sock.write_all(request)?;
+        let mut failed = false;
+        let len = self.read_until(|line| {
+            failed = line.starts_with(b"{\"error\"");
+            failed || line.starts_with(b"{\"return\"")
+        })?;
+        if failed {
+            return Err(protocol(format!(
+                "QEMU refused {}",
+                String::from_utf8_lossy(request).trim_end()
+            )));
+        }
+        Ok(len)
+    }
+
+    /// Sends `request` and reads until both its reply and the event `event` arrived.
+    pub fn execute_and_wait(&mut self, request: &[u8], event: &str) -> io::Result<()> {
+        self.sock.write_all(request)?;
+        let needle = format!("\"event\": \"{event}\"");
+        let (mut replied, mut seen) = (false, false);
+        while !(replied && seen) {
+            self.read_until(|line| {
+                replied |= line.starts_with(b"{\"return\"");
+                seen |= line.windows(needle.len()).any(|w| w == needle.as_bytes());
+                true
+            })?;
+        }
+        Ok(())
+    }
+
+    /// `quit`, then waitpid.
+    pub fn quit(mut self) -> io::Result<ExitStatus> {
+        self.sock.write_all(b"{\"execute\":\"quit\"}\r\n")?;
+        // QEMU may close the socket before its reply reaches us: that is an answer too.
+        match self.read_until(|line| line.starts_with(b"{\"return\"")) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            Err(e) => return Err(e),
+        }
+        let status = match self.child.as_mut() {
+            Some(child) => child.wait()?,
+            None => return Err(io::Error::other("QEMU was reaped already")),
+        };
+        self.child = None;
+        Ok(status)
+    }
+}
+
+impl Drop for FloorVm {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

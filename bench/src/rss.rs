@@ -1,0 +1,118 @@
+//! Peak RSS of a client that manages one VM, measured in a fresh process (`qm-bench __rss
+//! CLIENT`): launch one VM, 100 query-status, 10 stop/cont with their STOP/RESUME events,
+//! query-version, shut down, then report VmHWM and the current RSS split from
+//! /proc/self/status.
+
+use std::path::Path;
+use std::time::Duration;
+
+use qemu_process::{Accel, Machine, MachineConfig};
+use qmp_proto::commands::QueryStatus;
+
+use crate::floor::{FloorVm, QUERY_STATUS};
+
+/// The fields of /proc/self/status the report shows, in KiB.
+pub const FIELDS: &[&str] = &["VmHWM", "VmRSS", "RssAnon", "RssFile", "VmData", "VmExe"];
+
+/// Runs the workload with `client` (`ours` or `floor`) and prints `vmhwm_kib N` and the other
+/// [`FIELDS`] (`rssanon_kib N`, ...).
+pub fn run(client: &str, qemu: &Path) -> Result<(), String> {
+    match client {
+        "ours" => ours(qemu).map_err(|e| format!("ours: {e}"))?,
+        "floor" => floor(qemu).map_err(|e| format!("floor: {e}"))?,
+        other => return Err(format!("unknown client {other:?}")),
+    }
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("reading /proc/self/status: {e}"))?;
+    for field in FIELDS {
+        let kib =
+            status_kib(&status, field).ok_or_else(|| format!("no {field} in /proc/self/status"))?;
+        println!("{}_kib {kib}", field.to_ascii_lowercase());
+    }
+    Ok(())
+}
+
+fn ours(qemu: &Path) -> Result<(), qemu_process::Error> {
+    let mut config = MachineConfig::new(qemu);
+    config
+        .args(["-machine", "none", "-nodefaults"])
+        .accel(Accel::Tcg);
+    let mut vm = Machine::launch(&config)?;
+    for _ in 0..100 {
+        vm.command(&QueryStatus)?;
+    }
+    for _ in 0..10 {
+        vm.pause()?;
+        vm.event_wait("STOP", None, Duration::from_secs(10))?;
+        vm.resume()?;
+        vm.event_wait("RESUME", None, Duration::from_secs(10))?;
+    }
+    vm.execute("query-version", None)?;
+    vm.shutdown(Duration::from_secs(10))?;
+    Ok(())
+}
+
+fn floor(qemu: &Path) -> std::io::Result<()> {
+    let mut vm = FloorVm::launch(qemu, "tcg")?;
+    for _ in 0..100 {
+        vm.execute(QUERY_STATUS)?;
+    }
+    for _ in 0..10 {
+        vm.execute_and_wait(b"{\"execute\":\"stop\"}\r\n", "STOP")?;
+        vm.execute_and_wait(b"{\"execute\":\"cont\"}\r\n", "RESUME")?;
+    }
+    vm.execute(b"{\"execute\":\"query-version\"}\r\n")?;
+    vm.quit()?;
+    Ok(())
+}
+
+/// The value of `field` (`VmHWM: 1234 kB`) in a /proc/PID/status text, in KiB.
+pub fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        let number = rest.trim().strip_suffix("kB")?.trim();
+        number.parse().ok()
+    })
+}
+
+/// Parses `name_kib N` lines (what [`run`] prints) into `(name, KiB)` pairs.
+pub fn parse_report(output: &str) -> Vec<(String, u64)> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let (name, n) = line.split_once(' ')?;
+            let name = name.strip_suffix("_kib")?;
+            Some((name.to_owned(), n.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Name:\tqm-bench\nVmPeak:\t   10000 kB\nVmHWM:\t    3120 kB\n\
+                          VmRSS:\t    3004 kB\nRssAnon:\t     400 kB\nVmHWMX:\t 1 kB\n";
+
+    #[test]
+    fn status_fields() {
+        assert_eq!(status_kib(STATUS, "VmHWM"), Some(3120));
+        assert_eq!(status_kib(STATUS, "RssAnon"), Some(400));
+        assert_eq!(status_kib(STATUS, "VmSwap"), None);
+        assert_eq!(status_kib("VmHWM:\t12 MB\n", "VmHWM"), None);
+    }
+
+    #[test]
+    fn report_lines() {
+        assert_eq!(
+            parse_report("vmhwm_kib 3120\nrssanon_kib 400\nnoise\nx_kib y\n"),
+            [("vmhwm".to_owned(), 3120), ("rssanon".to_owned(), 400)]
+        );
+    }
+
+    #[test]
+    fn this_process_has_a_peak() {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(status_kib(&status, "VmHWM").unwrap() > 0);
+    }
+}
