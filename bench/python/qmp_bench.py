@@ -14,7 +14,9 @@ Modes (all output is machine-readable, one line per answer):
       prints `ok qemu.qmp <version>, Python <version>` (exit status 3 and a hint when qemu.qmp is missing)
   qmp_bench.py serve --qemu PATH [--accel tcg]
       reads requests on stdin, one per line, and answers on stdout:
-        cycle           -> `cycle <ns>`: launch, negotiate, query-status, quit, wait
+        cycle           -> `cycle <ns> <cpu_ns> <child_cpu_ns>`: launch, negotiate,
+                           query-status, quit, wait; with this process's user+sys CPU time
+                           and that of the reaped QEMU
         launch          -> `ok`: launches a VM (as `cycle` does) for `rtt`
         rtt N           -> `rtt <cpu_ns> <ns> <ns> ...`: N query-status round trips on that
                            VM, each timed, and this process's user+sys CPU time over them
@@ -98,19 +100,22 @@ class Vm:
             raise RuntimeError(f"QEMU exited with status {status}")
 
 
-def cpu_ns():
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+def cpu_ns(who=resource.RUSAGE_SELF):
+    usage = resource.getrusage(who)
     return int((usage.ru_utime + usage.ru_stime) * 1e9)
 
 
 def cycle(qemu, accel):
+    """One cycle: its wall time, our CPU time and the reaped QEMU's, in ns."""
+    cpu, child_cpu = cpu_ns(), cpu_ns(resource.RUSAGE_CHILDREN)
     start = time.perf_counter_ns()
     vm = Vm(qemu, accel)
     status = vm.cmd("query-status")
     if status.get("status") != "running":
         raise RuntimeError(f"unexpected query-status reply {status!r}")
     vm.shutdown()
-    return time.perf_counter_ns() - start
+    wall = time.perf_counter_ns() - start
+    return wall, cpu_ns() - cpu, cpu_ns(resource.RUSAGE_CHILDREN) - child_cpu
 
 
 def serve(qemu, accel):
@@ -120,7 +125,7 @@ def serve(qemu, accel):
         if not words:
             continue
         if words[0] == "cycle":
-            print(f"cycle {cycle(qemu, accel)}", flush=True)
+            print("cycle", *cycle(qemu, accel), flush=True)
         elif words[0] == "launch":
             vm = Vm(qemu, accel)
             print("ok", flush=True)

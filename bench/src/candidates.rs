@@ -30,6 +30,9 @@ pub struct Samples {
     pub values: Vec<f64>,
     /// The client's user+sys CPU time over all operations, in ns.
     pub cpu_ns: f64,
+    /// The user+sys CPU time of the children reaped during the operations (the QEMUs a
+    /// cycle launches and reaps), in ns.
+    pub child_cpu_ns: f64,
 }
 
 /// One thing to time. `run` performs one unit (a cycle, a block of round trips) and appends
@@ -67,10 +70,19 @@ pub fn interleave(
 
 /// This process's user+sys CPU time so far, in ns.
 pub fn cpu_ns() -> f64 {
+    rusage_ns(libc::RUSAGE_SELF)
+}
+
+/// The user+sys CPU time of this process's reaped children so far, in ns.
+pub fn children_cpu_ns() -> f64 {
+    rusage_ns(libc::RUSAGE_CHILDREN)
+}
+
+fn rusage_ns(who: libc::c_int) -> f64 {
     // SAFETY: an all-zero rusage is a valid value of this plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid, writable rusage; RUSAGE_SELF needs nothing else.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    // SAFETY: `usage` is a valid, writable rusage; `who` is RUSAGE_SELF or RUSAGE_CHILDREN.
+    let rc = unsafe { libc::getrusage(who, &mut usage) };
     if rc != 0 {
         return f64::NAN;
     }
@@ -84,13 +96,14 @@ fn timed_block(
     out: &mut Samples,
     mut op: impl FnMut() -> Result<(), String>,
 ) -> Result<(), String> {
-    let cpu = cpu_ns();
+    let (cpu, child_cpu) = (cpu_ns(), children_cpu_ns());
     for _ in 0..n {
         let start = Instant::now();
         op()?;
         out.values.push(start.elapsed().as_nanos() as f64);
     }
     out.cpu_ns += cpu_ns() - cpu;
+    out.child_cpu_ns += children_cpu_ns() - child_cpu;
     Ok(())
 }
 
@@ -168,7 +181,10 @@ pub struct PythonCycle<'a>(pub &'a mut python::Server);
 
 impl Candidate for PythonCycle<'_> {
     fn run(&mut self, out: &mut Samples) -> Result<(), String> {
-        out.values.push(self.0.cycle()?);
+        let answer = self.0.cycle()?;
+        out.values.push(answer.wall_ns);
+        out.cpu_ns += answer.cpu_ns;
+        out.child_cpu_ns += answer.child_cpu_ns;
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ use crate::candidates::{
 use crate::opts::Options;
 use crate::python::{self, Server};
 use crate::report::{met, table, Met, Row};
-use crate::stats::{fmt_bytes, fmt_ns, Summary};
+use crate::stats::{fmt_bytes, fmt_ns, paired_ratios, Summary};
 use crate::sysinfo;
 use crate::tempdir::TempDir;
 
@@ -91,6 +91,12 @@ impl Ctx<'_> {
                         fmt_ns(s.cpu_ns / sum.n as f64)
                     ));
                 }
+                if s.child_cpu_ns > 0.0 && unit == Unit::Ns {
+                    line.push_str(&format!(
+                        ", QEMU CPU {} per operation",
+                        fmt_ns(s.child_cpu_ns / sum.n as f64)
+                    ));
+                }
                 self.details.push(line);
             }
         }
@@ -110,6 +116,15 @@ impl Unit {
             Unit::MBps => format!("{v:.1} MB/s"),
         }
     }
+}
+
+/// A detail line with the round-by-round ratio of `a` to `b`.
+fn paired_detail(what: &str, a: &Samples, b: &Samples, per_round: usize) -> Option<String> {
+    let p = paired_ratios(&a.values, &b.values, per_round)?;
+    Some(format!(
+        "- {what}, paired round by round: median ratio {:.3}×, p90 {:.3}×, over {} rounds",
+        p.median, p.p90, p.n
+    ))
 }
 
 fn summary(s: &Samples, what: &str) -> Result<Summary, String> {
@@ -140,6 +155,7 @@ pub fn run(options: &Options) -> ExitCode {
     let counts = if options.quick { QUICK } else { FULL };
     let machine = sysinfo::Machine::probe(&options.qemu);
     let python = python::check(&options.python);
+    let load_before = sysinfo::load_average();
     let mut ctx = Ctx {
         options,
         counts,
@@ -183,6 +199,7 @@ pub fn run(options: &Options) -> ExitCode {
         }
     }
 
+    let load_after = sysinfo::load_average();
     let mut out = String::new();
     out.push_str("# qemu-machine benchmarks\n\n");
     out.push_str(&format!(
@@ -194,6 +211,10 @@ pub fn run(options: &Options) -> ExitCode {
         machine.qemu,
         options.qemu.display(),
         if machine.kvm { "yes" } else { "no" }
+    ));
+    out.push_str(&format!(
+        "- load average (1, 5, 15 min) before the run: {load_before}; after: {load_after} \
+         (other work on the machine competes with the figures below)\n"
     ));
     out.push_str(&format!(
         "- Python stack: {}\n",
@@ -297,6 +318,17 @@ fn cycle_tcg(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
 
     let names: &[&str] = &["ours (Machine)", "floor (no library)", "Python (qemu.qmp)"];
     ctx.detail_samples("cycle, TCG", &names[..samples.len()], &samples, Unit::Ns);
+    for (i, what) in [
+        (1, "cycle, TCG, ours / floor"),
+        (2, "cycle, TCG, ours / Python"),
+    ] {
+        if let Some(line) = samples
+            .get(i)
+            .and_then(|b| paired_detail(what, &samples[0], b, 1))
+        {
+            ctx.detail(line);
+        }
+    }
     let o = summary(&samples[0], "ours")?;
     let f = summary(&samples[1], "floor")?;
     let mut rows = vec![Row {
@@ -364,6 +396,9 @@ fn cycle_kvm(ctx: &mut Ctx<'_>, kvm: bool) -> Result<Vec<Row>, String> {
         &samples,
         Unit::Ns,
     );
+    if let Some(line) = paired_detail("cycle, KVM, ours / floor", &samples[0], &samples[1], 1) {
+        ctx.detail(line);
+    }
     let o = summary(&samples[0], "ours")?;
     let f = summary(&samples[1], "floor")?;
     Ok(vec![Row {
@@ -439,6 +474,24 @@ fn round_trips(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
         plan.warmup, plan.block
     ));
     ctx.detail_samples("query-status round trip", &names, &samples, Unit::Ns);
+    for (i, name) in names.iter().enumerate().skip(1) {
+        let (a, b, what) = if name.starts_with("C ABI") {
+            (
+                &samples[i],
+                &samples[0],
+                format!("round trip, {name} / ours"),
+            )
+        } else {
+            (
+                &samples[0],
+                &samples[i],
+                format!("round trip, ours / {name}"),
+            )
+        };
+        if let Some(line) = paired_detail(&what, a, b, plan.block) {
+            ctx.detail(line);
+        }
+    }
 
     let index = |name: &str| names.iter().position(|n| n.starts_with(name));
     let per_op = |s: &Samples| s.cpu_ns / s.values.len() as f64;
@@ -744,6 +797,18 @@ fn concurrent(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
         Unit::Ns,
     );
     let one = summary(&samples[0], "1 VM")?;
+    let nproc = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    for (i, n) in [(1, 4.0), (2, 16.0)] {
+        let s = &samples[i];
+        let per_vm = (s.cpu_ns + s.child_cpu_ns) / s.values.len() as f64 / n;
+        ctx.detail(format!(
+            "- {n} VMs: QEMU + client CPU {} per VM; on {nproc} CPUs that alone takes at least \
+             {} for {n} VMs ({:.2}× of {n} × one VM)",
+            fmt_ns(per_vm),
+            fmt_ns(per_vm * n / nproc),
+            per_vm * n / nproc / (n * one.median)
+        ));
+    }
     let mut rows = Vec::new();
     for (i, n, goal) in [(1, 4.0, 1.0), (2, 16.0, 0.5)] {
         let s = summary(&samples[i], "n VMs")?;

@@ -86,8 +86,8 @@ impl Server {
         }
     }
 
-    /// One launch→quit cycle, in ns.
-    pub fn cycle(&mut self) -> Result<f64, String> {
+    /// One launch→quit cycle.
+    pub fn cycle(&mut self) -> Result<CycleAnswer, String> {
         let answer = self.ask("cycle")?;
         parse_cycle(answer).ok_or_else(|| format!("qmp_bench.py: bad answer {answer:?}"))
     }
@@ -126,10 +126,32 @@ impl Drop for Server {
     }
 }
 
-/// Parses `cycle <ns>`.
-pub fn parse_cycle(answer: &str) -> Option<f64> {
-    let ns: u64 = answer.strip_prefix("cycle ")?.trim().parse().ok()?;
-    Some(ns as f64)
+/// The answer to `cycle`, in ns.
+#[derive(Debug, PartialEq)]
+pub struct CycleAnswer {
+    /// Wall time.
+    pub wall_ns: f64,
+    /// The Python process's user+sys CPU time.
+    pub cpu_ns: f64,
+    /// The reaped QEMU's user+sys CPU time.
+    pub child_cpu_ns: f64,
+}
+
+/// Parses `cycle <ns> <cpu_ns> <child_cpu_ns>`.
+pub fn parse_cycle(answer: &str) -> Option<CycleAnswer> {
+    let numbers = answer
+        .strip_prefix("cycle ")?
+        .split_ascii_whitespace()
+        .map(|w| w.parse::<u64>().ok().map(|n| n as f64))
+        .collect::<Option<Vec<f64>>>()?;
+    match numbers[..] {
+        [wall_ns, cpu_ns, child_cpu_ns] => Some(CycleAnswer {
+            wall_ns,
+            cpu_ns,
+            child_cpu_ns,
+        }),
+        _ => None,
+    }
 }
 
 /// Parses `rtt <cpu_ns> <ns>...` with exactly `n` times.
@@ -148,8 +170,17 @@ mod tests {
 
     #[test]
     fn cycle_answers() {
-        assert_eq!(parse_cycle("cycle 77068716"), Some(77068716.0));
-        assert_eq!(parse_cycle("cycle -3"), None);
+        assert_eq!(
+            parse_cycle("cycle 77068716 4000000 21000000"),
+            Some(CycleAnswer {
+                wall_ns: 77068716.0,
+                cpu_ns: 4000000.0,
+                child_cpu_ns: 21000000.0
+            })
+        );
+        assert_eq!(parse_cycle("cycle 77068716"), None);
+        assert_eq!(parse_cycle("cycle 1 2 -3"), None);
+        assert_eq!(parse_cycle("cycle 1 2 3 4"), None);
         assert_eq!(parse_cycle("error unknown request 'x'"), None);
     }
 

@@ -51,6 +51,22 @@ impl Summary {
     }
 }
 
+/// Paired comparison of two candidates that ran interleaved: both sample lists are cut into
+/// rounds of `per_round` samples, each round summarized by its median, and the ratios
+/// `a / b` of the same round summarized. Slow drifts of the machine's load cancel out within a
+/// round. `None` when the lists do not pair up.
+pub fn paired_ratios(a: &[f64], b: &[f64], per_round: usize) -> Option<Summary> {
+    if per_round == 0 || a.len() != b.len() || a.len() % per_round != 0 {
+        return None;
+    }
+    let ratios: Vec<f64> = a
+        .chunks(per_round)
+        .zip(b.chunks(per_round))
+        .map(|(x, y)| Some(Summary::of(x)?.median / Summary::of(y)?.median))
+        .collect::<Option<Vec<f64>>>()?;
+    Summary::of(&ratios)
+}
+
 /// A duration given in nanoseconds, with a unit that keeps three or four significant digits.
 pub fn fmt_ns(ns: f64) -> String {
     let abs = ns.abs();
@@ -111,6 +127,20 @@ mod tests {
     fn nothing_to_summarize() {
         assert_eq!(Summary::of(&[]), None);
         assert_eq!(Summary::of(&[1.0, f64::NAN]), None);
+    }
+
+    #[test]
+    fn paired() {
+        // Round medians: a = 2, 6; b = 1, 4: ratios 2 and 1.5.
+        let a = [1.0, 2.0, 3.0, 6.0, 6.0, 9.0];
+        let b = [1.0, 1.0, 5.0, 4.0, 4.0, 3.0];
+        let s = paired_ratios(&a, &b, 3).unwrap();
+        assert_eq!(s.n, 2);
+        assert_eq!(s.median, 1.75);
+        assert_eq!(paired_ratios(&a, &b[..3], 3), None);
+        assert_eq!(paired_ratios(&a, &b, 4), None);
+        assert_eq!(paired_ratios(&a, &b, 0), None);
+        assert_eq!(paired_ratios(&a, &b, 1).unwrap().n, 6);
     }
 
     #[test]

@@ -41,6 +41,20 @@ impl Machine {
     }
 }
 
+/// The 1, 5 and 15 minute load averages from /proc/loadavg, as written there.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| parse_loadavg(&text))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The first three fields of a /proc/loadavg text.
+pub fn parse_loadavg(text: &str) -> Option<String> {
+    let fields: Vec<&str> = text.split_ascii_whitespace().take(3).collect();
+    (fields.len() == 3 && fields.iter().all(|f| f.parse::<f64>().is_ok())).then(|| fields.join(" "))
+}
+
 /// The first `model name` of a /proc/cpuinfo text.
 pub fn cpu_model(cpuinfo: &str) -> Option<String> {
     cpuinfo.lines().find_map(|line| {
@@ -104,6 +118,16 @@ mod tests {
                     processor\t: 1\nmodel name\t: AMD EPYC 7B13\n";
         assert_eq!(cpu_model(text).as_deref(), Some("AMD EPYC 7B13"));
         assert_eq!(cpu_model("processor : 0\n"), None);
+    }
+
+    #[test]
+    fn loadavg() {
+        assert_eq!(
+            parse_loadavg("4.70 5.59 5.15 3/412 98765\n").as_deref(),
+            Some("4.70 5.59 5.15")
+        );
+        assert_eq!(parse_loadavg("4.70 x 5.15 3/412 98765"), None);
+        assert_eq!(parse_loadavg(""), None);
     }
 
     #[test]
