@@ -56,7 +56,9 @@ static STRUCTURAL: [bool; 256] = {
 /// Messages are framed by JSON structure (strings, escapes, nesting), not by lines, so the
 /// multi-line output of a `pretty=on` monitor and messages without CRLF decode the same.
 /// Between messages, whitespace and `0xFF` sentinel bytes (guest agent resync) are skipped.
-/// The bytes are scanned once; `serde_json` parses a frame only when it is complete.
+/// A message that is complete in the buffer is parsed where it lies, in one pass; one split
+/// across reads is followed by a single-pass structural scanner as its bytes arrive, and
+/// parsed once complete.
 ///
 /// # Errors and recovery
 ///
@@ -191,6 +193,9 @@ impl Decoder {
     /// After an error, call again: decoding goes on with the next frame (see the type's
     /// documentation).
     pub fn next_value(&mut self) -> Result<Option<Value>> {
+        if let Some(value) = self.parse_in_place() {
+            return Ok(Some(value));
+        }
         let Some((begin, end)) = self.scan()? else {
             return Ok(None);
         };
@@ -210,6 +215,36 @@ impl Decoder {
             Some(value) => Message::from_value(value).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The fast path: at a message boundary, an object or array that is complete in the
+    /// buffer (and within the bound) is parsed where it lies, without scanning it first.
+    ///
+    /// Anything else (an incomplete message, an invalid one, one over the bound, a bare
+    /// token) returns `None` and is left to the scanner, which delimits the frame: a value
+    /// serde_json parses is valid JSON, which the scanner would delimit identically, so the
+    /// results do not depend on which path a message took. The scanner then owns the frame
+    /// until it ends, so a message split across reads costs one failed attempt at most.
+    fn parse_in_place(&mut self) -> Option<Value> {
+        if self.state != State::Between {
+            return None;
+        }
+        let buf = &self.buf[..];
+        let mut pos = self.pos;
+        while pos < buf.len() && matches!(buf[pos], b' ' | b'\t' | b'\r' | b'\n' | SENTINEL) {
+            pos += 1;
+        }
+        self.start = pos;
+        self.pos = pos;
+        if !matches!(buf.get(pos), Some(b'{' | b'[')) {
+            return None;
+        }
+        let end = buf.len().min(pos.saturating_add(self.limit));
+        let mut values = serde_json::Deserializer::from_slice(&buf[pos..end]).into_iter::<Value>();
+        let value = values.next()?.ok()?;
+        self.start = pos + values.byte_offset();
+        self.pos = self.start;
+        Some(value)
     }
 
     fn compact(&mut self) {
