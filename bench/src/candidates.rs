@@ -431,6 +431,35 @@ impl Candidate for SetCycle {
     }
 }
 
+/// The floor for `n` VMs at once: `n` floor clients, one thread each, each running a whole
+/// cycle; timed until the last is reaped.
+pub struct FloorSet {
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+    /// How many VMs.
+    pub n: usize,
+}
+
+impl Candidate for FloorSet {
+    fn run(&mut self, out: &mut Samples) -> Result<(), String> {
+        let (qemu, n) = (&self.qemu, self.n);
+        timed_block(1, out, || {
+            let cycle = FloorCycle {
+                qemu: qemu.clone(),
+                accel: Accel::Tcg,
+            };
+            std::thread::scope(|scope| {
+                let threads: Vec<_> = (0..n).map(|_| scope.spawn(|| cycle.once())).collect();
+                threads.into_iter().try_for_each(|t| {
+                    t.join()
+                        .map_err(|_| "a floor thread panicked".to_owned())?
+                        .map_err(|e| format!("floor, {n} VMs: {e}"))
+                })
+            })
+        })
+    }
+}
+
 // ----------------------------------------------------------------------------------------------
 // Decoder throughput
 // ----------------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ use std::process::{Command, ExitCode, Stdio};
 use qemu_process::Accel;
 
 use crate::candidates::{
-    interleave, machine_config, CApiRtt, Candidate, DecodePass, FloorCycle, FloorRtt, OursCycle,
-    OursRtt, PythonCycle, PythonRtt, RttPlan, Samples, SetCycle,
+    interleave, machine_config, CApiRtt, Candidate, DecodePass, FloorCycle, FloorRtt, FloorSet,
+    OursCycle, OursRtt, PythonCycle, PythonRtt, RttPlan, Samples, SetCycle,
 };
 use crate::opts::Options;
 use crate::python::{self, Server};
@@ -34,7 +34,7 @@ struct Counts {
 
 const FULL: Counts = Counts {
     cycle_warmup: 3,
-    cycle_rounds: 40,
+    cycle_rounds: 50,
     rtt_warmup: 20,
     rtt_block: 100,
     rtt_rounds: 50,
@@ -782,17 +782,28 @@ fn concurrent(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
             configs: vec![config.clone(); n],
         })
         .collect();
+    let mut floor16 = FloorSet {
+        qemu: ctx.options.qemu.clone(),
+        n: 16,
+    };
     let mut cands: Vec<&mut dyn Candidate> =
         sets.iter_mut().map(|s| s as &mut dyn Candidate).collect();
+    cands.push(&mut floor16);
     let samples = interleave(
         &mut cands,
         c.set_warmup,
         c.set_rounds,
         progress("concurrent", c.set_rounds),
     )?;
+    drop(cands);
     ctx.detail_samples(
-        "MachineSet (launch, query-status each, shutdown_all)",
-        &["1 VM", "4 VMs", "16 VMs"],
+        "many VMs (MachineSet: launch, query-status each, shutdown_all)",
+        &[
+            "1 VM",
+            "4 VMs",
+            "16 VMs",
+            "16 VMs, floor clients on 16 threads",
+        ],
         &samples,
         Unit::Ns,
     );
@@ -802,8 +813,8 @@ fn concurrent(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
         let s = &samples[i];
         let per_vm = (s.cpu_ns + s.child_cpu_ns) / s.values.len() as f64 / n;
         ctx.detail(format!(
-            "- {n} VMs: QEMU + client CPU {} per VM; on {nproc} CPUs that alone takes at least \
-             {} for {n} VMs ({:.2}× of {n} × one VM)",
+            "- {n} VMs: QEMU + client CPU {} per VM; on {nproc} idle CPUs that alone takes at \
+             least {} for {n} VMs ({:.2}× of {n} × one VM)",
             fmt_ns(per_vm),
             fmt_ns(per_vm * n / nproc),
             per_vm * n / nproc / (n * one.median)
@@ -828,6 +839,17 @@ fn concurrent(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
             met: met(if goal < 1.0 { ratio <= goal } else { ratio < goal }),
         });
     }
+    let s16 = summary(&samples[2], "16 VMs")?;
+    let f16 = summary(&samples[3], "16 VMs, floor")?;
+    rows.push(Row {
+        measurement: "16 VMs at once: ours from one thread vs 16 floor clients on 16 threads"
+            .into(),
+        ours: time_cell(&s16),
+        baseline: time_cell(&f16),
+        ratio: format!("{:.3}×", s16.median / f16.median),
+        goal: "—".into(),
+        met: Met::NoGoal,
+    });
     Ok(rows)
 }
 
