@@ -11,24 +11,6 @@ use qmp_proto::bench_stream::{self, READ_SIZE};
 
 const ROUNDS: usize = 5;
 
-/// Small reads split most messages, so nearly every one goes through the structural scanner
-/// before it is parsed (with 64 KiB reads, nearly every one is parsed in place).
-const SMALL_READ_SIZE: usize = 256;
-
-/// `Decoder::next_value` on the stream fed in [`SMALL_READ_SIZE`] pieces.
-fn decoder_values_small_reads(stream: &bench_stream::Stream) -> Option<usize> {
-    let mut decoder = qmp_proto::Decoder::new();
-    let mut n = 0;
-    for piece in stream.bytes.chunks(SMALL_READ_SIZE) {
-        decoder.feed(piece);
-        while let Some(value) = decoder.next_value().ok()? {
-            std::hint::black_box(&value);
-            n += 1;
-        }
-    }
-    Some(n)
-}
-
 /// Times one pass, checking it saw `expected` messages.
 fn timed(
     expected: usize,
@@ -76,7 +58,11 @@ fn main() {
         baseline = baseline.min(timed(count, bench_stream::serde_json_presplit, &stream));
         values = values.min(timed(count, bench_stream::decoder_values, &stream));
         messages = messages.min(timed(count, bench_stream::decoder_messages, &stream));
-        small = small.min(timed(count, decoder_values_small_reads, &stream));
+        small = small.min(timed(
+            count,
+            bench_stream::decoder_values_small_reads,
+            &stream,
+        ));
     }
 
     let base = mb_per_s(total, baseline);

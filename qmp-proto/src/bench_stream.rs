@@ -115,12 +115,25 @@ pub fn serde_json_presplit(stream: &Stream) -> Option<usize> {
     Some(n)
 }
 
+/// Small reads split most messages, so nearly every one goes through the structural scanner
+/// before it is parsed (with [`READ_SIZE`] reads, nearly every one is parsed in place).
+pub const SMALL_READ_SIZE: usize = 256;
+
 /// [`Decoder::next_value`] on the stream fed in [`READ_SIZE`] pieces. Returns how many values
 /// came out (`None` on a decode error).
 pub fn decoder_values(stream: &Stream) -> Option<usize> {
+    decoder_values_in(stream, READ_SIZE)
+}
+
+/// [`Decoder::next_value`] on the stream fed in [`SMALL_READ_SIZE`] pieces.
+pub fn decoder_values_small_reads(stream: &Stream) -> Option<usize> {
+    decoder_values_in(stream, SMALL_READ_SIZE)
+}
+
+fn decoder_values_in(stream: &Stream, read_size: usize) -> Option<usize> {
     let mut decoder = Decoder::new();
     let mut n = 0;
-    for piece in stream.bytes.chunks(READ_SIZE) {
+    for piece in stream.bytes.chunks(read_size) {
         decoder.feed(piece);
         while let Some(value) = decoder.next_value().ok()? {
             black_box(&value);
@@ -159,6 +172,7 @@ mod tests {
         assert!(count > 120, "{count}");
         assert_eq!(serde_json_presplit(&stream), Some(count));
         assert_eq!(decoder_values(&stream), Some(count));
+        assert_eq!(decoder_values_small_reads(&stream), Some(count));
         assert_eq!(decoder_messages(&stream), Some(count));
     }
 }
