@@ -707,7 +707,7 @@ fn peak_rss(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
 // ----------------------------------------------------------------------------------------------
 
 fn decoder(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
-    use qmp_proto::bench_stream::{self, READ_SIZE};
+    use qmp_proto::bench_stream::{self, READ_SIZE, SMALL_READ_SIZE};
     let c = ctx.counts;
     let stream = bench_stream::build(c.decode_mb * 1_000_000);
     let mut serde = DecodePass {
@@ -725,14 +725,20 @@ fn decoder(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
         pass: bench_stream::decoder_messages,
         name: "Decoder::next_message",
     };
+    let mut small = DecodePass {
+        stream: &stream,
+        pass: bench_stream::decoder_values_small_reads,
+        name: "Decoder::next_value, small reads",
+    };
     let samples = interleave(
-        &mut [&mut serde, &mut values, &mut messages],
+        &mut [&mut serde, &mut values, &mut messages, &mut small],
         1,
         c.decode_rounds,
         progress("decoder", c.decode_rounds),
     )?;
     ctx.detail(format!(
-        "- decoder stream: {:.1} MB, {} messages (mean {} bytes), fed in {} KiB reads",
+        "- decoder stream: {:.1} MB, {} messages (mean {} bytes), fed in {} KiB reads \
+         (or {SMALL_READ_SIZE}-byte reads)",
         stream.bytes.len() as f64 / 1e6,
         stream.messages.len(),
         stream.bytes.len() / stream.messages.len(),
@@ -744,6 +750,7 @@ fn decoder(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
             "serde_json::from_slice::<Value> on pre-split messages",
             "Decoder::next_value",
             "Decoder::next_message",
+            "Decoder::next_value, 256-byte reads",
         ],
         &samples,
         Unit::MBps,
@@ -753,6 +760,7 @@ fn decoder(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
     for (i, what) in [
         (1, "Decoder::next_value (streamed, 64 KiB reads)"),
         (2, "Decoder::next_message (streamed, classified)"),
+        (3, "Decoder::next_value (256-byte reads: messages split)"),
     ] {
         let s = summary(&samples[i], what)?;
         rows.push(Row {
@@ -807,6 +815,14 @@ fn concurrent(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
         &samples,
         Unit::Ns,
     );
+    if let Some(line) = paired_detail(
+        "16 VMs, MachineSet / floor clients on threads",
+        &samples[2],
+        &samples[3],
+        1,
+    ) {
+        ctx.detail(line);
+    }
     let one = summary(&samples[0], "1 VM")?;
     let nproc = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     for (i, n) in [(1, 4.0), (2, 16.0)] {
