@@ -31,14 +31,19 @@ impl Machine {
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_else(|_| "unknown kernel".into()),
             qemu: qemu_version(qemu),
-            kvm: std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/kvm")
-                .is_ok(),
+            kvm: kvm_usable(),
             date: utc_now(),
         }
     }
+}
+
+/// Whether /dev/kvm can be opened for reading and writing.
+pub fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
 }
 
 /// The 1, 5 and 15 minute load averages from /proc/loadavg, as written there.
