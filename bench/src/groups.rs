@@ -226,6 +226,10 @@ pub fn run(options: &Options) -> ExitCode {
         }
     ));
     out.push_str(&format!(
+        "- source: {}\n",
+        sysinfo::source(Path::new(env!("CARGO_MANIFEST_DIR")))
+    ));
+    out.push_str(&format!(
         "- run: `qm-bench{}{}` ({} build){}\n\n",
         if options.quick { " --quick" } else { "" },
         if options.only.is_empty() {

@@ -37,6 +37,32 @@ impl Machine {
     }
 }
 
+/// The commit the harness was built from, and whether tracked files had changes, from git in
+/// the source tree (`root`); "unknown" outside a git checkout.
+pub fn source(root: &Path) -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    match (
+        git(&["rev-parse", "--short=12", "HEAD"]),
+        git(&["status", "--porcelain", "--untracked-files=no"]),
+    ) {
+        (Some(commit), Some(changes)) if changes.is_empty() => format!("commit {commit}"),
+        (Some(commit), Some(_)) => {
+            format!("commit {commit} with uncommitted changes to tracked files")
+        }
+        _ => "unknown (not a git checkout)".into(),
+    }
+}
+
 /// Whether /dev/kvm can be opened for reading and writing.
 pub fn kvm_usable() -> bool {
     std::fs::OpenOptions::new()
