@@ -112,7 +112,8 @@ struct QmpConn {
 struct Console {
     fd: Option<OwnedFd>,
     buffer: ConsoleBuffer,
-    log: Option<File>,
+    /// Buffered: flushed whenever a call returns to the caller, so the file is complete then.
+    log: Option<std::io::BufWriter<File>>,
     log_path: Option<PathBuf>,
     /// Bytes waiting to be written to the guest.
     out: Vec<u8>,
@@ -243,7 +244,7 @@ impl Machine {
             console = Some(Console {
                 fd: Some(ours),
                 buffer: ConsoleBuffer::new(config.console_buffer),
-                log,
+                log: log.map(|file| std::io::BufWriter::with_capacity(READ_CHUNK, file)),
                 log_path: config.console_log.clone(),
                 out: Vec::new(),
                 interest_write: false,
@@ -438,7 +439,7 @@ impl Machine {
         let mut machine = Machine::from_parts(
             fd,
             unix,
-            Session::new(SessionOptions::default()),
+            attach_session(),
             None,
             None,
             crate::config::DEFAULT_MAX_EVENTS,
@@ -461,7 +462,7 @@ impl Machine {
         let mut machine = Machine::from_parts(
             socket,
             domain == libc::AF_UNIX,
-            Session::new(SessionOptions::default()),
+            attach_session(),
             None,
             None,
             crate::config::DEFAULT_MAX_EVENTS,
@@ -483,18 +484,34 @@ impl Machine {
         what: impl FnOnce() -> String,
         mut check: impl FnMut(&mut Machine) -> Option<Result<T, Error>>,
     ) -> Result<T, Error> {
-        loop {
+        let result = loop {
             if let Some(result) = check(self) {
-                return result;
+                break result;
             }
             let timeout = deadline.remaining();
             if timeout == Some(Duration::ZERO) {
-                return Err(Error::Timeout {
+                break Err(Error::Timeout {
                     what: what(),
                     after: deadline.total(),
                 });
             }
-            self.turn(timeout)?;
+            if let Err(e) = self.turn(timeout) {
+                break Err(e);
+            }
+        };
+        self.flush_console_log();
+        result
+    }
+
+    /// Writes buffered console log bytes to the file (done before every return to the caller).
+    fn flush_console_log(&mut self) {
+        if let Some(console) = self.console.as_mut() {
+            if let Some(log) = &mut console.log {
+                if let Err(e) = log.flush() {
+                    log::warn!("writing the console log failed, no longer logging: {e}");
+                    console.log = None;
+                }
+            }
         }
     }
 
@@ -552,7 +569,9 @@ impl Machine {
     /// flushes queued output, reaps an exited child. For callers driving the machine from their
     /// own loop (see [`poll_sources`](Machine::poll_sources)).
     pub fn process_io(&mut self) -> Result<(), Error> {
-        self.turn(Some(Duration::ZERO))
+        let result = self.turn(Some(Duration::ZERO));
+        self.flush_console_log();
+        result
     }
 
     /// Reads the QMP socket until it would block, or (unless `drain`) until a short read.
@@ -839,6 +858,7 @@ impl Machine {
             // QEMU is gone, so all it sent is in the socket buffers and EOF follows it.
             self.read_qmp(true);
             self.read_console(true);
+            self.flush_console_log();
         }
         Some(status)
     }
@@ -1528,6 +1548,14 @@ impl Drop for Machine {
 // Attach: connecting with retries
 // ----------------------------------------------------------------------------------------------
 
+/// The session of an attached machine: like a launched one's defaults, asking for `oob`.
+fn attach_session() -> Session {
+    Session::new(SessionOptions {
+        oob: true,
+        ..SessionOptions::default()
+    })
+}
+
 fn retryable(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -1633,5 +1661,159 @@ fn connect_tcp(addr: std::net::SocketAddr, deadline: Deadline) -> io::Result<Own
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn machines_can_move_between_threads() {
+        assert_send::<Machine>();
+        assert_send::<crate::MachineSet>();
+    }
+
+    #[test]
+    fn deadlines() {
+        assert_eq!(
+            Deadline::after(Duration::ZERO).remaining(),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(Deadline::after(Duration::MAX).remaining(), None);
+        let d = Deadline::after(Duration::from_secs(60));
+        assert!(d.remaining().unwrap() > Duration::from_secs(59));
+        assert_eq!(d.total(), Duration::from_secs(60));
+    }
+
+    /// A scripted QMP server on a socketpair: greets, negotiates, then answers each request
+    /// with `answer(name, id)` (None: close the connection without answering).
+    fn peer(
+        answer: impl Fn(&str, &Value) -> Option<String> + Send + 'static,
+    ) -> (Machine, std::thread::JoinHandle<()>) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let thread = std::thread::spawn(move || {
+            let mut reader = BufReader::new(theirs);
+            reader
+                .get_mut()
+                .write_all(
+                    b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \
+                      \"major\": 7}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n",
+                )
+                .unwrap();
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                let request: Value = serde_json::from_str(line.trim()).unwrap();
+                let name = request["execute"]
+                    .as_str()
+                    .or(request["exec-oob"].as_str())
+                    .unwrap()
+                    .to_owned();
+                let reply = if name == "qmp_capabilities" {
+                    Some(json!({"return": {}, "id": request["id"]}).to_string() + "\r\n")
+                } else {
+                    answer(&name, &request["id"])
+                };
+                match reply {
+                    Some(text) => {
+                        if reader.get_mut().write_all(text.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                }
+                line.clear();
+            }
+        });
+        let machine = Machine::attach_socket(OwnedFd::from(ours), Duration::from_secs(10)).unwrap();
+        (machine, thread)
+    }
+
+    #[test]
+    fn quit_closed_before_the_reply_is_success() {
+        let (mut vm, thread) = peer(|_, _| None);
+        assert!(vm.oob_enabled());
+        assert_eq!(vm.execute("quit", None).unwrap(), json!({}));
+        thread.join().unwrap();
+        // Any other command on the closed connection is an error.
+        assert!(matches!(
+            vm.execute("query-status", None),
+            Err(Error::Disconnected)
+        ));
+    }
+
+    #[test]
+    fn quit_answered_then_closed_is_success() {
+        let (mut vm, thread) = peer(|name, id| {
+            assert_eq!(name, "quit");
+            Some(
+                "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}, \"event\": \"SHUTDOWN\", \
+                 \"data\": {\"guest\": false}}\r\n"
+                    .to_owned()
+                    + &json!({"return": {}, "id": id}).to_string()
+                    + "\r\n",
+            )
+        });
+        assert_eq!(vm.execute("quit", None).unwrap(), json!({}));
+        let event = vm
+            .event_wait(
+                "SHUTDOWN",
+                Some(&json!({"data": {"guest": false}})),
+                Duration::ZERO,
+            )
+            .unwrap();
+        assert_eq!(event.timestamp.seconds, 1);
+        drop(vm);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn an_error_reply_is_typed_and_oob_goes_out_as_exec_oob() {
+        let (mut vm, thread) = peer(|name, id| {
+            Some(if name == "migrate-pause" {
+                json!({"return": {"oob": true}, "id": id}).to_string() + "\r\n"
+            } else {
+                json!({"error": {"class": "DeviceNotFound", "desc": "no such thing"}, "id": id})
+                    .to_string()
+                    + "\r\n"
+            })
+        });
+        match vm.execute("device_del", Some(json!({"id": "x"}))) {
+            Err(Error::Qmp(e)) => {
+                assert_eq!(e.class, qmp_proto::ErrorClass::DeviceNotFound);
+                assert_eq!(e.desc, "no such thing");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            vm.execute_oob("migrate-pause", None, Duration::from_secs(5))
+                .unwrap(),
+            json!({"oob": true})
+        );
+        drop(vm);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_late_reply_after_a_timeout_is_discarded() {
+        let (mut vm, thread) = peer(|name, id| {
+            if name == "slow" {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Some(json!({"return": name, "id": id}).to_string() + "\r\n")
+        });
+        let err = vm
+            .execute_with_timeout("slow", None, Duration::from_millis(50))
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err:?}");
+        // The next command gets its own reply, not the late one.
+        assert_eq!(vm.execute("fast", None).unwrap(), json!("fast"));
+        assert!(vm.abandoned.is_empty());
+        drop(vm);
+        thread.join().unwrap();
     }
 }
