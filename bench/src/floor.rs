@@ -18,6 +18,8 @@ pub struct FloorVm {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
+    /// Lines read and not wanted (events).
+    skipped: u64,
 }
 
 /// A `query-status` request as the floor sends it.
@@ -80,6 +82,7 @@ impl FloorVm {
             buf: vec![0; 64 * 1024].into_boxed_slice(),
             start: 0,
             end: 0,
+            skipped: 0,
         };
         vm.read_until(|line| line.starts_with(b"{\"QMP\""))?;
         vm.execute(capabilities)?;
@@ -102,6 +105,7 @@ impl FloorVm {
                 if wanted(line) {
                     return Ok(line.len());
                 }
+                self.skipped += 1;
                 continue;
             }
             if self.start == self.end {
@@ -140,19 +144,9 @@ impl FloorVm {
         Ok(len)
     }
 
-    /// Sends `request` and reads until both its reply and the event `event` arrived.
-    pub fn execute_and_wait(&mut self, request: &[u8], event: &str) -> io::Result<()> {
-        self.sock.write_all(request)?;
-        let needle = format!("\"event\": \"{event}\"");
-        let (mut replied, mut seen) = (false, false);
-        while !(replied && seen) {
-            self.read_until(|line| {
-                replied |= line.starts_with(b"{\"return\"");
-                seen |= line.windows(needle.len()).any(|w| w == needle.as_bytes());
-                true
-            })?;
-        }
-        Ok(())
+    /// How many lines (events) were skipped on the way to wanted ones so far.
+    pub fn lines_skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// `quit`, then waitpid.

@@ -667,7 +667,7 @@ fn peak_rss(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
             .map(|(k, v)| format!("{k} {}", fmt_bytes(*v as f64 * 1024.0)))
             .collect();
         ctx.detail(format!(
-            "- peak RSS workload (launch, 100 query-status, 10 stop/cont with events, query-version, quit), {client}: {}",
+            "- peak RSS workload (launch, 100 query-status, 500 stop/cont with their 1000 events kept, query-version, quit), {client}: {}",
             fields.join(", ")
         ));
     }

@@ -1,7 +1,7 @@
 //! Peak RSS of a client that manages one VM, measured in a fresh process (`qm-bench __rss
-//! CLIENT`): launch one VM, 100 query-status, 10 stop/cont with their STOP/RESUME events,
-//! query-version, shut down, then report VmHWM and the current RSS split from
-//! /proc/self/status.
+//! CLIENT`): launch one VM, 100 query-status, 500 stop/cont whose 1000 STOP/RESUME events are
+//! kept and then taken at once, query-version, shut down; then report VmHWM and the current
+//! RSS split from /proc/self/status.
 
 use std::path::Path;
 use std::time::Duration;
@@ -32,37 +32,54 @@ pub fn run(client: &str, qemu: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn ours(qemu: &Path) -> Result<(), qemu_process::Error> {
+/// stop/cont pairs in the workload.
+const EVENT_PAIRS: usize = 500;
+
+fn ours(qemu: &Path) -> Result<(), String> {
     let mut config = MachineConfig::new(qemu);
     config
         .args(["-machine", "none", "-nodefaults"])
         .accel(Accel::Tcg);
-    let mut vm = Machine::launch(&config)?;
+    let mut vm = Machine::launch(&config).map_err(|e| e.to_string())?;
     for _ in 0..100 {
-        vm.command(&QueryStatus)?;
+        vm.command(&QueryStatus).map_err(|e| e.to_string())?;
     }
-    for _ in 0..10 {
-        vm.pause()?;
-        vm.event_wait("STOP", None, Duration::from_secs(10))?;
-        vm.resume()?;
-        vm.event_wait("RESUME", None, Duration::from_secs(10))?;
+    for _ in 0..EVENT_PAIRS {
+        vm.pause().map_err(|e| e.to_string())?;
+        vm.resume().map_err(|e| e.to_string())?;
     }
-    vm.execute("query-version", None)?;
-    vm.shutdown(Duration::from_secs(10))?;
+    // QEMU sends STOP and RESUME before the replies to stop and cont: all are kept by now.
+    let events = vm.events().len();
+    if events != 2 * EVENT_PAIRS {
+        return Err(format!("{events} events kept, not {}", 2 * EVENT_PAIRS));
+    }
+    vm.execute("query-version", None)
+        .map_err(|e| e.to_string())?;
+    vm.shutdown(Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
-fn floor(qemu: &Path) -> std::io::Result<()> {
-    let mut vm = FloorVm::launch(qemu, "tcg")?;
+fn floor(qemu: &Path) -> Result<(), String> {
+    let mut vm = FloorVm::launch(qemu, "tcg").map_err(|e| e.to_string())?;
     for _ in 0..100 {
-        vm.execute(QUERY_STATUS)?;
+        vm.execute(QUERY_STATUS).map_err(|e| e.to_string())?;
     }
-    for _ in 0..10 {
-        vm.execute_and_wait(b"{\"execute\":\"stop\"}\r\n", "STOP")?;
-        vm.execute_and_wait(b"{\"execute\":\"cont\"}\r\n", "RESUME")?;
+    // The floor keeps no events: it only counts the lines it skipped on the way to replies.
+    let skipped_before = vm.lines_skipped();
+    for _ in 0..EVENT_PAIRS {
+        vm.execute(b"{\"execute\":\"stop\"}\r\n")
+            .map_err(|e| e.to_string())?;
+        vm.execute(b"{\"execute\":\"cont\"}\r\n")
+            .map_err(|e| e.to_string())?;
     }
-    vm.execute(b"{\"execute\":\"query-version\"}\r\n")?;
-    vm.quit()?;
+    let events = vm.lines_skipped() - skipped_before;
+    if events != 2 * EVENT_PAIRS as u64 {
+        return Err(format!("{events} events seen, not {}", 2 * EVENT_PAIRS));
+    }
+    vm.execute(b"{\"execute\":\"query-version\"}\r\n")
+        .map_err(|e| e.to_string())?;
+    vm.quit().map_err(|e| e.to_string())?;
     Ok(())
 }
 
