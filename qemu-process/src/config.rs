@@ -128,6 +128,30 @@ impl MachineConfig {
         }
     }
 
+    /// A config that runs a command line built with `qemu_cmdline`: its program and arguments.
+    /// The argv decides the accelerator and the display, so this sets [`Accel::None`] and
+    /// `display_none(false)`; the QMP monitor and console are still added by the library.
+    ///
+    /// ```
+    /// use qemu_cmdline::{Accel, Arch};
+    /// use qemu_process::MachineConfig;
+    ///
+    /// let mut cmd = Arch::X86_64.profile().command_line(&[Accel::Tcg]);
+    /// cmd.nodefaults();
+    /// let config = MachineConfig::from_argv(&cmd.build()?);
+    /// assert_eq!(config.get_binary(), std::path::Path::new("qemu-system-x86_64"));
+    /// assert_eq!(config.get_accel(), qemu_process::Accel::None);
+    /// # Ok::<(), qemu_cmdline::Error>(())
+    /// ```
+    pub fn from_argv(argv: &qemu_cmdline::Argv) -> MachineConfig {
+        let mut config = MachineConfig::new(&argv.program);
+        config
+            .args(&argv.args)
+            .accel(Accel::None)
+            .display_none(false);
+        config
+    }
+
     /// Sets the QEMU binary.
     pub fn binary(&mut self, binary: impl Into<PathBuf>) -> &mut Self {
         self.binary = binary.into();

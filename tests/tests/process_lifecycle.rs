@@ -288,3 +288,26 @@ fn a_full_event_queue_is_reported_not_silent() {
     assert!(err.is_timeout(), "{err:?}");
     vm.shutdown(Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn a_qemu_cmdline_argv_launches() {
+    let mut cmd = qemu_cmdline::Arch::X86_64
+        .profile()
+        .command_line(&[qemu_cmdline::Accel::Tcg]);
+    cmd.nodefaults();
+    let argv = cmd.build().unwrap();
+    let mut config = MachineConfig::from_argv(&argv);
+    config.binary(qemu()).display_none(true);
+    let mut vm = Machine::launch(&config).unwrap();
+    // The argv's own accelerator is used, and the library adds none of its own.
+    let accels = vm.argv().iter().filter(|a| *a == "-accel").count()
+        + vm.argv()
+            .iter()
+            .filter(|a| a.to_string_lossy().contains("accel="))
+            .count();
+    assert_eq!(accels, 1, "{:?}", vm.argv());
+    let kvm = vm.execute("query-kvm", None).unwrap();
+    assert_eq!(kvm["enabled"], json!(false));
+    assert_eq!(vm.status().unwrap(), RunState::Running);
+    vm.shutdown(Duration::from_secs(10)).unwrap();
+}
