@@ -484,17 +484,21 @@ impl Machine {
         what: impl FnOnce() -> String,
         mut check: impl FnMut(&mut Machine) -> Option<Result<T, Error>>,
     ) -> Result<T, Error> {
+        let mut looked = false;
         let result = loop {
             if let Some(result) = check(self) {
                 break result;
             }
             let timeout = deadline.remaining();
-            if timeout == Some(Duration::ZERO) {
+            if timeout == Some(Duration::ZERO) && looked {
                 break Err(Error::Timeout {
                     what: what(),
                     after: deadline.total(),
                 });
             }
+            // Even a zero timeout takes in what is ready (one non-blocking round) before the
+            // condition is checked for the last time.
+            looked = timeout == Some(Duration::ZERO);
             if let Err(e) = self.turn(timeout) {
                 break Err(e);
             }
@@ -1720,8 +1724,14 @@ mod tests {
                 };
                 match reply {
                     Some(text) => {
-                        if reader.get_mut().write_all(text.as_bytes()).is_err() {
-                            return;
+                        // A NUL in the answer: pause there, so what follows arrives later.
+                        for (i, part) in text.split('\0').enumerate() {
+                            if i > 0 {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            if reader.get_mut().write_all(part.as_bytes()).is_err() {
+                                return;
+                            }
                         }
                     }
                     None => return,
@@ -1794,6 +1804,28 @@ mod tests {
                 .unwrap(),
             json!({"oob": true})
         );
+        drop(vm);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_zero_timeout_still_takes_in_what_is_ready() {
+        let (mut vm, thread) = peer(|_, id| {
+            Some(
+                json!({"return": {}, "id": id}).to_string()
+                    + "\r\n\0{\"event\": \"LATE\", \"timestamp\": \
+                       {\"seconds\": 2, \"microseconds\": 3}}\r\n",
+            )
+        });
+        vm.execute("anything", None).unwrap();
+        // The event comes 50 ms after the reply; once it is in the socket, a zero-timeout
+        // wait finds it.
+        assert_eq!(vm.events_pending(), 0);
+        std::thread::sleep(Duration::from_millis(200));
+        let event = vm.event_wait("LATE", None, Duration::ZERO).unwrap();
+        assert_eq!(event.timestamp.microseconds, 3);
+        let err = vm.event_wait("LATE", None, Duration::ZERO).unwrap_err();
+        assert!(err.is_timeout(), "{err:?}");
         drop(vm);
         thread.join().unwrap();
     }
