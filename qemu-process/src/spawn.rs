@@ -419,6 +419,13 @@ mod tests {
             .unwrap()
         };
         let mut quick = spawn("exit 3");
+        // SAFETY: getpgid only reads the process table; the child is not reaped yet.
+        let pgid = unsafe { libc::getpgid(quick.pid() as libc::pid_t) };
+        assert_eq!(
+            pgid,
+            quick.pid() as libc::pid_t,
+            "the child leads its own process group"
+        );
         assert!(matches!(quick.watch, ExitWatch::Pipe(_)));
         assert!(sys::wait_readable(quick.exit_fd().as_fd(), Duration::from_secs(10)).unwrap());
         assert_eq!(quick.try_reap().unwrap().unwrap().code(), Some(3));

@@ -277,7 +277,8 @@ pub(crate) fn getpid() -> libc::pid_t {
 /// Runs in the forked child between fork and exec, so it may only make async-signal-safe calls
 /// and must not allocate.
 ///
-/// 1. Ask the kernel to SIGKILL this process when the thread that forked it dies.
+/// 1. Ask the kernel to SIGKILL this process when the thread that forked it dies, and leave the
+///    owner's process group (terminal signals are for the owner, not QEMU).
 /// 2. Close the race where the parent died before step 1: compare `getppid()` to `parent`.
 /// 3. Mark every descriptor ≥ 3 close-on-exec (a caller may have leaked non-CLOEXEC ones), then
 ///    clear the flag on exactly the descriptors in `keep`, which QEMU inherits.
@@ -292,6 +293,10 @@ pub(crate) fn child_setup(keep: &[RawFd], parent: libc::pid_t) -> io::Result<()>
             0 as libc::c_ulong,
         )
     })?;
+    // Its own process group: a Ctrl-C (or SIGTSTP, SIGHUP) meant for the owner's terminal must
+    // not reach QEMU behind the owner's back; the owner decides how QEMU stops.
+    // SAFETY: setpgid(0, 0) only changes the calling process's group.
+    check(unsafe { libc::setpgid(0, 0) })?;
     // SAFETY: getppid has no preconditions.
     if unsafe { libc::getppid() } != parent {
         // The owner is already gone: do not start a QEMU nobody will ever stop.
