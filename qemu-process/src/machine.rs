@@ -607,6 +607,13 @@ impl Machine {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // QEMU closing its end with our bytes unread (as after `quit`) shows up as a
+                // reset rather than end-of-file: the same ending, not worth a warning.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    log::debug!("QMP socket reset by QEMU: {e}");
+                    self.qmp_eof();
+                    return;
+                }
                 Err(e) => {
                     log::warn!("reading the QMP socket failed: {e}");
                     self.qmp_eof();
