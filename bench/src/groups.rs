@@ -65,6 +65,8 @@ struct Ctx<'a> {
     /// `Ok(description)` when qemu.qmp can run, else why not.
     python: Result<String, String>,
     details: Vec<String>,
+    /// Sections printed verbatim after the details: (title, text).
+    sections: Vec<(String, String)>,
 }
 
 impl Ctx<'_> {
@@ -161,6 +163,7 @@ pub fn run(options: &Options) -> ExitCode {
         counts,
         python,
         details: Vec::new(),
+        sections: Vec::new(),
     };
     eprintln!(
         "qm-bench: {} run on {} CPUs; progress below, the report on stdout",
@@ -171,7 +174,7 @@ pub fn run(options: &Options) -> ExitCode {
     let mut rows = Vec::new();
     let mut failed = Vec::new();
     type Group = fn(&mut Ctx<'_>) -> Result<Vec<Row>, String>;
-    let groups: [(&str, &[&str], Group); 7] = [
+    let groups: [(&str, &[&str], Group); 8] = [
         ("cycle", &["cycle"], cycle_tcg),
         ("cycle-kvm", &["cycle-kvm"], |c| {
             cycle_kvm(c, sysinfo::kvm_usable())
@@ -181,6 +184,7 @@ pub fn run(options: &Options) -> ExitCode {
         ("decoder", &["decoder"], decoder),
         ("concurrent", &["concurrent"], concurrent),
         ("sizes", &["sizes"], sizes),
+        ("process-bench", &["process-bench"], process_bench),
     ];
     for (name, selectors, group) in groups {
         if !selectors.iter().any(|s| options.runs(s)) {
@@ -267,6 +271,12 @@ pub fn run(options: &Options) -> ExitCode {
             out.push_str(line);
             out.push('\n');
         }
+    }
+    for (title, text) in &ctx.sections {
+        out.push_str(&format!(
+            "\n## {title}\n\n```text\n{}\n```\n",
+            text.trim_end()
+        ));
     }
     print!("{out}");
     let _ = std::io::stdout().flush();
@@ -599,6 +609,68 @@ fn round_trips(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
 // Peak RSS
 // ----------------------------------------------------------------------------------------------
 
+// ----------------------------------------------------------------------------------------------
+// qemu-process's own benchmark
+// ----------------------------------------------------------------------------------------------
+
+/// The workspace root (the harness's source tree).
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ is in the workspace")
+}
+
+/// The cargo target directory this binary was built into (`<target>/release/qm-bench`).
+fn target_dir() -> Result<std::path::PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding qm-bench itself: {e}"))?;
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| "qm-bench is not in a cargo target directory".to_owned())
+}
+
+/// `cargo bench -p qemu-process --bench lifecycle`: the library crate's own, smaller version of
+/// the cycle, round-trip and RSS rows (fixed blocks, one VM per client), run so that one command
+/// covers every benchmark of the workspace; its output is shown as it is, as a cross-check.
+fn process_bench(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
+    let title = "qemu-process/benches/lifecycle.rs (cross-check)";
+    if ctx.options.quick {
+        ctx.sections.push((
+            title.into(),
+            "skipped with --quick (it has no short mode)".into(),
+        ));
+        return Ok(Vec::new());
+    }
+    let root = workspace_root();
+    if !root.join("qemu-process/benches/lifecycle.rs").exists() {
+        ctx.sections
+            .push((title.into(), "not in this source tree".into()));
+        return Ok(Vec::new());
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("[process-bench] cargo bench -p qemu-process --bench lifecycle");
+    let out = Command::new(&cargo)
+        .args(["bench", "-p", "qemu-process", "--bench", "lifecycle"])
+        .env("CARGO_TARGET_DIR", target_dir()?)
+        .env("QEMU", &ctx.options.qemu)
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo bench -p qemu-process --bench lifecycle: {}",
+            out.status
+        ));
+    }
+    ctx.sections.push((
+        title.into(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ));
+    Ok(Vec::new())
+}
+
 /// Runs one peak-RSS workload in a fresh process and returns its `name_kib` figures.
 fn rss_child(mut cmd: Command, what: &str) -> Result<Vec<(String, u64)>, String> {
     let out = cmd
@@ -900,17 +972,9 @@ fn stripped_size(file: &Path, scratch: &Path) -> Result<u64, String> {
 }
 
 fn sizes(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("bench/ is in the workspace")
-        .to_path_buf();
+    let root = workspace_root();
     // The release artifacts go next to this binary's own target directory.
-    let exe = std::env::current_exe().map_err(|e| format!("finding qm-bench itself: {e}"))?;
-    let target = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("qm-bench is not in a cargo target directory")?
-        .to_path_buf();
+    let target = target_dir()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!(
         "[sizes] cargo build --release -p qemu-ffi (target dir {})",
@@ -919,7 +983,7 @@ fn sizes(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
     let status = Command::new(&cargo)
         .args(["build", "--release", "-p", "qemu-ffi"])
         .env("CARGO_TARGET_DIR", &target)
-        .current_dir(&root)
+        .current_dir(root)
         .stdout(Stdio::null())
         .status()
         .map_err(|e| format!("running cargo: {e}"))?;

@@ -30,6 +30,10 @@ pub const GROUPS: &[(&str, &str)] = &[
         "sizes",
         "stripped libqemumachine.so and static C binary sizes",
     ),
+    (
+        "process-bench",
+        "cargo bench -p qemu-process --bench lifecycle, shown as a cross-check (not with --quick)",
+    ),
 ];
 
 /// What the command line asks for.
