@@ -25,6 +25,23 @@ pub struct SessionOptions {
     /// How many in-band commands may be in flight at once (default 8; at least 1). Further
     /// commands wait in the session and are sent as replies come in.
     pub max_in_flight: usize,
+    /// Send an `id` with every in-band command, `qmp_capabilities` included (default `true`).
+    ///
+    /// With `false`, in-band commands go on the wire without `id`, which QMP allows: the
+    /// server executes in-band commands one after the other and answers them in order, so a
+    /// reply without id is the reply to the oldest in-band command in flight that was sent
+    /// without id. Out-of-band commands ([`Session::execute_oob`]) always carry an id, since
+    /// their replies may overtake others, and so does
+    /// [`guest_sync`](Session::guest_sync). Replies with an id are matched by id in both
+    /// modes. A command keeps its place in that order until its reply arrives, even when
+    /// the caller stopped waiting for it, so a late reply is never taken for the next
+    /// command's. What is lost is only the check that the server answered the command the
+    /// client thinks it did, and a server error about a request it could not read (which
+    /// carries no id) is taken as the reply to the oldest command; the session only sends
+    /// well-formed requests.
+    ///
+    /// [`RequestId`]s are numbered the same way in both modes.
+    pub in_band_ids: bool,
 }
 
 impl Default for SessionOptions {
@@ -33,11 +50,13 @@ impl Default for SessionOptions {
             oob: false,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            in_band_ids: true,
         }
     }
 }
 
-/// Identifies a command issued on a [`Session`]; it is the `id` sent with the command.
+/// Identifies a command issued on a [`Session`]; it is the `id` sent with the command (when
+/// one is sent, see [`SessionOptions::in_band_ids`]).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub u64);
 
@@ -65,6 +84,9 @@ enum Mode {
 struct Pending {
     command: String,
     oob: bool,
+    /// Whether the request carried its id on the wire; if not, its reply comes without id,
+    /// in order (see `Session::unnumbered`).
+    numbered: bool,
 }
 
 /// A QMP (or guest agent) client session, without any I/O.
@@ -74,9 +96,11 @@ struct Pending {
 /// the stream), and writes what [`transmit`](Session::transmit) holds, reporting the amount
 /// written with [`advance_transmit`](Session::advance_transmit). The session does the
 /// protocol: it waits for the greeting, negotiates capabilities (`oob` when offered and
-/// wanted), gives each command an id, keeps at most
+/// wanted), gives each command an id (on the wire too, unless
+/// [`in_band_ids`](SessionOptions::in_band_ids) is off), keeps at most
 /// [`max_in_flight`](SessionOptions::max_in_flight) in-band commands in flight, matches
-/// replies to commands by id, and queues the events that arrive at any time.
+/// replies to commands by id (or by order, for replies without id to commands sent without
+/// id), and queues the events that arrive at any time.
 ///
 /// ```
 /// use qmp_proto::{Session, SessionOptions, SessionState};
@@ -104,7 +128,8 @@ struct Pending {
 /// [`receive`](Session::receive) fails, and the session becomes
 /// [`Closed`](SessionState::Closed), on invalid JSON or UTF-8, a message over the size bound,
 /// and protocol violations: a message of unknown shape, a greeting where none is due, a reply
-/// before the greeting, an error reply without id (QEMU could not read a request), a refused
+/// before the greeting, an error reply without id when no command sent without id waits for
+/// one (QEMU could not read a request), a refused
 /// negotiation. A reply with an id the session does not wait for is dropped with a
 /// `log::warn!`. When the session closes, commands still waiting for a reply are forgotten;
 /// replies and events already received can still be taken.
@@ -119,12 +144,17 @@ pub struct Session {
     next_id: u64,
     /// The id of the `qmp_capabilities` command while negotiating.
     negotiation: Option<u64>,
+    /// Whether `qmp_capabilities` went without id, so that its reply comes without id.
+    negotiation_unnumbered: bool,
     tx: Vec<u8>,
     tx_pos: usize,
     /// In-band commands waiting for a free slot.
     waiting: VecDeque<(u64, Request)>,
     /// Commands sent whose reply has not arrived.
     sent: HashMap<u64, Pending>,
+    /// The in-band commands sent without id whose reply has not arrived, oldest first: a
+    /// reply without id belongs to the first.
+    unnumbered: VecDeque<u64>,
     in_band_sent: usize,
     replies: HashMap<u64, std::result::Result<Value, QmpError>>,
     events: VecDeque<Event>,
@@ -152,10 +182,12 @@ impl Session {
             oob_enabled: false,
             next_id: 1,
             negotiation: None,
+            negotiation_unnumbered: false,
             tx: Vec::new(),
             tx_pos: 0,
             waiting: VecDeque::new(),
             sent: HashMap::new(),
+            unnumbered: VecDeque::new(),
             in_band_sent: 0,
             replies: HashMap::new(),
             events: VecDeque::new(),
@@ -255,7 +287,7 @@ impl Session {
         let request = Request {
             command: command.to_owned(),
             arguments,
-            id: Some(Value::from(id)),
+            id: self.options.in_band_ids.then(|| Value::from(id)),
             oob: false,
         };
         self.waiting.push_back((id, request));
@@ -309,6 +341,7 @@ impl Session {
             ));
         }
         self.sent.clear();
+        self.unnumbered.clear();
         self.waiting.clear();
         self.in_band_sent = 0;
         self.decoder.discard_until_sentinel();
@@ -403,6 +436,7 @@ impl Session {
         self.state = SessionState::Closed;
         self.negotiation = None;
         self.sent.clear();
+        self.unnumbered.clear();
         self.waiting.clear();
         self.in_band_sent = 0;
         self.tx.clear();
@@ -423,11 +457,17 @@ impl Session {
         if !request.oob {
             self.in_band_sent += 1;
         }
+        let numbered = request.id.is_some();
+        if !numbered {
+            debug_assert!(!request.oob, "out-of-band commands always carry an id");
+            self.unnumbered.push_back(id);
+        }
         self.sent.insert(
             id,
             Pending {
                 command: request.command.clone(),
                 oob: request.oob,
+                numbered,
             },
         );
     }
@@ -472,13 +512,14 @@ impl Session {
         let request = Request {
             command: "qmp_capabilities".into(),
             arguments: oob.then(|| serde_json::json!({"enable": ["oob"]})),
-            id: Some(Value::from(id)),
+            id: self.options.in_band_ids.then(|| Value::from(id)),
             oob: false,
         };
         // Not counted as a command in flight: nothing else is sent before its reply.
         self.compact_tx();
         Encoder::encode(&request, &mut self.tx);
         self.negotiation = Some(id);
+        self.negotiation_unnumbered = !self.options.in_band_ids;
         self.oob_enabled = oob;
         self.state = SessionState::Negotiating;
         Ok(())
@@ -495,6 +536,13 @@ impl Session {
             ));
         }
         let Some(id) = id else {
+            if self.negotiation.is_some() && self.negotiation_unnumbered {
+                return self.negotiated(reply);
+            }
+            if let Some(n) = self.unnumbered.pop_front() {
+                self.answer(n, reply);
+                return Ok(());
+            }
             return match reply {
                 Err(error) => Err(Error::Protocol(format!(
                     "an error reply without id (the server could not read a request): {error}"
@@ -506,26 +554,13 @@ impl Session {
             };
         };
         let number = id.as_u64();
-        if number.is_some() && number == self.negotiation {
-            self.negotiation = None;
-            return match reply {
-                Ok(_) => {
-                    self.state = SessionState::Ready;
-                    self.pump();
-                    Ok(())
-                }
-                Err(error) => Err(Error::Negotiation(error)),
-            };
+        if number.is_some() && number == self.negotiation && !self.negotiation_unnumbered {
+            return self.negotiated(reply);
         }
-        match number.and_then(|n| self.sent.remove(&n).map(|pending| (n, pending))) {
-            Some((n, pending)) => {
-                if !pending.oob {
-                    self.in_band_sent -= 1;
-                }
-                log::trace!("reply to {} (id {n})", pending.command);
-                self.replies.insert(n, reply);
-                self.pump();
-            }
+        // Only commands sent with their id can be answered by id.
+        let known = number.filter(|n| self.sent.get(n).is_some_and(|p| p.numbered));
+        match known {
+            Some(n) => self.answer(n, reply),
             None => {
                 log::warn!(
                     "dropping a QMP reply with unknown id {} ({})",
@@ -535,6 +570,32 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// The reply to `qmp_capabilities` arrived.
+    fn negotiated(&mut self, reply: std::result::Result<Value, QmpError>) -> Result<()> {
+        self.negotiation = None;
+        match reply {
+            Ok(_) => {
+                self.state = SessionState::Ready;
+                self.pump();
+                Ok(())
+            }
+            Err(error) => Err(Error::Negotiation(error)),
+        }
+    }
+
+    /// Stores the reply to command `n`, which is in `sent`, and sends what waits for a slot.
+    fn answer(&mut self, n: u64, reply: std::result::Result<Value, QmpError>) {
+        let Some(pending) = self.sent.remove(&n) else {
+            return;
+        };
+        if !pending.oob {
+            self.in_band_sent -= 1;
+        }
+        log::trace!("reply to {} (command {n})", pending.command);
+        self.replies.insert(n, reply);
+        self.pump();
     }
 }
 
@@ -1111,5 +1172,273 @@ mod tests {
                 .collect();
             assert_eq!(names, ["STOP", "SHUTDOWN"]);
         }
+    }
+
+    // ---- in_band_ids: false ----------------------------------------------------------------
+
+    fn no_ids() -> SessionOptions {
+        SessionOptions {
+            oob: true,
+            in_band_ids: false,
+            ..SessionOptions::default()
+        }
+    }
+
+    /// A ready session without in-band ids, `oob` negotiated when `capabilities` offer it.
+    fn ready_without_ids(capabilities: &[&str]) -> Session {
+        let mut session = Session::new(no_ids());
+        session.receive(&greeting(capabilities)).unwrap();
+        let oob = capabilities.contains(&"oob");
+        let expected: &[u8] = if oob {
+            b"{\"execute\":\"qmp_capabilities\",\"arguments\":{\"enable\":[\"oob\"]}}\r\n"
+        } else {
+            b"{\"execute\":\"qmp_capabilities\"}\r\n"
+        };
+        assert_eq!(session.transmit(), expected);
+        session.advance_transmit(expected.len());
+        session.receive(&line(json!({"return": {}}))).unwrap();
+        assert!(session.is_ready());
+        assert_eq!(session.oob_enabled(), oob);
+        session
+    }
+
+    fn error_reply(class: &str, desc: &str) -> Vec<u8> {
+        line(json!({"error": {"class": class, "desc": desc}}))
+    }
+
+    #[test]
+    fn without_ids_the_wire_has_ids_only_for_oob() {
+        let mut session = ready_without_ids(&["oob"]);
+        let status = session.execute("query-status", None).unwrap();
+        let hmp = session
+            .execute(
+                "human-monitor-command",
+                Some(json!({"command-line": "info version"})),
+            )
+            .unwrap();
+        let pause = session.execute_oob("migrate-pause", None).unwrap();
+        // Request ids are numbered as with ids on the wire.
+        assert_eq!(
+            (status, hmp, pause),
+            (RequestId(2), RequestId(3), RequestId(4))
+        );
+        assert_eq!(
+            session.transmit(),
+            &b"{\"execute\":\"query-status\"}\r\n\
+               {\"execute\":\"human-monitor-command\",\"arguments\":{\"command-line\":\"info version\"}}\r\n\
+               {\"exec-oob\":\"migrate-pause\",\"id\":4}\r\n"[..]
+        );
+        assert_eq!(session.in_flight(), 2);
+        assert_eq!(session.pending(), 3);
+
+        // The default keeps ids on every command, qmp_capabilities included.
+        let mut numbered = Session::new(SessionOptions::default());
+        numbered.receive(&greeting(&[])).unwrap();
+        assert_eq!(
+            numbered.transmit(),
+            b"{\"execute\":\"qmp_capabilities\",\"id\":1}\r\n"
+        );
+    }
+
+    #[test]
+    fn without_ids_replies_match_in_order() {
+        let mut session = ready_without_ids(&[]);
+        let ids: Vec<RequestId> = (0..12)
+            .map(|i| {
+                session
+                    .execute(
+                        "human-monitor-command",
+                        Some(json!({"command-line": format!("echo {i}")})),
+                    )
+                    .unwrap()
+            })
+            .collect();
+        let mut sent = take_sent(&mut session);
+        assert_eq!(sent.len(), 8);
+        assert_eq!(session.queued(), 4);
+        assert!(sent.iter().all(|r| r.id.is_none()));
+        let mut answered = 0;
+        // Answer in order, as QEMU does, two replies per read, taking what gets sent.
+        while !sent.is_empty() {
+            let mut input = Vec::new();
+            for request in sent.drain(..sent.len().min(2)) {
+                let text = request.arguments.unwrap()["command-line"].clone();
+                input.extend(line(json!({"return": text})));
+            }
+            session.receive(&input).unwrap();
+            answered += input.iter().filter(|&&b| b == b'\n').count();
+            assert!(session.in_flight() <= 8);
+            sent.extend(take_sent(&mut session));
+        }
+        assert_eq!(answered, 12);
+        assert_eq!((session.in_flight(), session.queued()), (0, 0));
+        // Taken in any order, each reply is its own command's.
+        for (i, id) in ids.iter().enumerate().rev() {
+            assert!(!session.is_pending(*id));
+            assert!(session.has_reply(*id));
+            assert_eq!(
+                session.take_reply(*id),
+                Some(Ok(json!(format!("echo {i}"))))
+            );
+            assert!(!session.has_reply(*id));
+        }
+    }
+
+    #[test]
+    fn without_ids_oob_replies_interleave_with_in_band_ones() {
+        let mut session = ready_without_ids(&["oob"]);
+        let a = session.execute("query-status", None).unwrap();
+        let p1 = session.execute_oob("migrate-pause", None).unwrap();
+        let b = session.execute("bad-command", None).unwrap();
+        let p2 = session.execute_oob("migrate-pause", None).unwrap();
+        let c = session.execute("query-name", None).unwrap();
+        let sent = take_sent(&mut session);
+        assert_eq!(
+            sent.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+            [None, Some(json!(p1.0)), None, Some(json!(p2.0)), None]
+        );
+        // The second oob reply first, then in-band and oob ones mixed; an event in between.
+        let mut input = line(json!({"error": {"class": "GenericError",
+            "desc": "migrate-pause is currently only supported during postcopy-active state"},
+            "id": p2.0}));
+        input.extend(line(
+            json!({"return": {"status": "running", "running": true}}),
+        ));
+        input.extend(event("RESUME", None));
+        input.extend(line(json!({"return": {}, "id": p1.0})));
+        input.extend(error_reply(
+            "CommandNotFound",
+            "The command bad-command has not been found",
+        ));
+        session.receive(&input).unwrap();
+        assert!(session.is_pending(c));
+        assert!(!session.is_pending(b));
+        session
+            .receive(&line(json!({"return": {"name": "vm0"}})))
+            .unwrap();
+        assert_eq!(
+            session.take_reply(a),
+            Some(Ok(json!({"status": "running", "running": true})))
+        );
+        assert_eq!(session.take_reply(p1), Some(Ok(json!({}))));
+        let error = session.take_reply(b).unwrap().unwrap_err();
+        assert_eq!(error.class, ErrorClass::CommandNotFound);
+        assert!(session
+            .take_reply(p2)
+            .unwrap()
+            .unwrap_err()
+            .desc
+            .contains("postcopy"));
+        assert_eq!(session.take_reply(c), Some(Ok(json!({"name": "vm0"}))));
+        assert_eq!(session.poll_event().unwrap().name, "RESUME");
+        assert_eq!(session.pending(), 0);
+        assert_eq!(session.in_flight(), 0);
+    }
+
+    #[test]
+    fn without_ids_an_error_goes_to_its_command() {
+        let mut session = ready_without_ids(&[]);
+        let first = session.execute("stop", None).unwrap();
+        let second = session
+            .execute("device_del", Some(json!({"id": "nic9"})))
+            .unwrap();
+        let third = session.execute("cont", None).unwrap();
+        take_sent(&mut session);
+        let mut input = line(json!({"return": {}}));
+        input.extend(line(json!({"error": {"class": "DeviceNotFound",
+            "desc": "Device 'nic9' not found"}})));
+        input.extend(line(json!({"return": {}})));
+        session.receive(&input).unwrap();
+        assert_eq!(session.take_reply(first), Some(Ok(json!({}))));
+        let error = session.take_reply(second).unwrap().unwrap_err();
+        assert_eq!(error.class, ErrorClass::DeviceNotFound);
+        assert_eq!(error.desc, "Device 'nic9' not found");
+        assert_eq!(session.take_reply(third), Some(Ok(json!({}))));
+        assert!(session.is_ready());
+    }
+
+    #[test]
+    fn without_ids_a_late_reply_is_not_the_next_commands() {
+        let mut session = ready_without_ids(&[]);
+        // The caller gives up on `slow` (a timeout in the driver) but does not forget it: the
+        // command keeps its place until its reply comes.
+        let slow = session.execute("slow", None).unwrap();
+        let fast = session.execute("fast", None).unwrap();
+        take_sent(&mut session);
+        assert!(session.is_pending(slow));
+        session.receive(&line(json!({"return": "slow"}))).unwrap();
+        assert!(session.is_pending(fast));
+        assert!(!session.has_reply(fast));
+        assert_eq!(session.take_reply(slow), Some(Ok(json!("slow"))));
+        session.receive(&line(json!({"return": "fast"}))).unwrap();
+        assert_eq!(session.take_reply(fast), Some(Ok(json!("fast"))));
+        // A reply carrying the number of a command sent without id is not its reply.
+        let later = session.execute("later", None).unwrap();
+        take_sent(&mut session);
+        session
+            .receive(&line(json!({"return": "forged", "id": later.0})))
+            .unwrap();
+        assert!(session.is_pending(later));
+        session.receive(&line(json!({"return": "later"}))).unwrap();
+        assert_eq!(session.take_reply(later), Some(Ok(json!("later"))));
+    }
+
+    #[test]
+    fn without_ids_a_reply_with_nothing_in_flight() {
+        // A return is dropped, as with ids.
+        let mut session = ready_without_ids(&["oob"]);
+        session.receive(&line(json!({"return": {}}))).unwrap();
+        assert!(session.is_ready());
+        // An oob command in flight is no taker for a reply without id either.
+        let pause = session.execute_oob("migrate-pause", None).unwrap();
+        let err = session
+            .receive(&error_reply(
+                "GenericError",
+                "JSON parse error, expecting value",
+            ))
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Protocol(m) if m.contains("without id") && m.contains("expecting value")),
+            "{err}"
+        );
+        assert_eq!(session.state(), SessionState::Closed);
+        assert!(!session.is_pending(pause));
+    }
+
+    #[test]
+    fn without_ids_negotiation_errors_and_commands_queued_before_the_reply() {
+        let mut session = Session::new(no_ids());
+        session.receive(&greeting(&[])).unwrap();
+        take_sent(&mut session);
+        let err = session
+            .receive(&error_reply("CommandNotFound", "nope"))
+            .unwrap_err();
+        assert!(matches!(err, Error::Negotiation(e) if e.desc == "nope"));
+        assert_eq!(session.state(), SessionState::Closed);
+
+        // A numbered reply is not the negotiation's when it went without id.
+        let mut session = Session::new(no_ids());
+        session.receive(&greeting(&["oob"])).unwrap();
+        take_sent(&mut session);
+        session
+            .receive(&line(json!({"return": {}, "id": 1})))
+            .unwrap();
+        assert_eq!(session.state(), SessionState::Negotiating);
+        session.receive(&line(json!({"return": {}}))).unwrap();
+        assert!(session.is_ready());
+
+        // Guest agents: in-band commands without id, guest-sync-delimited with one.
+        let mut agent = Session::guest_agent(no_ids());
+        let info = agent.execute("guest-info", None).unwrap();
+        assert_eq!(agent.transmit(), b"{\"execute\":\"guest-info\"}\r\n");
+        let sync = agent.guest_sync(7).unwrap();
+        assert!(!agent.is_pending(info));
+        assert!(agent.transmit().ends_with(b",\"id\":2}\r\n"));
+        agent.advance_transmit(usize::MAX);
+        agent
+            .receive(b"{\"return\": 1}\n\xff{\"return\": 7, \"id\": 2}\n")
+            .unwrap();
+        assert_eq!(agent.take_reply(sync), Some(Ok(json!(7))));
+        assert_eq!(agent.take_reply(info), None);
     }
 }
