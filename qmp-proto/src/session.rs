@@ -40,6 +40,9 @@ pub struct SessionOptions {
     /// carries no id) is taken as the reply to the oldest command; the session only sends
     /// well-formed requests.
     ///
+    /// A reply whose `id` is `null` is taken as a reply without id while a command sent
+    /// without id waits for one (some servers echo a missing id that way; QEMU leaves it out).
+    ///
     /// [`RequestId`]s are numbered the same way in both modes.
     pub in_band_ids: bool,
 }
@@ -535,6 +538,11 @@ impl Session {
                 "a reply arrived before the QMP greeting".into(),
             ));
         }
+        // Some servers echo a missing id as `null`; the session never sends a null id, so
+        // such a reply is taken as one without id when a command sent without id waits.
+        let awaits_unnumbered = (self.negotiation.is_some() && self.negotiation_unnumbered)
+            || !self.unnumbered.is_empty();
+        let id = id.filter(|id| !(id.is_null() && awaits_unnumbered));
         let Some(id) = id else {
             if self.negotiation.is_some() && self.negotiation_unnumbered {
                 return self.negotiated(reply);
@@ -1342,18 +1350,18 @@ mod tests {
         let second = session
             .execute("device_del", Some(json!({"id": "nic9"})))
             .unwrap();
-        let third = session.execute("cont", None).unwrap();
+        let third = session.execute("query-name", None).unwrap();
         take_sent(&mut session);
         let mut input = line(json!({"return": {}}));
         input.extend(line(json!({"error": {"class": "DeviceNotFound",
             "desc": "Device 'nic9' not found"}})));
-        input.extend(line(json!({"return": {}})));
+        input.extend(line(json!({"return": {"name": "vm0"}})));
         session.receive(&input).unwrap();
         assert_eq!(session.take_reply(first), Some(Ok(json!({}))));
         let error = session.take_reply(second).unwrap().unwrap_err();
         assert_eq!(error.class, ErrorClass::DeviceNotFound);
         assert_eq!(error.desc, "Device 'nic9' not found");
-        assert_eq!(session.take_reply(third), Some(Ok(json!({}))));
+        assert_eq!(session.take_reply(third), Some(Ok(json!({"name": "vm0"}))));
         assert!(session.is_ready());
     }
 
@@ -1381,6 +1389,36 @@ mod tests {
         assert!(session.is_pending(later));
         session.receive(&line(json!({"return": "later"}))).unwrap();
         assert_eq!(session.take_reply(later), Some(Ok(json!("later"))));
+    }
+
+    #[test]
+    fn without_ids_a_null_id_is_no_id() {
+        let mut session = Session::new(no_ids());
+        session.receive(&greeting(&[])).unwrap();
+        take_sent(&mut session);
+        session
+            .receive(&line(json!({"return": {}, "id": null})))
+            .unwrap();
+        assert!(session.is_ready());
+        let a = session.execute("query-name", None).unwrap();
+        let b = session.execute("stop", None).unwrap();
+        take_sent(&mut session);
+        let mut input = line(json!({"return": {"name": "a"}, "id": null}));
+        input.extend(line(
+            json!({"error": {"class": "GenericError", "desc": "b"},
+            "id": null}),
+        ));
+        session.receive(&input).unwrap();
+        assert_eq!(session.take_reply(a), Some(Ok(json!({"name": "a"}))));
+        assert_eq!(session.take_reply(b).unwrap().unwrap_err().desc, "b");
+        // With nothing waiting, a null id is an unknown id, as with ids on the wire.
+        session
+            .receive(&line(
+                json!({"error": {"class": "GenericError", "desc": "c"},
+                "id": null}),
+            ))
+            .unwrap();
+        assert!(session.is_ready());
     }
 
     #[test]
