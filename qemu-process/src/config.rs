@@ -94,6 +94,7 @@ pub struct MachineConfig {
     pub(crate) oob: bool,
     pub(crate) display_none: bool,
     pub(crate) max_message_size: usize,
+    pub(crate) qmp_ids: bool,
 }
 
 /// Default launch deadline (greeting and negotiation, or the child's exit).
@@ -125,6 +126,7 @@ impl MachineConfig {
             oob: true,
             display_none: true,
             max_message_size: qmp_proto::DEFAULT_MAX_MESSAGE_SIZE,
+            qmp_ids: false,
         }
     }
 
@@ -265,6 +267,22 @@ impl MachineConfig {
     /// [`Machine::execute_oob`](crate::Machine::execute_oob).
     pub fn oob(&mut self, on: bool) -> &mut Self {
         self.oob = on;
+        self
+    }
+
+    /// Sends an `id` with every QMP command (default off: ids only where the protocol needs
+    /// them, on `exec-oob` commands).
+    ///
+    /// QEMU executes in-band commands in order and answers them in order, so their replies
+    /// are matched by order without ids (see
+    /// [`SessionOptions::in_band_ids`](qmp_proto::SessionOptions::in_band_ids)), while
+    /// out-of-band replies may overtake others and always carry an id. Leaving the ids out
+    /// makes every request shorter, and that matters: QEMU's monitor reads its input one
+    /// byte per main-loop iteration, so each byte of a request costs a few microseconds of
+    /// round-trip time. Turn it on to have QEMU echo an id in every reply (e.g. when
+    /// comparing traces with other clients'); replies are matched the same either way.
+    pub fn qmp_ids(&mut self, on: bool) -> &mut Self {
+        self.qmp_ids = on;
         self
     }
 

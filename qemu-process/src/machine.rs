@@ -296,6 +296,7 @@ impl Machine {
         let options = SessionOptions {
             oob: config.oob,
             max_message_size: config.max_message_size,
+            in_band_ids: config.qmp_ids,
             ..SessionOptions::default()
         };
         let mut machine = Machine::from_parts(
@@ -1559,10 +1560,12 @@ impl Drop for Machine {
 // Attach: connecting with retries
 // ----------------------------------------------------------------------------------------------
 
-/// The session of an attached machine: like a launched one's defaults, asking for `oob`.
+/// The session of an attached machine: like a launched one's defaults, asking for `oob`
+/// and sending ids only with `exec-oob` commands (see [`MachineConfig::qmp_ids`](crate::MachineConfig::qmp_ids)).
 fn attach_session() -> Session {
     Session::new(SessionOptions {
         oob: true,
+        in_band_ids: false,
         ..SessionOptions::default()
     })
 }
@@ -1703,6 +1706,15 @@ mod tests {
 
     /// A scripted QMP server on a socketpair: greets, negotiates, then answers each request
     /// with `answer(name, id)` (None: close the connection without answering).
+    /// `reply` with the request's `id`, when it had one: like QEMU, no id in the reply to a
+    /// request without id.
+    fn with_id(mut reply: Value, id: &Value) -> Value {
+        if !id.is_null() {
+            reply["id"] = id.clone();
+        }
+        reply
+    }
+
     fn peer(
         answer: impl Fn(&str, &Value) -> Option<String> + Send + 'static,
     ) -> (Machine, std::thread::JoinHandle<()>) {
@@ -1725,7 +1737,7 @@ mod tests {
                     .unwrap()
                     .to_owned();
                 let reply = if name == "qmp_capabilities" {
-                    Some(json!({"return": {}, "id": request["id"]}).to_string() + "\r\n")
+                    Some(with_id(json!({"return": {}}), &request["id"]).to_string() + "\r\n")
                 } else {
                     answer(&name, &request["id"])
                 };
@@ -1771,7 +1783,7 @@ mod tests {
                 "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}, \"event\": \"SHUTDOWN\", \
                  \"data\": {\"guest\": false}}\r\n"
                     .to_owned()
-                    + &json!({"return": {}, "id": id}).to_string()
+                    + &with_id(json!({"return": {}}), id).to_string()
                     + "\r\n",
             )
         });
@@ -1792,10 +1804,13 @@ mod tests {
     fn an_error_reply_is_typed_and_oob_goes_out_as_exec_oob() {
         let (mut vm, thread) = peer(|name, id| {
             Some(if name == "migrate-pause" {
-                json!({"return": {"oob": true}, "id": id}).to_string() + "\r\n"
+                with_id(json!({"return": {"oob": true}}), id).to_string() + "\r\n"
             } else {
-                json!({"error": {"class": "DeviceNotFound", "desc": "no such thing"}, "id": id})
-                    .to_string()
+                with_id(
+                    json!({"error": {"class": "DeviceNotFound", "desc": "no such thing"}}),
+                    id,
+                )
+                .to_string()
                     + "\r\n"
             })
         });
@@ -1819,7 +1834,7 @@ mod tests {
     fn a_zero_timeout_still_takes_in_what_is_ready() {
         let (mut vm, thread) = peer(|_, id| {
             Some(
-                json!({"return": {}, "id": id}).to_string()
+                with_id(json!({"return": {}}), id).to_string()
                     + "\r\n\0{\"event\": \"LATE\", \"timestamp\": \
                        {\"seconds\": 2, \"microseconds\": 3}}\r\n",
             )
@@ -1840,10 +1855,13 @@ mod tests {
     #[test]
     fn a_late_reply_after_a_timeout_is_discarded() {
         let (mut vm, thread) = peer(|name, id| {
+            // An attached machine sends in-band commands without id: the replies come in
+            // order, and the late one must still go to the command that timed out.
+            assert!(id.is_null(), "{name} was sent with id {id}");
             if name == "slow" {
                 std::thread::sleep(Duration::from_millis(300));
             }
-            Some(json!({"return": name, "id": id}).to_string() + "\r\n")
+            Some(with_id(json!({"return": name}), id).to_string() + "\r\n")
         });
         let err = vm
             .execute_with_timeout("slow", None, Duration::from_millis(50))

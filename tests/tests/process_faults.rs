@@ -295,17 +295,66 @@ fn a_truncated_message_is_a_protocol_error() {
 }
 
 #[test]
-fn an_error_without_id_is_a_protocol_error() {
-    let err = misbehave_after_one_command(
-        b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"who asked?\"}}\r\n".to_vec(),
-        false,
+fn an_error_without_id_answers_the_command_sent_without_id() {
+    // In-band commands go without id (the default), and QEMU answers them in order: an error
+    // without id is the reply to the oldest one in flight.
+    let (machine, peer) = fake_peer(|reader| {
+        negotiate(reader);
+        let (_, id) = read_request(reader).unwrap();
+        assert!(id.is_null(), "an in-band command sent with id {id}");
+        let _ = reader
+            .get_mut()
+            .write_all(b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"who asked?\"}}\r\n");
+        let _ = read_request(reader).unwrap();
+        let _ = reader
+            .get_mut()
+            .write_all(b"{\"return\": {\"name\": \"vm0\"}}\r\n");
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink);
+    });
+    let mut vm = machine.unwrap();
+    match vm.execute("query-status", None) {
+        Err(Error::Qmp(e)) => assert_eq!(e.desc, "who asked?"),
+        other => panic!("expected the error reply, got {other:?}"),
+    }
+    assert_eq!(
+        vm.execute("query-name", None).unwrap(),
+        serde_json::json!({"name": "vm0"})
     );
-    match err {
+    drop(vm);
+    peer.join().unwrap();
+}
+
+#[test]
+fn an_error_without_id_is_a_protocol_error() {
+    // An error without id when no command waits for one (here right after the only command's
+    // reply, in the same read): QEMU could not read a request.
+    let (machine, peer) = fake_peer(|reader| {
+        negotiate(reader);
+        let _ = read_request(reader);
+        let _ = reader.get_mut().write_all(
+            b"{\"return\": {}}\r\n\
+              {\"error\": {\"class\": \"GenericError\", \"desc\": \"who asked?\"}}\r\n",
+        );
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink);
+    });
+    let mut vm = machine.unwrap();
+    assert_eq!(
+        vm.execute("query-status", None).unwrap(),
+        serde_json::json!({})
+    );
+    match vm.execute("query-status", None).unwrap_err() {
         Error::Protocol(qmp_proto::Error::Protocol(message)) => {
-            assert!(message.contains("id"), "{message}")
+            assert!(
+                message.contains("without id") && message.contains("who asked?"),
+                "{message}"
+            )
         }
         other => panic!("expected a protocol error, got {other:?}"),
     }
+    drop(vm);
+    peer.join().unwrap();
 }
 
 #[test]
