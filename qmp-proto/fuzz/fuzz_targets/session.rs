@@ -64,11 +64,18 @@ fn drive(data: &[u8], mut session: Session, salt: u64) {
     assert_eq!(session.in_flight(), 0);
     assert!(issued.iter().all(|id| !session.is_pending(*id)));
 
-    // Whatever was written is a sequence of well-formed requests (after an optional 0xFF).
+    // Whatever was written is a sequence of well-formed requests (after an optional 0xFF);
+    // out-of-band ones always carry an id, in-band ones only when the options say so.
+    let in_band_ids = session.options().in_band_ids;
     let mut decoder = Decoder::new();
     decoder.feed(&written);
     while let Ok(Some(value)) = decoder.next_value() {
-        assert!(Request::from_value(value).is_ok());
+        let request = Request::from_value(value).unwrap();
+        if request.oob || request.command == "guest-sync-delimited" {
+            assert!(request.id.is_some());
+        } else {
+            assert_eq!(request.id.is_some(), in_band_ids, "{request:?}");
+        }
     }
 }
 
@@ -78,8 +85,17 @@ fuzz_target!(|data: &[u8]| {
         oob: true,
         max_in_flight: 2,
         max_message_size: 256,
+        in_band_ids: true,
     };
     drive(data, Session::new(options), 2);
+    // In-band commands without id: replies without id are matched by order.
+    let options = SessionOptions {
+        oob: true,
+        max_in_flight: 3,
+        in_band_ids: false,
+        ..SessionOptions::default()
+    };
+    drive(data, Session::new(options), 4);
     let mut agent = Session::guest_agent(SessionOptions::default());
     if data.first().is_some_and(|b| b & 1 == 1) {
         let _ = agent.guest_sync(1234567);
