@@ -311,9 +311,10 @@ fn main() {
     );
 
     // 2. query-status round trip on one running VM each. QEMU's monitor reads a request one
-    //    byte per main-loop iteration, so every request byte costs QEMU a few microseconds:
-    //    the library's request carries `,"id":N` (its replies are matched by id), the minimal
-    //    baseline's does not. A second baseline sends exactly the library's bytes.
+    //    byte per main-loop iteration, so every request byte costs QEMU a few microseconds.
+    //    By default the library sends in-band commands without id, as the minimal baseline
+    //    does (replies are matched by order); a second baseline sends `,"id":N` as well, the
+    //    bytes the library sends with `MachineConfig::qmp_ids(true)`.
     let mut vm = Machine::launch(&config).unwrap();
     let mut bl = Baseline::launch(&qemu);
     let mut bl_id = Baseline::launch(&qemu);
@@ -359,7 +360,7 @@ fn main() {
         l / b
     );
     println!(
-        "query-status round trip, baseline sending the library's request bytes (with id): \
+        "query-status round trip, baseline sending an id (the library's bytes with qmp_ids(true)): \
          {:.1} us, ratio {:.3}",
         bi * 1e6,
         l / bi
