@@ -3,7 +3,6 @@
 
 use std::ffi::{c_char, CStr, CString};
 use std::hint::black_box;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::ptr;
 use std::time::{Duration, Instant};
@@ -16,8 +15,9 @@ use qemumachine::machine::{
 };
 use qemumachine::QmStatus;
 use qmp_proto::commands::QueryStatus;
+use qmp_proto::{Session, SessionOptions};
 
-use crate::floor::{FloorVm, CAPABILITIES, CAPABILITIES_LIKE_OURS, QUERY_STATUS};
+use crate::floor::{FloorVm, CAPABILITIES, QUERY_STATUS};
 use crate::python;
 
 /// How long a graceful shutdown may take before it counts as a failure.
@@ -148,20 +148,43 @@ impl Candidate for OursCycle {
     }
 }
 
-/// The floor client's cycle.
+/// The floor client's cycle: its plain negotiation and request, or the exact bytes our
+/// library writes ([`FloorCycle::like_ours`]).
 pub struct FloorCycle {
     /// The QEMU binary.
     pub qemu: PathBuf,
     /// The accelerator.
     pub accel: Accel,
+    /// The capability negotiation and query-status requests to send.
+    bytes: (Vec<u8>, Vec<u8>),
 }
 
 impl FloorCycle {
+    /// The plain floor.
+    pub fn new(qemu: &Path, accel: Accel) -> FloorCycle {
+        FloorCycle {
+            qemu: qemu.to_path_buf(),
+            accel,
+            bytes: (CAPABILITIES.to_vec(), QUERY_STATUS.to_vec()),
+        }
+    }
+
+    /// A floor that sends our library's bytes ([`session_bytes`] with
+    /// [`our_session_options`]).
+    pub fn like_ours(qemu: &Path, accel: Accel) -> Result<FloorCycle, String> {
+        let (caps, mut requests) = session_bytes(our_session_options(), 1)?;
+        Ok(FloorCycle {
+            qemu: qemu.to_path_buf(),
+            accel,
+            bytes: (caps, requests.pop().unwrap_or_default()),
+        })
+    }
+
     /// One cycle, untimed (to probe whether an accelerator works).
     pub fn once(&self) -> Result<(), String> {
-        let mut vm =
-            FloorVm::launch(&self.qemu, accel_name(self.accel)).map_err(|e| e.to_string())?;
-        vm.execute(QUERY_STATUS).map_err(|e| e.to_string())?;
+        let mut vm = FloorVm::launch_with(&self.qemu, accel_name(self.accel), &self.bytes.0)
+            .map_err(|e| e.to_string())?;
+        vm.execute(&self.bytes.1).map_err(|e| e.to_string())?;
         let exit = vm.quit().map_err(|e| e.to_string())?;
         if !exit.success() {
             return Err(format!("QEMU exited with {exit}"));
@@ -234,8 +257,63 @@ impl Candidate for OursRtt {
     }
 }
 
+/// The QMP greeting of QEMU 7.2, as the sessions below receive it.
+const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \
+    \"major\": 7}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n";
+
+/// The session options `Machine::launch` uses with a default `MachineConfig` (read from
+/// qemu-process: `oob` on, `qmp_ids` off).
+pub fn our_session_options() -> SessionOptions {
+    SessionOptions {
+        oob: true,
+        in_band_ids: false,
+        ..SessionOptions::default()
+    }
+}
+
+/// The bytes our library writes for capability negotiation and then `n` query-status requests,
+/// as a `qmp_proto::Session` with `options` produces them (fed with the replies QEMU would
+/// send), so that a floor client can send exactly those.
+pub fn session_bytes(options: SessionOptions, n: usize) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
+    fn take(session: &mut Session) -> Vec<u8> {
+        let out = session.transmit().to_vec();
+        session.advance_transmit(out.len());
+        out
+    }
+    fn reply_to(request: &[u8], value: &str) -> Result<Vec<u8>, String> {
+        let request: serde_json::Value =
+            serde_json::from_slice(request).map_err(|e| format!("our request: {e}"))?;
+        Ok(match request.get("id") {
+            Some(id) => format!("{{\"return\": {value}, \"id\": {id}}}\r\n"),
+            None => format!("{{\"return\": {value}}}\r\n"),
+        }
+        .into_bytes())
+    }
+    let err = |e: qmp_proto::Error| format!("building our requests: {e}");
+    let mut session = Session::new(options);
+    session.receive(GREETING).map_err(err)?;
+    let caps = take(&mut session);
+    session.receive(&reply_to(&caps, "{}")?).map_err(err)?;
+    if !session.is_ready() {
+        return Err("building our requests: the session did not negotiate".into());
+    }
+    let status = r#"{"status": "running", "singlestep": false, "running": true}"#;
+    let mut requests = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = session.execute("query-status", None).map_err(err)?;
+        let request = take(&mut session);
+        session.receive(&reply_to(&request, status)?).map_err(err)?;
+        match session.take_reply(id) {
+            Some(Ok(_)) => {}
+            other => return Err(format!("building our requests: reply {other:?}")),
+        }
+        requests.push(request);
+    }
+    Ok((caps, requests))
+}
+
 /// The floor client's round trip: its plain request, or (`like_ours`) the exact bytes our
-/// library writes (the `oob` capability, `"id":N` counting up from 2).
+/// library writes ([`session_bytes`] with [`our_session_options`]).
 pub struct FloorRtt {
     /// The QEMU binary.
     pub qemu: PathBuf,
@@ -247,24 +325,18 @@ pub struct FloorRtt {
 
 impl Candidate for FloorRtt {
     fn run(&mut self, out: &mut Samples) -> Result<(), String> {
-        let caps = if self.like_ours {
-            CAPABILITIES_LIKE_OURS
+        let n = self.plan.warmup + self.plan.block;
+        let (caps, ours) = if self.like_ours {
+            session_bytes(our_session_options(), n)?
         } else {
-            CAPABILITIES
+            (CAPABILITIES.to_vec(), Vec::new())
         };
         let mut vm =
-            FloorVm::launch_with(&self.qemu, "tcg", caps).map_err(|e| format!("floor: {e}"))?;
-        let mut next_id = self.like_ours.then_some(2u64);
-        let mut request = Vec::with_capacity(64);
+            FloorVm::launch_with(&self.qemu, "tcg", &caps).map_err(|e| format!("floor: {e}"))?;
+        let mut requests = ours.iter();
         let mut op = || {
-            let bytes = match next_id.as_mut() {
-                Some(id) => {
-                    request.clear();
-                    write!(request, "{{\"execute\":\"query-status\",\"id\":{id}}}\r\n")
-                        .map_err(|e| e.to_string())?;
-                    *id += 1;
-                    &request[..]
-                }
+            let bytes = match requests.next() {
+                Some(request) => &request[..],
                 None => QUERY_STATUS,
             };
             let len = vm.execute(bytes).map_err(|e| format!("floor: {e}"))?;
@@ -444,10 +516,7 @@ impl Candidate for FloorSet {
     fn run(&mut self, out: &mut Samples) -> Result<(), String> {
         let (qemu, n) = (&self.qemu, self.n);
         timed_block(1, out, || {
-            let cycle = FloorCycle {
-                qemu: qemu.clone(),
-                accel: Accel::Tcg,
-            };
+            let cycle = FloorCycle::new(qemu, Accel::Tcg);
             std::thread::scope(|scope| {
                 let threads: Vec<_> = (0..n).map(|_| scope.spawn(|| cycle.once())).collect();
                 threads.into_iter().try_for_each(|t| {
@@ -534,6 +603,29 @@ mod tests {
         for (i, s) in samples.iter().enumerate() {
             assert_eq!(s.values, [i as f64; 3]);
         }
+    }
+
+    #[test]
+    fn session_bytes_with_and_without_ids() {
+        let (caps, requests) = session_bytes(our_session_options(), 3).unwrap();
+        assert_eq!(
+            caps,
+            b"{\"execute\":\"qmp_capabilities\",\"arguments\":{\"enable\":[\"oob\"]}}\r\n"
+        );
+        assert_eq!(requests, vec![QUERY_STATUS.to_vec(); 3]);
+        let with_ids = SessionOptions {
+            oob: false,
+            ..SessionOptions::default()
+        };
+        let (caps, requests) = session_bytes(with_ids, 2).unwrap();
+        assert_eq!(caps, b"{\"execute\":\"qmp_capabilities\",\"id\":1}\r\n");
+        assert_eq!(
+            requests,
+            [
+                b"{\"execute\":\"query-status\",\"id\":2}\r\n".to_vec(),
+                b"{\"execute\":\"query-status\",\"id\":3}\r\n".to_vec()
+            ]
+        );
     }
 
     #[test]

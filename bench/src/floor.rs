@@ -28,10 +28,6 @@ pub const QUERY_STATUS: &[u8] = b"{\"execute\":\"query-status\"}\r\n";
 /// Capability negotiation as the floor does it (no `oob`).
 pub const CAPABILITIES: &[u8] = b"{\"execute\":\"qmp_capabilities\"}\r\n";
 
-/// Capability negotiation with the bytes our library sends (`oob` enabled, id 1).
-pub const CAPABILITIES_LIKE_OURS: &[u8] =
-    b"{\"execute\":\"qmp_capabilities\",\"arguments\":{\"enable\":[\"oob\"]},\"id\":1}\r\n";
-
 fn protocol(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what)
 }
