@@ -428,8 +428,12 @@ const OWNER_HELPER_ENV: &str = "QM_TEST_OWNER_HELPER";
 /// SIGKILLs the child and checks that QEMU dies with it (PR_SET_PDEATHSIG).
 #[test]
 fn qemu_dies_within_a_second_when_its_owner_is_sigkilled() {
-    if std::env::var_os(OWNER_HELPER_ENV).is_some() {
-        let vm = Machine::launch(&none_config()).unwrap();
+    if let Some(base) = std::env::var_os(OWNER_HELPER_ENV) {
+        // The helper dies by SIGKILL, so its Drop never removes the machine's temp dir: make
+        // it inside the test's scratch dir, which the test removes.
+        let mut config = none_config();
+        config.temp_base_dir(base);
+        let vm = Machine::launch(&config).unwrap();
         // Straight to fd 1: the test harness captures println!.
         let mut out = std::io::stdout().lock();
         writeln!(out, "QEMU-PID {}", vm.pid().unwrap()).unwrap();
@@ -440,6 +444,7 @@ fn qemu_dies_within_a_second_when_its_owner_is_sigkilled() {
         let _ = std::io::stdin().read_to_end(&mut sink);
         return;
     }
+    let scratch = ScratchDir::new("owner-killed");
     let exe = std::env::current_exe().unwrap();
     let mut owner = std::process::Command::new(exe)
         .args([
@@ -448,7 +453,7 @@ fn qemu_dies_within_a_second_when_its_owner_is_sigkilled() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(OWNER_HELPER_ENV, "1")
+        .env(OWNER_HELPER_ENV, &scratch.0)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
