@@ -1021,6 +1021,16 @@ impl Machine {
     // Events
     // ------------------------------------------------------------------------------------------
 
+    /// Takes every kept event, oldest first, without reading anything: for a caller driving the
+    /// machine from its own loop, which calls [`process_io`](Machine::process_io) once after each
+    /// wake-up and then takes with this and [`take_console`](Machine::take_console). (Taking with
+    /// [`events`](Machine::events) or [`console_read`](Machine::console_read) there could read,
+    /// and keep, bytes for the other one after it was already taken, with no wake-up left to
+    /// announce them.)
+    pub fn take_events(&mut self) -> Vec<Event> {
+        self.kept.drain(..).collect()
+    }
+
     /// Takes every kept event, oldest first (after reading whatever is ready without waiting).
     pub fn events(&mut self) -> Vec<Event> {
         let _ = self.process_io();
@@ -1127,6 +1137,15 @@ impl Machine {
         self.console.as_mut().ok_or_else(|| {
             Error::Unsupported("this machine has no console (MachineConfig::console)".into())
         })
+    }
+
+    /// Takes the console bytes kept in memory without reading anything (see
+    /// [`take_events`](Machine::take_events) for when that matters). Empty without a console.
+    pub fn take_console(&mut self) -> Vec<u8> {
+        self.console
+            .as_mut()
+            .map(|c| c.buffer.take())
+            .unwrap_or_default()
     }
 
     /// Takes the console bytes kept in memory (after reading whatever is ready without waiting).
@@ -1497,7 +1516,10 @@ impl Machine {
         self.max_events = limit.max(1);
     }
 
-    /// The descriptors to wait on when driving this machine from an external loop.
+    /// The descriptors to wait on when driving this machine from an external loop: wait for
+    /// [`PollSources::poll`] to be readable, call [`process_io`](Machine::process_io) once, then
+    /// take what arrived with [`take_events`](Machine::take_events) and
+    /// [`take_console`](Machine::take_console), which do no I/O of their own.
     pub fn poll_sources(&self) -> PollSources {
         PollSources {
             poll: self.poll.as_raw_fd(),
