@@ -174,28 +174,22 @@ impl Console<'_> {
         }
     }
 
-    /// Copies console output to stdout and prints events, until nothing is left in the
-    /// machine's queues; `Err` when stdout fails.
-    ///
-    /// Taking events reads the sockets too, and may queue console bytes that then wake no
-    /// `poll` (they are already read): so this repeats until a round in which no console byte
-    /// arrived after the console was emptied. The caller may block only after it.
+    /// Copies console output to stdout and prints events: one read of whatever is ready, then
+    /// takes that do no I/O of their own, so nothing read here is left waiting for a wake-up
+    /// that will not come. `Err` when stdout fails.
     fn drain(&mut self, vm: &mut Vm) -> std::io::Result<()> {
-        loop {
-            let bytes = vm.console_read();
-            let emptied_at = vm.console_bytes_received();
-            if let Some(&last) = bytes.last() {
-                self.wrote_console = true;
-                self.mid_line = last != b'\n';
-                sys::write_all(STDOUT, &bytes)?;
-            }
-            for event in vm.events() {
-                self.event(&event);
-            }
-            if vm.console_bytes_received() == emptied_at && vm.events_pending() == 0 {
-                return Ok(());
-            }
+        // A failed read shows up again in the exit and connection checks of the caller's loop.
+        let _ = vm.process_io();
+        let bytes = vm.take_console();
+        if let Some(&last) = bytes.last() {
+            self.wrote_console = true;
+            self.mid_line = last != b'\n';
+            sys::write_all(STDOUT, &bytes)?;
         }
+        for event in vm.take_events() {
+            self.event(&event);
+        }
+        Ok(())
     }
 
     fn event(&mut self, event: &Event) {
