@@ -326,11 +326,21 @@ enum qm_status qm_machine_execute_oob(struct qm_machine *machine,
 
 // Takes every event kept so far (in arrival order) as a JSON array of
 // `{"event", "data", "timestamp": {"seconds", "microseconds"}}` objects; free it with
-// `qm_string_free()`.
+// `qm_string_free()`. Reads whatever is ready first, without waiting.
 //
 // # Safety
 // `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
 enum qm_status qm_machine_events(struct qm_machine *machine, char **out_json);
+
+// Like `qm_machine_events()`, but reads nothing: for a caller driving machines from its own
+// loop, which after `qm_machine_poll_fd()` becomes readable calls `qm_machine_process_io()`
+// once and then takes with this and `qm_machine_take_console()`. (Taking with functions that
+// read could read, and keep, bytes for the other taker after it ran, with no wake-up left to
+// announce them.)
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
+enum qm_status qm_machine_take_events(struct qm_machine *machine, char **out_json);
 
 // Waits up to `timeout_ms` (negative: 30 s) for an event named `name` whose JSON form matches
 // `pattern_json` (NULL matches any), looking at already-kept events first. The pattern is a
@@ -356,6 +366,16 @@ enum qm_status qm_machine_event_wait(struct qm_machine *machine,
 // `machine` must be a handle from this library or NULL; `buf` valid for `len` bytes;
 // `out_len` NULL or valid for a `size_t`.
 enum qm_status qm_machine_console_read(struct qm_machine *machine,
+                                       uint8_t *buf,
+                                       size_t len,
+                                       size_t *out_len);
+
+// Like `qm_machine_console_read()`, but reads nothing from the console socket: see
+// `qm_machine_take_events()` for the loop this is for.
+//
+// # Safety
+// As for `qm_machine_console_read()`.
+enum qm_status qm_machine_take_console(struct qm_machine *machine,
                                        uint8_t *buf,
                                        size_t len,
                                        size_t *out_len);

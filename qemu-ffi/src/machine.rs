@@ -253,7 +253,7 @@ pub unsafe extern "C" fn qm_machine_execute_oob(
 
 /// Takes every event kept so far (in arrival order) as a JSON array of
 /// `{"event", "data", "timestamp": {"seconds", "microseconds"}}` objects; free it with
-/// `qm_string_free()`.
+/// `qm_string_free()`. Reads whatever is ready first, without waiting.
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
@@ -263,10 +263,41 @@ pub unsafe extern "C" fn qm_machine_events(
     out_json: *mut *mut c_char,
 ) -> QmStatus {
     // SAFETY: forwarded from this function's contract.
+    unsafe { take_events(machine, out_json, true) }
+}
+
+/// Like `qm_machine_events()`, but reads nothing: for a caller driving machines from its own
+/// loop, which after `qm_machine_poll_fd()` becomes readable calls `qm_machine_process_io()`
+/// once and then takes with this and `qm_machine_take_console()`. (Taking with functions that
+/// read could read, and keep, bytes for the other taker after it ran, with no wake-up left to
+/// announce them.)
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_take_events(
+    machine: *mut QmMachine,
+    out_json: *mut *mut c_char,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { take_events(machine, out_json, false) }
+}
+
+/// Shared body of the event takers; `read` first reads whatever is ready.
+///
+/// # Safety
+/// As for `qm_machine_events()`.
+unsafe fn take_events(machine: *mut QmMachine, out_json: *mut *mut c_char, read: bool) -> QmStatus {
+    // SAFETY: forwarded from the caller's contract.
     unsafe {
         with_machine(machine, |m| {
             let out = out_arg(out_json, "out_json")?;
-            let events: Vec<Value> = m.machine().events().iter().map(Event::to_value).collect();
+            let taken = if read {
+                m.machine().events()
+            } else {
+                m.machine().take_events()
+            };
+            let events: Vec<Value> = taken.iter().map(Event::to_value).collect();
             set_string(out, &json_text(&Value::Array(events)))
         })
     }
@@ -324,6 +355,37 @@ pub unsafe extern "C" fn qm_machine_console_read(
     out_len: *mut usize,
 ) -> QmStatus {
     // SAFETY: forwarded from this function's contract.
+    unsafe { take_console(machine, buf, len, out_len, true) }
+}
+
+/// Like `qm_machine_console_read()`, but reads nothing from the console socket: see
+/// `qm_machine_take_events()` for the loop this is for.
+///
+/// # Safety
+/// As for `qm_machine_console_read()`.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_take_console(
+    machine: *mut QmMachine,
+    buf: *mut u8,
+    len: usize,
+    out_len: *mut usize,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { take_console(machine, buf, len, out_len, false) }
+}
+
+/// Shared body of the console takers; `read` first reads whatever is ready.
+///
+/// # Safety
+/// As for `qm_machine_console_read()`.
+unsafe fn take_console(
+    machine: *mut QmMachine,
+    buf: *mut u8,
+    len: usize,
+    out_len: *mut usize,
+    read: bool,
+) -> QmStatus {
+    // SAFETY: forwarded from the caller's contract.
     unsafe {
         with_machine(machine, |m| {
             let out_len = out_arg(out_len, "out_len")?;
@@ -337,7 +399,11 @@ pub unsafe extern "C" fn qm_machine_console_read(
                 ));
             }
             if m.console_pending.len() < len {
-                let fresh = m.machine().console_read();
+                let fresh = if read {
+                    m.machine().console_read()
+                } else {
+                    m.machine().take_console()
+                };
                 m.console_pending.extend_from_slice(&fresh);
             }
             let n = m.console_pending.len().min(len);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -187,6 +188,27 @@ static void check_qmp_and_events(void) {
     qm_string_free(json);
     json = NULL;
 
+    /* Driving the machine from our own poll loop: wait on its fd, process_io, I/O-free takes. */
+    int poll_fd = -1;
+    CHECK_STATUS(qm_machine_poll_fd(machine, &poll_fd), QM_STATUS_OK, "qm_machine_poll_fd");
+    CHECK_STATUS(qm_machine_pause(machine), QM_STATUS_OK, "pause again");
+    int seen_stop = 0;
+    for (int round = 0; round < 100 && !seen_stop; round++) {
+        CHECK_STATUS(qm_machine_take_events(machine, &json), QM_STATUS_OK, "take events");
+        seen_stop = json != NULL && strstr(json, "\"STOP\"") != NULL;
+        qm_string_free(json);
+        json = NULL;
+        if (!seen_stop) {
+            struct pollfd pfd = {.fd = poll_fd, .events = POLLIN, .revents = 0};
+            poll(&pfd, 1, 100);
+            qm_machine_process_io(machine);
+        }
+    }
+    CHECK(seen_stop, "an external poll loop sees the STOP event");
+    qm_machine_resume(machine);
+    CHECK_STATUS(qm_machine_event_wait(machine, "RESUME", NULL, 10000, NULL), QM_STATUS_OK,
+                 "RESUME after the external loop");
+
     CHECK_STATUS(qm_machine_execute(machine, "no-such-command", NULL, -1, &json),
                  QM_STATUS_QMP_ERROR, "an unknown command is QM_STATUS_QMP_ERROR");
     char class_buf[64];
@@ -264,6 +286,26 @@ static void check_guest_console(void) {
                  QM_STATUS_OK, "type a command");
     CHECK_STATUS(qm_machine_console_wait_for(machine, "answer=42", 30000, NULL, NULL),
                  QM_STATUS_OK, "the guest answers");
+    /* The console through an external poll loop and the I/O-free taker. */
+    const char *cmd2 = "echo loop=$((7*6))\n";
+    qm_machine_console_write(machine, (const uint8_t *)cmd2, strlen(cmd2));
+    int poll_fd = -1;
+    qm_machine_poll_fd(machine, &poll_fd);
+    char seen[4096] = {0};
+    size_t seen_len = 0;
+    for (int round = 0; round < 200 && !strstr(seen, "loop=42"); round++) {
+        struct pollfd pfd = {.fd = poll_fd, .events = POLLIN, .revents = 0};
+        poll(&pfd, 1, 100);
+        qm_machine_process_io(machine);
+        size_t got = 0;
+        if (seen_len + 1 < sizeof seen &&
+            qm_machine_take_console(machine, (uint8_t *)seen + seen_len,
+                                    sizeof seen - 1 - seen_len, &got) == QM_STATUS_OK) {
+            seen_len += got;
+            seen[seen_len] = 0;
+        }
+    }
+    CHECK(strstr(seen, "loop=42") != NULL, "an external poll loop reads the guest's answer");
     CHECK_STATUS(qm_machine_console_wait_for(machine, "never printed", 300, NULL, NULL),
                  QM_STATUS_TIMEOUT, "waiting for text that never comes times out");
     CHECK_STATUS(qm_machine_console_wait_for(machine, "", 300, NULL, NULL),
