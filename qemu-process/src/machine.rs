@@ -930,16 +930,7 @@ impl Machine {
         arguments: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, Error> {
-        self.ensure_qmp()?;
-        log::debug!(
-            "QMP -> {name} {}",
-            arguments.as_ref().map(Value::to_string).unwrap_or_default()
-        );
-        let id = match self.qmp.session.execute(name, arguments) {
-            Ok(id) => id,
-            Err(e) => return Err(self.session_error(e)),
-        };
-        self.await_reply(id, name, Deadline::after(timeout))
+        self.send_and_await(name, arguments, timeout, false)
     }
 
     /// Executes a command out of band (`exec-oob`), which QEMU runs even while an in-band
@@ -951,12 +942,29 @@ impl Machine {
         arguments: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, Error> {
+        self.send_and_await(name, arguments, timeout, true)
+    }
+
+    /// Sends a command in band or out of band and waits for its reply under `timeout`.
+    fn send_and_await(
+        &mut self,
+        name: &str,
+        arguments: Option<Value>,
+        timeout: Duration,
+        oob: bool,
+    ) -> Result<Value, Error> {
         self.ensure_qmp()?;
         log::debug!(
-            "QMP -> (oob) {name} {}",
+            "QMP -> {}{name} {}",
+            if oob { "(oob) " } else { "" },
             arguments.as_ref().map(Value::to_string).unwrap_or_default()
         );
-        let id = match self.qmp.session.execute_oob(name, arguments) {
+        let sent = if oob {
+            self.qmp.session.execute_oob(name, arguments)
+        } else {
+            self.qmp.session.execute(name, arguments)
+        };
+        let id = match sent {
             Ok(id) => id,
             Err(e) => return Err(self.session_error(e)),
         };
