@@ -190,12 +190,16 @@ enum qm_status qm_config_add_fd(struct qm_config *config,
 // freed (it stays invalid for good, even after new handles are made), one not created by this
 // library and a `qm_machine` are ignored.
 //
+// Never changes the calling thread's last error, so it can run between a failing call and the
+// reading of that call's error.
+//
 // # Safety
 // Any value is accepted: `config` is looked up among the live handles, never dereferenced.
 void qm_config_free(struct qm_config *config);
 
 // The status of the calling thread's last failing `qm_*` call, or `QM_STATUS_OK` if the last
-// call on this thread succeeded (every fallible call clears the previous error when it starts).
+// call on this thread succeeded (every fallible call clears the previous error when it starts;
+// the `*_free` functions and the error accessors leave it alone).
 enum qm_status qm_last_error_status(void);
 
 // Copies the message of the calling thread's last error into `buf` (`len` bytes, always
@@ -541,6 +545,9 @@ enum qm_status qm_machine_screendump(struct qm_machine *machine,
 // an attached one is disconnected. Call `qm_machine_shutdown()` first for a graceful stop.
 // NULL, a handle already freed (it stays invalid for good: freeing it again never reaches a
 // machine created after it), one not created by this library and a `qm_config` are ignored.
+//
+// Never changes the calling thread's last error, so it can run between a failing call and the
+// reading of that call's error.
 //
 // # Safety
 // Any value is accepted: `machine` is looked up among the live handles, never dereferenced.

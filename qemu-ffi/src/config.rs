@@ -11,7 +11,7 @@ use qemu_process::{Accel, MachineConfig, VmOptions};
 use serde::Deserialize;
 
 use crate::args::{bytes_arg, opt_str_arg, out_arg, path_arg};
-use crate::error::{guard, FfiError};
+use crate::error::{guard, guard_value, FfiError};
 use crate::handle::{borrow, into_handle, release, Handle};
 use crate::status::QmStatus;
 
@@ -445,9 +445,13 @@ pub(crate) fn dup_fd(fd: RawFd) -> Result<std::os::fd::OwnedFd, FfiError> {
 /// freed (it stays invalid for good, even after new handles are made), one not created by this
 /// library and a `qm_machine` are ignored.
 ///
+/// Never changes the calling thread's last error, so it can run between a failing call and the
+/// reading of that call's error.
+///
 /// # Safety
 /// Any value is accepted: `config` is looked up among the live handles, never dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn qm_config_free(config: *mut QmConfig) {
-    guard(|| release(config, "config").map(drop));
+    // Not `guard`: a free reports nothing and leaves the last error alone.
+    guard_value((), || drop(release(config, "config")));
 }

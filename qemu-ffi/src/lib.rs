@@ -12,6 +12,7 @@
 //! reused, so a freed handle stays invalid for good, even after new handles are made: a call
 //! with it, with a foreign pointer or with a handle of the other type is
 //! `QM_STATUS_INVALID_HANDLE` (a free ignores it), never a call on another handle.
+//! `qm_config_free()` and `qm_machine_free()` leave the thread's last error alone.
 //!
 //! Handles are not thread-safe: use each from one thread at a time. They may move between
 //! threads. A call has its handle to itself while it runs: another thread's call on the same

@@ -14,7 +14,7 @@ use crate::args::{
     str_arg, timeout_arg,
 };
 use crate::config::{dup_fd, QmConfig};
-use crate::error::{guard, FfiError};
+use crate::error::{guard, guard_value, FfiError};
 use crate::handle::{borrow, into_handle, release, Handle};
 use crate::status::QmStatus;
 
@@ -822,10 +822,14 @@ pub unsafe extern "C" fn qm_machine_screendump(
 /// NULL, a handle already freed (it stays invalid for good: freeing it again never reaches a
 /// machine created after it), one not created by this library and a `qm_config` are ignored.
 ///
+/// Never changes the calling thread's last error, so it can run between a failing call and the
+/// reading of that call's error.
+///
 /// # Safety
 /// Any value is accepted: `machine` is looked up among the live handles, never dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn qm_machine_free(machine: *mut QmMachine) {
-    // The machine is dropped (QEMU killed and reaped) after the registry's lock is released.
-    guard(|| release(machine, "machine").map(drop));
+    // Not `guard`: a free reports nothing and leaves the last error alone. The machine is
+    // dropped (QEMU killed and reaped) after the registry's lock is released.
+    guard_value((), || drop(release(machine, "machine")));
 }

@@ -1,6 +1,6 @@
 //! Handles never alias: a freed handle stays invalid for good, whatever is created after it, so
-//! calls (and frees) on stale handles never reach a live config or machine; a handle in use by
-//! one thread's call is refused to another.
+//! calls (and frees) on stale handles never reach a live config or machine; `*_free` leaves the
+//! calling thread's last error alone; a handle in use by one thread's call is refused to another.
 //! Through the C ABI, against real QEMU.
 
 use std::collections::VecDeque;
@@ -265,6 +265,39 @@ fn a_stale_free_never_kills_a_newer_machine() {
         unsafe { qm_machine_free(v2) };
         assert!(!process_alive(v2_pid));
     }
+}
+
+#[test]
+fn frees_leave_the_last_error_alone() {
+    let stale_machine = launch_none();
+    // SAFETY: a live machine, freed once.
+    unsafe { qm_machine_free(stale_machine) };
+    let machine = launch_none();
+    let machine_pid = pid(machine).unwrap();
+    let config = config_from_json("{}");
+
+    // A failing call, then frees, then its error is read: still the failing call's.
+    assert_eq!(execute(machine, "no-such-command"), QmStatus::QmpError);
+    let before = last_error();
+    assert_eq!(before.0, QmStatus::QmpError);
+    assert_eq!(before.2, "CommandNotFound");
+    assert!(before.1.contains("no-such-command"), "{}", before.1);
+    // SAFETY: any handle value is accepted; the stale machine was freed above.
+    unsafe { qm_machine_free(stale_machine) };
+    assert_eq!(last_error(), before, "after freeing a stale machine");
+    // SAFETY: NULL is accepted.
+    unsafe { qm_machine_free(null_mut()) };
+    assert_eq!(last_error(), before, "after freeing NULL");
+    // SAFETY: any handle value is accepted; a machine passed as a config is ignored.
+    unsafe { qm_config_free(machine.cast()) };
+    assert_eq!(last_error(), before, "after freeing a machine as a config");
+    // SAFETY: a live config, freed once.
+    unsafe { qm_config_free(config) };
+    assert_eq!(last_error(), before, "after freeing a live config");
+    // SAFETY: a live machine, freed once.
+    unsafe { qm_machine_free(machine) };
+    assert_eq!(last_error(), before, "after freeing a live machine");
+    assert!(!process_alive(machine_pid));
 }
 
 /// A scratch directory removed on drop.
