@@ -47,7 +47,9 @@ typedef enum qm_status {
   QM_STATUS_IO = 9,
   // A panic inside the library was caught at the C boundary. This is a bug in the library.
   QM_STATUS_PANIC = 10,
-  // A handle that is not live (already freed, or never created by this library) was passed.
+  // A handle that is not a live handle of the expected type was passed: already freed (a
+  // freed handle stays invalid for good), never created by this library, or a `qm_config`
+  // where a `qm_machine` is expected; or a handle in use by another thread's call.
   QM_STATUS_INVALID_HANDLE = 11,
   // QEMU sent something that violates the QMP protocol.
   QM_STATUS_PROTOCOL = 12,
@@ -184,15 +186,20 @@ enum qm_status qm_config_add_fd(struct qm_config *config,
                                 uint32_t fdset,
                                 const char *opaque);
 
-// Frees a configuration. NULL is accepted. Machines launched from it are not affected.
+// Frees a configuration. Machines launched from it are not affected. NULL, a handle already
+// freed (it stays invalid for good, even after new handles are made), one not created by this
+// library and a `qm_machine` are ignored.
+//
+// Never changes the calling thread's last error, so it can run between a failing call and the
+// reading of that call's error.
 //
 // # Safety
-// `config` must be NULL or a handle from this library not freed before (a freed handle is
-// detected and ignored).
+// Any value is accepted: `config` is looked up among the live handles, never dereferenced.
 void qm_config_free(struct qm_config *config);
 
 // The status of the calling thread's last failing `qm_*` call, or `QM_STATUS_OK` if the last
-// call on this thread succeeded (every fallible call clears the previous error when it starts).
+// call on this thread succeeded (every fallible call clears the previous error when it starts;
+// the `*_free` functions and the error accessors leave it alone).
 enum qm_status qm_last_error_status(void);
 
 // Copies the message of the calling thread's last error into `buf` (`len` bytes, always
@@ -535,12 +542,15 @@ enum qm_status qm_machine_screendump(struct qm_machine *machine,
                                      char **out_path);
 
 // Frees a machine: a launched QEMU still running is killed and reaped, its temp dir removed;
-// an attached one is disconnected. NULL is accepted. Call `qm_machine_shutdown()` first for a
-// graceful stop.
+// an attached one is disconnected. Call `qm_machine_shutdown()` first for a graceful stop.
+// NULL, a handle already freed (it stays invalid for good: freeing it again never reaches a
+// machine created after it), one not created by this library and a `qm_config` are ignored.
+//
+// Never changes the calling thread's last error, so it can run between a failing call and the
+// reading of that call's error.
 //
 // # Safety
-// `machine` must be NULL or a handle from this library not freed before (a freed handle is
-// detected and ignored).
+// Any value is accepted: `machine` is looked up among the live handles, never dereferenced.
 void qm_machine_free(struct qm_machine *machine);
 
 // The version as one number, `major * 10000 + minor * 100 + patch`, the same formula as the

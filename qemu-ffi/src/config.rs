@@ -11,8 +11,8 @@ use qemu_process::{Accel, MachineConfig, VmOptions};
 use serde::Deserialize;
 
 use crate::args::{bytes_arg, opt_str_arg, out_arg, path_arg};
-use crate::error::{guard, FfiError};
-use crate::handle::{borrow_mut, into_handle, release, Handle};
+use crate::error::{guard, guard_value, FfiError};
+use crate::handle::{borrow, into_handle, release, Handle};
 use crate::status::QmStatus;
 
 /// The accelerator values `qm_config_set_accel()` takes.
@@ -41,7 +41,6 @@ pub struct QmConfig {
 }
 
 impl Handle for QmConfig {
-    const KIND: u8 = 1;
     const NAME: &'static str = "qm_config";
 }
 
@@ -194,7 +193,7 @@ pub unsafe extern "C" fn qm_config_new(out: *mut *mut QmConfig) -> QmStatus {
         *out = into_handle(QmConfig {
             config: MachineConfig::new(DEFAULT_BINARY),
             vm: None,
-        });
+        })?;
         Ok(())
     })
 }
@@ -224,7 +223,7 @@ pub unsafe extern "C" fn qm_config_from_json(
         let out = unsafe { out_arg(out, "out") }?;
         // SAFETY: forwarded from this function's contract.
         let text = unsafe { bytes_arg(json, "json") }?;
-        *out = into_handle(config_from_json(text)?);
+        *out = into_handle(config_from_json(text)?)?;
         Ok(())
     })
 }
@@ -232,14 +231,15 @@ pub unsafe extern "C" fn qm_config_from_json(
 /// Runs `f` on the config behind `config`.
 ///
 /// # Safety
-/// `config` must be NULL or a pointer; it is checked against the live handles before use.
+/// None on `config`: it is looked up in the registry of handles, never dereferenced. (The
+/// function stays `unsafe` so that its callers' `unsafe` blocks, which also cover the C
+/// arguments their closures read, are unchanged.)
 unsafe fn with_config(
     config: *mut QmConfig,
     f: impl FnOnce(&mut MachineConfig) -> Result<(), FfiError>,
 ) -> QmStatus {
     guard(|| {
-        // SAFETY: the handle is checked against the registry; handles are single-threaded.
-        let c = unsafe { borrow_mut(config, "config") }?;
+        let mut c = borrow(config, "config")?;
         if c.vm.is_some() {
             return Err(FfiError::new(
                 QmStatus::InvalidState,
@@ -441,14 +441,17 @@ pub(crate) fn dup_fd(fd: RawFd) -> Result<std::os::fd::OwnedFd, FfiError> {
         .map_err(|e| FfiError::new(QmStatus::Io, format!("duplicating fd {fd}: {e}")))
 }
 
-/// Frees a configuration. NULL is accepted. Machines launched from it are not affected.
+/// Frees a configuration. Machines launched from it are not affected. NULL, a handle already
+/// freed (it stays invalid for good, even after new handles are made), one not created by this
+/// library and a `qm_machine` are ignored.
+///
+/// Never changes the calling thread's last error, so it can run between a failing call and the
+/// reading of that call's error.
 ///
 /// # Safety
-/// `config` must be NULL or a handle from this library not freed before (a freed handle is
-/// detected and ignored).
+/// Any value is accepted: `config` is looked up among the live handles, never dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn qm_config_free(config: *mut QmConfig) {
-    // A freed or foreign handle is reported through the last error and otherwise ignored.
-    // SAFETY: the handle is checked against the registry before it is released.
-    guard(|| unsafe { release(config, "config") }.map(drop));
+    // Not `guard`: a free reports nothing and leaves the last error alone.
+    guard_value((), || drop(release(config, "config")));
 }

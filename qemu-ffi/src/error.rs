@@ -132,7 +132,8 @@ fn with_last<T>(f: impl FnOnce(Option<&LastError>) -> T) -> T {
 }
 
 /// The status of the calling thread's last failing `qm_*` call, or `QM_STATUS_OK` if the last
-/// call on this thread succeeded (every fallible call clears the previous error when it starts).
+/// call on this thread succeeded (every fallible call clears the previous error when it starts;
+/// the `*_free` functions and the error accessors leave it alone).
 #[no_mangle]
 pub extern "C" fn qm_last_error_status() -> QmStatus {
     guard_value(QmStatus::Panic, || {

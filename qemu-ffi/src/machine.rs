@@ -14,8 +14,8 @@ use crate::args::{
     str_arg, timeout_arg,
 };
 use crate::config::{dup_fd, QmConfig};
-use crate::error::{guard, FfiError};
-use crate::handle::{borrow_mut, into_handle, release, Handle};
+use crate::error::{guard, guard_value, FfiError};
+use crate::handle::{borrow, into_handle, release, Handle};
 use crate::status::QmStatus;
 
 /// The default deadline of operations other than QMP commands (shutdown, waits).
@@ -59,11 +59,10 @@ impl QmMachine {
 }
 
 impl Handle for QmMachine {
-    const KIND: u8 = 2;
     const NAME: &'static str = "qm_machine";
 }
 
-fn new_machine(inner: Inner) -> *mut QmMachine {
+fn new_machine(inner: Inner) -> Result<*mut QmMachine, FfiError> {
     into_handle(QmMachine {
         inner,
         console_pending: Vec::new(),
@@ -73,15 +72,16 @@ fn new_machine(inner: Inner) -> *mut QmMachine {
 /// Runs `f` on the machine behind `machine`.
 ///
 /// # Safety
-/// `machine` must be NULL or a pointer; it is checked against the live handles before use.
+/// None on `machine`: it is looked up in the registry of handles, never dereferenced. (The
+/// function stays `unsafe` so that its callers' `unsafe` blocks, which also cover the C
+/// arguments their closures read, are unchanged.)
 unsafe fn with_machine(
     machine: *mut QmMachine,
     f: impl FnOnce(&mut QmMachine) -> Result<(), FfiError>,
 ) -> QmStatus {
     guard(|| {
-        // SAFETY: the handle is checked against the registry; handles are single-threaded.
-        let m = unsafe { borrow_mut(machine, "machine") }?;
-        f(m)
+        let mut m = borrow(machine, "machine")?;
+        f(&mut m)
     })
 }
 
@@ -104,20 +104,19 @@ pub unsafe extern "C" fn qm_machine_launch(
     guard(|| {
         // SAFETY: forwarded from this function's contract.
         let out = unsafe { out_arg(out, "out") }?;
-        // SAFETY: the handle is checked against the registry; handles are single-threaded.
-        let c = unsafe { borrow_mut(config.cast_mut(), "config") }?;
+        let c = borrow(config, "config")?;
         let inner = match &c.vm {
             Some((spec, options)) => Inner::Vm(Box::new(Vm::launch(spec, options)?)),
             None => Inner::Machine(Box::new(Machine::launch(&c.config)?)),
         };
-        *out = new_machine(inner);
+        *out = new_machine(inner)?;
         Ok(())
     })
 }
 
 fn attach(target: AttachTarget, timeout_ms: i64, out: &mut *mut QmMachine) -> Result<(), FfiError> {
     let m = Machine::attach(target, timeout_arg(timeout_ms, DEFAULT_WAIT))?;
-    *out = new_machine(Inner::Machine(Box::new(m)));
+    *out = new_machine(Inner::Machine(Box::new(m)))?;
     Ok(())
 }
 
@@ -819,14 +818,18 @@ pub unsafe extern "C" fn qm_machine_screendump(
 }
 
 /// Frees a machine: a launched QEMU still running is killed and reaped, its temp dir removed;
-/// an attached one is disconnected. NULL is accepted. Call `qm_machine_shutdown()` first for a
-/// graceful stop.
+/// an attached one is disconnected. Call `qm_machine_shutdown()` first for a graceful stop.
+/// NULL, a handle already freed (it stays invalid for good: freeing it again never reaches a
+/// machine created after it), one not created by this library and a `qm_config` are ignored.
+///
+/// Never changes the calling thread's last error, so it can run between a failing call and the
+/// reading of that call's error.
 ///
 /// # Safety
-/// `machine` must be NULL or a handle from this library not freed before (a freed handle is
-/// detected and ignored).
+/// Any value is accepted: `machine` is looked up among the live handles, never dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn qm_machine_free(machine: *mut QmMachine) {
-    // SAFETY: the handle is checked against the registry before it is released.
-    guard(|| unsafe { release(machine, "machine") }.map(drop));
+    // Not `guard`: a free reports nothing and leaves the last error alone. The machine is
+    // dropped (QEMU killed and reaped) after the registry's lock is released.
+    guard_value((), || drop(release(machine, "machine")));
 }

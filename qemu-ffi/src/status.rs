@@ -31,7 +31,9 @@ pub enum QmStatus {
     Io = 9,
     /// A panic inside the library was caught at the C boundary. This is a bug in the library.
     Panic = 10,
-    /// A handle that is not live (already freed, or never created by this library) was passed.
+    /// A handle that is not a live handle of the expected type was passed: already freed (a
+    /// freed handle stays invalid for good), never created by this library, or a `qm_config`
+    /// where a `qm_machine` is expected; or a handle in use by another thread's call.
     InvalidHandle = 11,
     /// QEMU sent something that violates the QMP protocol.
     Protocol = 12,

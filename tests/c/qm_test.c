@@ -6,7 +6,8 @@
  *
  * Environment: QM_TEST_KERNEL, QM_TEST_INITRD and QM_TEST_APPEND name the guest fixture
  * (tests/src/fixture.rs); QM_TEST_SKIP_GUEST=1 leaves the guest checks out (the static-link
- * run, which only needs to show that the binary launches QEMU).
+ * run, which only needs to show that the binary launches QEMU); QM_TEST_HANDLE_CYCLES sets the
+ * number of new/free cycles of the stale-handle check (default 20000; fewer under valgrind).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -440,12 +441,151 @@ static void check_free_running(void) {
     CHECK(pid > 0 && kill(pid, 0) != 0, "freeing a running machine kills and reaps QEMU");
 }
 
+/* True if `machine` answers query-status and reports "running". */
+static int answers_running(qm_machine *machine) {
+    char *state = NULL;
+    int ok = qm_machine_execute(machine, "query-status", NULL, 10000, NULL) == QM_STATUS_OK &&
+             qm_machine_status(machine, &state) == QM_STATUS_OK && state != NULL &&
+             strcmp(state, "running") == 0;
+    qm_string_free(state);
+    return ok;
+}
+
+/* One call on a stale config handle, chosen by `op`: true if it was refused as an invalid handle
+ * (the frees return nothing: the live handles show that they reached nothing). */
+static int stale_call_refused(qm_config *stale, size_t op) {
+    qm_machine *as_machine = (qm_machine *)stale;
+    qm_machine *out = NULL;
+    switch (op % 7) {
+    case 0:
+        return qm_config_set_qmp_timeout_ms(stale, 1) == QM_STATUS_INVALID_HANDLE;
+    case 1:
+        return qm_config_add_arg(stale, "-bogus-option") == QM_STATUS_INVALID_HANDLE;
+    case 2:
+        return qm_machine_launch(stale, &out) == QM_STATUS_INVALID_HANDLE && out == NULL;
+    case 3:
+        return qm_machine_kill(as_machine) == QM_STATUS_INVALID_HANDLE;
+    case 4:
+        return qm_machine_execute(as_machine, "quit", NULL, 1000, NULL) ==
+               QM_STATUS_INVALID_HANDLE;
+    case 5:
+        qm_config_free(stale);
+        return 1;
+    default:
+        qm_machine_free(as_machine);
+        return 1;
+    }
+}
+
+/* Handles are ids that are never reused: a freed handle stays invalid for good, so calls and
+ * frees on it never reach a handle created after it; and frees leave the last error alone. */
+static void check_stale_handles(void) {
+    const char *json = "{\"args\": [\"-machine\", \"none\", \"-nodefaults\"], \"accel\": \"tcg\"}";
+    qm_config *config = NULL;
+    CHECK_STATUS(qm_config_from_json(json, &config), QM_STATUS_OK, "config for the handle checks");
+
+    /* free(v1); launch v2; free(v1) again: v2 is untouched. */
+    qm_machine *v1 = NULL;
+    for (int round = 0; round < 3; round++) {
+        qm_machine *v2 = NULL;
+        CHECK_STATUS(qm_machine_launch(config, &v1), QM_STATUS_OK, "launch v1");
+        qm_machine_free(v1);
+        CHECK_STATUS(qm_machine_launch(config, &v2), QM_STATUS_OK, "launch v2 after freeing v1");
+        int32_t pid = 0;
+        qm_machine_pid(v2, &pid);
+        qm_machine_free(v1); /* stale */
+        CHECK(pid > 0 && kill(pid, 0) == 0 && answers_running(v2),
+              "a stale qm_machine_free leaves the newer machine running");
+        CHECK_STATUS(qm_machine_pid(v1, &pid), QM_STATUS_INVALID_HANDLE,
+                     "the freed handle stays invalid");
+        qm_machine_free(v2);
+    }
+
+    /* Frees between a failing call and the reading of its error leave the error alone. */
+    qm_machine *machine = NULL;
+    qm_config *other = NULL;
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch for the error check");
+    CHECK_STATUS(qm_config_new(&other), QM_STATUS_OK, "qm_config_new");
+    CHECK_STATUS(qm_machine_execute(machine, "no-such-command", NULL, -1, NULL),
+                 QM_STATUS_QMP_ERROR, "a failing call");
+    char before[512];
+    snprintf(before, sizeof before, "%s", last_error());
+    qm_machine_free(v1);                  /* stale */
+    qm_config_free((qm_config *)machine); /* the wrong type: ignored */
+    qm_machine_free(NULL);
+    qm_config_free(other);   /* live */
+    qm_machine_free(machine); /* live */
+    char class_buf[64];
+    qm_last_error_qmp_class(class_buf, sizeof class_buf);
+    CHECK(qm_last_error_status() == QM_STATUS_QMP_ERROR && strcmp(last_error(), before) == 0 &&
+              strcmp(class_buf, "CommandNotFound") == 0,
+          "qm_machine_free and qm_config_free leave the last error as it was");
+
+    /* New/free cycles; while each new config lives, calls on the last 64 freed handles and on
+     * the first one are refused, and reach neither it nor a live config and machine. */
+    size_t cycles = 20000;
+    const char *env = getenv("QM_TEST_HANDLE_CYCLES");
+    if (env != NULL && atol(env) > 0) {
+        cycles = (size_t)atol(env);
+    }
+    qm_machine *live = NULL;
+    CHECK_STATUS(qm_machine_launch(config, &live), QM_STATUS_OK, "launch a machine to keep");
+    CHECK_STATUS(qm_config_add_arg(config, "-S"), QM_STATUS_OK, "the kept config starts paused");
+    enum { WINDOW = 64 };
+    qm_config *window[WINDOW];
+    qm_config *first = NULL;
+    size_t held = 0, next = 0, bad_cycle = 0;
+    int refused = 1;
+    for (size_t i = 0; i < cycles && refused; i++) {
+        qm_config *fresh = NULL;
+        if (qm_config_new(&fresh) != QM_STATUS_OK) {
+            refused = 0;
+            break;
+        }
+        for (size_t j = 0; j <= held; j++) {
+            qm_config *stale = j < held ? window[j] : first;
+            if (stale != NULL && (!stale_call_refused(stale, i + j) || stale == fresh)) {
+                refused = 0;
+            }
+        }
+        if (qm_config_set_launch_timeout_ms(fresh, 30000) != QM_STATUS_OK) {
+            refused = 0; /* a stale free reached it */
+        }
+        qm_config_free(fresh);
+        if (first == NULL) {
+            first = fresh;
+        }
+        window[next] = fresh;
+        next = (next + 1) % WINDOW;
+        held += held < WINDOW;
+        bad_cycle = i;
+    }
+    char what[128];
+    snprintf(what, sizeof what, "calls on stale handles are refused (%zu new/free cycles)",
+             refused ? cycles : bad_cycle);
+    CHECK(refused, what);
+    CHECK(live != NULL && answers_running(live), "the kept machine still runs");
+    /* The kept config still holds its own settings (no bogus argument, its timeouts). */
+    qm_machine *from_config = NULL;
+    CHECK_STATUS(qm_machine_launch(config, &from_config), QM_STATUS_OK,
+                 "the kept config still launches");
+    char *state = NULL;
+    CHECK(qm_machine_status(from_config, &state) == QM_STATUS_OK && state != NULL &&
+              strcmp(state, "prelaunch") == 0,
+          "with its own arguments (-S: prelaunch)");
+    qm_string_free(state);
+    qm_machine_free(from_config);
+    qm_machine_free(live);
+    qm_config_free(config);
+}
+
 int main(void) {
     check_version();
     check_argument_errors();
     check_launch_failures();
     check_qmp_and_events();
     check_free_running();
+    check_stale_handles();
     check_images();
     check_vm_description();
     const char *skip = getenv("QM_TEST_SKIP_GUEST");
