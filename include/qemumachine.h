@@ -380,13 +380,27 @@ enum qm_status qm_machine_take_console(struct qm_machine *machine,
                                        size_t len,
                                        size_t *out_len);
 
-// Sends `len` bytes to the guest's first serial port.
+// Sends `len` bytes to the guest's first serial port, waiting up to `timeout_ms` (negative:
+// 30 s; 0: take what fits without waiting) until all of them are accepted: written to the
+// console socket or queued within the machine's bound of console input (64 KiB by default).
+// Accepted bytes reach the guest in order as it reads them; events and console output keep
+// being taken in while the call waits.
+//
+// A guest that does not read its console (a paused VM) makes the call wait; if the deadline
+// passes first it returns `QM_STATUS_TIMEOUT`, and `*out_written` (if not NULL) holds how many
+// bytes, from the start of `data`, were accepted: write the rest later to resume. On
+// `QM_STATUS_OK` `*out_written` is `len`; on other failures 0 (without a console:
+// `QM_STATUS_UNSUPPORTED`; once QEMU has closed it: `QM_STATUS_PROCESS_EXITED` or
+// `QM_STATUS_DISCONNECTED`).
 //
 // # Safety
-// `machine` must be a handle from this library or NULL; `data` valid for `len` bytes.
+// `machine` must be a handle from this library or NULL; `data` valid for `len` bytes;
+// `out_written` NULL or valid for a `size_t`.
 enum qm_status qm_machine_console_write(struct qm_machine *machine,
                                         const uint8_t *data,
-                                        size_t len);
+                                        size_t len,
+                                        int64_t timeout_ms,
+                                        size_t *out_written);
 
 // Waits up to `timeout_ms` (negative: 30 s) until the console shows `pattern` (a plain string,
 // not a regular expression). If `out_before` is not NULL it receives, NUL-terminated, the

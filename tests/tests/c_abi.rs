@@ -119,6 +119,10 @@ fn assert_passed(what: &str, out: &Output) {
         "{stdout}"
     );
     assert!(stdout.contains("ok   a STOP event arrives"), "{stdout}");
+    assert!(
+        stdout.contains("ok   writing 4 MiB to a paused guest times out"),
+        "{stdout}"
+    );
 }
 
 #[test]
