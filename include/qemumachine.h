@@ -342,6 +342,15 @@ enum qm_status qm_machine_events(struct qm_machine *machine, char **out_json);
 // `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
 enum qm_status qm_machine_take_events(struct qm_machine *machine, char **out_json);
 
+// Stores in `*out_count` how many events were dropped since launch because the machine's event
+// queue was full (its bound is `max_events`, 65536 by default; take events to make room). The
+// next `qm_machine_event_wait()` that finds no match among the kept events also reports the
+// overflow, once, as `QM_STATUS_EVENT_QUEUE_FULL`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_count` NULL or valid for writing.
+enum qm_status qm_machine_events_dropped(struct qm_machine *machine, uint64_t *out_count);
+
 // Waits up to `timeout_ms` (negative: 30 s) for an event named `name` whose JSON form matches
 // `pattern_json` (NULL matches any), looking at already-kept events first. The pattern is a
 // JSON sub-tree of the event (`{"data": {"guest": true}}`); `null` in it matches anything.
@@ -401,6 +410,14 @@ enum qm_status qm_machine_console_write(struct qm_machine *machine,
                                         size_t len,
                                         int64_t timeout_ms,
                                         size_t *out_written);
+
+// Stores in `*out_count` how many console bytes were dropped from memory since launch because
+// the machine's console buffer was full (1 MiB by default; a console log file still gets every
+// byte). 0 for a machine without a console.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_count` NULL or valid for writing.
+enum qm_status qm_machine_console_bytes_dropped(struct qm_machine *machine, uint64_t *out_count);
 
 // Waits up to `timeout_ms` (negative: 30 s) until the console shows `pattern` (a plain string,
 // not a regular expression). If `out_before` is not NULL it receives, NUL-terminated, the

@@ -303,6 +303,28 @@ unsafe fn take_events(machine: *mut QmMachine, out_json: *mut *mut c_char, read:
     }
 }
 
+/// Stores in `*out_count` how many events were dropped since launch because the machine's event
+/// queue was full (its bound is `max_events`, 65536 by default; take events to make room). The
+/// next `qm_machine_event_wait()` that finds no match among the kept events also reports the
+/// overflow, once, as `QM_STATUS_EVENT_QUEUE_FULL`.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `out_count` NULL or valid for writing.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_events_dropped(
+    machine: *mut QmMachine,
+    out_count: *mut u64,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let out = out_arg(out_count, "out_count")?;
+            *out = m.machine().events_dropped();
+            Ok(())
+        })
+    }
+}
+
 /// Waits up to `timeout_ms` (negative: 30 s) for an event named `name` whose JSON form matches
 /// `pattern_json` (NULL matches any), looking at already-kept events first. The pattern is a
 /// JSON sub-tree of the event (`{"data": {"guest": true}}`); `null` in it matches anything.
@@ -459,6 +481,27 @@ pub unsafe extern "C" fn qm_machine_console_write(
                 };
             }
             Ok(result?)
+        })
+    }
+}
+
+/// Stores in `*out_count` how many console bytes were dropped from memory since launch because
+/// the machine's console buffer was full (1 MiB by default; a console log file still gets every
+/// byte). 0 for a machine without a console.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `out_count` NULL or valid for writing.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_console_bytes_dropped(
+    machine: *mut QmMachine,
+    out_count: *mut u64,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let out = out_arg(out_count, "out_count")?;
+            *out = m.machine().console_bytes_dropped();
+            Ok(())
         })
     }
 }

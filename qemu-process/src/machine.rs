@@ -149,6 +149,8 @@ pub struct Machine {
     max_events: usize,
     events_dropped: u64,
     overflow_unreported: bool,
+    /// Events were dropped since the queue was last emptied (the overflow was logged).
+    events_overflowing: bool,
     event_waiter: Option<Wanted>,
     event_matched: Option<Event>,
     /// Requests whose caller gave up (timeout): their replies are discarded on arrival.
@@ -372,6 +374,7 @@ impl Machine {
             max_events: max_events.max(1),
             events_dropped: 0,
             overflow_unreported: false,
+            events_overflowing: false,
             event_waiter: None,
             event_matched: None,
             abandoned: Vec::new(),
@@ -666,11 +669,14 @@ impl Machine {
         }
         if self.kept.len() >= self.max_events {
             self.events_dropped += 1;
-            if !self.overflow_unreported {
+            if !self.events_overflowing {
+                self.events_overflowing = true;
                 log::warn!(
-                    "event queue full ({} events): dropping {} and later events until some are taken",
+                    "event queue full ({} events): dropping {} and later events until they are \
+                     taken (dropped since launch: {})",
                     self.max_events,
-                    event.name
+                    event.name,
+                    self.events_dropped
                 );
             }
             self.overflow_unreported = true;
@@ -1043,13 +1049,14 @@ impl Machine {
     /// and keep, bytes for the other one after it was already taken, with no wake-up left to
     /// announce them.)
     pub fn take_events(&mut self) -> Vec<Event> {
+        self.events_overflowing = false;
         self.kept.drain(..).collect()
     }
 
     /// Takes every kept event, oldest first (after reading whatever is ready without waiting).
     pub fn events(&mut self) -> Vec<Event> {
         let _ = self.process_io();
-        self.kept.drain(..).collect()
+        self.take_events()
     }
 
     /// How many events are kept, waiting to be taken.
@@ -1057,7 +1064,9 @@ impl Machine {
         self.kept.len()
     }
 
-    /// How many events were dropped because the queue was full (since launch).
+    /// How many events were dropped because the queue was full (since launch). Each overflow is
+    /// also logged (a warning when the first event is dropped, again only after the queue was
+    /// emptied by taking its events).
     pub fn events_dropped(&self) -> u64 {
         self.events_dropped
     }
@@ -1091,7 +1100,11 @@ impl Machine {
                 .iter()
                 .any(|(name, pattern)| e.matches(name, *pattern))
         }) {
-            return Ok(self.kept.remove(pos).expect("position is in range"));
+            let event = self.kept.remove(pos).expect("position is in range");
+            if self.kept.is_empty() {
+                self.events_overflowing = false;
+            }
+            return Ok(event);
         }
         if self.overflow_unreported {
             self.overflow_unreported = false;
@@ -1322,6 +1335,8 @@ impl Machine {
     }
 
     /// Console bytes dropped from memory because the buffer was full (not from the log file).
+    /// Each overflow is also logged (a warning when bytes start being dropped, again only after
+    /// the buffer was emptied by reading it).
     pub fn console_bytes_dropped(&self) -> u64 {
         self.console.as_ref().map_or(0, |c| c.buffer.dropped())
     }
@@ -1648,7 +1663,11 @@ impl Machine {
 
     /// Takes the next kept event, if any (no I/O).
     pub(crate) fn pop_event(&mut self) -> Option<Event> {
-        self.kept.pop_front()
+        let event = self.kept.pop_front();
+        if self.kept.is_empty() {
+            self.events_overflowing = false;
+        }
+        event
     }
 
     /// Whether this machine can still produce events (connection open).

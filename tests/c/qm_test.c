@@ -255,9 +255,9 @@ static void check_console_bounds(void) {
     qm_config *config = NULL;
     qm_machine *machine = NULL;
     CHECK_STATUS(qm_config_from_json("{\"args\": [\"-machine\", \"q35\", \"-nodefaults\", \"-S\"],"
-                                     " \"accel\": \"tcg\", \"console\": true}",
+                                     " \"accel\": \"tcg\", \"console\": true, \"max_events\": 1}",
                                      &config),
-                 QM_STATUS_OK, "config of a paused machine with a console");
+                 QM_STATUS_OK, "config of a paused machine with a console and one event slot");
     CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch it");
     qm_config_free(config);
     if (machine == NULL) {
@@ -287,6 +287,19 @@ static void check_console_bounds(void) {
                  "NULL data is rejected");
     free(data);
 
+    uint64_t dropped = 99;
+    CHECK_STATUS(qm_machine_events_dropped(machine, &dropped), QM_STATUS_OK, "events_dropped");
+    CHECK(dropped == 0, "no event dropped yet");
+    qm_machine_resume(machine);
+    qm_machine_pause(machine);
+    CHECK_STATUS(qm_machine_events_dropped(machine, &dropped), QM_STATUS_OK, "events_dropped");
+    CHECK(dropped == 1, "RESUME was kept, STOP dropped: the count says so");
+    CHECK_STATUS(qm_machine_events_dropped(machine, NULL), QM_STATUS_NULL_ARGUMENT,
+                 "events_dropped needs out_count");
+    dropped = 99;
+    CHECK_STATUS(qm_machine_console_bytes_dropped(machine, &dropped), QM_STATUS_OK,
+                 "console_bytes_dropped");
+    CHECK(dropped == 0, "no console output was dropped");
     CHECK_STATUS(qm_machine_shutdown(machine, 10000), QM_STATUS_OK, "shut it down");
     CHECK_STATUS(qm_machine_console_write(machine, (const uint8_t *)"x", 1, 1000, &more),
                  QM_STATUS_PROCESS_EXITED, "writing after exit is QM_STATUS_PROCESS_EXITED");
@@ -304,7 +317,9 @@ static void check_guest_console(void) {
     }
     qm_config *config = NULL;
     qm_machine *machine = NULL;
-    CHECK_STATUS(qm_config_new(&config), QM_STATUS_OK, "qm_config_new");
+    /* A small console buffer, to see output dropped from it counted. */
+    CHECK_STATUS(qm_config_from_json("{\"console_buffer_bytes\": 4096}", &config), QM_STATUS_OK,
+                 "config with a 4 KiB console buffer");
     const char *args[] = {"-machine", "q35", "-m", "256M", "-nodefaults", "-no-reboot",
                           "-kernel", kernel, "-initrd", initrd, "-append", append};
     for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) {
@@ -357,6 +372,14 @@ static void check_guest_console(void) {
                  QM_STATUS_TIMEOUT, "waiting for text that never comes times out");
     CHECK_STATUS(qm_machine_console_wait_for(machine, "", 300, NULL, NULL),
                  QM_STATUS_INVALID_ARGUMENT, "an empty pattern is rejected");
+    const char *flood = "head -c 10000 /dev/zero | tr '\\0' x; echo; echo flood-done\n";
+    qm_machine_console_write(machine, (const uint8_t *)flood, strlen(flood), 30000, NULL);
+    CHECK_STATUS(qm_machine_console_wait_for(machine, "flood-done", 30000, NULL, NULL),
+                 QM_STATUS_OK, "10 KB of output into a 4 KiB console buffer");
+    uint64_t dropped = 0;
+    CHECK_STATUS(qm_machine_console_bytes_dropped(machine, &dropped), QM_STATUS_OK,
+                 "console_bytes_dropped");
+    CHECK(dropped >= 5000, "the bytes dropped from the buffer are counted");
     const char *off = "poweroff -f\n";
     qm_machine_console_write(machine, (const uint8_t *)off, strlen(off), -1, NULL);
     CHECK_STATUS(qm_machine_wait(machine, 30000), QM_STATUS_OK, "the guest powers itself off");

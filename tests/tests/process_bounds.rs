@@ -1,13 +1,16 @@
 //! qemu-process keeps every buffer bounded, against a real QEMU: console input for a paused
 //! guest (the write times out with the count it accepted, memory stays flat, and what was
-//! accepted reaches the guest once it runs).
+//! accepted reaches the guest once it runs), console output and events beyond their bounds
+//! (counted, and logged once per overflow).
+//!
+//! The tests of this binary run one at a time: they count the log lines of the whole process.
 
 mod process_common;
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, Once};
 use std::time::Duration;
 
-use qemu_machine_tests::fixture::{run_param, GuestFixture, RUN_EXIT_PREFIX};
+use qemu_machine_tests::fixture::{run_param, GuestFixture, READY_LINE, RUN_EXIT_PREFIX};
 use qemu_process::{Accel, Error, Machine, MachineConfig, DEFAULT_CONSOLE_INPUT_BUFFER};
 
 /// Booting takes about 2 s under TCG; leave room for a loaded machine.
@@ -15,11 +18,52 @@ const BOOT: Duration = Duration::from_secs(120);
 /// Generous: the guest reads the accepted input through an emulated UART under TCG.
 const DELIVER: Duration = Duration::from_secs(300);
 
-/// Booting and the writes share the machine's two cores with other tests: one at a time here.
+// ---------------------------------------------------------------------------------------------
+// A logger that keeps warnings, and a lock that runs the tests one at a time
+// ---------------------------------------------------------------------------------------------
+
+static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static SERIAL: Mutex<()> = Mutex::new(());
 
+struct Keep;
+
+impl log::Log for Keep {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let line = format!("{} {}: {}", record.level(), record.target(), record.args());
+            eprintln!("{line}");
+            WARNINGS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(line);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger (once) and takes the lock that serialises the tests.
 fn setup() -> MutexGuard<'static, ()> {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&Keep).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Warn);
+    });
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How many warnings so far contain `needle`.
+fn warnings_with(needle: &str) -> usize {
+    WARNINGS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|w| w.contains(needle))
+        .count()
 }
 
 /// The fixture guest under TCG with a console, running `script` with the console as stdio
@@ -164,4 +208,73 @@ fn console_write_without_a_console_or_after_exit_says_why() {
         Err(Error::Exited(s)) => assert_eq!(s, status),
         other => panic!("expected Exited, got {other:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Console output and events
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn console_output_beyond_the_buffer_is_counted_and_logged_once_per_overflow() {
+    const WARNING: &str = "console buffer full (4096 bytes)";
+    let _serial = setup();
+    let script = "stty -echo\n\
+                  head -c 100000 /dev/zero | tr '\\0' x\necho\necho FLOOD-ONE\n\
+                  read line\n\
+                  head -c 100000 /dev/zero | tr '\\0' y\necho\necho FLOOD-TWO\n";
+    let mut config = script_config(script);
+    config.console_buffer_bytes(4096);
+    let warned = warnings_with(WARNING);
+    let mut vm = launch_and_wait_for(&config, READY_LINE);
+    vm.console_wait_for(b"FLOOD-ONE", BOOT).unwrap();
+    let first = vm.console_bytes_dropped();
+    assert!(first >= 90_000, "{first} bytes dropped");
+    assert_eq!(
+        warnings_with(WARNING),
+        warned + 1,
+        "one warning per overflow"
+    );
+
+    // Reading empties the buffer: the next overflow is a new one, and is logged again.
+    let _ = vm.console_read();
+    vm.console_write(b"go\n", BOOT).unwrap();
+    vm.console_wait_for(b"FLOOD-TWO", BOOT).unwrap();
+    let second = vm.console_bytes_dropped();
+    assert!(second >= first + 90_000, "{second} bytes dropped");
+    assert_eq!(warnings_with(WARNING), warned + 2, "{:?}", WARNINGS.lock());
+    vm.console_wait_for(RUN_EXIT_PREFIX.as_bytes(), BOOT)
+        .unwrap();
+    assert!(vm.wait(BOOT).unwrap().success());
+}
+
+#[test]
+fn events_beyond_the_queue_are_counted_and_logged_once_per_overflow() {
+    const WARNING: &str = "event queue full (2 events)";
+    let _serial = setup();
+    let warned = warnings_with(WARNING);
+    let mut config = process_common::none_config();
+    config.max_events(2);
+    let mut vm = Machine::launch(&config).unwrap();
+    for _ in 0..3 {
+        vm.pause().unwrap();
+        vm.resume().unwrap();
+    }
+    assert_eq!(vm.events_dropped(), 4);
+    assert_eq!(
+        warnings_with(WARNING),
+        warned + 1,
+        "one warning per overflow"
+    );
+    // Still full: more drops, no more warnings.
+    vm.pause().unwrap();
+    assert_eq!(vm.events_dropped(), 5);
+    assert_eq!(warnings_with(WARNING), warned + 1);
+    // Taking the events ends the overflow; the next one is logged again.
+    assert_eq!(vm.take_events().len(), 2);
+    vm.resume().unwrap();
+    vm.pause().unwrap();
+    vm.resume().unwrap();
+    assert_eq!(vm.events_dropped(), 6);
+    assert_eq!(warnings_with(WARNING), warned + 2, "{:?}", WARNINGS.lock());
+    vm.shutdown(Duration::from_secs(10)).unwrap();
 }
