@@ -349,6 +349,15 @@ enum qm_status qm_machine_events(struct qm_machine *machine, char **out_json);
 // `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
 enum qm_status qm_machine_take_events(struct qm_machine *machine, char **out_json);
 
+// Stores in `*out_count` how many events were dropped since launch because the machine's event
+// queue was full (its bound is `max_events`, 65536 by default; take events to make room). The
+// next `qm_machine_event_wait()` that finds no match among the kept events also reports the
+// overflow, once, as `QM_STATUS_EVENT_QUEUE_FULL`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_count` NULL or valid for writing.
+enum qm_status qm_machine_events_dropped(struct qm_machine *machine, uint64_t *out_count);
+
 // Waits up to `timeout_ms` (negative: 30 s) for an event named `name` whose JSON form matches
 // `pattern_json` (NULL matches any), looking at already-kept events first. The pattern is a
 // JSON sub-tree of the event (`{"data": {"guest": true}}`); `null` in it matches anything.
@@ -387,13 +396,35 @@ enum qm_status qm_machine_take_console(struct qm_machine *machine,
                                        size_t len,
                                        size_t *out_len);
 
-// Sends `len` bytes to the guest's first serial port.
+// Sends `len` bytes to the guest's first serial port, waiting up to `timeout_ms` (negative:
+// 30 s; 0: take what fits without waiting) until all of them are accepted: written to the
+// console socket or queued within the machine's bound of console input (64 KiB by default).
+// Accepted bytes reach the guest in order as it reads them; events and console output keep
+// being taken in while the call waits.
+//
+// A guest that does not read its console (a paused VM) makes the call wait; if the deadline
+// passes first it returns `QM_STATUS_TIMEOUT`, and `*out_written` (if not NULL) holds how many
+// bytes, from the start of `data`, were accepted: write the rest later to resume. On
+// `QM_STATUS_OK` `*out_written` is `len`; on other failures 0 (without a console:
+// `QM_STATUS_UNSUPPORTED`; once QEMU has closed it: `QM_STATUS_PROCESS_EXITED` or
+// `QM_STATUS_DISCONNECTED`).
 //
 // # Safety
-// `machine` must be a handle from this library or NULL; `data` valid for `len` bytes.
+// `machine` must be a handle from this library or NULL; `data` valid for `len` bytes;
+// `out_written` NULL or valid for a `size_t`.
 enum qm_status qm_machine_console_write(struct qm_machine *machine,
                                         const uint8_t *data,
-                                        size_t len);
+                                        size_t len,
+                                        int64_t timeout_ms,
+                                        size_t *out_written);
+
+// Stores in `*out_count` how many console bytes were dropped from memory since launch because
+// the machine's console buffer was full (1 MiB by default; a console log file still gets every
+// byte). 0 for a machine without a console.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_count` NULL or valid for writing.
+enum qm_status qm_machine_console_bytes_dropped(struct qm_machine *machine, uint64_t *out_count);
 
 // Waits up to `timeout_ms` (negative: 30 s) until the console shows `pattern` (a plain string,
 // not a regular expression). If `out_before` is not NULL it receives, NUL-terminated, the

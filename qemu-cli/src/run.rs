@@ -6,13 +6,20 @@
 //! menu's quit, or when `--for` elapses; the last three shut the VM down gracefully (optionally
 //! through the ACPI power button first). The terminal is restored on every path: the raw-mode
 //! guard's `Drop`, the panic hook, and `main` before it exits.
+//!
+//! Keyboard input goes to the console without ever waiting for the guest: what the console does
+//! not take at once (a paused guest, one that does not read its serial port) waits here, and
+//! stdin is not read while that reaches [`TO_GUEST_LIMIT`], so the memory held for a guest that
+//! does not read is bounded (this limit, the machine's console input bound and the socket's
+//! buffer) and a pipe into stdin simply blocks its writer. The machine's poll descriptor wakes
+//! the loop when the console takes input again.
 
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use qemu_process::{Event, Vm};
+use qemu_process::{Error, Event, Vm};
 
 use crate::duration;
 use crate::escape::{self, Action, EscapeParser};
@@ -24,6 +31,9 @@ use crate::vmargs::VmArgs;
 
 const STDIN: RawFd = 0;
 const STDOUT: RawFd = 1;
+/// Keyboard input kept for a console that does not take it, above which stdin is not read.
+/// Large enough that the escape keys keep working while a person types into a paused guest.
+const TO_GUEST_LIMIT: usize = 64 * 1024;
 
 /// The events `--events lifecycle` prints.
 const LIFECYCLE: &[&str] = &[
@@ -141,6 +151,7 @@ pub fn main(opts: Options) -> CliResult {
         shutdown_reason: None,
         wrote_console: false,
         mid_line: false,
+        to_guest: Vec::new(),
     };
     let end = console.run(&mut vm);
     let result = console.finish(&mut vm, end);
@@ -163,6 +174,8 @@ struct Console<'a> {
     wrote_console: bool,
     /// The console's output so far ends in the middle of a line.
     mid_line: bool,
+    /// Keyboard input the console has not taken yet.
+    to_guest: Vec<u8>,
 }
 
 impl Console<'_> {
@@ -171,6 +184,24 @@ impl Console<'_> {
             let newline = if self.mid_line { term::eol() } else { "" };
             self.mid_line = false;
             term::message(&format!("{newline}qemu-machine: {text}"));
+        }
+    }
+
+    /// Hands the console as much of the keyboard input as it takes now, without waiting (the
+    /// loop must keep copying output and handling signals meanwhile).
+    fn send_to_guest(&mut self, vm: &mut Vm) {
+        if self.to_guest.is_empty() {
+            return;
+        }
+        match vm.console_write(&self.to_guest, Duration::ZERO) {
+            Ok(()) => self.to_guest.clear(),
+            Err(Error::ConsoleWriteTimeout { accepted, .. }) => {
+                self.to_guest.drain(..accepted);
+            }
+            Err(e) => {
+                log::warn!("writing to the console: {e}");
+                self.to_guest.clear();
+            }
         }
     }
 
@@ -230,6 +261,8 @@ impl Console<'_> {
         let mut stdin_open = true;
         let mut buf = vec![0u8; 4096];
         loop {
+            // Before the drain: the write takes in whatever QEMU sent meanwhile.
+            self.send_to_guest(vm);
             if let Err(e) = self.drain(vm) {
                 return End::Output(e);
             }
@@ -256,7 +289,7 @@ impl Console<'_> {
                 continue;
             }
             let mut fds = [
-                if stdin_open {
+                if stdin_open && self.to_guest.len() < TO_GUEST_LIMIT {
                     PollFd::new(STDIN, libc::POLLIN)
                 } else {
                     PollFd::unused()
@@ -349,10 +382,10 @@ impl Console<'_> {
         action: Action,
     ) -> Option<End> {
         match action {
+            // What the console does not take now is sent again at the top of the loop.
             Action::Send(bytes) => {
-                if let Err(e) = vm.console_write(&bytes) {
-                    log::warn!("writing to the console: {e}");
-                }
+                self.to_guest.extend_from_slice(&bytes);
+                self.send_to_guest(vm);
             }
             Action::Interrupt => return self.interrupt(vm, powering_down, libc::SIGINT),
             Action::Quit => {

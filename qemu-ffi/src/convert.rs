@@ -47,6 +47,7 @@ fn status_of(e: &Error) -> QmStatus {
         Error::NoSpace { .. } => QmStatus::Image,
         Error::ShrinkRefused { .. } => QmStatus::InvalidArgument,
         Error::VmRunning { .. } => QmStatus::InvalidState,
+        Error::ConsoleWriteTimeout { .. } => QmStatus::Timeout,
         // The enum is non-exhaustive; a variant added later without a code here still fails
         // with its message rather than being mistaken for success.
         _ => QmStatus::Io,

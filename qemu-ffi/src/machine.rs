@@ -302,6 +302,28 @@ unsafe fn take_events(machine: *mut QmMachine, out_json: *mut *mut c_char, read:
     }
 }
 
+/// Stores in `*out_count` how many events were dropped since launch because the machine's event
+/// queue was full (its bound is `max_events`, 65536 by default; take events to make room). The
+/// next `qm_machine_event_wait()` that finds no match among the kept events also reports the
+/// overflow, once, as `QM_STATUS_EVENT_QUEUE_FULL`.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `out_count` NULL or valid for writing.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_events_dropped(
+    machine: *mut QmMachine,
+    out_count: *mut u64,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let out = out_arg(out_count, "out_count")?;
+            *out = m.machine().events_dropped();
+            Ok(())
+        })
+    }
+}
+
 /// Waits up to `timeout_ms` (negative: 30 s) for an event named `name` whose JSON form matches
 /// `pattern_json` (NULL matches any), looking at already-kept events first. The pattern is a
 /// JSON sub-tree of the event (`{"data": {"guest": true}}`); `null` in it matches anything.
@@ -418,21 +440,67 @@ unsafe fn take_console(
     }
 }
 
-/// Sends `len` bytes to the guest's first serial port.
+/// Sends `len` bytes to the guest's first serial port, waiting up to `timeout_ms` (negative:
+/// 30 s; 0: take what fits without waiting) until all of them are accepted: written to the
+/// console socket or queued within the machine's bound of console input (64 KiB by default).
+/// Accepted bytes reach the guest in order as it reads them; events and console output keep
+/// being taken in while the call waits.
+///
+/// A guest that does not read its console (a paused VM) makes the call wait; if the deadline
+/// passes first it returns `QM_STATUS_TIMEOUT`, and `*out_written` (if not NULL) holds how many
+/// bytes, from the start of `data`, were accepted: write the rest later to resume. On
+/// `QM_STATUS_OK` `*out_written` is `len`; on other failures 0 (without a console:
+/// `QM_STATUS_UNSUPPORTED`; once QEMU has closed it: `QM_STATUS_PROCESS_EXITED` or
+/// `QM_STATUS_DISCONNECTED`).
 ///
 /// # Safety
-/// `machine` must be a handle from this library or NULL; `data` valid for `len` bytes.
+/// `machine` must be a handle from this library or NULL; `data` valid for `len` bytes;
+/// `out_written` NULL or valid for a `size_t`.
 #[no_mangle]
 pub unsafe extern "C" fn qm_machine_console_write(
     machine: *mut QmMachine,
     data: *const u8,
     len: usize,
+    timeout_ms: i64,
+    out_written: *mut usize,
 ) -> QmStatus {
     // SAFETY: forwarded from this function's contract.
     unsafe {
         with_machine(machine, |m| {
+            let written = opt_out_arg(out_written);
             let bytes = slice_arg(data, len, "data")?;
-            Ok(m.machine().console_write(bytes)?)
+            let result = m
+                .machine()
+                .console_write(bytes, timeout_arg(timeout_ms, DEFAULT_WAIT));
+            if let Some(w) = written {
+                *w = match &result {
+                    Ok(()) => len,
+                    Err(qemu_process::Error::ConsoleWriteTimeout { accepted, .. }) => *accepted,
+                    Err(_) => 0,
+                };
+            }
+            Ok(result?)
+        })
+    }
+}
+
+/// Stores in `*out_count` how many console bytes were dropped from memory since launch because
+/// the machine's console buffer was full (1 MiB by default; a console log file still gets every
+/// byte). 0 for a machine without a console.
+///
+/// # Safety
+/// `machine` must be a handle from this library or NULL; `out_count` NULL or valid for writing.
+#[no_mangle]
+pub unsafe extern "C" fn qm_machine_console_bytes_dropped(
+    machine: *mut QmMachine,
+    out_count: *mut u64,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let out = out_arg(out_count, "out_count")?;
+            *out = m.machine().console_bytes_dropped();
+            Ok(())
         })
     }
 }

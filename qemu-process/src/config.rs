@@ -87,6 +87,7 @@ pub struct MachineConfig {
     pub(crate) console: bool,
     pub(crate) console_log: Option<PathBuf>,
     pub(crate) console_buffer: usize,
+    pub(crate) console_input_buffer: usize,
     pub(crate) max_events: usize,
     pub(crate) wrapper: Vec<OsString>,
     pub(crate) add_fds: Vec<AddFd>,
@@ -103,6 +104,14 @@ pub const DEFAULT_LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_QMP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default bound of console bytes kept in memory.
 pub const DEFAULT_CONSOLE_BUFFER: usize = 1 << 20;
+/// Default bound of console input accepted by
+/// [`Machine::console_write`](crate::Machine::console_write) but not yet taken by QEMU.
+///
+/// 64 KiB: the console socket's kernel buffer holds a few hundred KiB more, so this is room
+/// enough for any typed or pasted input, while a guest that does not read costs at most this
+/// much memory per machine. A larger bound would not make writes faster: the queue is flushed
+/// into the socket on every turn of the poll loop, at the pace QEMU reads it.
+pub const DEFAULT_CONSOLE_INPUT_BUFFER: usize = 64 << 10;
 /// Default bound of events kept until taken.
 pub const DEFAULT_MAX_EVENTS: usize = 65_536;
 
@@ -119,6 +128,7 @@ impl MachineConfig {
             console: false,
             console_log: None,
             console_buffer: DEFAULT_CONSOLE_BUFFER,
+            console_input_buffer: DEFAULT_CONSOLE_INPUT_BUFFER,
             max_events: DEFAULT_MAX_EVENTS,
             wrapper: Vec::new(),
             add_fds: Vec::new(),
@@ -219,6 +229,15 @@ impl MachineConfig {
     /// dropped first and counted).
     pub fn console_buffer_bytes(&mut self, bytes: usize) -> &mut Self {
         self.console_buffer = bytes;
+        self
+    }
+
+    /// How many bytes of console input [`Machine::console_write`](crate::Machine::console_write)
+    /// may hold in memory while QEMU does not take them (default 64 KiB, see
+    /// [`DEFAULT_CONSOLE_INPUT_BUFFER`]; at least 1). Beyond that bound (plus what the console
+    /// socket holds), a write waits for the guest to read, up to its timeout.
+    pub fn console_input_buffer_bytes(&mut self, bytes: usize) -> &mut Self {
+        self.console_input_buffer = bytes;
         self
     }
 

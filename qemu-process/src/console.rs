@@ -12,6 +12,8 @@ pub(crate) struct ConsoleBuffer {
     start: usize,
     limit: usize,
     dropped: u64,
+    /// Bytes were dropped since the buffer was last emptied (the overflow was logged).
+    overflowing: bool,
     waiter: Option<Waiter>,
 }
 
@@ -32,6 +34,7 @@ impl ConsoleBuffer {
             start: 0,
             limit: limit.max(1),
             dropped: 0,
+            overflowing: false,
             waiter: None,
         }
     }
@@ -46,7 +49,8 @@ impl ConsoleBuffer {
         self.dropped
     }
 
-    /// Appends output, checks the waiter, then trims to the limit.
+    /// Appends output, checks the waiter, then trims to the limit. The first drop after the
+    /// buffer was emptied is logged (once per overflow, not per dropped chunk).
     pub(crate) fn push(&mut self, bytes: &[u8]) {
         self.data.extend_from_slice(bytes);
         self.scan();
@@ -60,6 +64,15 @@ impl ConsoleBuffer {
         if new_start > self.start {
             self.dropped += (new_start - self.start) as u64;
             self.start = new_start;
+            if !self.overflowing {
+                self.overflowing = true;
+                log::warn!(
+                    "console buffer full ({} bytes): dropping the oldest output until it is read \
+                     (a console log file keeps every byte; dropped since launch: {} bytes)",
+                    self.limit,
+                    self.dropped
+                );
+            }
         }
         self.compact();
     }
@@ -69,10 +82,17 @@ impl ConsoleBuffer {
         let out = self.data.split_off(self.start);
         self.data.clear();
         self.start = 0;
+        self.overflowing = false;
         if let Some(w) = &mut self.waiter {
             w.scan_from = 0;
         }
         out
+    }
+
+    /// Whether bytes were dropped since the buffer was last emptied.
+    #[cfg(test)]
+    pub(crate) fn overflowing(&self) -> bool {
+        self.overflowing
     }
 
     /// Starts looking for `pattern` in kept and future bytes. An empty pattern matches at once.
@@ -90,6 +110,9 @@ impl ConsoleBuffer {
     /// (the match itself is consumed; bytes after it stay kept).
     pub(crate) fn take_match(&mut self) -> Option<Vec<u8>> {
         if self.waiter.as_ref()?.found.is_some() {
+            if self.len() == 0 {
+                self.overflowing = false;
+            }
             self.waiter.take()?.found
         } else {
             None
@@ -184,6 +207,27 @@ mod tests {
         assert_eq!(b.take(), b"cdef");
         assert_eq!(b.len(), 0);
         assert!(b.take().is_empty());
+    }
+
+    #[test]
+    fn an_overflow_is_flagged_until_the_buffer_is_emptied() {
+        let mut b = ConsoleBuffer::new(4);
+        b.push(b"abcd");
+        assert!(!b.overflowing());
+        b.push(b"e");
+        assert!(b.overflowing());
+        b.push(b"fg");
+        assert!(b.overflowing());
+        assert_eq!(b.dropped(), 3);
+        b.take();
+        assert!(!b.overflowing());
+        b.push(b"hijkl");
+        assert!(b.overflowing());
+        assert_eq!(b.dropped(), 4);
+        // A match that consumes everything kept empties the buffer too.
+        b.set_waiter(b"l");
+        assert_eq!(b.take_match().unwrap(), b"ijk");
+        assert!(!b.overflowing());
     }
 
     #[test]

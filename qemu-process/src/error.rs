@@ -125,6 +125,18 @@ pub enum Error {
         /// What was refused.
         operation: String,
     },
+    /// [`Machine::console_write`](crate::Machine::console_write) could not hand all its bytes
+    /// over before its deadline (the guest does not read its console, or QEMU is paused). The
+    /// first `accepted` bytes were taken and will reach the guest in order; write the rest,
+    /// `bytes[accepted..]`, to resume.
+    ConsoleWriteTimeout {
+        /// How many bytes, from the start, were accepted.
+        accepted: usize,
+        /// How many bytes the call was given.
+        total: usize,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
 }
 
 impl Error {
@@ -142,9 +154,13 @@ impl Error {
         move |source| Error::Io { context, source }
     }
 
-    /// Whether this is a [`Error::Timeout`].
+    /// Whether this is a deadline that passed: [`Error::Timeout`] or
+    /// [`Error::ConsoleWriteTimeout`].
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout { .. })
+        matches!(
+            self,
+            Error::Timeout { .. } | Error::ConsoleWriteTimeout { .. }
+        )
     }
 }
 
@@ -241,6 +257,15 @@ impl fmt::Display for Error {
                 f,
                 "{operation} is refused while the VM is running: shut it down first"
             ),
+            Error::ConsoleWriteTimeout {
+                accepted,
+                total,
+                after,
+            } => write!(
+                f,
+                "timed out after {after:?} writing to the console: {accepted} of {total} bytes were \
+                 accepted (the guest is not reading its console: is the VM paused?)"
+            ),
         }
     }
 }
@@ -298,5 +323,15 @@ mod tests {
             source: Box::new(Error::Disconnected),
         };
         assert_eq!(set.to_string(), "machine #2: the QMP connection is closed");
+        let w = Error::ConsoleWriteTimeout {
+            accepted: 10,
+            total: 30,
+            after: Duration::from_millis(500),
+        };
+        assert!(w.is_timeout());
+        assert!(
+            w.to_string().contains("10 of 30 bytes were accepted"),
+            "{w}"
+        );
     }
 }

@@ -115,9 +115,13 @@ struct Console {
     /// Buffered: flushed whenever a call returns to the caller, so the file is complete then.
     log: Option<std::io::BufWriter<File>>,
     log_path: Option<PathBuf>,
-    /// Bytes waiting to be written to the guest.
+    /// Bytes accepted by `console_write`, waiting to be written to the guest.
     out: Vec<u8>,
+    /// The bound of `out` (at least 1).
+    out_limit: usize,
     interest_write: bool,
+    /// A write failed (QEMU closed its end): later writes fail, the read side sees EOF.
+    write_failed: bool,
     received: u64,
 }
 
@@ -145,6 +149,8 @@ pub struct Machine {
     max_events: usize,
     events_dropped: u64,
     overflow_unreported: bool,
+    /// Events were dropped since the queue was last emptied (the overflow was logged).
+    events_overflowing: bool,
     event_waiter: Option<Wanted>,
     event_matched: Option<Event>,
     /// Requests whose caller gave up (timeout): their replies are discarded on arrival.
@@ -247,7 +253,9 @@ impl Machine {
                 log: log.map(|file| std::io::BufWriter::with_capacity(READ_CHUNK, file)),
                 log_path: config.console_log.clone(),
                 out: Vec::new(),
+                out_limit: config.console_input_buffer.max(1),
                 interest_write: false,
+                write_failed: false,
                 received: 0,
             });
             console_theirs = Some(theirs);
@@ -366,6 +374,7 @@ impl Machine {
             max_events: max_events.max(1),
             events_dropped: 0,
             overflow_unreported: false,
+            events_overflowing: false,
             event_waiter: None,
             event_matched: None,
             abandoned: Vec::new(),
@@ -660,11 +669,14 @@ impl Machine {
         }
         if self.kept.len() >= self.max_events {
             self.events_dropped += 1;
-            if !self.overflow_unreported {
+            if !self.events_overflowing {
+                self.events_overflowing = true;
                 log::warn!(
-                    "event queue full ({} events): dropping {} and later events until some are taken",
+                    "event queue full ({} events): dropping {} and later events until they are \
+                     taken (dropped since launch: {})",
                     self.max_events,
-                    event.name
+                    event.name,
+                    self.events_dropped
                 );
             }
             self.overflow_unreported = true;
@@ -805,7 +817,7 @@ impl Machine {
             return;
         };
         let mut blocked = false;
-        while !console.out.is_empty() {
+        while !console.out.is_empty() && !console.write_failed {
             match sys::send(fd.as_fd(), &console.out) {
                 Ok(n) => {
                     console.out.drain(..n);
@@ -815,8 +827,9 @@ impl Machine {
                     break;
                 }
                 Err(e) => {
-                    log::debug!("writing to the console failed, discarding output: {e}");
-                    console.out.clear();
+                    log::debug!("writing to the console failed, discarding its input: {e}");
+                    console.write_failed = true;
+                    console.out = Vec::new();
                 }
             }
         }
@@ -1036,13 +1049,14 @@ impl Machine {
     /// and keep, bytes for the other one after it was already taken, with no wake-up left to
     /// announce them.)
     pub fn take_events(&mut self) -> Vec<Event> {
+        self.events_overflowing = false;
         self.kept.drain(..).collect()
     }
 
     /// Takes every kept event, oldest first (after reading whatever is ready without waiting).
     pub fn events(&mut self) -> Vec<Event> {
         let _ = self.process_io();
-        self.kept.drain(..).collect()
+        self.take_events()
     }
 
     /// How many events are kept, waiting to be taken.
@@ -1050,7 +1064,9 @@ impl Machine {
         self.kept.len()
     }
 
-    /// How many events were dropped because the queue was full (since launch).
+    /// How many events were dropped because the queue was full (since launch). Each overflow is
+    /// also logged (a warning when the first event is dropped, again only after the queue was
+    /// emptied by taking its events).
     pub fn events_dropped(&self) -> u64 {
         self.events_dropped
     }
@@ -1084,7 +1100,11 @@ impl Machine {
                 .iter()
                 .any(|(name, pattern)| e.matches(name, *pattern))
         }) {
-            return Ok(self.kept.remove(pos).expect("position is in range"));
+            let event = self.kept.remove(pos).expect("position is in range");
+            if self.kept.is_empty() {
+                self.events_overflowing = false;
+            }
+            return Ok(event);
         }
         if self.overflow_unreported {
             self.overflow_unreported = false;
@@ -1166,17 +1186,111 @@ impl Machine {
             .unwrap_or_default()
     }
 
-    /// Sends bytes to the guest's first serial port. What the socket does not take at once is
-    /// queued and written during later calls.
-    pub fn console_write(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        if self.console_mut()?.fd.is_none() {
-            return Err(self.connection_error());
+    /// Sends bytes to the guest's first serial port, waiting up to `timeout` until all of them
+    /// are accepted: written to the console socket, or queued in memory within the bound set by
+    /// [`MachineConfig::console_input_buffer_bytes`]. Accepted bytes reach the guest in order, as
+    /// fast as it reads them; events and console output keep being taken in while the call
+    /// waits. A zero timeout takes what fits at once.
+    ///
+    /// A guest that does not read its console (a paused VM, a busy or stuck guest) makes the call
+    /// wait. If the deadline passes first, the error is [`Error::ConsoleWriteTimeout`] with the
+    /// number of bytes accepted: the rest, `bytes[accepted..]`, was not, and can be written by a
+    /// later call. Without a console: [`Error::Unsupported`]; once QEMU has closed it:
+    /// [`Error::Exited`] or [`Error::Disconnected`].
+    ///
+    /// ```no_run
+    /// # use qemu_process::{Error, Machine};
+    /// # use std::time::Duration;
+    /// # fn demo(vm: &mut Machine, input: &[u8]) -> Result<(), Error> {
+    /// let mut sent = 0;
+    /// while sent < input.len() {
+    ///     match vm.console_write(&input[sent..], Duration::from_secs(1)) {
+    ///         Ok(()) => sent = input.len(),
+    ///         Err(Error::ConsoleWriteTimeout { accepted, .. }) => {
+    ///             sent += accepted;
+    ///             eprintln!("the guest is slow to read its console; {sent} bytes sent so far");
+    ///         }
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// [`MachineConfig::console_input_buffer_bytes`]: crate::MachineConfig::console_input_buffer_bytes
+    pub fn console_write(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), Error> {
+        let deadline = Deadline::after(timeout);
+        self.console_mut()?;
+        let mut accepted = 0;
+        let result = self.run_until(
+            deadline,
+            || "the console to accept input".to_owned(),
+            |m| {
+                let console = m.console.as_ref().expect("checked above");
+                if console.fd.is_none() || console.write_failed {
+                    return Some(Err(m.connection_error()));
+                }
+                accepted += m.console_accept(&bytes[accepted..]);
+                (accepted == bytes.len()).then_some(Ok(()))
+            },
+        );
+        match result {
+            Err(Error::Timeout { after, .. }) => Err(Error::ConsoleWriteTimeout {
+                accepted,
+                total: bytes.len(),
+                after,
+            }),
+            other => other,
         }
-        if let Some(console) = self.console.as_mut() {
-            console.out.extend_from_slice(bytes);
+    }
+
+    /// Takes what fits of `bytes` now and returns how many: written straight to the socket while
+    /// nothing is queued before them, then queued up to the bound, until all are taken or the
+    /// queue is full and the socket would block. The socket then stays registered for
+    /// writability, so the poll loop (the caller's too) wakes when QEMU reads again.
+    fn console_accept(&mut self, bytes: &[u8]) -> usize {
+        let mut taken = 0;
+        loop {
+            // Sends what is queued and sets the socket's write interest to match what is left.
+            self.flush_console();
+            let Some(console) = self.console.as_mut() else {
+                return taken;
+            };
+            let Some(fd) = console.fd.as_ref() else {
+                return taken;
+            };
+            if console.write_failed || taken == bytes.len() {
+                return taken;
+            }
+            let before = taken;
+            if console.out.is_empty() {
+                while taken < bytes.len() {
+                    match sys::send(fd.as_fd(), &bytes[taken..]) {
+                        Ok(n) => taken += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            log::debug!("writing to the console failed: {e}");
+                            console.write_failed = true;
+                            return taken;
+                        }
+                    }
+                }
+            }
+            let room = console.out_limit.saturating_sub(console.out.len());
+            let queued = room.min(bytes.len() - taken);
+            console.out.extend_from_slice(&bytes[taken..taken + queued]);
+            taken += queued;
+            if taken == before {
+                // The queue is full and the flush above found the socket full.
+                return taken;
+            }
         }
-        self.flush_console();
-        Ok(())
+    }
+
+    /// Console input accepted by [`console_write`](Machine::console_write) and still held in
+    /// memory because QEMU has not taken it yet (at most the configured bound).
+    pub fn console_input_pending(&self) -> usize {
+        self.console.as_ref().map_or(0, |c| c.out.len())
     }
 
     /// Waits until `pattern` appears in the console output and returns what came before it (the
@@ -1221,6 +1335,8 @@ impl Machine {
     }
 
     /// Console bytes dropped from memory because the buffer was full (not from the log file).
+    /// Each overflow is also logged (a warning when bytes start being dropped, again only after
+    /// the buffer was emptied by reading it).
     pub fn console_bytes_dropped(&self) -> u64 {
         self.console.as_ref().map_or(0, |c| c.buffer.dropped())
     }
@@ -1547,7 +1663,11 @@ impl Machine {
 
     /// Takes the next kept event, if any (no I/O).
     pub(crate) fn pop_event(&mut self) -> Option<Event> {
-        self.kept.pop_front()
+        let event = self.kept.pop_front();
+        if self.kept.is_empty() {
+            self.events_overflowing = false;
+        }
+        event
     }
 
     /// Whether this machine can still produce events (connection open).

@@ -250,6 +250,64 @@ static void check_qmp_and_events(void) {
     CHECK(kill(pid, 0) != 0, "no process is left");
 }
 
+/* Console input has a bound: a machine that never runs (-S) takes little, and a write that
+ * cannot hand over everything times out and says how much it did hand over. */
+static void check_console_bounds(void) {
+    qm_config *config = NULL;
+    qm_machine *machine = NULL;
+    CHECK_STATUS(qm_config_from_json("{\"args\": [\"-machine\", \"q35\", \"-nodefaults\", \"-S\"],"
+                                     " \"accel\": \"tcg\", \"console\": true, \"max_events\": 1}",
+                                     &config),
+                 QM_STATUS_OK, "config of a paused machine with a console and one event slot");
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch it");
+    qm_config_free(config);
+    if (machine == NULL) {
+        return;
+    }
+    size_t len = (size_t)4 << 20;
+    uint8_t *data = malloc(len);
+    CHECK(data != NULL, "allocate 4 MiB");
+    if (data == NULL) {
+        qm_machine_free(machine);
+        return;
+    }
+    memset(data, 'x', len);
+    size_t written = 12345;
+    CHECK_STATUS(qm_machine_console_write(machine, data, len, 200, &written), QM_STATUS_TIMEOUT,
+                 "writing 4 MiB to a paused guest times out");
+    CHECK(written > 0 && written < len, "out_written holds how many bytes were accepted");
+    CHECK(strstr(last_error(), "bytes were accepted") != NULL, "the message says so too");
+    size_t more = 12345;
+    CHECK_STATUS(qm_machine_console_write(machine, data + written, len - written, 0, &more),
+                 QM_STATUS_TIMEOUT, "with the bound full, a zero timeout returns at once");
+    CHECK(more < len - written, "and accepts less than asked");
+    CHECK_STATUS(qm_machine_console_write(machine, data, 0, 0, &more), QM_STATUS_OK,
+                 "an empty write succeeds");
+    CHECK(more == 0, "having written nothing");
+    CHECK_STATUS(qm_machine_console_write(machine, NULL, 1, 0, NULL), QM_STATUS_NULL_ARGUMENT,
+                 "NULL data is rejected");
+    free(data);
+
+    uint64_t dropped = 99;
+    CHECK_STATUS(qm_machine_events_dropped(machine, &dropped), QM_STATUS_OK, "events_dropped");
+    CHECK(dropped == 0, "no event dropped yet");
+    qm_machine_resume(machine);
+    qm_machine_pause(machine);
+    CHECK_STATUS(qm_machine_events_dropped(machine, &dropped), QM_STATUS_OK, "events_dropped");
+    CHECK(dropped == 1, "RESUME was kept, STOP dropped: the count says so");
+    CHECK_STATUS(qm_machine_events_dropped(machine, NULL), QM_STATUS_NULL_ARGUMENT,
+                 "events_dropped needs out_count");
+    dropped = 99;
+    CHECK_STATUS(qm_machine_console_bytes_dropped(machine, &dropped), QM_STATUS_OK,
+                 "console_bytes_dropped");
+    CHECK(dropped == 0, "no console output was dropped");
+    CHECK_STATUS(qm_machine_shutdown(machine, 10000), QM_STATUS_OK, "shut it down");
+    CHECK_STATUS(qm_machine_console_write(machine, (const uint8_t *)"x", 1, 1000, &more),
+                 QM_STATUS_PROCESS_EXITED, "writing after exit is QM_STATUS_PROCESS_EXITED");
+    CHECK(more == 0, "having written nothing");
+    qm_machine_free(machine);
+}
+
 static void check_guest_console(void) {
     const char *kernel = getenv("QM_TEST_KERNEL");
     const char *initrd = getenv("QM_TEST_INITRD");
@@ -260,7 +318,9 @@ static void check_guest_console(void) {
     }
     qm_config *config = NULL;
     qm_machine *machine = NULL;
-    CHECK_STATUS(qm_config_new(&config), QM_STATUS_OK, "qm_config_new");
+    /* A small console buffer, to see output dropped from it counted. */
+    CHECK_STATUS(qm_config_from_json("{\"console_buffer_bytes\": 4096}", &config), QM_STATUS_OK,
+                 "config with a 4 KiB console buffer");
     const char *args[] = {"-machine", "q35", "-m", "256M", "-nodefaults", "-no-reboot",
                           "-kernel", kernel, "-initrd", initrd, "-append", append};
     for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) {
@@ -283,13 +343,15 @@ static void check_guest_console(void) {
     CHECK_STATUS(qm_machine_console_wait_for(machine, "qm# ", 30000, NULL, NULL), QM_STATUS_OK,
                  "the guest shell prompts");
     const char *cmd = "echo answer=$((6*7))\n";
-    CHECK_STATUS(qm_machine_console_write(machine, (const uint8_t *)cmd, strlen(cmd)),
+    size_t written = 0;
+    CHECK_STATUS(qm_machine_console_write(machine, (const uint8_t *)cmd, strlen(cmd), -1, &written),
                  QM_STATUS_OK, "type a command");
+    CHECK(written == strlen(cmd), "all of it was written");
     CHECK_STATUS(qm_machine_console_wait_for(machine, "answer=42", 30000, NULL, NULL),
                  QM_STATUS_OK, "the guest answers");
     /* The console through an external poll loop and the I/O-free taker. */
     const char *cmd2 = "echo loop=$((7*6))\n";
-    qm_machine_console_write(machine, (const uint8_t *)cmd2, strlen(cmd2));
+    qm_machine_console_write(machine, (const uint8_t *)cmd2, strlen(cmd2), -1, NULL);
     int poll_fd = -1;
     qm_machine_poll_fd(machine, &poll_fd);
     char seen[4096] = {0};
@@ -311,8 +373,16 @@ static void check_guest_console(void) {
                  QM_STATUS_TIMEOUT, "waiting for text that never comes times out");
     CHECK_STATUS(qm_machine_console_wait_for(machine, "", 300, NULL, NULL),
                  QM_STATUS_INVALID_ARGUMENT, "an empty pattern is rejected");
+    const char *flood = "head -c 10000 /dev/zero | tr '\\0' x; echo; echo flood-done\n";
+    qm_machine_console_write(machine, (const uint8_t *)flood, strlen(flood), 30000, NULL);
+    CHECK_STATUS(qm_machine_console_wait_for(machine, "flood-done", 30000, NULL, NULL),
+                 QM_STATUS_OK, "10 KB of output into a 4 KiB console buffer");
+    uint64_t dropped = 0;
+    CHECK_STATUS(qm_machine_console_bytes_dropped(machine, &dropped), QM_STATUS_OK,
+                 "console_bytes_dropped");
+    CHECK(dropped >= 5000, "the bytes dropped from the buffer are counted");
     const char *off = "poweroff -f\n";
-    qm_machine_console_write(machine, (const uint8_t *)off, strlen(off));
+    qm_machine_console_write(machine, (const uint8_t *)off, strlen(off), -1, NULL);
     CHECK_STATUS(qm_machine_wait(machine, 30000), QM_STATUS_OK, "the guest powers itself off");
     int32_t code = -2;
     CHECK_STATUS(qm_machine_exit_status(machine, &code, NULL), QM_STATUS_OK, "exit status");
@@ -586,6 +656,7 @@ int main(void) {
     check_qmp_and_events();
     check_free_running();
     check_stale_handles();
+    check_console_bounds();
     check_images();
     check_vm_description();
     const char *skip = getenv("QM_TEST_SKIP_GUEST");

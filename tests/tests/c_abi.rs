@@ -128,6 +128,10 @@ fn assert_passed(what: &str, out: &Output) {
     ] {
         assert!(stdout.contains(line), "no `{line}` in\n{stdout}");
     }
+    assert!(
+        stdout.contains("ok   writing 4 MiB to a paused guest times out"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -42,7 +42,8 @@ fn boot(config: &MachineConfig) -> Machine {
 
 /// Runs a shell command in the guest and returns its output (up to the next prompt).
 fn run(vm: &mut Machine, command: &str) -> String {
-    vm.console_write(format!("{command}\n").as_bytes()).unwrap();
+    vm.console_write(format!("{command}\n").as_bytes(), COMMAND)
+        .unwrap();
     let out = vm.console_wait_for(PROMPT.as_bytes(), COMMAND).unwrap();
     String::from_utf8(out).unwrap()
 }
@@ -57,8 +58,11 @@ fn console_runs_commands_and_logs_everything() {
     assert_eq!(run(&mut vm, "echo $((6*7))"), "42\r\n");
     assert_eq!(run(&mut vm, "uname -s"), "Linux\r\n");
     // Output that arrives in pieces, with QMP in between.
-    vm.console_write(b"for i in 1 2 3; do echo line$i; sleep 0.2; done\n")
-        .unwrap();
+    vm.console_write(
+        b"for i in 1 2 3; do echo line$i; sleep 0.2; done\n",
+        COMMAND,
+    )
+    .unwrap();
     assert_eq!(vm.status().unwrap(), RunState::Running);
     assert_eq!(
         vm.console_wait_for(b"line3\r\n", COMMAND).unwrap(),
@@ -82,7 +86,7 @@ fn console_runs_commands_and_logs_everything() {
 #[test]
 fn guest_poweroff_ends_in_wait_with_a_guest_shutdown_event() {
     let mut vm = boot(&guest_config(&[]));
-    vm.console_write(b"poweroff -f\n").unwrap();
+    vm.console_write(b"poweroff -f\n", COMMAND).unwrap();
     let status = vm.wait(COMMAND).unwrap();
     assert!(status.success(), "{status}");
     let event = vm
@@ -139,8 +143,11 @@ fn fifty_megabytes_of_console_output_while_qmp_runs_lose_nothing() {
     config.console_log(&log).console_buffer_bytes(64 << 10);
     let mut vm = boot(&config);
     let start = Instant::now();
-    vm.console_write(format!("head -c {BYTES} /dev/zero; echo; echo FLOOD-DONE\n").as_bytes())
-        .unwrap();
+    vm.console_write(
+        format!("head -c {BYTES} /dev/zero; echo; echo FLOOD-DONE\n").as_bytes(),
+        COMMAND,
+    )
+    .unwrap();
     // Keep QMP busy while the guest floods the console: every command gets its answer.
     let mut commands = 0u32;
     loop {

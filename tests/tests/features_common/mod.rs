@@ -93,7 +93,8 @@ pub fn wait_ready(vm: &mut Vm) {
 /// output, up to the next prompt.
 pub fn shell(vm: &mut Vm, command: &str) -> String {
     let _ = vm.console_read();
-    vm.console_write(format!("{command}\n").as_bytes()).unwrap();
+    vm.console_write(format!("{command}\n").as_bytes(), BOOT)
+        .unwrap();
     let out = vm
         .console_wait_for(fixture::PROMPT.as_bytes(), BOOT)
         .unwrap_or_else(|e| panic!("no prompt after {command:?}: {e}"));
