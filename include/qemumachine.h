@@ -69,7 +69,8 @@ typedef enum qm_status {
 // The accelerator values `qm_config_set_accel()` takes.
 typedef enum qm_accel {
   // KVM when `/dev/kvm` is usable and the guest matches the host, else TCG; the environment
-  // variable `QEMU_MACHINE_ACCEL` overrides it.
+  // variable `QEMU_MACHINE_ACCEL` overrides it. Adds nothing when the arguments choose an
+  // accelerator themselves (`-accel`, `-machine accel=`, `-enable-kvm`).
   QM_ACCEL_AUTO = 0,
   // `-accel kvm`.
   QM_ACCEL_KVM = 1,

@@ -284,8 +284,14 @@ fn argv_command(args: &ArgvArgs) -> CliResult {
         )));
     }
     let mut spec = spec;
-    if spec.accel.is_empty() {
-        // What the launcher does with no accelerator given: KVM when usable, else TCG.
+    let chosen = spec
+        .machine
+        .as_ref()
+        .is_some_and(|m| m.props().get("accel").is_some())
+        || qemu_process::args_choose_accel(&spec.extra_args);
+    if spec.accel.is_empty() && !chosen {
+        // What the launcher does with no accelerator given (none in the machine properties or
+        // the extra arguments either): KVM when usable, else TCG.
         let binary = spec
             .binary
             .clone()

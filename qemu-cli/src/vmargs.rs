@@ -51,7 +51,8 @@ pub struct VmArgs {
     #[arg(short = 'm', long, value_name = "SIZE", help_heading = "VM")]
     pub memory: Option<String>,
     /// Accelerator: auto (KVM when usable, else TCG), kvm, tcg, or a list tried in order
-    /// (kvm,tcg).
+    /// (kvm,tcg). Without it, the spec's list; with none there either, auto, unless a
+    /// --qemu-arg chooses one (-accel, -machine accel=, -enable-kvm).
     #[arg(long, value_name = "ACCEL", help_heading = "VM")]
     pub accel: Option<String>,
     /// The VM's name.

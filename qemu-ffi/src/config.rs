@@ -20,7 +20,8 @@ use crate::status::QmStatus;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QmAccel {
     /// KVM when `/dev/kvm` is usable and the guest matches the host, else TCG; the environment
-    /// variable `QEMU_MACHINE_ACCEL` overrides it.
+    /// variable `QEMU_MACHINE_ACCEL` overrides it. Adds nothing when the arguments choose an
+    /// accelerator themselves (`-accel`, `-machine accel=`, `-enable-kvm`).
     Auto = 0,
     /// `-accel kvm`.
     Kvm = 1,

@@ -21,7 +21,9 @@ use qemu_cmdline::{
 use serde_json::json;
 
 use crate::config::DEFAULT_QMP_TIMEOUT;
-use crate::config::{resolve_accel, Accel, MachineConfig, DEFAULT_LAUNCH_TIMEOUT};
+use crate::config::{
+    args_choose_accel, resolve_accel, Accel, MachineConfig, DEFAULT_LAUNCH_TIMEOUT,
+};
 use crate::error::Error;
 use crate::image::{FlashReport, QemuImg};
 use crate::machine::Machine;
@@ -109,7 +111,9 @@ impl VmOptions {
     /// Overrides the accelerator: [`Accel::Kvm`] or [`Accel::Tcg`] replace the spec's list,
     /// [`Accel::Auto`] picks KVM when usable (see [`resolve_accel`]), [`Accel::None`] keeps
     /// the spec's list. Without an override the spec's list is used, and an empty one is
-    /// [`Accel::Auto`].
+    /// [`Accel::Auto`]. Auto adds nothing when the spec chooses an accelerator elsewhere: an
+    /// `accel` machine property, or `extra_args` that do (see
+    /// [`args_choose_accel`](crate::args_choose_accel)).
     pub fn accel(&mut self, accel: Accel) -> &mut Self {
         self.accel = Some(accel);
         self
@@ -742,6 +746,17 @@ impl Resolver<'_> {
             None if !r.accel.is_empty() => return,
             None => Accel::Auto,
         };
+        // Auto applies only when the description chooses nothing: an `accel` machine property
+        // or `-accel`/`-machine accel=`/`-enable-kvm` in the extra arguments win.
+        if choice == Accel::Auto
+            && (r
+                .machine
+                .as_ref()
+                .is_some_and(|m| m.props().get("accel").is_some())
+                || args_choose_accel(&r.extra_args))
+        {
+            return;
+        }
         r.accel = match resolve_accel(choice, &binary) {
             Accel::Kvm => vec![qemu_cmdline::Accel::Kvm],
             Accel::Tcg => vec![qemu_cmdline::Accel::Tcg],
