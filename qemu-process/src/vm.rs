@@ -162,7 +162,7 @@ impl VmOptions {
     }
 }
 
-/// A port forward as it is reachable on the host.
+/// A port forward as QEMU listens for it on the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Forward {
     /// The forward's name, if it has one.
@@ -173,9 +173,28 @@ pub struct Forward {
     pub proto: Proto,
     /// The guest port.
     pub guest_port: u16,
-    /// Where to connect on the host: the listening port (the one the kernel picked for host
-    /// port 0) at the listening address, or `127.0.0.1` when it listens on all addresses.
-    pub host: SocketAddr,
+    /// Where QEMU listens, as HMP `info usernet` reports it: `127.0.0.1:PORT` unless the
+    /// spec's `host_addr` said otherwise, `0.0.0.0:PORT` when it asked for every address (then
+    /// the port is reachable from the network); the port is the one the kernel picked for
+    /// host port 0.
+    pub listen: SocketAddr,
+}
+
+impl Forward {
+    /// Where a client on this host connects: the listening address, or `127.0.0.1` with the
+    /// same port when the forward listens on every address (`0.0.0.0`).
+    pub fn connect_addr(&self) -> SocketAddr {
+        if self.listen.ip().is_unspecified() {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.listen.port())
+        } else {
+            self.listen
+        }
+    }
+    /// Whether the forward listens on every host address (`0.0.0.0`), which makes it
+    /// reachable from the network.
+    pub fn listens_on_all_addresses(&self) -> bool {
+        self.listen.ip().is_unspecified()
+    }
 }
 
 /// The format of a [`Vm::screendump`].
@@ -394,12 +413,14 @@ impl Vm {
         self.temp.path()
     }
 
-    /// Where the forward named `name` is reachable on the host.
+    /// Where QEMU listens for the forward named `name` ([`Forward::listen`]): `127.0.0.1:PORT`
+    /// by default, `0.0.0.0:PORT` when the spec asked for every address (see
+    /// [`Forward::connect_addr`] for a loopback address to connect to).
     pub fn forwarded_port(&self, name: &str) -> Option<SocketAddr> {
         self.forwards
             .iter()
             .find(|f| f.name.as_deref() == Some(name))
-            .map(|f| f.host)
+            .map(|f| f.listen)
     }
 
     /// All port forwards, in spec order.
@@ -957,11 +978,11 @@ fn disk_id(d: &DiskSpec, index: usize) -> String {
     d.id.clone().unwrap_or_else(|| format!("disk{index}"))
 }
 
-/// The forwards of the resolved spec with their host addresses; ports picked by the kernel
-/// (host port 0) are read from HMP `info usernet`.
+/// The forwards of the resolved spec with their listening addresses and ports, as QEMU reports
+/// them in HMP `info usernet` (so that the address is what QEMU really listens on, and a host
+/// port 0 becomes the port the kernel picked).
 fn read_forwards(machine: &mut Machine, spec: &VmSpec) -> Result<Vec<Forward>, Error> {
     let mut out = Vec::new();
-    let mut any_auto = false;
     for nic in &spec.nics {
         if !matches!(nic.backend, None | Some(NetBackend::User(_))) {
             continue;
@@ -972,68 +993,57 @@ fn read_forwards(machine: &mut Machine, spec: &VmSpec) -> Result<Vec<Forward>, E
             all.extend(u.forwards.iter().cloned());
         }
         for f in all {
-            any_auto |= f.host_port == 0;
-            let ip = match f.host_addr {
-                Some(a) if !a.is_unspecified() => a,
-                _ => Ipv4Addr::LOCALHOST,
-            };
             out.push((
                 f.host_port,
-                f.host_addr,
                 Forward {
                     name: f.name.clone(),
                     nic: id.clone(),
                     proto: f.proto,
                     guest_port: f.guest_port,
-                    host: SocketAddr::new(IpAddr::V4(ip), f.host_port),
+                    listen: SocketAddr::new(IpAddr::V4(f.listen_addr()), f.host_port),
                 },
             ));
         }
     }
-    if any_auto {
-        let text = machine.execute(
-            "human-monitor-command",
-            Some(json!({"command-line": "info usernet"})),
-        )?;
-        let rows = parse_usernet(text.as_str().unwrap_or_default());
-        let mut used = vec![false; rows.len()];
-        // Ports given explicitly are taken first, so that a picked one never matches them.
-        for pass in [false, true] {
-            for (port, addr, f) in &mut out {
-                if (*port == 0) != pass {
-                    continue;
-                }
-                let found = rows.iter().enumerate().position(|(k, row)| {
-                    !used[k]
-                        && row.nic == f.nic
-                        && row.proto == f.proto
-                        && row.guest_port == f.guest_port
-                        && (*port == 0 || row.host_port == *port)
-                        && match addr {
-                            Some(a) if !a.is_unspecified() => row.host_addr == Some(*a),
-                            _ => row.host_addr.is_none_or(|a| a.is_unspecified()),
-                        }
-                });
-                match found {
-                    Some(k) => {
-                        used[k] = true;
-                        f.host.set_port(rows[k].host_port);
-                    }
-                    None if pass => {
-                        return Err(Error::InvalidArgument(format!(
-                            "QEMU did not report the host port of forward {} (guest port {}): \
-                             `info usernet` said: {}",
-                            f.name.as_deref().unwrap_or("(unnamed)"),
-                            f.guest_port,
-                            text.as_str().unwrap_or_default().trim_end()
-                        )))
-                    }
-                    None => {}
-                }
+    if out.is_empty() {
+        return Ok(Vec::new());
+    }
+    let text = machine.execute(
+        "human-monitor-command",
+        Some(json!({"command-line": "info usernet"})),
+    )?;
+    let text = text.as_str().unwrap_or_default();
+    let rows = parse_usernet(text);
+    let mut used = vec![false; rows.len()];
+    // Ports given explicitly are taken first, so that a picked one never matches them.
+    for pass in [false, true] {
+        for (port, f) in &mut out {
+            if (*port == 0) != pass {
+                continue;
             }
+            let found = rows.iter().enumerate().position(|(k, row)| {
+                !used[k]
+                    && row.nic == f.nic
+                    && row.proto == f.proto
+                    && row.guest_port == f.guest_port
+                    && (*port == 0 || row.host_port == *port)
+                    && row.listen_addr() == f.listen.ip()
+            });
+            let Some(k) = found else {
+                return Err(Error::InvalidArgument(format!(
+                    "QEMU does not report forward {} (guest port {}) listening on {}: \
+                     `info usernet` said: {}",
+                    f.name.as_deref().unwrap_or("(unnamed)"),
+                    f.guest_port,
+                    f.listen,
+                    text.trim_end()
+                )));
+            };
+            used[k] = true;
+            f.listen = SocketAddr::new(rows[k].listen_addr(), rows[k].host_port);
         }
     }
-    Ok(out.into_iter().map(|(_, _, f)| f).collect())
+    Ok(out.into_iter().map(|(_, f)| f).collect())
 }
 
 /// A `HOST_FORWARD` row of HMP `info usernet`.
@@ -1041,9 +1051,16 @@ fn read_forwards(machine: &mut Machine, spec: &VmSpec) -> Result<Vec<Forward>, E
 struct UsernetRow {
     nic: String,
     proto: Proto,
+    /// The listening address; `None` for `*` (every address).
     host_addr: Option<Ipv4Addr>,
     host_port: u16,
     guest_port: u16,
+}
+
+impl UsernetRow {
+    fn listen_addr(&self) -> IpAddr {
+        IpAddr::V4(self.host_addr.unwrap_or(Ipv4Addr::UNSPECIFIED))
+    }
 }
 
 /// Parses `info usernet`:
