@@ -161,8 +161,8 @@ enum qm_status qm_config_set_qmp_timeout_ms(struct qm_config *config, uint64_t m
 // `config` must be a handle from this library or NULL.
 enum qm_status qm_config_set_console(struct qm_config *config, bool enabled);
 
-// Also writes every console byte to the file at `path` (created or truncated); enables the
-// console.
+// Also writes every console byte to the file at `path` (created owner-only, mode 0600, or an
+// existing one truncated, keeping its mode); enables the console.
 //
 // # Safety
 // `config` must be a handle from this library or NULL; `path` NULL or NUL-terminated.

@@ -361,8 +361,8 @@ pub unsafe extern "C" fn qm_config_set_console(config: *mut QmConfig, enabled: b
     }
 }
 
-/// Also writes every console byte to the file at `path` (created or truncated); enables the
-/// console.
+/// Also writes every console byte to the file at `path` (created owner-only, mode 0600, or an
+/// existing one truncated, keeping its mode); enables the console.
 ///
 /// # Safety
 /// `config` must be a handle from this library or NULL; `path` NULL or NUL-terminated.

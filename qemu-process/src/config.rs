@@ -211,7 +211,8 @@ impl MachineConfig {
         self
     }
 
-    /// Also writes every console byte to this file (created or truncated). Implies `console(true)`.
+    /// Also writes every console byte to this file (created owner-only, mode 0600, or an
+    /// existing one truncated, keeping its mode). Implies `console(true)`.
     pub fn console_log(&mut self, path: impl Into<PathBuf>) -> &mut Self {
         self.console_log = Some(path.into());
         self.console = true;

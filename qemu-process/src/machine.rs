@@ -235,7 +235,7 @@ impl Machine {
                         .write(true)
                         .create(true)
                         .truncate(true)
-                        .mode(0o644)
+                        .mode(0o600)
                         .open(path)
                         .map_err(Error::io_with(format!("creating {}", path.display())))?,
                 ),

@@ -9,6 +9,7 @@
 //! (the console is the guest's *first* serial port; the spec's `serial` entries follow it).
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
@@ -102,7 +103,8 @@ impl VmOptions {
         self.console = on;
         self
     }
-    /// Also writes every console byte to this file. Implies `console(true)`.
+    /// Also writes every console byte to this file (created owner-only, mode 0600, or an
+    /// existing one truncated, keeping its mode). Implies `console(true)`.
     pub fn console_log(&mut self, path: impl Into<PathBuf>) -> &mut Self {
         self.console_log = Some(path.into());
         self.console = true;
@@ -533,7 +535,8 @@ impl Vm {
     /// Saves the screen (QMP `screendump`) to `path` and returns the path of the image. With
     /// `format` `None`, PNG when this QEMU can write it, else PPM; when PPM is written instead
     /// of a requested `.png` name, the extension of the returned path says so. The VM needs a
-    /// display device (`vga`, or `vnc`, which adds one).
+    /// display device (`vga`, or `vnc`, which adds one). A new file is created owner-only
+    /// (mode 0600) before QEMU writes it; an existing file is overwritten and keeps its mode.
     pub fn screendump(
         &mut self,
         path: &Path,
@@ -541,46 +544,58 @@ impl Vm {
     ) -> Result<PathBuf, Error> {
         let path = std::path::absolute(path)
             .map_err(Error::io_with(format!("resolving {}", path.display())))?;
-        let text = |p: &Path| -> Result<String, Error> {
-            p.to_str().map(str::to_owned).ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "screendump path {} is not UTF-8, which QMP cannot carry",
-                    p.display()
-                ))
-            })
-        };
         match format {
-            Some(ScreenshotFormat::Ppm) => {
-                self.machine
-                    .execute("screendump", Some(json!({"filename": text(&path)?})))?;
+            Some(f) => {
+                self.screendump_to(&path, f)?;
                 Ok(path)
             }
-            Some(ScreenshotFormat::Png) => {
-                self.machine.execute(
-                    "screendump",
-                    Some(json!({"filename": text(&path)?, "format": "png"})),
-                )?;
-                Ok(path)
-            }
-            None => {
-                match self.machine.execute(
-                    "screendump",
-                    Some(json!({"filename": text(&path)?, "format": "png"})),
-                ) {
-                    Ok(_) => Ok(path),
-                    Err(Error::Qmp(e)) if png_unsupported(&e) => {
-                        log::info!("this QEMU writes no PNG ({e}); writing PPM");
-                        let ppm = if path.extension().is_some_and(|e| e == "png") {
-                            path.with_extension("ppm")
-                        } else {
-                            path
-                        };
-                        self.machine
-                            .execute("screendump", Some(json!({"filename": text(&ppm)?})))?;
-                        Ok(ppm)
-                    }
-                    Err(e) => Err(e),
+            None => match self.screendump_to(&path, ScreenshotFormat::Png) {
+                Ok(()) => Ok(path),
+                Err(Error::Qmp(e)) if png_unsupported(&e) => {
+                    log::info!("this QEMU writes no PNG ({e}); writing PPM");
+                    let ppm = if path.extension().is_some_and(|e| e == "png") {
+                        path.with_extension("ppm")
+                    } else {
+                        path
+                    };
+                    self.screendump_to(&ppm, ScreenshotFormat::Ppm)?;
+                    Ok(ppm)
                 }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// One `screendump` into `path` (absolute), created owner-only first when it does not
+    /// exist (QEMU would create it with its own umask) and removed again if QEMU fails.
+    fn screendump_to(&mut self, path: &Path, format: ScreenshotFormat) -> Result<(), Error> {
+        let filename = path.to_str().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "screendump path {} is not UTF-8, which QMP cannot carry",
+                path.display()
+            ))
+        })?;
+        let created = match create_private(path) {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => {
+                // QEMU may still be able to (a wrapper running it as another user): its
+                // error, if any, is the one reported.
+                log::debug!("creating {} before the screendump: {e}", path.display());
+                false
+            }
+        };
+        let args = match format {
+            ScreenshotFormat::Png => json!({"filename": filename, "format": "png"}),
+            ScreenshotFormat::Ppm => json!({"filename": filename}),
+        };
+        match self.machine.execute("screendump", Some(args)) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if created {
+                    let _ = std::fs::remove_file(path);
+                }
+                Err(e)
             }
         }
     }
@@ -922,13 +937,9 @@ impl Resolver<'_> {
             }
         }
         let vars = self.temp.join("uefi-vars.fd");
-        std::fs::copy(&template, &vars).map_err(Error::io_with(format!(
-            "copying {} to {}",
-            template.display(),
-            vars.display()
-        )))?;
-        // The copy must be writable even when the template is read-only (root-owned 0644).
-        set_mode(&vars, 0o600)?;
+        // Made owner-only and writable from the start, whatever the template's mode (a system
+        // file is root-owned 0644): fs::copy would copy that mode.
+        copy_private(&template, &vars)?;
         u.code = Some(code);
         u.vars = Some(vars);
         Ok(u)
@@ -937,7 +948,9 @@ impl Resolver<'_> {
     fn seed(&mut self, ci: &CloudInitSpec) -> Result<PathBuf, Error> {
         let image = crate::cloudinit::seed_image(ci)?;
         let path = self.temp.join("cidata.img");
-        std::fs::write(&path, image)
+        // Owner-only: the seed may hold a password and keys.
+        create_private(&path)
+            .and_then(|mut f| f.write_all(&image))
             .map_err(Error::io_with(format!("writing {}", path.display())))?;
         Ok(path)
     }
@@ -967,11 +980,23 @@ const SECURE_BOOT_X86_64: &[(&str, &str, &str)] = &[
     ),
 ];
 
-fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(Error::io_with(
-        format!("setting the mode of {}", path.display()),
-    ))
+/// Creates a new file, mode 0600 (an existing one is an error).
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Copies `from` into a new owner-only file `to`.
+fn copy_private(from: &Path, to: &Path) -> Result<(), Error> {
+    let context = || format!("copying {} to {}", from.display(), to.display());
+    let mut src = std::fs::File::open(from).map_err(Error::io_with(context()))?;
+    let mut dst = create_private(to).map_err(Error::io_with(context()))?;
+    std::io::copy(&mut src, &mut dst).map_err(Error::io_with(context()))?;
+    Ok(())
 }
 
 fn disk_id(d: &DiskSpec, index: usize) -> String {
