@@ -71,7 +71,8 @@ typedef enum qm_status {
 // The accelerator values `qm_config_set_accel()` takes.
 typedef enum qm_accel {
   // KVM when `/dev/kvm` is usable and the guest matches the host, else TCG; the environment
-  // variable `QEMU_MACHINE_ACCEL` overrides it.
+  // variable `QEMU_MACHINE_ACCEL` overrides it. Adds nothing when the arguments choose an
+  // accelerator themselves (`-accel`, `-machine accel=`, `-enable-kvm`).
   QM_ACCEL_AUTO = 0,
   // `-accel kvm`.
   QM_ACCEL_KVM = 1,
@@ -162,8 +163,8 @@ enum qm_status qm_config_set_qmp_timeout_ms(struct qm_config *config, uint64_t m
 // `config` must be a handle from this library or NULL.
 enum qm_status qm_config_set_console(struct qm_config *config, bool enabled);
 
-// Also writes every console byte to the file at `path` (created or truncated); enables the
-// console.
+// Also writes every console byte to the file at `path` (created owner-only, mode 0600, or an
+// existing one truncated, keeping its mode); enables the console.
 //
 // # Safety
 // `config` must be a handle from this library or NULL; `path` NULL or NUL-terminated.
@@ -540,9 +541,11 @@ enum qm_status qm_machine_poll_fd(struct qm_machine *machine, int32_t *out_fd);
 // `machine` must be a handle from this library or NULL.
 enum qm_status qm_machine_process_io(struct qm_machine *machine);
 
-// For a machine launched from a `vm` description: stores where the port forward named `name`
-// is reachable on the host, as `"IP:PORT"` in `*out_address` (free with `qm_string_free()`);
-// with a host port of 0 in the description this is the port QEMU picked.
+// For a machine launched from a `vm` description: stores where QEMU listens for the port
+// forward named `name`, as `"IP:PORT"` in `*out_address` (free with `qm_string_free()`):
+// `127.0.0.1:PORT` unless the forward's `host_addr` says otherwise, `0.0.0.0:PORT` when it
+// asked for every address (reachable from the network; connect to `127.0.0.1:PORT` locally).
+// With a host port of 0 in the description this is the port QEMU picked.
 // `QM_STATUS_INVALID_ARGUMENT` if there is no forward of that name.
 //
 // # Safety

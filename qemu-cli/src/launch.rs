@@ -42,7 +42,8 @@ pub fn launch(spec: &VmSpec, settings: &Settings) -> Result<Vm, Failure> {
     Vm::launch(spec, &options).map_err(Failure::from_launch)
 }
 
-/// Lines describing a launched VM: QEMU's version and pid, forwarded ports, the VNC socket.
+/// Lines describing a launched VM: QEMU's version and pid, forwarded ports (the address QEMU
+/// listens on), the VNC socket.
 pub fn describe(vm: &Vm) -> Vec<String> {
     let mut lines = Vec::new();
     let version = vm
@@ -63,9 +64,16 @@ pub fn describe(vm: &Vm) -> Vec<String> {
             .name
             .as_deref()
             .map_or_else(String::new, |n| format!(" {n}"));
+        // What listens where: the listening address itself, and a plain warning when that is
+        // every address (the guest port is then reachable from the network).
+        let scope = if f.listens_on_all_addresses() {
+            " (every host address: reachable from the network)"
+        } else {
+            ""
+        };
         lines.push(format!(
-            "port{name}: {} -> guest {}/{}",
-            f.host,
+            "port{name}: {}{scope} -> guest {}/{}",
+            f.listen,
             proto_name(f.proto),
             f.guest_port
         ));

@@ -118,7 +118,7 @@ Input lines are QMP commands, either as JSON or in qmp-shell's short form:
 Values are JSON when they look like JSON (numbers, true, false, null, [..], {..}, \"..\"),
 'single-quoted' text is taken literally, and a.b=1 builds nested objects.
 
-On a terminal: line editing, history (Up/Down, saved in ~/.qemu-machine_history), Tab
+On a terminal: line editing, history (Up/Down, saved in ~/.qemu-machine_history, mode 0600), Tab
 completes command names, events are shown as they arrive, Ctrl-D leaves. From a pipe: each
 reply is printed as JSON ({\"return\": ..} or {\"error\": ..}), events too (--no-events hides
 them), and the exit code is 1 if any command failed.
@@ -174,7 +174,7 @@ struct RunArgs {
     /// Which events to print: lifecycle (default), all or none.
     #[arg(long, value_name = "WHICH", default_value = "lifecycle")]
     events: EventFilter,
-    /// Also write the console output to this file.
+    /// Also write the console output to this file (created with mode 0600).
     #[arg(long, value_name = "PATH")]
     console_log: Option<PathBuf>,
     /// How long QEMU may take to start.
@@ -210,7 +210,8 @@ struct QmpArgs {
     /// Do not print events.
     #[arg(long)]
     no_events: bool,
-    /// The history file (default ~/.qemu-machine_history); `none` keeps no history.
+    /// The history file (default ~/.qemu-machine_history; kept at mode 0600, since commands
+    /// may carry secrets); `none` keeps no history.
     #[arg(long, value_name = "PATH")]
     history: Option<PathBuf>,
     /// How long one command may take.
@@ -284,8 +285,14 @@ fn argv_command(args: &ArgvArgs) -> CliResult {
         )));
     }
     let mut spec = spec;
-    if spec.accel.is_empty() {
-        // What the launcher does with no accelerator given: KVM when usable, else TCG.
+    let chosen = spec
+        .machine
+        .as_ref()
+        .is_some_and(|m| m.props().get("accel").is_some())
+        || qemu_process::args_choose_accel(&spec.extra_args);
+    if spec.accel.is_empty() && !chosen {
+        // What the launcher does with no accelerator given (none in the machine properties or
+        // the extra arguments either): KVM when usable, else TCG.
         let binary = spec
             .binary
             .clone()

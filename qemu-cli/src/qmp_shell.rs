@@ -5,9 +5,10 @@
 //! a pipe it reads lines as they come, executes each, and prints every reply and event as
 //! JSON on stdout; the exit code says whether every command succeeded.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::fd::RawFd;
-use std::path::PathBuf;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use qemu_process::{AttachTarget, Event, Machine, Vm};
@@ -356,7 +357,7 @@ impl Shell<'_> {
         let mut editor = Editor::new(PROMPT, width);
         editor.set_completions(names);
         if let Some(path) = &history_path {
-            if let Ok(text) = std::fs::read_to_string(path) {
+            if let Some(text) = load_history(path, self.opts.quiet) {
                 editor.load_history(text.lines().map(str::to_owned), HISTORY_MAX);
             }
         }
@@ -375,7 +376,7 @@ impl Shell<'_> {
         let _ = sys::write_all(STDOUT, &out);
         drop(raw);
         if let Some(path) = &history_path {
-            save_history(path, editor.history());
+            save_history(path, editor.history(), self.opts.quiet);
         }
         result
     }
@@ -480,14 +481,64 @@ fn history_path(option: Option<&PathBuf>) -> Option<PathBuf> {
     }
 }
 
-fn save_history<'a>(path: &PathBuf, lines: impl Iterator<Item = &'a str>) {
+/// Reads the history file, first taking away any access by group and others it has: the file
+/// is this command's own, and QMP commands may carry secrets (`set_password`, `object-add`
+/// of a `secret`), so a warning alone would leave them readable. `None` when there is none.
+fn load_history(path: &Path, quiet: bool) -> Option<String> {
+    let mut file = std::fs::File::open(path).ok()?;
+    make_private(&file, path, quiet);
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// Writes the history: a new file is created with mode 0600, an existing one is made so.
+fn save_history<'a>(path: &Path, lines: impl Iterator<Item = &'a str>, quiet: bool) {
     let mut text = String::new();
     for line in lines {
         text.push_str(line);
         text.push('\n');
     }
-    if let Err(e) = std::fs::write(path, text) {
+    let written = std::fs::File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| {
+            make_private(&file, path, quiet);
+            file.write_all(text.as_bytes())
+        });
+    if let Err(e) = written {
         log::warn!("could not save the history to {}: {e}", path.display());
+    }
+}
+
+/// Clears the group and other permission bits of an open file, saying so on stderr (unless
+/// `quiet`); says so too when it cannot (a file owned by someone else).
+fn make_private(file: &std::fs::File, path: &Path, quiet: bool) {
+    let Ok(mode) = file.metadata().map(|m| m.permissions().mode() & 0o7777) else {
+        return;
+    };
+    if mode & 0o077 == 0 {
+        return;
+    }
+    let private = mode & 0o700;
+    let notice = match file.set_permissions(std::fs::Permissions::from_mode(private)) {
+        Ok(()) => format!(
+            "qemu-machine: the history file {} was open to others (mode {mode:04o}); its mode \
+             is now {private:04o}",
+            path.display()
+        ),
+        Err(e) => format!(
+            "qemu-machine: the history file {} is open to others (mode {mode:04o}) and could \
+             not be restricted: {e}",
+            path.display()
+        ),
+    };
+    log::debug!("{notice}");
+    if !quiet {
+        term::message(&notice);
     }
 }
 

@@ -51,7 +51,8 @@ pub struct VmArgs {
     #[arg(short = 'm', long, value_name = "SIZE", help_heading = "VM")]
     pub memory: Option<String>,
     /// Accelerator: auto (KVM when usable, else TCG), kvm, tcg, or a list tried in order
-    /// (kvm,tcg).
+    /// (kvm,tcg). Without it, the spec's list; with none there either, auto, unless a
+    /// --qemu-arg chooses one (-accel, -machine accel=, -enable-kvm).
     #[arg(long, value_name = "ACCEL", help_heading = "VM")]
     pub accel: Option<String>,
     /// The VM's name.
@@ -92,8 +93,9 @@ pub struct VmArgs {
     #[arg(long, help_heading = "Storage")]
     pub default_partitions: bool,
     /// Forward a host port to the guest (user networking):
-    /// [NAME=][tcp:|udp:][HOSTADDR:]HOSTPORT:GUESTPORT; host port 0 picks a free port, which
-    /// is printed. Repeatable.
+    /// [NAME=][tcp:|udp:][HOSTADDR:]HOSTPORT:GUESTPORT. It listens on 127.0.0.1 unless
+    /// HOSTADDR is given (0.0.0.0: every address, reachable from the network); host port 0
+    /// picks a free port. What listens where is printed. Repeatable.
     #[arg(long = "forward", value_name = "FORWARD", help_heading = "Network")]
     pub forwards: Vec<String>,
     /// A VNC server on a unix socket (its path is printed).
@@ -542,6 +544,9 @@ mod tests {
     fn forwards() {
         let f = parse_forward("2222:22").unwrap();
         assert_eq!((f.host_port, f.guest_port, f.proto), (2222, 22, Proto::Tcp));
+        assert_eq!(f.listen_addr(), Ipv4Addr::LOCALHOST);
+        let f = parse_forward("ssh=0.0.0.0:2222:22").unwrap();
+        assert_eq!(f.host_addr, Some(Ipv4Addr::UNSPECIFIED));
         let f = parse_forward("dns=udp:127.0.0.1:5353:53").unwrap();
         assert_eq!(f.proto, Proto::Udp);
         assert_eq!(f.host_addr, Some(Ipv4Addr::LOCALHOST));

@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -188,4 +189,39 @@ fn interactive_shell_on_a_pty() {
     assert_ne!(pty.lflags() & libc::ICANON, 0, "terminal restored");
     let saved = std::fs::read_to_string(&history).unwrap();
     assert_eq!(saved, "query-status\nstop\nbogus\n");
+    // Created owner-only: QMP commands may carry secrets.
+    let mode = std::fs::metadata(&history).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "history created with mode {mode:o}");
+}
+
+#[test]
+fn a_history_file_open_to_others_is_made_private_and_said_so() {
+    require_qemu();
+    let scratch = Scratch::new("qmp-history-mode");
+    let history = scratch.path("history");
+    std::fs::write(&history, "set_password protocol=vnc password=secret\n").unwrap();
+    std::fs::set_permissions(&history, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let history_arg = history.display().to_string();
+    let mut pty = PtyChild::spawn(["qmp", "--accel", "tcg", "--history", &history_arg]);
+    let at = pty.expect_from(0, "(QEMU) ", Duration::from_secs(60));
+    // Restricted when loaded, before anything else happens.
+    let mode = std::fs::metadata(&history).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "mode {mode:o} while the shell runs");
+    pty.write(b"query-status\r");
+    let at = pty.expect_from(at, "\"status\": \"running\"", Duration::from_secs(30));
+    pty.expect_from(at, "(QEMU) ", Duration::from_secs(30));
+    pty.write(b"\x04");
+    let status = pty.finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{}", pty.text());
+    let text = pty.text();
+    assert!(
+        text.contains("was open to others (mode 0644); its mode is now 0600"),
+        "{text}"
+    );
+    let mode = std::fs::metadata(&history).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "mode {mode:o} after saving");
+    assert_eq!(
+        std::fs::read_to_string(&history).unwrap(),
+        "set_password protocol=vnc password=secret\nquery-status\n"
+    );
 }

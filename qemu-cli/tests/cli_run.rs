@@ -307,6 +307,10 @@ fn console_log_and_forwarded_port_are_reported() {
         "3s",
         "--forward",
         "web=127.0.0.1:0:80",
+        "--forward",
+        "plain=0:81",
+        "--forward",
+        "public=0.0.0.0:0:82",
     ]);
     c.arg("--console-log").arg(&log);
     let out = run_deadline(c, Duration::from_secs(60));
@@ -324,6 +328,23 @@ fn console_log_and_forwarded_port_are_reported() {
         .unwrap_or_else(|| panic!("no port in {line:?}"));
     assert_ne!(port, 0, "{line}");
     assert!(line.ends_with("-> guest tcp/80"), "{line}");
+    // Without an address a forward listens on loopback; every address is said plainly.
+    let line = |name: &str| {
+        stderr
+            .lines()
+            .find(|l| l.contains(&format!("port {name}: ")))
+            .unwrap_or_else(|| panic!("no {name} line: {}", show(&out)))
+    };
+    let plain = line("plain");
+    assert!(plain.contains("port plain: 127.0.0.1:"), "{plain}");
+    assert!(plain.ends_with("-> guest tcp/81"), "{plain}");
+    assert!(!plain.contains("network"), "{plain}");
+    let public = line("public");
+    assert!(public.contains("port public: 0.0.0.0:"), "{public}");
+    assert!(
+        public.ends_with(" (every host address: reachable from the network) -> guest tcp/82"),
+        "{public}"
+    );
     let logged = std::fs::read(&log).unwrap();
     assert!(
         find(&logged, b"SeaBIOS").is_some(),

@@ -115,6 +115,18 @@ fn argv_prints_the_shell_quoted_command_line() {
         "commas doubled, spaces quoted: {line}"
     );
 
+    // An accelerator chosen by the raw arguments wins: auto adds none of its own.
+    for args in [
+        &["--qemu-arg=-accel", "--qemu-arg=tcg"][..],
+        &["--qemu-arg=-machine", "--qemu-arg=accel=tcg"][..],
+    ] {
+        let out = run_deadline(cmd(["argv"].iter().chain(args)), T);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert!(!line.contains("-accel kvm"), "{line}");
+        assert_eq!(line.matches("tcg").count(), 1, "{line}");
+    }
+
     // --json prints the merged spec, which reads back as the same VM.
     let out = run_deadline(
         cmd(["argv", "--json", spec.to_str().unwrap(), "--smp", "2"]),

@@ -16,9 +16,11 @@ use crate::{Error, IdKind, Props};
 pub enum Vnc {
     /// On a unix socket (at most 107 bytes): `-vnc unix:PATH`.
     Unix(PathBuf),
-    /// On TCP port `5900 + display`: `-vnc HOST:DISPLAY`.
+    /// On TCP port `5900 + display`: `-vnc HOST:DISPLAY`, on `127.0.0.1` unless `host` says
+    /// otherwise (QEMU's own default, for an empty host, is every address).
     Tcp {
-        /// The address to listen on; all addresses when absent.
+        /// The address to listen on: `127.0.0.1` (this host only) when absent; `0.0.0.0` for
+        /// every IPv4 address (reachable from the network), `[::]` for every address.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         host: Option<String>,
         /// The display number.
@@ -58,7 +60,7 @@ impl Display {
                         v
                     }
                     Vnc::Tcp { host, display } => {
-                        let host = host.as_deref().unwrap_or("");
+                        let host = host.as_deref().unwrap_or("127.0.0.1");
                         if host.contains(':') && !host.starts_with('[') {
                             return Err(Error::invalid(
                                 "-vnc host",

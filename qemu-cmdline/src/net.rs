@@ -72,6 +72,11 @@ fn guest_port_de<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
 /// A user-mode port forward: connections to the host's `host_addr:host_port` go to the
 /// guest's `guest_addr:guest_port` (`hostfwd=tcp:HOSTADDR:HOSTPORT-GUESTADDR:GUESTPORT`).
 ///
+/// The forward listens on `127.0.0.1` (this host only) unless `host_addr` says otherwise:
+/// `0.0.0.0` listens on every host address, which makes the guest port reachable from the
+/// network; a specific address listens on that one. (QEMU's own default, for an empty host
+/// address, is every address: the argv always names one.)
+///
 /// Host port 0 lets the kernel pick a free port when QEMU listens; QEMU reports it in HMP
 /// `info usernet`, which `qemu_process::Vm::forwarded_port` reads. Guest port 0 is rejected
 /// when the argv is built, and so are two forwards that listen on the same host protocol,
@@ -79,8 +84,11 @@ fn guest_port_de<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
 ///
 /// ```
 /// use qemu_cmdline::PortForward;
+/// use std::net::Ipv4Addr;
 /// let ssh = PortForward::tcp(2222, 22).name("ssh");
-/// assert_eq!(ssh.hostfwd(), "tcp::2222-:22");
+/// assert_eq!(ssh.hostfwd(), "tcp:127.0.0.1:2222-:22");
+/// let public = PortForward::tcp(8080, 80).host_addr(Ipv4Addr::UNSPECIFIED);
+/// assert_eq!(public.hostfwd(), "tcp:0.0.0.0:8080-:80");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,7 +96,8 @@ pub struct PortForward {
     /// `tcp` (default) or `udp`.
     #[serde(default)]
     pub proto: Proto,
-    /// The host address to listen on; all addresses when absent.
+    /// The host address to listen on: `127.0.0.1` (this host only) when absent; `0.0.0.0`
+    /// for every address (reachable from the network), or one specific address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_addr: Option<Ipv4Addr>,
     /// The host port (0..=65535; 0: a free port picked when QEMU starts).
@@ -124,7 +133,8 @@ impl PortForward {
             ..PortForward::tcp(host_port, guest_port)
         }
     }
-    /// Listens on `addr` only (`127.0.0.1` keeps the port private to the host).
+    /// Listens on `addr` instead of `127.0.0.1`: [`Ipv4Addr::UNSPECIFIED`] (`0.0.0.0`) for
+    /// every host address, which makes the port reachable from the network.
     pub fn host_addr(mut self, addr: Ipv4Addr) -> PortForward {
         self.host_addr = Some(addr);
         self
@@ -139,24 +149,29 @@ impl PortForward {
         self.name = Some(name.into());
         self
     }
-    /// The `hostfwd` value QEMU reads.
+    /// The address the forward listens on: `host_addr`, or `127.0.0.1` when absent.
+    pub fn listen_addr(&self) -> Ipv4Addr {
+        self.host_addr.unwrap_or(Ipv4Addr::LOCALHOST)
+    }
+    /// The `hostfwd` value QEMU reads; the host address is always written (QEMU would listen
+    /// on every address for an empty one).
     pub fn hostfwd(&self) -> String {
-        let addr = |a: Option<Ipv4Addr>| a.map(|a| a.to_string()).unwrap_or_default();
+        let guest = self.guest_addr.map(|a| a.to_string()).unwrap_or_default();
         format!(
             "{}:{}:{}-{}:{}",
             self.proto.name(),
-            addr(self.host_addr),
+            self.listen_addr(),
             self.host_port,
-            addr(self.guest_addr),
+            guest,
             self.guest_port
         )
     }
     /// Whether two forwards would listen on the same host socket.
     pub fn clashes_with(&self, other: &PortForward) -> bool {
-        let any = |a: Option<Ipv4Addr>| a.is_none_or(|a| a.is_unspecified());
+        let (a, b) = (self.listen_addr(), other.listen_addr());
         self.proto == other.proto
             && self.host_port == other.host_port
-            && (any(self.host_addr) || any(other.host_addr) || self.host_addr == other.host_addr)
+            && (a.is_unspecified() || b.is_unspecified() || a == b)
     }
 }
 
@@ -491,7 +506,7 @@ impl<'de> Deserialize<'de> for NicModel {
 /// use qemu_cmdline::{CommandLine, Nic, PortForward};
 /// let mut cmd = CommandLine::new("qemu-system-x86_64");
 /// cmd.nic(Nic::user("net0").forward(PortForward::tcp(2222, 22).name("ssh")));
-/// assert!(cmd.build().unwrap().to_string().contains("hostfwd=tcp::2222-:22"));
+/// assert!(cmd.build().unwrap().to_string().contains("hostfwd=tcp:127.0.0.1:2222-:22"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nic {
@@ -624,12 +639,28 @@ mod tests {
     }
 
     #[test]
+    fn loopback_unless_an_address_is_given() {
+        let f = PortForward::tcp(2222, 22);
+        assert_eq!(f.host_addr, None);
+        assert_eq!(f.listen_addr(), Ipv4Addr::LOCALHOST);
+        assert_eq!(f.hostfwd(), "tcp:127.0.0.1:2222-:22");
+        let all = f.clone().host_addr(Ipv4Addr::UNSPECIFIED);
+        assert_eq!(all.hostfwd(), "tcp:0.0.0.0:2222-:22");
+        let one = f.host_addr(Ipv4Addr::new(192, 168, 1, 5));
+        assert_eq!(one.hostfwd(), "tcp:192.168.1.5:2222-:22");
+    }
+
+    #[test]
     fn clashes() {
         let a = PortForward::tcp(2222, 22);
         assert!(a.clashes_with(&PortForward::tcp(2222, 23)));
         assert!(a.clashes_with(&PortForward::tcp(2222, 22).host_addr(Ipv4Addr::LOCALHOST)));
         assert!(!a.clashes_with(&PortForward::udp(2222, 22)));
         assert!(!a.clashes_with(&PortForward::tcp(2223, 22)));
+        // The default (loopback) and another address are different sockets; every address
+        // clashes with each.
+        assert!(!a.clashes_with(&PortForward::tcp(2222, 22).host_addr(Ipv4Addr::new(10, 1, 1, 1))));
+        assert!(a.clashes_with(&PortForward::tcp(2222, 22).host_addr(Ipv4Addr::UNSPECIFIED)));
         let l = PortForward::tcp(80, 80).host_addr(Ipv4Addr::LOCALHOST);
         assert!(!l.clashes_with(&PortForward::tcp(80, 80).host_addr(Ipv4Addr::new(10, 1, 1, 1))));
         assert!(l.clashes_with(&PortForward::tcp(80, 80).host_addr(Ipv4Addr::UNSPECIFIED)));

@@ -52,7 +52,7 @@ fn ser_smp<S: Serializer>(smp: &Option<Smp>, s: S) -> Result<S::Ok, S::Error> {
 ///     "nics": [{"forwards": [{"host_port": 2222, "guest_port": 22, "name": "ssh"}]}]
 /// }"#).unwrap();
 /// let argv = spec.to_argv().unwrap();
-/// assert!(argv.to_string().contains("hostfwd=tcp::2222-:22"));
+/// assert!(argv.to_string().contains("hostfwd=tcp:127.0.0.1:2222-:22"));
 /// assert!(VmSpec::from_json(r#"{"memroy": "1G"}"#).unwrap_err().to_string().contains("memroy"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,8 +165,9 @@ pub struct VmSpec {
 
     // ---- Launcher fields: resolved by `qemu_process::Vm`, which does the file work. ----
     /// Port forwards onto the first user-mode NIC (one, `net0`, is added when there are no
-    /// NICs): `[{"name": "ssh", "host_port": 0, "guest_port": 22}]`. Host port 0 lets the
-    /// kernel pick a free port; `qemu_process::Vm::forwarded_port` reports it.
+    /// NICs): `[{"name": "ssh", "host_port": 0, "guest_port": 22}]`. Each listens on
+    /// `127.0.0.1` unless its `host_addr` says otherwise (`"0.0.0.0"`: every address). Host
+    /// port 0 lets the kernel pick a free port; `qemu_process::Vm::forwarded_port` reports it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub forwards: Vec<PortForward>,
     /// The size the disk `root` is grown to at launch (`"8G"`): Jumpstarter's `disk_size`.
@@ -481,7 +482,9 @@ pub struct NicSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<NetBackend>,
     /// Port forwards (user-mode backend only):
-    /// `[{"proto": "tcp", "host_addr": ..., "host_port": 2222, "guest_addr": ..., "guest_port": 22, "name": "ssh"}]`.
+    /// `[{"proto": "tcp", "host_addr": ..., "host_port": 2222, "guest_addr": ..., "guest_port": 22, "name": "ssh"}]`;
+    /// each listens on `127.0.0.1` unless `host_addr` says otherwise (`"0.0.0.0"`: every
+    /// address).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forwards: Vec<PortForward>,
     /// The boot order (network boot).

@@ -275,14 +275,14 @@ fn ports_out_of_range_and_clashes() {
     );
     let argv = c.build().unwrap().to_string();
     assert!(
-        argv.contains("hostfwd=tcp::0-:22,hostfwd=tcp::0-:80"),
+        argv.contains("hostfwd=tcp:127.0.0.1:0-:22,hostfwd=tcp:127.0.0.1:0-:80"),
         "{argv}"
     );
     let mut c = cmd();
     c.nic(Nic::user("a").forward(PortForward::tcp(80, 0)));
     assert_eq!(
         err(&c).to_string(),
-        "netdev \"a\" forward #0 (tcp::80-:0) guest_port: port 0 is out of range (1..=65535)"
+        "netdev \"a\" forward #0 (tcp:127.0.0.1:80-:0) guest_port: port 0 is out of range (1..=65535)"
     );
 
     let mut c = cmd();

@@ -325,8 +325,8 @@ proptest! {
             (b"type".to_vec(), b"user".to_vec()),
             (b"id".to_vec(), b"n".to_vec()),
             (b"hostname".to_vec(), hostname.into_bytes()),
-            (b"hostfwd".to_vec(), b"tcp::2222-:22".to_vec()),
-            (b"hostfwd".to_vec(), b"udp::2223-:53".to_vec()),
+            (b"hostfwd".to_vec(), b"tcp:127.0.0.1:2222-:22".to_vec()),
+            (b"hostfwd".to_vec(), b"udp:127.0.0.1:2223-:53".to_vec()),
         ]);
     }
 

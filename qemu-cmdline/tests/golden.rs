@@ -290,7 +290,7 @@ fn user_network_with_forwards_keyval_and_json() {
         args(&c),
         [
             "-netdev",
-            "user,id=net0,hostfwd=tcp::2222-:22,hostfwd=udp:127.0.0.1:5353-10.0.2.15:53",
+            "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:127.0.0.1:5353-10.0.2.15:53",
             "-device",
             "virtio-net-pci,id=net0,netdev=net0,mac=52:54:00:12:34:56,bootindex=3",
         ]
@@ -300,7 +300,7 @@ fn user_network_with_forwards_keyval_and_json() {
         args(&c),
         [
             "-netdev",
-            r#"{"type":"user","id":"net0","hostfwd":[{"str":"tcp::2222-:22"},{"str":"udp:127.0.0.1:5353-10.0.2.15:53"}]}"#,
+            r#"{"type":"user","id":"net0","hostfwd":[{"str":"tcp:127.0.0.1:2222-:22"},{"str":"udp:127.0.0.1:5353-10.0.2.15:53"}]}"#,
             "-device",
             r#"{"driver":"virtio-net-pci","id":"net0","netdev":"net0","mac":"52:54:00:12:34:56","bootindex":3}"#,
         ]
@@ -500,7 +500,13 @@ fn display_vga_and_vnc() {
         host: None,
         display: 0,
     }));
-    assert_eq!(args(&c)[..2], ["-vnc", ":0"]);
+    // Loopback unless a host is given: QEMU alone would listen on every address.
+    assert_eq!(args(&c)[..2], ["-vnc", "127.0.0.1:0"]);
+    c.display(Display::Vnc(Vnc::Tcp {
+        host: Some("0.0.0.0".into()),
+        display: 1,
+    }));
+    assert_eq!(args(&c)[..2], ["-vnc", "0.0.0.0:1"]);
 }
 
 #[test]

@@ -216,7 +216,7 @@ fn full_spec_argv() {
             "-device",
             r#"{"driver":"scsi-hd","id":"data","bus":"scsi0.0","drive":"data"}"#,
             "-netdev",
-            r#"{"type":"user","id":"wan","hostfwd":[{"str":"tcp:127.0.0.1:2222-10.0.2.15:22"},{"str":"udp::6969-:69"}]}"#,
+            r#"{"type":"user","id":"wan","hostfwd":[{"str":"tcp:127.0.0.1:2222-10.0.2.15:22"},{"str":"udp:127.0.0.1:6969-:69"}]}"#,
             "-device",
             r#"{"driver":"virtio-net-pci","id":"wan","netdev":"wan","mac":"52:54:00:00:00:01"}"#,
             "-netdev",
@@ -381,7 +381,7 @@ fn launcher_fields_are_resolved_by_the_launcher_not_here() {
             .unwrap();
     let argv = spec.to_argv().unwrap().to_string();
     assert!(
-        argv.contains("-netdev user,id=net0,hostfwd=tcp::0-:80"),
+        argv.contains("-netdev user,id=net0,hostfwd=tcp:127.0.0.1:0-:80"),
         "{argv}"
     );
     let spec = VmSpec::from_json(

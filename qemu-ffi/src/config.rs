@@ -20,7 +20,8 @@ use crate::status::QmStatus;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QmAccel {
     /// KVM when `/dev/kvm` is usable and the guest matches the host, else TCG; the environment
-    /// variable `QEMU_MACHINE_ACCEL` overrides it.
+    /// variable `QEMU_MACHINE_ACCEL` overrides it. Adds nothing when the arguments choose an
+    /// accelerator themselves (`-accel`, `-machine accel=`, `-enable-kvm`).
     Auto = 0,
     /// `-accel kvm`.
     Kvm = 1,
@@ -360,8 +361,8 @@ pub unsafe extern "C" fn qm_config_set_console(config: *mut QmConfig, enabled: b
     }
 }
 
-/// Also writes every console byte to the file at `path` (created or truncated); enables the
-/// console.
+/// Also writes every console byte to the file at `path` (created owner-only, mode 0600, or an
+/// existing one truncated, keeping its mode); enables the console.
 ///
 /// # Safety
 /// `config` must be a handle from this library or NULL; `path` NULL or NUL-terminated.

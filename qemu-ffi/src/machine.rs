@@ -797,9 +797,11 @@ pub unsafe extern "C" fn qm_machine_process_io(machine: *mut QmMachine) -> QmSta
     unsafe { with_machine(machine, |m| Ok(m.machine().process_io()?)) }
 }
 
-/// For a machine launched from a `vm` description: stores where the port forward named `name`
-/// is reachable on the host, as `"IP:PORT"` in `*out_address` (free with `qm_string_free()`);
-/// with a host port of 0 in the description this is the port QEMU picked.
+/// For a machine launched from a `vm` description: stores where QEMU listens for the port
+/// forward named `name`, as `"IP:PORT"` in `*out_address` (free with `qm_string_free()`):
+/// `127.0.0.1:PORT` unless the forward's `host_addr` says otherwise, `0.0.0.0:PORT` when it
+/// asked for every address (reachable from the network; connect to `127.0.0.1:PORT` locally).
+/// With a host port of 0 in the description this is the port QEMU picked.
 /// `QM_STATUS_INVALID_ARGUMENT` if there is no forward of that name.
 ///
 /// # Safety

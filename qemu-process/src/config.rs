@@ -10,15 +10,18 @@ use std::time::Duration;
 /// The environment variable that overrides [`Accel::Auto`] (values: `auto`, `kvm`, `tcg`, `none`).
 ///
 /// An explicit choice in the config ([`Accel::Kvm`], [`Accel::Tcg`], [`Accel::None`]) is never
-/// overridden; the variable exists so that a test suite can force TCG (or KVM) on every machine
-/// that leaves the choice to the library.
+/// overridden, and neither is an accelerator the arguments choose ([`args_choose_accel`]); the
+/// variable exists so that a test suite can force TCG (or KVM) on every machine that leaves the
+/// choice to the library.
 pub const ACCEL_ENV: &str = "QEMU_MACHINE_ACCEL";
 
 /// Which accelerator to ask QEMU for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Accel {
     /// KVM when `/dev/kvm` is usable and the guest architecture matches the host's, else TCG.
-    /// Overridden by the [`ACCEL_ENV`] environment variable when it is set.
+    /// Overridden by the [`ACCEL_ENV`] environment variable when it is set. Adds nothing when
+    /// the arguments choose an accelerator themselves (`-accel`, `-machine accel=`,
+    /// `-enable-kvm`; see [`args_choose_accel`]): the caller's choice wins.
     #[default]
     Auto,
     /// `-accel kvm`.
@@ -218,7 +221,8 @@ impl MachineConfig {
         self
     }
 
-    /// Also writes every console byte to this file (created or truncated). Implies `console(true)`.
+    /// Also writes every console byte to this file (created owner-only, mode 0600, or an
+    /// existing one truncated, keeping its mode). Implies `console(true)`.
     pub fn console_log(&mut self, path: impl Into<PathBuf>) -> &mut Self {
         self.console_log = Some(path.into());
         self.console = true;
@@ -371,6 +375,126 @@ pub fn resolve_accel(accel: Accel, binary: &Path) -> Accel {
     }
 }
 
+/// Whether `args` (QEMU arguments, without the program) choose an accelerator themselves, in
+/// which case [`Accel::Auto`] adds none: the caller's choice wins.
+///
+/// Recognised, as QEMU reads its argv (one or two leading dashes; an option's argument is the
+/// next element, whatever it looks like):
+/// - `-accel NAME[,PROP=VALUE...]` (any argument, `help` included);
+/// - `-enable-kvm` (QEMU's shorthand for `-machine accel=kvm`);
+/// - `-machine`/`-M` with an `accel` key: `-machine accel=tcg`, `-M pc,accel=kvm:tcg`,
+///   `-machine type=q35,accel=tcg`, values with `,,` (an escaped comma) skipped correctly,
+///   and a JSON object (`-machine {"type": "none", "accel": "tcg"}`, for QEMUs that take one).
+///
+/// Not seen: a choice inside a `-readconfig` file. QEMU 7.2 has no `-no-kvm` (it was removed)
+/// and no `-accel=NAME` form (an invalid option).
+///
+/// ```
+/// use qemu_process::args_choose_accel;
+/// assert!(args_choose_accel(&["-machine", "none,accel=tcg"]));
+/// assert!(!args_choose_accel(&["-machine", "none", "-name", "-accel"]));
+/// ```
+pub fn args_choose_accel<S: AsRef<OsStr>>(args: &[S]) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i].as_ref().as_bytes();
+        i += 1;
+        let Some(name) = option_name(arg) else {
+            // A positional argument (QEMU takes it as a disk image).
+            continue;
+        };
+        match name {
+            b"accel" | b"enable-kvm" => return true,
+            b"machine" | b"M" => {
+                if let Some(value) = args.get(i) {
+                    if machine_opts_choose_accel(value.as_ref().as_bytes()) {
+                        return true;
+                    }
+                }
+                i += 1;
+            }
+            other
+                if OPTIONS_WITH_ARGUMENT
+                    .split_ascii_whitespace()
+                    .any(|o| o.as_bytes() == other) =>
+            {
+                i += 1
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The name of an option argument (`-accel` and `--accel` are both `accel`), or `None` for a
+/// positional one.
+fn option_name(arg: &[u8]) -> Option<&[u8]> {
+    let rest = arg.strip_prefix(b"-")?;
+    if rest.is_empty() {
+        return None;
+    }
+    Some(rest.strip_prefix(b"-").unwrap_or(rest))
+}
+
+/// Whether a `-machine` argument has an `accel` key. QEMU 7.2 parses it as a key-value list
+/// whose first element may be the bare type: the type runs to the first `=` or `,`, and a
+/// value after `KEY=` runs to the first single comma (`,,` is a literal comma).
+fn machine_opts_choose_accel(value: &[u8]) -> bool {
+    if value.first() == Some(&b'{') {
+        return serde_json::from_slice::<serde_json::Value>(value)
+            .ok()
+            .and_then(|v| v.as_object().map(|o| o.contains_key("accel")))
+            .unwrap_or(false);
+    }
+    let mut s = value;
+    let mut first = true;
+    while !s.is_empty() {
+        let key_len = s
+            .iter()
+            .position(|&b| b == b'=' || b == b',')
+            .unwrap_or(s.len());
+        if s.get(key_len) != Some(&b'=') {
+            // A bare element: the implied type (first only) or `help`; anything else is an
+            // error QEMU reports.
+            if !first && key_len != 0 && !matches!(&s[..key_len], b"help" | b"?") {
+                return false;
+            }
+            s = s.get(key_len + 1..).unwrap_or_default();
+            first = false;
+            continue;
+        }
+        if &s[..key_len] == b"accel" {
+            return true;
+        }
+        // Skip the value: up to a single comma.
+        let mut j = key_len + 1;
+        loop {
+            match s.get(j) {
+                None => break,
+                Some(b',') if s.get(j + 1) == Some(&b',') => j += 2,
+                Some(b',') => break,
+                Some(_) => j += 1,
+            }
+        }
+        s = s.get(j + 1..).unwrap_or_default();
+        first = false;
+    }
+    false
+}
+
+/// QEMU options that take an argument (QEMU 7.2's table, checked against the binary, plus those
+/// of older and newer releases), so that an argument is never mistaken for an option.
+const OPTIONS_WITH_ARGUMENT: &str = "\
+    D L M accel acpitable action add-fd append audio audiodev balloon bios blockdev boot bt \
+    cdrom chardev chroot clock compat cpu d debugcon device dfilter display drive dtb \
+    dump-vmstate echr fda fdb fsdev fw_cfg g gdb global hda hdb hdc hdd icount incoming \
+    initrd iscsi k kernel loadvm m machine mem-path mon monitor msg mtdblock name net \
+    netdev nic numa object option-rom overcommit parallel pflash pidfile plugin prom-env \
+    qmp qmp-pretty qtest qtest-log readconfig realtime rotate rtc run-with runas sandbox sd \
+    seed semihosting-config serial set smbios smp soundhw spice tb-size tpmdev trace \
+    usbdevice uuid vga virtfs vnc watchdog watchdog-action writeconfig xen-domid";
+
 /// Whether the binary's name says it emulates this host's architecture (`qemu-system-<arch>`,
 /// or `qemu-kvm`).
 pub(crate) fn guest_matches_host(binary: &Path) -> bool {
@@ -425,6 +549,73 @@ mod tests {
                 "qemu-system-aarch64"
             };
             assert_eq!(resolve_accel(Accel::Auto, Path::new(foreign)), Accel::Tcg);
+        }
+    }
+
+    #[test]
+    fn accel_options_are_recognised_in_every_spelling() {
+        let chooses: &[&[&str]] = &[
+            &["-accel", "tcg"],
+            &["--accel", "tcg"],
+            &["-accel", "kvm,kernel-irqchip=split"],
+            &["-accel", "help"],
+            &["-S", "-accel", "tcg"],
+            &["-enable-kvm"],
+            &["--enable-kvm"],
+            &["-machine", "accel=tcg"],
+            &["-machine", "none,accel=tcg"],
+            &["--machine", "none,accel=tcg"],
+            &["-M", "pc,accel=kvm:tcg"],
+            &["--M", "pc,accel=kvm:tcg"],
+            &["-machine", "type=q35,accel=tcg"],
+            &["-machine", "accel=tcg,type=none"],
+            &["-machine", "q35,smm=on,accel=tcg"],
+            &["-machine", "q35,memory-backend=a,,b,accel=tcg"],
+            &["-machine", "none,help,accel=tcg"],
+            &["-machine", "q35", "-machine", "accel=tcg"],
+            &["-machine", r#"{"type": "none", "accel": "tcg"}"#],
+            // Positional arguments (disk images) take nothing with them.
+            &["disk.img", "-accel", "tcg"],
+        ];
+        for args in chooses {
+            assert!(args_choose_accel(args), "{args:?}");
+        }
+        let os: Vec<OsString> = ["-M", "none,accel=tcg"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert!(args_choose_accel(&os));
+    }
+
+    #[test]
+    fn arguments_that_only_look_like_accel_choices_are_not() {
+        let leaves: &[&[&str]] = &[
+            &[],
+            &["-machine", "none", "-nodefaults"],
+            &["-machine", "q35,smm=on"],
+            // `,,` escapes the comma: the value is `a,accel=tcg`, no accel key.
+            &["-machine", "q35,memory-backend=a,,accel=tcg"],
+            &["-machine", "type=none,,accel=tcg"],
+            // A key that only ends in accel, and a value that says accel.
+            &["-machine", "q35,xaccel=tcg"],
+            &["-machine", "q35,dumpdir=accel=tcg"],
+            &["-machine", r#"{"type": "none"}"#],
+            // Arguments of other options, whatever they look like.
+            &["-name", "-accel"],
+            &["-append", "-enable-kvm"],
+            &["-device", "virtio-rng-pci,id=accel"],
+            &["-append", "accel=kvm"],
+            &["-object", "accel=tcg"],
+            // Not options in QEMU 7.2.
+            &["-accel=tcg"],
+            &["-no-kvm"],
+            &["---accel", "tcg"],
+            &["accel", "tcg"],
+            // -machine without its argument.
+            &["-machine"],
+        ];
+        for args in leaves {
+            assert!(!args_choose_accel(args), "{args:?}");
         }
     }
 

@@ -7,6 +7,10 @@
 //! next to their destination under a temporary name and renamed into place when complete, so a
 //! failed conversion or flash leaves the destination as it was and nothing behind.
 //!
+//! Every file this module makes is owner-only (mode 0600): a created image, and the result of
+//! a conversion, flash or dump, which replaces its destination (an existing destination's mode
+//! is not kept). qemu-img and the decompressors run with umask 077.
+//!
 //! Progress of long operations (`qemu-img convert -p` prints `    (12.34/100%)\r` on stdout)
 //! is read in the calling thread and reported to a callback as a fraction from 0.0 to 1.0,
 //! never decreasing, ending with exactly 1.0 on success.
@@ -870,10 +874,15 @@ impl RunningChild {
                     .map_err(Error::io_with("duplicating the stderr file"))?,
             ));
         let parent = sys::getpid();
-        // SAFETY: the closure only calls `sys::child_setup`, which makes async-signal-safe system
-        // calls and does not allocate; the empty keep list is a static slice.
+        // SAFETY: the closure only calls umask(2) and `sys::child_setup`, which make
+        // async-signal-safe system calls and do not allocate; the empty keep list is a static
+        // slice.
         unsafe {
-            cmd.pre_exec(move || sys::child_setup(&[], parent));
+            cmd.pre_exec(move || {
+                // Whatever qemu-img creates (an image at a caller's path) is owner-only.
+                libc::umask(0o077);
+                sys::child_setup(&[], parent)
+            });
         }
         log::debug!("running {argv}");
         let child = cmd.spawn().map_err(|e| match e.kind() {
@@ -1003,7 +1012,7 @@ impl TempPath {
                 .read(true)
                 .write(true)
                 .create_new(true)
-                .mode(0o644)
+                .mode(0o600)
                 .open(&path)
             {
                 Ok(file) => {

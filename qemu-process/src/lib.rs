@@ -44,8 +44,9 @@ mod sys;
 mod vm;
 
 pub use config::{
-    resolve_accel, Accel, AddFd, AttachTarget, MachineConfig, ACCEL_ENV, DEFAULT_CONSOLE_BUFFER,
-    DEFAULT_CONSOLE_INPUT_BUFFER, DEFAULT_LAUNCH_TIMEOUT, DEFAULT_MAX_EVENTS, DEFAULT_QMP_TIMEOUT,
+    args_choose_accel, resolve_accel, Accel, AddFd, AttachTarget, MachineConfig, ACCEL_ENV,
+    DEFAULT_CONSOLE_BUFFER, DEFAULT_CONSOLE_INPUT_BUFFER, DEFAULT_LAUNCH_TIMEOUT,
+    DEFAULT_MAX_EVENTS, DEFAULT_QMP_TIMEOUT,
 };
 pub use error::Error;
 pub use machine::{FdsetEntry, Machine, PollSources};

@@ -20,7 +20,7 @@ use mio::{Events, Interest, Poll, Token};
 use qmp_proto::{Event, Greeting, RequestId, RunState, Session, SessionOptions};
 use serde_json::{json, Value};
 
-use crate::config::{resolve_accel, Accel, AttachTarget, MachineConfig};
+use crate::config::{args_choose_accel, resolve_accel, Accel, AttachTarget, MachineConfig};
 use crate::console::ConsoleBuffer;
 use crate::error::Error;
 use crate::spawn::{
@@ -241,7 +241,7 @@ impl Machine {
                         .write(true)
                         .create(true)
                         .truncate(true)
-                        .mode(0o644)
+                        .mode(0o600)
                         .open(path)
                         .map_err(Error::io_with(format!("creating {}", path.display())))?,
                 ),
@@ -264,6 +264,7 @@ impl Machine {
             argv.extend(["-display".into(), "none".into()]);
         }
         match resolve_accel(config.accel, &binary) {
+            _ if config.accel == Accel::Auto && args_choose_accel(&config.args) => {}
             Accel::Kvm => argv.extend(["-accel".into(), "kvm".into()]),
             Accel::Tcg => argv.extend(["-accel".into(), "tcg".into()]),
             Accel::None | Accel::Auto => {}

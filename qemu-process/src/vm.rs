@@ -9,6 +9,7 @@
 //! (the console is the guest's *first* serial port; the spec's `serial` entries follow it).
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
@@ -21,7 +22,9 @@ use qemu_cmdline::{
 use serde_json::json;
 
 use crate::config::DEFAULT_QMP_TIMEOUT;
-use crate::config::{resolve_accel, Accel, MachineConfig, DEFAULT_LAUNCH_TIMEOUT};
+use crate::config::{
+    args_choose_accel, resolve_accel, Accel, MachineConfig, DEFAULT_LAUNCH_TIMEOUT,
+};
 use crate::error::Error;
 use crate::image::{FlashReport, QemuImg};
 use crate::machine::Machine;
@@ -100,7 +103,8 @@ impl VmOptions {
         self.console = on;
         self
     }
-    /// Also writes every console byte to this file. Implies `console(true)`.
+    /// Also writes every console byte to this file (created owner-only, mode 0600, or an
+    /// existing one truncated, keeping its mode). Implies `console(true)`.
     pub fn console_log(&mut self, path: impl Into<PathBuf>) -> &mut Self {
         self.console_log = Some(path.into());
         self.console = true;
@@ -109,7 +113,9 @@ impl VmOptions {
     /// Overrides the accelerator: [`Accel::Kvm`] or [`Accel::Tcg`] replace the spec's list,
     /// [`Accel::Auto`] picks KVM when usable (see [`resolve_accel`]), [`Accel::None`] keeps
     /// the spec's list. Without an override the spec's list is used, and an empty one is
-    /// [`Accel::Auto`].
+    /// [`Accel::Auto`]. Auto adds nothing when the spec chooses an accelerator elsewhere: an
+    /// `accel` machine property, or `extra_args` that do (see
+    /// [`args_choose_accel`](crate::args_choose_accel)).
     pub fn accel(&mut self, accel: Accel) -> &mut Self {
         self.accel = Some(accel);
         self
@@ -158,7 +164,7 @@ impl VmOptions {
     }
 }
 
-/// A port forward as it is reachable on the host.
+/// A port forward as QEMU listens for it on the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Forward {
     /// The forward's name, if it has one.
@@ -169,9 +175,28 @@ pub struct Forward {
     pub proto: Proto,
     /// The guest port.
     pub guest_port: u16,
-    /// Where to connect on the host: the listening port (the one the kernel picked for host
-    /// port 0) at the listening address, or `127.0.0.1` when it listens on all addresses.
-    pub host: SocketAddr,
+    /// Where QEMU listens, as HMP `info usernet` reports it: `127.0.0.1:PORT` unless the
+    /// spec's `host_addr` said otherwise, `0.0.0.0:PORT` when it asked for every address (then
+    /// the port is reachable from the network); the port is the one the kernel picked for
+    /// host port 0.
+    pub listen: SocketAddr,
+}
+
+impl Forward {
+    /// Where a client on this host connects: the listening address, or `127.0.0.1` with the
+    /// same port when the forward listens on every address (`0.0.0.0`).
+    pub fn connect_addr(&self) -> SocketAddr {
+        if self.listen.ip().is_unspecified() {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.listen.port())
+        } else {
+            self.listen
+        }
+    }
+    /// Whether the forward listens on every host address (`0.0.0.0`), which makes it
+    /// reachable from the network.
+    pub fn listens_on_all_addresses(&self) -> bool {
+        self.listen.ip().is_unspecified()
+    }
 }
 
 /// The format of a [`Vm::screendump`].
@@ -390,12 +415,14 @@ impl Vm {
         self.temp.path()
     }
 
-    /// Where the forward named `name` is reachable on the host.
+    /// Where QEMU listens for the forward named `name` ([`Forward::listen`]): `127.0.0.1:PORT`
+    /// by default, `0.0.0.0:PORT` when the spec asked for every address (see
+    /// [`Forward::connect_addr`] for a loopback address to connect to).
     pub fn forwarded_port(&self, name: &str) -> Option<SocketAddr> {
         self.forwards
             .iter()
             .find(|f| f.name.as_deref() == Some(name))
-            .map(|f| f.host)
+            .map(|f| f.listen)
     }
 
     /// All port forwards, in spec order.
@@ -508,7 +535,8 @@ impl Vm {
     /// Saves the screen (QMP `screendump`) to `path` and returns the path of the image. With
     /// `format` `None`, PNG when this QEMU can write it, else PPM; when PPM is written instead
     /// of a requested `.png` name, the extension of the returned path says so. The VM needs a
-    /// display device (`vga`, or `vnc`, which adds one).
+    /// display device (`vga`, or `vnc`, which adds one). A new file is created owner-only
+    /// (mode 0600) before QEMU writes it; an existing file is overwritten and keeps its mode.
     pub fn screendump(
         &mut self,
         path: &Path,
@@ -516,46 +544,58 @@ impl Vm {
     ) -> Result<PathBuf, Error> {
         let path = std::path::absolute(path)
             .map_err(Error::io_with(format!("resolving {}", path.display())))?;
-        let text = |p: &Path| -> Result<String, Error> {
-            p.to_str().map(str::to_owned).ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "screendump path {} is not UTF-8, which QMP cannot carry",
-                    p.display()
-                ))
-            })
-        };
         match format {
-            Some(ScreenshotFormat::Ppm) => {
-                self.machine
-                    .execute("screendump", Some(json!({"filename": text(&path)?})))?;
+            Some(f) => {
+                self.screendump_to(&path, f)?;
                 Ok(path)
             }
-            Some(ScreenshotFormat::Png) => {
-                self.machine.execute(
-                    "screendump",
-                    Some(json!({"filename": text(&path)?, "format": "png"})),
-                )?;
-                Ok(path)
-            }
-            None => {
-                match self.machine.execute(
-                    "screendump",
-                    Some(json!({"filename": text(&path)?, "format": "png"})),
-                ) {
-                    Ok(_) => Ok(path),
-                    Err(Error::Qmp(e)) if png_unsupported(&e) => {
-                        log::info!("this QEMU writes no PNG ({e}); writing PPM");
-                        let ppm = if path.extension().is_some_and(|e| e == "png") {
-                            path.with_extension("ppm")
-                        } else {
-                            path
-                        };
-                        self.machine
-                            .execute("screendump", Some(json!({"filename": text(&ppm)?})))?;
-                        Ok(ppm)
-                    }
-                    Err(e) => Err(e),
+            None => match self.screendump_to(&path, ScreenshotFormat::Png) {
+                Ok(()) => Ok(path),
+                Err(Error::Qmp(e)) if png_unsupported(&e) => {
+                    log::info!("this QEMU writes no PNG ({e}); writing PPM");
+                    let ppm = if path.extension().is_some_and(|e| e == "png") {
+                        path.with_extension("ppm")
+                    } else {
+                        path
+                    };
+                    self.screendump_to(&ppm, ScreenshotFormat::Ppm)?;
+                    Ok(ppm)
                 }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// One `screendump` into `path` (absolute), created owner-only first when it does not
+    /// exist (QEMU would create it with its own umask) and removed again if QEMU fails.
+    fn screendump_to(&mut self, path: &Path, format: ScreenshotFormat) -> Result<(), Error> {
+        let filename = path.to_str().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "screendump path {} is not UTF-8, which QMP cannot carry",
+                path.display()
+            ))
+        })?;
+        let created = match create_private(path) {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => {
+                // QEMU may still be able to (a wrapper running it as another user): its
+                // error, if any, is the one reported.
+                log::debug!("creating {} before the screendump: {e}", path.display());
+                false
+            }
+        };
+        let args = match format {
+            ScreenshotFormat::Png => json!({"filename": filename, "format": "png"}),
+            ScreenshotFormat::Ppm => json!({"filename": filename}),
+        };
+        match self.machine.execute("screendump", Some(args)) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if created {
+                    let _ = std::fs::remove_file(path);
+                }
+                Err(e)
             }
         }
     }
@@ -742,6 +782,17 @@ impl Resolver<'_> {
             None if !r.accel.is_empty() => return,
             None => Accel::Auto,
         };
+        // Auto applies only when the description chooses nothing: an `accel` machine property
+        // or `-accel`/`-machine accel=`/`-enable-kvm` in the extra arguments win.
+        if choice == Accel::Auto
+            && (r
+                .machine
+                .as_ref()
+                .is_some_and(|m| m.props().get("accel").is_some())
+                || args_choose_accel(&r.extra_args))
+        {
+            return;
+        }
         r.accel = match resolve_accel(choice, &binary) {
             Accel::Kvm => vec![qemu_cmdline::Accel::Kvm],
             Accel::Tcg => vec![qemu_cmdline::Accel::Tcg],
@@ -886,13 +937,9 @@ impl Resolver<'_> {
             }
         }
         let vars = self.temp.join("uefi-vars.fd");
-        std::fs::copy(&template, &vars).map_err(Error::io_with(format!(
-            "copying {} to {}",
-            template.display(),
-            vars.display()
-        )))?;
-        // The copy must be writable even when the template is read-only (root-owned 0644).
-        set_mode(&vars, 0o600)?;
+        // Made owner-only and writable from the start, whatever the template's mode (a system
+        // file is root-owned 0644): fs::copy would copy that mode.
+        copy_private(&template, &vars)?;
         u.code = Some(code);
         u.vars = Some(vars);
         Ok(u)
@@ -901,7 +948,9 @@ impl Resolver<'_> {
     fn seed(&mut self, ci: &CloudInitSpec) -> Result<PathBuf, Error> {
         let image = crate::cloudinit::seed_image(ci)?;
         let path = self.temp.join("cidata.img");
-        std::fs::write(&path, image)
+        // Owner-only: the seed may hold a password and keys.
+        create_private(&path)
+            .and_then(|mut f| f.write_all(&image))
             .map_err(Error::io_with(format!("writing {}", path.display())))?;
         Ok(path)
     }
@@ -931,22 +980,34 @@ const SECURE_BOOT_X86_64: &[(&str, &str, &str)] = &[
     ),
 ];
 
-fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(Error::io_with(
-        format!("setting the mode of {}", path.display()),
-    ))
+/// Creates a new file, mode 0600 (an existing one is an error).
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Copies `from` into a new owner-only file `to`.
+fn copy_private(from: &Path, to: &Path) -> Result<(), Error> {
+    let context = || format!("copying {} to {}", from.display(), to.display());
+    let mut src = std::fs::File::open(from).map_err(Error::io_with(context()))?;
+    let mut dst = create_private(to).map_err(Error::io_with(context()))?;
+    std::io::copy(&mut src, &mut dst).map_err(Error::io_with(context()))?;
+    Ok(())
 }
 
 fn disk_id(d: &DiskSpec, index: usize) -> String {
     d.id.clone().unwrap_or_else(|| format!("disk{index}"))
 }
 
-/// The forwards of the resolved spec with their host addresses; ports picked by the kernel
-/// (host port 0) are read from HMP `info usernet`.
+/// The forwards of the resolved spec with their listening addresses and ports, as QEMU reports
+/// them in HMP `info usernet` (so that the address is what QEMU really listens on, and a host
+/// port 0 becomes the port the kernel picked).
 fn read_forwards(machine: &mut Machine, spec: &VmSpec) -> Result<Vec<Forward>, Error> {
     let mut out = Vec::new();
-    let mut any_auto = false;
     for nic in &spec.nics {
         if !matches!(nic.backend, None | Some(NetBackend::User(_))) {
             continue;
@@ -957,68 +1018,57 @@ fn read_forwards(machine: &mut Machine, spec: &VmSpec) -> Result<Vec<Forward>, E
             all.extend(u.forwards.iter().cloned());
         }
         for f in all {
-            any_auto |= f.host_port == 0;
-            let ip = match f.host_addr {
-                Some(a) if !a.is_unspecified() => a,
-                _ => Ipv4Addr::LOCALHOST,
-            };
             out.push((
                 f.host_port,
-                f.host_addr,
                 Forward {
                     name: f.name.clone(),
                     nic: id.clone(),
                     proto: f.proto,
                     guest_port: f.guest_port,
-                    host: SocketAddr::new(IpAddr::V4(ip), f.host_port),
+                    listen: SocketAddr::new(IpAddr::V4(f.listen_addr()), f.host_port),
                 },
             ));
         }
     }
-    if any_auto {
-        let text = machine.execute(
-            "human-monitor-command",
-            Some(json!({"command-line": "info usernet"})),
-        )?;
-        let rows = parse_usernet(text.as_str().unwrap_or_default());
-        let mut used = vec![false; rows.len()];
-        // Ports given explicitly are taken first, so that a picked one never matches them.
-        for pass in [false, true] {
-            for (port, addr, f) in &mut out {
-                if (*port == 0) != pass {
-                    continue;
-                }
-                let found = rows.iter().enumerate().position(|(k, row)| {
-                    !used[k]
-                        && row.nic == f.nic
-                        && row.proto == f.proto
-                        && row.guest_port == f.guest_port
-                        && (*port == 0 || row.host_port == *port)
-                        && match addr {
-                            Some(a) if !a.is_unspecified() => row.host_addr == Some(*a),
-                            _ => row.host_addr.is_none_or(|a| a.is_unspecified()),
-                        }
-                });
-                match found {
-                    Some(k) => {
-                        used[k] = true;
-                        f.host.set_port(rows[k].host_port);
-                    }
-                    None if pass => {
-                        return Err(Error::InvalidArgument(format!(
-                            "QEMU did not report the host port of forward {} (guest port {}): \
-                             `info usernet` said: {}",
-                            f.name.as_deref().unwrap_or("(unnamed)"),
-                            f.guest_port,
-                            text.as_str().unwrap_or_default().trim_end()
-                        )))
-                    }
-                    None => {}
-                }
+    if out.is_empty() {
+        return Ok(Vec::new());
+    }
+    let text = machine.execute(
+        "human-monitor-command",
+        Some(json!({"command-line": "info usernet"})),
+    )?;
+    let text = text.as_str().unwrap_or_default();
+    let rows = parse_usernet(text);
+    let mut used = vec![false; rows.len()];
+    // Ports given explicitly are taken first, so that a picked one never matches them.
+    for pass in [false, true] {
+        for (port, f) in &mut out {
+            if (*port == 0) != pass {
+                continue;
             }
+            let found = rows.iter().enumerate().position(|(k, row)| {
+                !used[k]
+                    && row.nic == f.nic
+                    && row.proto == f.proto
+                    && row.guest_port == f.guest_port
+                    && (*port == 0 || row.host_port == *port)
+                    && row.listen_addr() == f.listen.ip()
+            });
+            let Some(k) = found else {
+                return Err(Error::InvalidArgument(format!(
+                    "QEMU does not report forward {} (guest port {}) listening on {}: \
+                     `info usernet` said: {}",
+                    f.name.as_deref().unwrap_or("(unnamed)"),
+                    f.guest_port,
+                    f.listen,
+                    text.trim_end()
+                )));
+            };
+            used[k] = true;
+            f.listen = SocketAddr::new(rows[k].listen_addr(), rows[k].host_port);
         }
     }
-    Ok(out.into_iter().map(|(_, _, f)| f).collect())
+    Ok(out.into_iter().map(|(_, f)| f).collect())
 }
 
 /// A `HOST_FORWARD` row of HMP `info usernet`.
@@ -1026,9 +1076,16 @@ fn read_forwards(machine: &mut Machine, spec: &VmSpec) -> Result<Vec<Forward>, E
 struct UsernetRow {
     nic: String,
     proto: Proto,
+    /// The listening address; `None` for `*` (every address).
     host_addr: Option<Ipv4Addr>,
     host_port: u16,
     guest_port: u16,
+}
+
+impl UsernetRow {
+    fn listen_addr(&self) -> IpAddr {
+        IpAddr::V4(self.host_addr.unwrap_or(Ipv4Addr::UNSPECIFIED))
+    }
 }
 
 /// Parses `info usernet`:

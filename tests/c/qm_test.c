@@ -498,6 +498,28 @@ static void check_vm_description(void) {
     qm_machine_free(machine);
 }
 
+static void check_callers_accel(void) {
+    qm_config *config = NULL;
+    qm_machine *machine = NULL;
+    char *json = NULL;
+    /* accel left at auto: the arguments' own choice wins (QEMU refuses -accel together with
+       -machine accel=, so an added -accel would fail the launch). */
+    CHECK_STATUS(qm_config_from_json("{\"args\": [\"-machine\", \"none,accel=tcg\"]}", &config),
+                 QM_STATUS_OK, "config choosing its accel in the args");
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK,
+                 "launch with -machine none,accel=tcg and QM_ACCEL_AUTO");
+    qm_config_free(config);
+    if (machine == NULL) {
+        return;
+    }
+    CHECK_STATUS(qm_machine_execute(machine, "query-kvm", NULL, -1, &json), QM_STATUS_OK,
+                 "execute query-kvm");
+    CHECK(json != NULL && strstr(json, "\"enabled\":false") != NULL,
+          "the arguments' TCG runs, not an added KVM");
+    qm_string_free(json);
+    qm_machine_free(machine);
+}
+
 static void check_free_running(void) {
     qm_config *config = NULL;
     qm_machine *machine = NULL;
@@ -657,6 +679,7 @@ int main(void) {
     check_free_running();
     check_stale_handles();
     check_console_bounds();
+    check_callers_accel();
     check_images();
     check_vm_description();
     const char *skip = getenv("QM_TEST_SKIP_GUEST");

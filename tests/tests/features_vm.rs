@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use features_common::{options, wait_ready, Scratch};
 use qemu_cmdline::VmSpec;
-use qemu_process::{Error, RunState, Vm};
+use qemu_process::{Accel, Error, RunState, Vm, VmOptions};
 
 #[test]
 fn default_spec_launches_firmware_only_and_cleans_up() {
@@ -56,6 +56,40 @@ fn default_spec_launches_firmware_only_and_cleans_up() {
     drop(vm);
     assert!(!temp.exists(), "temp dir left behind");
     assert!(scratch.entries().is_empty(), "{:?}", scratch.entries());
+}
+
+#[test]
+fn an_accel_the_description_chooses_wins_over_auto() {
+    let scratch = Scratch::new("vm-accel");
+    let specs = [
+        VmSpec::from_json(r#"{"extra_args": ["-accel", "tcg"]}"#).unwrap(),
+        VmSpec::from_json(r#"{"machine": {"type": "q35", "props": {"accel": "tcg"}}}"#).unwrap(),
+    ];
+    for spec in &specs {
+        // Auto given explicitly, and left to the default (an empty accel list).
+        for explicit in [true, false] {
+            let mut o = options(&scratch.0);
+            if explicit {
+                o.accel(Accel::Auto);
+            } else {
+                o = VmOptions::new();
+                o.binary(qemu_machine_tests::qemu_system_x86_64())
+                    .temp_base_dir(&scratch.0);
+            }
+            let mut vm = Vm::launch(spec, &o).unwrap_or_else(|e| panic!("{spec:?}: {e}"));
+            assert!(vm.resolved_spec().accel.is_empty(), "{spec:?}");
+            let choices = vm
+                .argv()
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .filter(|a| *a == "-accel" || a.contains("accel="))
+                .count();
+            assert_eq!(choices, 1, "{:?}", vm.argv());
+            let kvm = vm.execute("query-kvm", None).unwrap();
+            assert_eq!(kvm["enabled"], serde_json::json!(false), "{spec:?}: {kvm}");
+            vm.shutdown(Duration::from_secs(20)).unwrap();
+        }
+    }
 }
 
 #[test]

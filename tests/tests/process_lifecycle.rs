@@ -224,7 +224,46 @@ fn auto_accel_resolves_to_a_concrete_choice() {
     assert!(accel == "kvm" || accel == "tcg", "{accel}");
     let expected = qemu_process::resolve_accel(Accel::Auto, &qemu());
     assert_eq!(format!("{expected:?}").to_lowercase(), accel);
+    // QEMU runs what was chosen (KVM only when /dev/kvm is usable: Auto checks).
+    let kvm = vm.execute("query-kvm", None).unwrap();
+    assert_eq!(kvm["enabled"], json!(expected == Accel::Kvm), "{kvm}");
     vm.shutdown(Duration::from_secs(10)).unwrap();
+}
+
+/// How many times an argv chooses an accelerator.
+fn accel_choices(argv: &[std::ffi::OsString]) -> usize {
+    argv.iter()
+        .map(|a| a.to_string_lossy())
+        .filter(|a| *a == "-accel" || *a == "--accel" || a.contains("accel="))
+        .count()
+}
+
+#[test]
+fn an_accel_the_args_choose_wins_over_auto() {
+    // On this machine Auto would pick KVM (/dev/kvm is usable and the guest is native), so a
+    // TCG machine shows that the caller's choice was kept; elsewhere Auto would pick TCG and
+    // the argv still shows that the library added no -accel of its own.
+    let auto = qemu_process::resolve_accel(Accel::Auto, &qemu());
+    eprintln!("Auto resolves to {auto:?} here");
+    for args in [
+        &["-machine", "none", "-nodefaults", "-accel", "tcg"][..],
+        &["-machine", "none", "-nodefaults", "--accel", "tcg"][..],
+        // QEMU refuses -accel together with -machine accel=: adding one would fail the launch.
+        &["-machine", "none,accel=tcg", "-nodefaults"][..],
+        &["-nodefaults", "-M", "type=none,accel=tcg"][..],
+    ] {
+        let mut config = MachineConfig::new(qemu());
+        config
+            .args(args)
+            .accel(Accel::Auto)
+            .launch_timeout(Duration::from_secs(20))
+            .qmp_timeout(Duration::from_secs(20));
+        let mut vm = Machine::launch(&config).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert_eq!(accel_choices(vm.argv()), 1, "{:?}", vm.argv());
+        let kvm = vm.execute("query-kvm", None).unwrap();
+        assert_eq!(kvm["enabled"], json!(false), "{args:?}: {kvm}");
+        vm.shutdown(Duration::from_secs(10)).unwrap();
+    }
 }
 
 #[test]
