@@ -1,7 +1,7 @@
 //! `qemu-machine run`: a VM with the terminal on its serial console.
 //!
 //! One thread, one `poll`: the keyboard (stdin), the machine's poll descriptor (QMP, console,
-//! QEMU's pidfd) and the signal pipe, with the `--for` or power-down deadline as the timeout.
+//! QEMU's exit watch) and the signal pipe, with the `--for` or power-down deadline as the timeout.
 //! The run ends when QEMU exits (the guest powered off), on Ctrl-C or a signal, on the escape
 //! menu's quit, or when `--for` elapses; the last three shut the VM down gracefully (optionally
 //! through the ACPI power button first). The terminal is restored on every path: the raw-mode

@@ -1,10 +1,13 @@
 //! Launch, control and shut down QEMU processes over QMP, in one thread.
 //!
 //! [`Machine::launch`] does what QEMU's Python `QEMUMachine` does — private temp dir, QMP over an
-//! inherited socketpair (no socket path, no connect race), QEMU's output in a log file, a child
-//! that dies with its owner — and waits under one deadline for either QMP negotiation or QEMU's
-//! exit, both watched in the same `mio` poll (the child through a pidfd, or a pipe where pidfds
-//! are unavailable, as under valgrind). Every blocking call
+//! inherited socketpair (no socket path, no connect race), QEMU's output in a log file — and
+//! waits under one deadline for either QMP negotiation or QEMU's exit, both watched in the same
+//! `mio` poll. QEMU belongs to the *process* that launched it, not to a thread: it is spawned
+//! by this process's guardian (see [`start_guardian`]), so it survives the exit of the thread
+//! that launched it, its exit status is never taken by the program's own `SIGCHLD` handling,
+//! and it is killed, with its temp dir removed, within moments of this process dying, by
+//! `SIGKILL` too. Every blocking call
 //! (commands, event waits, console expect, shutdown) runs that poll under its own deadline while
 //! it keeps events in arrival order and drains the console, so QEMU never blocks on a full
 //! console buffer. No call spawns a thread or sleeps in a loop; [`MachineSet`] drives many
@@ -36,6 +39,7 @@ mod config;
 mod console;
 mod error;
 mod fat;
+mod guardian;
 pub mod image;
 mod machine;
 mod set;
@@ -52,6 +56,22 @@ pub use error::Error;
 pub use machine::{FdsetEntry, Machine, PollSources};
 pub use qmp_proto::{Event, Greeting, QmpError, RunState, Timestamp};
 pub use set::MachineSet;
+
+/// Starts this process's guardian now (if it is not running yet) and returns its pid.
+///
+/// Every QEMU this crate launches is a child of the guardian, a small single-threaded process
+/// forked from this one, which kills QEMU and removes its temp dir when this process dies (by
+/// any means, `SIGKILL` included), whatever thread launched it. The first launch starts it;
+/// since it is a copy-on-write fork of this process, a program that grows large before its
+/// first launch can call this early to fork it while small.
+pub fn start_guardian() -> Result<u32, Error> {
+    guardian::start().map_err(Error::io_with("starting the process guardian"))
+}
+
+/// The pid of this process's guardian, if it has been started (see [`start_guardian`]).
+pub fn guardian_pid() -> Option<u32> {
+    guardian::pid()
+}
 pub use vm::{
     Drive, DriveKind, Forward, ScreenshotFormat, Vm, VmOptions, DEFAULT_ROOT_SIZE, SEED_DISK_ID,
 };

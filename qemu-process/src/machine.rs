@@ -1,7 +1,7 @@
 //! [`Machine`]: one QEMU process (or an attached QMP server) driven from one thread.
 //!
 //! Every blocking call runs the same loop ([`Machine::run_until`]): flush pending output, wait
-//! in `mio::Poll` for the QMP socket, the console socket or the pidfd, feed what arrived into the
+//! in `mio::Poll` for the QMP socket, the console socket or the child's exit watch, feed what arrived into the
 //! `qmp_proto` session, keep events, drain the console, reap the child; then check the call's own
 //! condition, until it holds or the call's deadline passes.
 
@@ -24,7 +24,8 @@ use crate::config::{args_choose_accel, resolve_accel, Accel, AttachTarget, Machi
 use crate::console::ConsoleBuffer;
 use crate::error::Error;
 use crate::spawn::{
-    create_private_file, display_argv, find_executable, ChildProc, SpawnRequest, TempDir,
+    create_private_file, display_argv, find_executable, inherited_fd, ChildProc, SpawnRequest,
+    TempDir,
 };
 use crate::sys;
 
@@ -81,8 +82,9 @@ pub struct PollSources {
     pub qmp: Option<RawFd>,
     /// The console socket, while open.
     pub console: Option<RawFd>,
-    /// The child's pidfd, until it has been reaped.
-    pub pidfd: Option<RawFd>,
+    /// The descriptor that becomes readable when QEMU exits (its channel to the process
+    /// guardian), until the exit has been seen.
+    pub child: Option<RawFd>,
 }
 
 /// A descriptor added to an fdset at run time (the reply of QMP `add-fd`).
@@ -133,10 +135,10 @@ type Wanted = Vec<(String, Option<Value>)>;
 /// Nothing here spawns a thread or sleeps: every call that waits does so in one `mio::Poll` under
 /// its own deadline, and keeps draining events and console output while it waits.
 ///
-/// Dropping a `Machine` kills QEMU if it still runs, reaps it, and removes the temp dir. The
-/// child is also started with `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with the *thread* that
-/// launched it (Linux ties the parent-death signal to the creating thread): launch machines from
-/// a thread that outlives them.
+/// Dropping a `Machine` kills QEMU (its whole process group) if it still runs, reaps it, and
+/// removes the temp dir. A `Machine` may move between threads, and the thread that launched it
+/// may exit: QEMU belongs to the process (see [`start_guardian`](crate::start_guardian)), which
+/// takes it down and removes its temp dir if the process dies without dropping it.
 pub struct Machine {
     poll: Poll,
     mio_events: Events,
@@ -215,10 +217,11 @@ impl Machine {
             .map_err(Error::io_with(format!("creating {}", log_path.display())))?;
         let (qmp_ours, qmp_theirs) =
             sys::socketpair().map_err(Error::io_with("creating the QMP socketpair"))?;
-        let mut inherit = vec![qmp_theirs.as_raw_fd()];
+        // Descriptors QEMU inherits, as 3, 4, ... in this order (see `inherited_fd`).
+        let mut inherit: Vec<BorrowedFd<'_>> = vec![qmp_theirs.as_fd()];
         argv.extend([
             "-chardev".into(),
-            format!("socket,id={QMP_CHARDEV},fd={}", qmp_theirs.as_raw_fd()).into(),
+            format!("socket,id={QMP_CHARDEV},fd={}", inherited_fd(0)).into(),
             "-mon".into(),
             format!("chardev={QMP_CHARDEV},mode=control").into(),
         ]);
@@ -228,13 +231,6 @@ impl Machine {
         if config.console {
             let (ours, theirs) =
                 sys::socketpair().map_err(Error::io_with("creating the console socketpair"))?;
-            argv.extend([
-                "-chardev".into(),
-                format!("socket,id={CONSOLE_CHARDEV},fd={}", theirs.as_raw_fd()).into(),
-                "-serial".into(),
-                format!("chardev:{CONSOLE_CHARDEV}").into(),
-            ]);
-            inherit.push(theirs.as_raw_fd());
             let log = match &config.console_log {
                 Some(path) => Some(
                     File::options()
@@ -260,6 +256,19 @@ impl Machine {
             });
             console_theirs = Some(theirs);
         }
+        if let Some(theirs) = &console_theirs {
+            argv.extend([
+                "-chardev".into(),
+                format!(
+                    "socket,id={CONSOLE_CHARDEV},fd={}",
+                    inherited_fd(inherit.len())
+                )
+                .into(),
+                "-serial".into(),
+                format!("chardev:{CONSOLE_CHARDEV}").into(),
+            ]);
+            inherit.push(theirs.as_fd());
+        }
         if config.display_none {
             argv.extend(["-display".into(), "none".into()]);
         }
@@ -269,18 +278,14 @@ impl Machine {
             Accel::Tcg => argv.extend(["-accel".into(), "tcg".into()]),
             Accel::None | Accel::Auto => {}
         }
-        let mut passed = Vec::with_capacity(config.add_fds.len());
         for add in &config.add_fds {
-            let fd = sys::dup_cloexec(add.fd.as_fd())
-                .map_err(Error::io_with("duplicating a descriptor for -add-fd"))?;
-            let mut spec = format!("fd={},set={}", fd.as_raw_fd(), add.fdset);
+            let mut spec = format!("fd={},set={}", inherited_fd(inherit.len()), add.fdset);
             if let Some(opaque) = &add.opaque {
                 spec.push_str(",opaque=");
                 spec.push_str(&opaque.replace(',', ",,"));
             }
             argv.extend(["-add-fd".into(), spec.into()]);
-            inherit.push(fd.as_raw_fd());
-            passed.push(fd);
+            inherit.push(add.fd.as_fd());
         }
         argv.extend(config.args.iter().cloned());
 
@@ -299,7 +304,8 @@ impl Machine {
             }
         })?;
         // QEMU has its copies now; ours would only keep the sockets open after QEMU dies.
-        drop((qmp_theirs, console_theirs, passed, log));
+        drop(inherit);
+        drop((qmp_theirs, console_theirs, log));
         log::debug!("QEMU started, pid {}", child.pid());
 
         let options = SessionOptions {
@@ -352,7 +358,7 @@ impl Machine {
                     CHILD,
                     Interest::READABLE,
                 )
-                .map_err(Error::io_with("registering the pidfd"))?;
+                .map_err(Error::io_with("registering the exit watch"))?;
             child_registered = true;
         }
         Ok(Machine {
@@ -433,7 +439,7 @@ impl Machine {
         if self.qmp.fd.is_none() && self.child.is_none() {
             return Some(Err(Error::Disconnected));
         }
-        // A closed QMP socket with a live child means QEMU is on its way out: the pidfd will say.
+        // A closed QMP socket with a live child means QEMU is on its way out: the exit watch will say.
         None
     }
 
@@ -851,7 +857,7 @@ impl Machine {
         }
     }
 
-    /// Reaps the child if it exited (pidfd readable, or a connection closed).
+    /// Takes in the child's exit status if the guardian reported it.
     fn reap_now(&mut self) {
         let Some(child) = self.child.as_mut() else {
             return;
@@ -863,7 +869,7 @@ impl Machine {
     }
 
     /// The exit status if the child was reaped; the first time, finishes the bookkeeping:
-    /// deregister the pidfd and take in everything QEMU wrote before it died.
+    /// deregister the exit watch and take in everything QEMU wrote before it died.
     pub(crate) fn exit_status_now(&mut self) -> Option<ExitStatus> {
         let child = self.child.as_ref()?;
         let status = child.status()?;
@@ -1654,7 +1660,7 @@ impl Machine {
                 .as_ref()
                 .and_then(|c| c.fd.as_ref())
                 .map(AsRawFd::as_raw_fd),
-            pidfd: self
+            child: self
                 .child
                 .as_ref()
                 .filter(|c| c.status().is_none())

@@ -1,7 +1,7 @@
 //! [`MachineSet`]: many machines driven from one thread through one poll.
 //!
 //! Each [`Machine`] has its own epoll instance; the set registers those (an epoll descriptor is
-//! itself pollable) in an outer `mio::Poll`, so one wait covers every socket and pidfd of every
+//! itself pollable) in an outer `mio::Poll`, so one wait covers every socket and exit watch of every
 //! machine.
 
 use std::os::fd::AsRawFd;

@@ -1,16 +1,16 @@
-//! Spawning the QEMU child: binary lookup, private temp dir, log file, inherited descriptors,
-//! parent-death signal, pidfd, and reaping.
+//! Spawning the QEMU child through the process guardian: binary lookup, private temp dir, log
+//! file, inherited descriptors, signals and the exit status.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
+use crate::guardian;
 use crate::sys;
 
 /// Finds an executable: a name containing `/` is taken as a path, anything else is looked up in
@@ -33,18 +33,31 @@ pub(crate) fn find_executable(program: &Path) -> Option<PathBuf> {
         .find(|candidate| is_executable(candidate))
 }
 
-/// A private directory (mode 0700) removed with its contents on drop.
+/// A private directory (mode 0700) removed with its contents on drop, and by the process
+/// guardian if this process dies first.
 #[derive(Debug)]
 pub(crate) struct TempDir {
     path: PathBuf,
+    /// Dropped after the directory is removed (field order does not matter: `Drop::drop` runs
+    /// before the fields drop).
+    _watch: guardian::Watch,
 }
 
 impl TempDir {
-    /// Creates `base/qemu-machine.XXXXXX`.
+    /// Creates `base/qemu-machine.XXXXXX` (an absolute path) and registers it with the guardian.
     pub(crate) fn new(base: &Path) -> io::Result<TempDir> {
-        Ok(TempDir {
-            path: sys::mkdtemp(base, "qemu-machine.")?,
-        })
+        let base = std::path::absolute(base)?;
+        let path = sys::mkdtemp(&base, "qemu-machine.")?;
+        match guardian::Watch::new(&path) {
+            Ok(watch) => Ok(TempDir {
+                path,
+                _watch: watch,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&path);
+                Err(e)
+            }
+        }
     }
 
     /// The directory.
@@ -76,138 +89,68 @@ pub(crate) fn create_private_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// What to run: the full argv (program first), the environment changes, the log file, and the
-/// descriptors the child inherits (by their current numbers).
+/// What to run: the full argv (program first, a path), the environment changes, the log file
+/// (stdout and stderr), and the descriptors the child gets as 3, 4, ... in order (refer to them
+/// by those numbers in the argv: see [`inherited_fd`]). Stdin is `/dev/null`.
 pub(crate) struct SpawnRequest<'a> {
     pub(crate) argv: &'a [OsString],
     pub(crate) env: &'a [(OsString, Option<OsString>)],
     pub(crate) log: &'a File,
-    pub(crate) inherit: &'a [RawFd],
+    pub(crate) inherit: &'a [BorrowedFd<'a>],
 }
 
-/// How the parent learns, in its poll, that the child has exited.
-#[derive(Debug)]
-enum ExitWatch {
-    /// A pidfd: readable once the child has exited; signals go through it, so they can never
-    /// reach a recycled pid.
-    Pidfd(OwnedFd),
-    /// Where pidfds are unavailable (kernels before 5.3, valgrind, some seccomp sandboxes): the
-    /// read end of a pipe whose write end only the child holds. It reads end-of-file once the
-    /// child (and anything it handed the descriptor to) has exited.
-    Pipe(OwnedFd),
+/// The number the child sees the `index`th inherited descriptor as.
+pub(crate) fn inherited_fd(index: usize) -> RawFd {
+    3 + index as RawFd
 }
 
-impl ExitWatch {
-    fn fd(&self) -> &OwnedFd {
-        match self {
-            ExitWatch::Pidfd(fd) | ExitWatch::Pipe(fd) => fd,
+/// This process's environment with `changes` applied, as `KEY=VALUE` entries.
+fn environment(changes: &[(OsString, Option<OsString>)]) -> Vec<OsString> {
+    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    for (key, value) in changes {
+        vars.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            vars.push((key.clone(), value.clone()));
         }
     }
+    vars.into_iter()
+        .map(|(mut k, v)| {
+            k.push("=");
+            k.push(v);
+            k
+        })
+        .collect()
 }
 
-/// Whether this process can use pidfds, probed once with `pidfd_open(getpid())`.
-fn pidfds_available() -> bool {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    static STATE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 yes, 2 no
-    match STATE.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let ok = u32::try_from(sys::getpid())
-                .ok()
-                .is_some_and(|pid| sys::pidfd_open(pid).is_ok());
-            if !ok {
-                log::info!("pidfd_open is unavailable here: watching QEMU's exit through a pipe");
-            }
-            STATE.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
-            ok
-        }
-    }
-}
-
-/// A spawned child with its exit watch. Reaped at most once; the status is kept.
+/// A child spawned through the process guardian (see [`crate::guardian`]), with its exit status
+/// once it is known.
 #[derive(Debug)]
 pub(crate) struct ChildProc {
-    child: Child,
-    watch: ExitWatch,
+    child: guardian::Child,
     status: Option<ExitStatus>,
 }
 
 impl ChildProc {
-    /// Spawns without a shell: stdin from /dev/null, stdout and stderr to the log file, the given
-    /// descriptors inherited and nothing else, and SIGKILL when the spawning thread dies.
+    /// Spawns without a shell, as a child of this process's guardian: its own process group,
+    /// stdin from /dev/null, stdout and stderr to the log, the listed descriptors and nothing
+    /// else, umask 077, killed when this process dies (whichever thread spawned it).
     pub(crate) fn spawn(req: &SpawnRequest<'_>) -> io::Result<ChildProc> {
-        Self::spawn_watched(req, pidfds_available())
-    }
-
-    /// [`ChildProc::spawn`] with the exit watch chosen by the caller (tests use the pipe).
-    fn spawn_watched(req: &SpawnRequest<'_>, use_pidfd: bool) -> io::Result<ChildProc> {
-        let (program, args) = req
-            .argv
-            .split_first()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(req.log.try_clone()?))
-            .stderr(Stdio::from(req.log.try_clone()?));
-        for (key, value) in req.env {
-            match value {
-                Some(value) => cmd.env(key, value),
-                None => cmd.env_remove(key),
-            };
-        }
-        let mut keep: Vec<RawFd> = req.inherit.to_vec();
-        // Without pidfds: a pipe whose write end only the child keeps (both ends close-on-exec
-        // here; child_setup clears the flag on the write end in the child alone).
-        let exit_pipe = if use_pidfd {
-            None
-        } else {
-            let (read, write) = sys::pipe_cloexec()?;
-            keep.push(write.as_raw_fd());
-            Some((read, write))
-        };
-        let parent = sys::getpid();
-        // SAFETY: the closure only calls `sys::child_setup`, which makes async-signal-safe system
-        // calls (prctl, getppid, close_range/fcntl, getrlimit) and does not allocate; `keep` was
-        // allocated before the fork and is only read.
-        unsafe {
-            cmd.pre_exec(move || sys::child_setup(&keep, parent));
-        }
-        let child = cmd.spawn()?;
-        let watch = match exit_pipe {
-            Some((read, write)) => {
-                // Only the child may hold the write end, or end-of-file would never come.
-                drop(write);
-                ExitWatch::Pipe(read)
-            }
-            None => match sys::pidfd_open(child.id()) {
-                Ok(fd) => ExitWatch::Pidfd(fd),
-                Err(e) => {
-                    // Cannot watch it: do not leave it running. The pid is ours until reaped.
-                    let mut child = child;
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(e);
-                }
-            },
-        };
+        let env = environment(req.env);
+        let child = guardian::Child::spawn(&guardian::Spawn {
+            argv: req.argv,
+            env: &env,
+            log: req.log.as_fd(),
+            inherit: req.inherit,
+        })?;
         Ok(ChildProc {
             child,
-            watch,
             status: None,
         })
     }
 
     /// The child's process id.
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The exit watch descriptor (readable once the child has exited).
-    #[cfg(test)]
-    pub(crate) fn exit_fd(&self) -> &OwnedFd {
-        self.watch.fd()
+        self.child.pid()
     }
 
     /// The exit status, once reaped.
@@ -215,54 +158,46 @@ impl ChildProc {
         self.status
     }
 
-    /// Reaps the child if it has exited, without blocking.
+    /// Takes in the exit status if the guardian reported it, without blocking.
     pub(crate) fn try_reap(&mut self) -> io::Result<Option<ExitStatus>> {
         if self.status.is_none() {
-            self.status = self.child.try_wait()?;
-        }
-        if self.status.is_none() {
-            if let ExitWatch::Pipe(fd) = &self.watch {
-                // The pipe reads end-of-file when the exiting child closes its descriptors,
-                // which the kernel does a moment before it turns the child into a zombie. Once
-                // it has, the child is past the point of no return: wait for it.
-                if sys::wait_readable(fd.as_fd(), Duration::ZERO)? {
-                    self.status = Some(self.child.wait()?);
-                }
-            }
+            self.status = self.child.try_status()?;
         }
         Ok(self.status)
     }
 
-    /// Sends a signal unless the child is already reaped. Returns whether it was delivered.
+    /// Sends a signal to the child's process group unless it has exited. Returns whether it
+    /// was sent.
     pub(crate) fn signal(&self, signal: libc::c_int) -> io::Result<bool> {
         if self.status.is_some() {
             return Ok(false);
         }
-        match &self.watch {
-            ExitWatch::Pidfd(fd) => sys::pidfd_send_signal(fd.as_fd(), signal),
-            // Not reaped yet, so the pid still names our child (a zombie at worst).
-            ExitWatch::Pipe(_) => sys::kill(self.child.id(), signal),
-        }
+        Ok(self.child.signal(signal))
     }
 
-    /// SIGKILL, then reap, waiting on the pidfd up to `limit` (a process in uninterruptible sleep
-    /// can take a while to die; we never wait without bound).
+    /// SIGKILL to the process group, then waits up to `limit` for the exit status (a process
+    /// in uninterruptible sleep can take a while to die; we never wait without bound).
     pub(crate) fn kill_and_reap(&mut self, limit: Duration) -> io::Result<Option<ExitStatus>> {
         if self.status.is_some() {
             return Ok(self.status);
         }
         self.signal(libc::SIGKILL)?;
-        if sys::wait_readable(self.watch.fd().as_fd(), limit)? {
-            self.try_reap()
-        } else {
-            Ok(None)
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !sys::wait_readable(self.child.exit_fd(), left)? {
+                return Ok(None);
+            }
+            if let Some(status) = self.try_reap()? {
+                return Ok(Some(status));
+            }
         }
     }
 
-    /// The raw number of the exit watch descriptor (a pidfd, or a pipe where pidfds are
-    /// unavailable), for the poll.
+    /// The raw number of the descriptor that becomes readable when the child exits, for the
+    /// poll.
     pub(crate) fn exit_fd_raw(&self) -> RawFd {
-        self.watch.fd().as_raw_fd()
+        self.child.exit_fd().as_raw_fd()
     }
 }
 
@@ -288,6 +223,25 @@ mod tests {
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
 
+    fn args(list: &[&str]) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = list.iter().map(OsString::from).collect();
+        argv[0] = find_executable(Path::new(list[0]))
+            .expect("program in PATH")
+            .into_os_string();
+        argv
+    }
+
+    fn wait_exit(child: &mut ChildProc) -> ExitStatus {
+        for _ in 0..1000 {
+            if sys::wait_readable(child.child.exit_fd(), Duration::from_secs(10)).unwrap() {
+                if let Some(status) = child.try_reap().unwrap() {
+                    return status;
+                }
+            }
+        }
+        panic!("the child did not exit");
+    }
+
     #[test]
     fn finds_programs_in_path_and_by_path() {
         let sh = find_executable(Path::new("sh")).expect("sh in PATH");
@@ -310,30 +264,30 @@ mod tests {
     }
 
     #[test]
-    fn child_inherits_only_the_listed_descriptors() {
+    fn child_inherits_only_the_listed_descriptors_as_numbered() {
         let dir = TempDir::new(&std::env::temp_dir()).unwrap();
         let log_path = dir.path().join("log");
         let log = create_private_file(&log_path).unwrap();
-        let (_a, keep) = sys::socketpair().unwrap();
+        let (keep, keep_peer) = sys::socketpair().unwrap();
         let (_c, other) = sys::socketpair().unwrap();
         // A descriptor without CLOEXEC, as a careless library might leave behind.
         // SAFETY: plain dup of an open descriptor.
         let leaked = unsafe { libc::dup(other.as_raw_fd()) };
         assert!(leaked >= 0);
-        let argv: Vec<OsString> = ["sh", "-c", "ls /proc/self/fd; echo err >&2; exit 3"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        // The child writes to its fd 3, which must be `keep`'s peer... that is, `keep_peer`.
+        let argv = args(&[
+            "sh",
+            "-c",
+            "ls /proc/self/fd; echo err >&2; echo via3 >&3; exit 3",
+        ]);
         let mut child = ChildProc::spawn(&SpawnRequest {
             argv: &argv,
             env: &[],
             log: &log,
-            inherit: &[keep.as_raw_fd()],
+            inherit: &[keep_peer.as_fd()],
         })
         .unwrap();
-        assert!(sys::wait_readable(child.exit_fd().as_fd(), Duration::from_secs(10)).unwrap());
-        let status = child.try_reap().unwrap().unwrap();
-        assert_eq!(status.code(), Some(3));
+        assert_eq!(wait_exit(&mut child).code(), Some(3));
         // SAFETY: closing the descriptor this test dup'ed.
         unsafe { libc::close(leaked) };
         let mut out = String::new();
@@ -343,23 +297,27 @@ mod tests {
             .unwrap();
         let mut fds: Vec<i32> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
         fds.sort();
-        // 0, 1, 2, the inherited socket, and the directory `ls` itself opened.
-        assert!(fds.contains(&keep.as_raw_fd()), "{out}");
-        assert!(!fds.contains(&leaked), "{out}");
-        assert!(!fds.contains(&other.as_raw_fd()), "{out}");
+        // 0, 1, 2, the inherited socket as 3, and the directory `ls` itself opened.
+        assert_eq!(&fds[..4], &[0, 1, 2, 3], "{out}");
         assert!(fds.len() <= 5, "{out}");
         assert!(out.contains("err"), "{out}");
+        drop(keep_peer);
+        let mut got = [0u8; 16];
+        sys::set_nonblocking(keep.as_raw_fd(), false).unwrap();
+        let n = sys::recv(keep.as_fd(), &mut got).unwrap();
+        assert_eq!(&got[..n], b"via3\n");
     }
 
     #[test]
-    fn child_sees_environment_changes_and_null_stdin() {
+    fn child_sees_environment_changes_cwd_umask_and_null_stdin() {
         let dir = TempDir::new(&std::env::temp_dir()).unwrap();
         let log_path = dir.path().join("log");
         let log = create_private_file(&log_path).unwrap();
-        let argv: Vec<OsString> = ["sh", "-c", "echo \"$QM_A/${HOME:-nohome}\"; cat; echo end"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        let argv = args(&[
+            "sh",
+            "-c",
+            "echo \"$QM_A/${HOME:-nohome}\"; umask; pwd; cat; echo end",
+        ]);
         let env = [
             (OsString::from("QM_A"), Some(OsString::from("set"))),
             (OsString::from("HOME"), None),
@@ -371,17 +329,19 @@ mod tests {
             inherit: &[],
         })
         .unwrap();
-        assert!(sys::wait_readable(child.exit_fd().as_fd(), Duration::from_secs(10)).unwrap());
-        assert!(child.try_reap().unwrap().unwrap().success());
+        assert!(wait_exit(&mut child).success());
         let out = std::fs::read_to_string(&log_path).unwrap();
-        assert_eq!(out, "set/nohome\nend\n");
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(out, format!("set/nohome\n0077\n{}\nend\n", cwd.display()));
     }
 
     #[test]
-    fn kill_and_reap_ends_a_stopped_child() {
+    fn kill_and_reap_ends_a_stopped_child_and_its_group() {
         let dir = TempDir::new(&std::env::temp_dir()).unwrap();
-        let log = create_private_file(&dir.path().join("log")).unwrap();
-        let argv: Vec<OsString> = ["sleep", "60"].iter().map(OsString::from).collect();
+        let log_path = dir.path().join("log");
+        let log = create_private_file(&log_path).unwrap();
+        // A wrapper that forks its payload instead of exec'ing it.
+        let argv = args(&["sh", "-c", "sleep 60 & echo $!; wait"]);
         let mut child = ChildProc::spawn(&SpawnRequest {
             argv: &argv,
             env: &[],
@@ -390,6 +350,16 @@ mod tests {
         })
         .unwrap();
         assert!(child.pid() > 0);
+        // SAFETY: getpgid only reads the process table; the child is not reaped yet.
+        let pgid = unsafe { libc::getpgid(child.pid() as libc::pid_t) };
+        assert_eq!(pgid, child.pid() as libc::pid_t, "its own process group");
+        let grandchild: u32 = loop {
+            let text = std::fs::read_to_string(&log_path).unwrap();
+            if let Some(line) = text.lines().next() {
+                break line.trim().parse().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
         assert!(child.signal(libc::SIGSTOP).unwrap());
         assert_eq!(child.try_reap().unwrap(), None);
         let status = child
@@ -399,48 +369,44 @@ mod tests {
         assert_eq!(status.signal(), Some(libc::SIGKILL));
         assert!(!child.signal(libc::SIGKILL).unwrap());
         assert_eq!(child.status(), Some(status));
+        // The forked payload went with its group (it is gone or a zombie being reaped).
+        for _ in 0..1000 {
+            let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat"));
+            match stat {
+                Err(_) => return,
+                Ok(s) if s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')) => return,
+                Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        panic!("the forked grandchild {grandchild} survived its group's SIGKILL");
     }
 
     #[test]
-    fn the_pipe_watch_sees_exit_and_carries_signals() {
+    fn a_child_survives_the_thread_that_spawned_it() {
         let dir = TempDir::new(&std::env::temp_dir()).unwrap();
         let log = create_private_file(&dir.path().join("log")).unwrap();
-        let spawn = |script: &str| {
-            let argv: Vec<OsString> = ["sh", "-c", script].iter().map(OsString::from).collect();
-            ChildProc::spawn_watched(
-                &SpawnRequest {
+        let argv = args(&["sleep", "60"]);
+        let mut child = std::thread::scope(|s| {
+            s.spawn(|| {
+                ChildProc::spawn(&SpawnRequest {
                     argv: &argv,
                     env: &[],
                     log: &log,
                     inherit: &[],
-                },
-                false,
-            )
+                })
+                .unwrap()
+            })
+            .join()
             .unwrap()
-        };
-        let mut quick = spawn("exit 3");
-        // SAFETY: getpgid only reads the process table; the child is not reaped yet.
-        let pgid = unsafe { libc::getpgid(quick.pid() as libc::pid_t) };
-        assert_eq!(
-            pgid,
-            quick.pid() as libc::pid_t,
-            "the child leads its own process group"
-        );
-        assert!(matches!(quick.watch, ExitWatch::Pipe(_)));
-        assert!(sys::wait_readable(quick.exit_fd().as_fd(), Duration::from_secs(10)).unwrap());
-        assert_eq!(quick.try_reap().unwrap().unwrap().code(), Some(3));
-
-        let mut slow = spawn("exec sleep 60");
-        assert!(!sys::wait_readable(slow.exit_fd().as_fd(), Duration::from_millis(50)).unwrap());
-        let status = slow
+        });
+        // The spawning thread is gone; the child is not.
+        assert!(!sys::wait_readable(child.child.exit_fd(), Duration::from_millis(200)).unwrap());
+        assert_eq!(child.try_reap().unwrap(), None);
+        let status = child
             .kill_and_reap(Duration::from_secs(10))
             .unwrap()
             .unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL));
-        assert!(
-            !slow.signal(libc::SIGTERM).unwrap(),
-            "no signal after reaping"
-        );
     }
 
     #[test]
@@ -456,6 +422,16 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        // A file that is not executable.
+        let argv = vec![dir.path().join("log").into_os_string()];
+        let err = ChildProc::spawn(&SpawnRequest {
+            argv: &argv,
+            env: &[],
+            log: &log,
+            inherit: &[],
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
     }
 
     #[test]

@@ -81,51 +81,6 @@ pub(crate) fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Duplicates `fd` to a new close-on-exec descriptor numbered 3 or above.
-pub(crate) fn dup_cloexec(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC on a borrowed (thus open) descriptor is memory-safe.
-    let new = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
-    // SAFETY: the new descriptor was just created by fcntl and nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
-}
-
-/// Opens a pidfd for `pid` (Linux ≥ 5.3), close-on-exec.
-pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    let pid =
-        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: pidfd_open takes a pid and a flags word and returns a new descriptor or -1.
-    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new descriptor (pidfds are always close-on-exec) that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
-}
-
-/// Sends `signal` to the process behind `pidfd`. Unlike kill(2) this cannot hit a recycled pid.
-///
-/// Returns `Ok(false)` when the process has already exited (ESRCH).
-pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<bool> {
-    // SAFETY: pidfd_send_signal with a null siginfo pointer and zero flags is memory-safe.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0 as libc::c_uint,
-        )
-    };
-    if ret < 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ESRCH) {
-            return Ok(false);
-        }
-        return Err(err);
-    }
-    Ok(true)
-}
-
 /// Sends bytes on a socket without ever raising SIGPIPE (the caller may be a C program that did
 /// not ignore it). Non-blocking sockets report `WouldBlock`.
 pub(crate) fn send(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
@@ -242,46 +197,22 @@ pub(crate) fn kvm_usable() -> bool {
         .is_ok()
 }
 
-/// A pipe (read end, write end), both close-on-exec.
-pub(crate) fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: pipe2 writes two descriptors into the two-element array.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: the kernel just returned these two new descriptors, owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Sends `signal` to process `pid` with kill(2). Returns `Ok(false)` when it no longer exists.
-/// Only for a child that has not been reaped (its pid cannot have been reused).
-pub(crate) fn kill(pid: u32, signal: libc::c_int) -> io::Result<bool> {
-    let pid =
-        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: kill with a positive pid and a signal number has no memory effects.
-    if unsafe { libc::kill(pid, signal) } == 0 {
-        return Ok(true);
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::ESRCH) {
-        Ok(false)
-    } else {
-        Err(err)
-    }
-}
-
 /// The calling process's id.
 pub(crate) fn getpid() -> libc::pid_t {
     // SAFETY: getpid has no preconditions.
     unsafe { libc::getpid() }
 }
 
-/// Runs in the forked child between fork and exec, so it may only make async-signal-safe calls
-/// and must not allocate.
+/// Runs in the forked child of a short-lived helper (qemu-img, a decompressor) between fork and
+/// exec, so it may only make async-signal-safe calls and must not allocate. (QEMU itself is
+/// spawned by the process guardian instead; see `crate::guardian`.)
 ///
-/// 1. Ask the kernel to SIGKILL this process when the thread that forked it dies, and leave the
-///    owner's process group (terminal signals are for the owner, not QEMU).
+/// 1. Ask the kernel to SIGKILL this process when the thread that forked it dies (the thread
+///    waits for the helper inside the call that spawned it, so that is the owner dying), and
+///    leave the owner's process group (terminal signals are for the owner).
 /// 2. Close the race where the parent died before step 1: compare `getppid()` to `parent`.
 /// 3. Mark every descriptor ≥ 3 close-on-exec (a caller may have leaked non-CLOEXEC ones), then
-///    clear the flag on exactly the descriptors in `keep`, which QEMU inherits.
+///    clear the flag on exactly the descriptors in `keep`, which the helper inherits.
 pub(crate) fn child_setup(keep: &[RawFd], parent: libc::pid_t) -> io::Result<()> {
     // SAFETY: prctl(PR_SET_PDEATHSIG, sig) only sets a flag on the calling process.
     check(unsafe {
@@ -339,7 +270,7 @@ pub(crate) fn child_setup(keep: &[RawFd], parent: libc::pid_t) -> io::Result<()>
 }
 
 /// Waits up to `timeout` for `fd` to become readable, with poll(2). Used for waits that must not
-/// disturb the edge-triggered registrations of the main loop (a pidfd after SIGKILL).
+/// disturb the edge-triggered registrations of the main loop (a child's exit watch after SIGKILL).
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
@@ -458,33 +389,5 @@ mod tests {
         std::fs::remove_dir(&dir).unwrap();
         std::fs::remove_dir(&other).unwrap();
         assert!(mkdtemp(Path::new("/nonexistent/dir"), "x").is_err());
-    }
-
-    #[test]
-    fn pidfd_signals_and_reports_exit() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pidfd = pidfd_open(child.id()).unwrap();
-        assert!(!wait_readable(pidfd.as_fd(), std::time::Duration::from_millis(10)).unwrap());
-        assert!(pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL).unwrap());
-        assert!(wait_readable(pidfd.as_fd(), std::time::Duration::from_secs(10)).unwrap());
-        let status = child.wait().unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(libc::SIGKILL));
-        // Reaped: the pidfd still answers, with ESRCH mapped to Ok(false).
-        assert!(!pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL).unwrap());
-    }
-
-    #[test]
-    fn dup_cloexec_gives_a_high_cloexec_descriptor() {
-        let (a, _b) = socketpair().unwrap();
-        let d = dup_cloexec(a.as_fd()).unwrap();
-        assert!(d.as_raw_fd() >= 3);
-        assert_ne!(d.as_raw_fd(), a.as_raw_fd());
-        // SAFETY: F_GETFD on an open descriptor.
-        let flags = unsafe { libc::fcntl(d.as_raw_fd(), libc::F_GETFD) };
-        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
     }
 }

@@ -268,7 +268,7 @@ fn a_failing_member_fails_the_set_and_nothing_is_left_running() {
 fn machines_can_be_driven_from_an_external_poll() {
     let mut vm = Machine::launch(&none_config()).unwrap();
     let sources = vm.poll_sources();
-    assert!(sources.qmp.is_some() && sources.pidfd.is_some());
+    assert!(sources.qmp.is_some() && sources.child.is_some());
     assert_eq!(sources.console, None);
     // SIGTERM makes QEMU report SHUTDOWN and exit on its own; wait for that in our own poll().
     process_common::signal(vm.pid().unwrap(), libc::SIGTERM);
@@ -290,6 +290,6 @@ fn machines_can_be_driven_from_an_external_poll() {
     let events = vm.take_events();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].data["reason"], json!("host-signal"));
-    assert_eq!(vm.poll_sources().pidfd, None);
+    assert_eq!(vm.poll_sources().child, None);
     assert_eq!(vm.poll_sources().qmp, None);
 }
