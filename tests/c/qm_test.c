@@ -8,14 +8,25 @@
  * (tests/src/fixture.rs); QM_TEST_SKIP_GUEST=1 leaves the guest checks out (the static-link
  * run, which only needs to show that the binary launches QEMU); QM_TEST_HANDLE_CYCLES sets the
  * number of new/free cycles of the stale-handle check (default 20000; fewer under valgrind).
+ *
+ * QM_TEST_MODE picks another part to play, for tests/tests/c_abi.rs:
+ * - "owner": launch two machines (one from a `vm` description with a port forward) with their
+ *   temp dirs under QM_TEST_SCRATCH, print "OWNER <pid> <pid> <port>", and block until killed;
+ * - "reaper": reap every child from another thread with waitpid(-1), and check that QEMU's exit
+ *   status still arrives.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "qemumachine.h"
@@ -671,7 +682,235 @@ static void check_stale_handles(void) {
     qm_config_free(config);
 }
 
+/* ---- ownership: threads, SIGCHLD, forking wrappers, the owner dying ---------------------- */
+
+static const char *NONE_JSON =
+    "{\"args\": [\"-machine\", \"none\", \"-nodefaults\"], \"accel\": \"tcg\"}";
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void *launch_on_thread(void *arg) {
+    (void)arg;
+    qm_config *config = NULL;
+    qm_machine *machine = NULL;
+    if (qm_config_from_json(NONE_JSON, &config) == QM_STATUS_OK) {
+        qm_machine_launch(config, &machine);
+    }
+    qm_config_free(config);
+    return machine;
+}
+
+static void check_thread_exit(void) {
+    pthread_t thread;
+    void *result = NULL;
+    CHECK(pthread_create(&thread, NULL, launch_on_thread, NULL) == 0 &&
+              pthread_join(thread, &result) == 0 && result != NULL,
+          "a machine launched on a pthread that then exits");
+    qm_machine *machine = result;
+    /* The launching thread is gone; use the machine from this one for 5 s. */
+    double start = now_seconds();
+    int rounds = 0, good = 0;
+    while (now_seconds() - start < 5.0) {
+        rounds++;
+        good += answers_running(machine);
+        sleep_ms(100);
+    }
+    CHECK(rounds > 0 && good == rounds,
+          "it answers from the main thread for 5 s after its thread exited");
+    CHECK_STATUS(qm_machine_shutdown(machine, 10000), QM_STATUS_OK, "and shuts down cleanly");
+    qm_machine_free(machine);
+}
+
+/* How many live (non-zombie) processes have `marker` in their command line. */
+static int count_marked(const char *marker) {
+    DIR *proc = opendir("/proc");
+    if (!proc) {
+        return -1;
+    }
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(proc)) != NULL) {
+        char path[300];
+        char buf[8192];
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') {
+            continue;
+        }
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) {
+            continue;
+        }
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        char *paren = strrchr(buf, ')');
+        if (paren && paren[1] == ' ' && paren[2] == 'Z') {
+            continue; /* a zombie about to be reaped */
+        }
+        snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+        f = fopen(path, "r");
+        if (!f) {
+            continue;
+        }
+        n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        for (size_t i = 0; i < n; i++) {
+            if (buf[i] == 0) {
+                buf[i] = ' ';
+            }
+        }
+        buf[n] = 0;
+        if (strstr(buf, marker)) {
+            count++;
+        }
+    }
+    closedir(proc);
+    return count;
+}
+
+static void check_forking_wrapper(void) {
+    char marker[64];
+    snprintf(marker, sizeof marker, "qm-c-forking-wrapper-%d", (int)getpid());
+    char json[512];
+    snprintf(json, sizeof json,
+             "{\"wrapper\": [\"sh\", \"-c\", \"\\\"$@\\\"; exit $?\", \"sh\"],"
+             " \"args\": [\"-machine\", \"none\", \"-nodefaults\", \"-name\", \"%s\"],"
+             " \"accel\": \"tcg\"}",
+             marker);
+    qm_config *config = NULL;
+    qm_machine *machine = NULL;
+    CHECK_STATUS(qm_config_from_json(json, &config), QM_STATUS_OK, "a forking wrapper config");
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK,
+                 "launch under a wrapper that forks QEMU");
+    qm_config_free(config);
+    CHECK(count_marked(marker) == 2, "the wrapper and QEMU both run");
+    CHECK(answers_running(machine), "QMP reaches QEMU through the wrapper");
+    CHECK_STATUS(qm_machine_kill(machine), QM_STATUS_OK, "kill");
+    int left = 1;
+    for (int i = 0; i < 2000 && left; i++) {
+        left = count_marked(marker);
+        if (left) {
+            sleep_ms(5);
+        }
+    }
+    CHECK(left == 0, "kill reaches QEMU too: nothing is left behind");
+    qm_machine_free(machine);
+}
+
+static void check_sigchld_ignored(void) {
+    struct sigaction ignore, old;
+    memset(&ignore, 0, sizeof ignore);
+    ignore.sa_handler = SIG_IGN;
+    sigaction(SIGCHLD, &ignore, &old);
+    qm_config *config = NULL;
+    qm_machine *machine = NULL;
+    qm_config_from_json(NONE_JSON, &config);
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK,
+                 "launch with SIGCHLD ignored");
+    qm_config_free(config);
+    CHECK_STATUS(qm_machine_shutdown(machine, 10000), QM_STATUS_OK,
+                 "shutdown with SIGCHLD ignored sees QEMU exit");
+    int code = -2, sig = -2;
+    CHECK(qm_machine_exit_status(machine, &code, &sig) == QM_STATUS_OK && code == 0 && sig == 0,
+          "and its exit status (0) is still known");
+    qm_machine_free(machine);
+    sigaction(SIGCHLD, &old, NULL);
+}
+
+/* QM_TEST_MODE=owner: see the top of the file. */
+static int play_owner(void) {
+    const char *scratch = getenv("QM_TEST_SCRATCH");
+    if (!scratch) {
+        fprintf(stderr, "QM_TEST_SCRATCH is not set\n");
+        return 2;
+    }
+    char json[1024];
+    qm_config *config = NULL;
+    qm_machine *plain = NULL, *vm = NULL;
+    snprintf(json, sizeof json,
+             "{\"args\": [\"-machine\", \"none\", \"-nodefaults\"], \"accel\": \"tcg\","
+             " \"temp_dir\": \"%s\"}",
+             scratch);
+    if (qm_config_from_json(json, &config) || qm_machine_launch(config, &plain)) {
+        fprintf(stderr, "owner: %s\n", last_error());
+        return 2;
+    }
+    qm_config_free(config);
+    snprintf(json, sizeof json,
+             "{\"accel\": \"tcg\", \"temp_dir\": \"%s\", \"vm\": {\"machine\": "
+             "{\"type\": \"q35\"}, \"memory\": \"64M\", \"forwards\": [{\"name\": "
+             "\"ssh\", \"host_port\": 0, \"guest_port\": 22}]}}",
+             scratch);
+    if (qm_config_from_json(json, &config) || qm_machine_launch(config, &vm)) {
+        fprintf(stderr, "owner: %s\n", last_error());
+        return 2;
+    }
+    qm_config_free(config);
+    int32_t pid1 = 0, pid2 = 0;
+    char *address = NULL;
+    qm_machine_pid(plain, &pid1);
+    qm_machine_pid(vm, &pid2);
+    qm_machine_forwarded_port(vm, "ssh", &address);
+    const char *port = address ? strrchr(address, ':') : NULL;
+    printf("OWNER %d %d %s\n", (int)pid1, (int)pid2, port ? port + 1 : "0");
+    fflush(stdout);
+    qm_string_free(address);
+    char byte;
+    while (read(0, &byte, 1) != 0) {
+        /* blocks until killed */
+    }
+    return 0;
+}
+
+static void *reap_everything(void *arg) {
+    (void)arg;
+    for (;;) {
+        int status;
+        if (waitpid(-1, &status, 0) < 0 && errno == ECHILD) {
+            sleep_ms(1);
+        }
+    }
+    return NULL;
+}
+
+/* QM_TEST_MODE=reaper: see the top of the file. */
+static int play_reaper(void) {
+    pthread_t thread;
+    pthread_create(&thread, NULL, reap_everything, NULL);
+    pthread_detach(thread);
+    qm_config *config = NULL;
+    qm_machine *machine = NULL;
+    qm_config_from_json(NONE_JSON, &config);
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK,
+                 "launch while another thread reaps with waitpid(-1)");
+    qm_config_free(config);
+    CHECK_STATUS(qm_machine_shutdown(machine, 10000), QM_STATUS_OK,
+                 "shutdown sees QEMU exit while another thread reaps");
+    int code = -2;
+    CHECK(qm_machine_exit_status(machine, &code, NULL) == QM_STATUS_OK && code == 0,
+          "QEMU's exit status (0) is not taken by the other thread's waitpid");
+    qm_machine_free(machine);
+    printf("%d checks, %d failed\n", checks, failures);
+    return failures == 0 ? 0 : 1;
+}
+
 int main(void) {
+    const char *mode = getenv("QM_TEST_MODE");
+    if (mode && strcmp(mode, "owner") == 0) {
+        return play_owner();
+    }
+    if (mode && strcmp(mode, "reaper") == 0) {
+        return play_reaper();
+    }
     check_version();
     check_argument_errors();
     check_launch_failures();
@@ -680,6 +919,9 @@ int main(void) {
     check_stale_handles();
     check_console_bounds();
     check_callers_accel();
+    check_thread_exit();
+    check_forking_wrapper();
+    check_sigchld_ignored();
     check_images();
     check_vm_description();
     const char *skip = getenv("QM_TEST_SKIP_GUEST");

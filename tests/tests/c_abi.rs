@@ -132,6 +132,14 @@ fn assert_passed(what: &str, out: &Output) {
         stdout.contains("ok   writing 4 MiB to a paused guest times out"),
         "{stdout}"
     );
+    // And the ownership checks: threads, SIGCHLD, forking wrappers.
+    for line in [
+        "ok   it answers from the main thread for 5 s after its thread exited",
+        "ok   kill reaches QEMU too: nothing is left behind",
+        "ok   and its exit status (0) is still known",
+    ] {
+        assert!(stdout.contains(line), "no `{line}` in\n{stdout}");
+    }
 }
 
 #[test]
@@ -229,4 +237,78 @@ fn c_program_linked_statically() {
     );
     let out = run(&exe, &[], &[("QM_TEST_SKIP_GUEST", "1")]);
     assert_passed("static qm_test", &out);
+}
+
+/// Whether `pid` is gone (or a zombie about to be reaped).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
+    })
+}
+
+#[test]
+fn c_owner_sigkilled_leaves_no_qemu_no_temp_dir_no_forward() {
+    use std::io::{BufRead, BufReader};
+    let dir = TempDir::new("owner");
+    let scratch = dir.0.join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let exe = dir.0.join("qm_test");
+    compile(&exe, &[], &dynamic_link());
+    qemu_system_x86_64();
+    let mut owner = Command::new(&exe)
+        .env("QM_TEST_MODE", "owner")
+        .env("QM_TEST_SCRATCH", &scratch)
+        .env_remove("QEMU_MACHINE_ACCEL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(owner.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("OWNER "))
+        .expect("the owner printed its machines");
+    let words: Vec<u32> = line[6..]
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let (pids, port) = (&words[..2], words[2] as u16);
+    assert!(pids.iter().all(|&p| !gone(p)), "{line}");
+    assert!(port > 0, "{line}");
+    let entries = || std::fs::read_dir(&scratch).unwrap().count();
+    assert_eq!(entries(), 2, "one temp dir per machine");
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("the forward listens");
+    owner.kill().unwrap(); // SIGKILL
+    owner.wait().unwrap();
+    let start = std::time::Instant::now();
+    while !(pids.iter().all(|&p| gone(p)) && entries() == 0)
+        && start.elapsed() < std::time::Duration::from_secs(10)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let took = start.elapsed();
+    assert!(
+        pids.iter().all(|&p| gone(p)),
+        "QEMU still runs after its C owner was SIGKILLed"
+    );
+    assert_eq!(entries(), 0, "temp dirs left after the owner was SIGKILLed");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    eprintln!("C owner SIGKILLed: QEMUs and temp dirs gone after {took:?}");
+}
+
+#[test]
+fn c_program_reaping_with_waitpid_elsewhere_still_gets_qemus_exit_status() {
+    let dir = TempDir::new("reaper");
+    let exe = dir.0.join("qm_test");
+    compile(&exe, &[], &dynamic_link());
+    let out = run(&exe, &[], &[("QM_TEST_MODE", "reaper")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && stdout.contains(", 0 failed")
+            && stdout.contains("ok   QEMU's exit status (0) is not taken"),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
