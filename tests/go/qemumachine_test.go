@@ -2,9 +2,13 @@ package qemumachine
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 const noneConfig = `{"args": ["-machine", "none", "-nodefaults"], "accel": "tcg"}`
@@ -90,5 +94,48 @@ func TestErrorsAreTyped(t *testing.T) {
 		t.Fatal("event wait did not time out")
 	} else if !errors.As(err, &e) || e.Name != "QM_STATUS_TIMEOUT" {
 		t.Fatalf("event wait gave %v", err)
+	}
+}
+
+// A goroutine that locks its OS thread and returns without unlocking ends that thread. A
+// machine it launched must not die with the thread.
+func TestMachineOutlivesTheLockedThreadThatLaunchedIt(t *testing.T) {
+	type launched struct {
+		m   *Machine
+		tid int
+		err error
+	}
+	done := make(chan launched)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		m, err := Launch(noneConfig)
+		done <- launched{m, syscall.Gettid(), err}
+	}()
+	got := <-done
+	if got.err != nil {
+		t.Fatalf("launch: %v", got.err)
+	}
+	m := got.m
+	defer m.Close()
+	// Wait until the launching thread is really gone.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", got.tid)); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("thread %d did not exit", got.tid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
+		status, err := m.Status()
+		if err != nil || status != "running" {
+			t.Fatalf("after its launching thread exited: status %q, %v", status, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := m.Shutdown(10000); err != nil {
+		t.Fatalf("shutdown: %v", err)
 	}
 }
