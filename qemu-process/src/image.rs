@@ -31,11 +31,11 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 
 use qemu_cmdline::{
     Argv, Format, ImgCheck, ImgCommand, ImgConvert, ImgCreate, ImgInfo, ImgResize, ImgSnapshot,
@@ -44,7 +44,7 @@ use qemu_cmdline::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::spawn::find_executable;
+use crate::spawn::{find_executable, ChildProc};
 use crate::sys;
 
 /// What `qemu-img info --output=json` says about an image. Fields qemu-img adds in later
@@ -303,7 +303,7 @@ impl QemuImg {
     }
 
     fn run_argv(&self, argv: &Argv, on_stdout: impl FnMut(&[u8])) -> Result<(), Error> {
-        let mut child = RunningChild::spawn(argv, Stdio::null(), || self.missing_qemu_img())?;
+        let mut child = RunningChild::spawn(argv, None, || self.missing_qemu_img())?;
         child.read_stdout(on_stdout)?;
         child.finish()
     }
@@ -448,7 +448,7 @@ impl QemuImg {
             cmd = cmd.repair(r);
         }
         let argv = self.argv(&cmd)?;
-        let mut child = RunningChild::spawn(&argv, Stdio::null(), || self.missing_qemu_img())?;
+        let mut child = RunningChild::spawn(&argv, None, || self.missing_qemu_img())?;
         let mut out = Vec::new();
         child.read_stdout(|c| out.extend_from_slice(c))?;
         let (status, stderr) = child.wait()?;
@@ -567,7 +567,7 @@ impl QemuImg {
             program: program_path.into_os_string(),
             args: vec!["-dc".into()],
         };
-        let mut child = RunningChild::spawn(&argv, Stdio::from(stdin), || Error::ProgramMissing {
+        let mut child = RunningChild::spawn(&argv, Some(stdin), || Error::ProgramMissing {
             program: program.clone(),
             package: compression.package().into(),
             purpose: format!("to decompress {}", source.display()),
@@ -846,60 +846,52 @@ impl ProgressParser {
     }
 }
 
-/// A child with stdout piped to us and stderr into an anonymous temp file; stdin as given.
+/// A helper (qemu-img, a decompressor) spawned through the process guardian (so that the
+/// program's own `SIGCHLD` handling cannot take its exit status, and it dies with this process),
+/// with stdout piped to us and stderr into an anonymous temp file; stdin as given (`None`:
+/// `/dev/null`). Umask 077: what it creates is owner-only.
 struct RunningChild {
-    child: Child,
+    child: ChildProc,
+    stdout: Option<File>,
     argv: Vec<OsString>,
     stderr: File,
-    reaped: bool,
 }
 
 impl RunningChild {
     fn spawn(
         argv: &Argv,
-        stdin: Stdio,
+        stdin: Option<File>,
         missing: impl FnOnce() -> Error,
     ) -> Result<RunningChild, Error> {
-        if find_executable(Path::new(&argv.program)).is_none() {
+        let Some(program) = find_executable(Path::new(&argv.program)) else {
             return Err(missing());
-        }
+        };
         let stderr = anonymous_file()?;
-        let mut cmd = Command::new(&argv.program);
-        cmd.args(&argv.args)
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                stderr
-                    .try_clone()
-                    .map_err(Error::io_with("duplicating the stderr file"))?,
-            ));
-        let parent = sys::getpid();
-        // SAFETY: the closure only calls umask(2) and `sys::child_setup`, which make
-        // async-signal-safe system calls and do not allocate; the empty keep list is a static
-        // slice.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Whatever qemu-img creates (an image at a caller's path) is owner-only.
-                libc::umask(0o077);
-                sys::child_setup(&[], parent)
-            });
-        }
+        let (read, write) = sys::pipe_cloexec().map_err(Error::io_with("creating a pipe"))?;
+        let stdin = match stdin {
+            Some(f) => f,
+            None => File::open("/dev/null").map_err(Error::io_with("opening /dev/null"))?,
+        };
+        let mut full = vec![program.into_os_string()];
+        full.extend(argv.args.iter().cloned());
         log::debug!("running {argv}");
-        let child = cmd.spawn().map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => missing(),
-            _ => Error::io(format!("running {}", Path::new(&argv.program).display()), e),
-        })?;
+        let child =
+            ChildProc::spawn_with_stdio(&full, stdin.as_fd(), write.as_fd(), stderr.as_fd())
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::NotFound => missing(),
+                    _ => Error::io(format!("running {}", Path::new(&argv.program).display()), e),
+                })?;
         Ok(RunningChild {
             child,
+            stdout: Some(File::from(read)),
             argv: argv.to_vec(),
             stderr,
-            reaped: false,
         })
     }
 
     /// Reads stdout to its end, in this thread, handing each chunk to `f`.
     fn read_stdout(&mut self, mut f: impl FnMut(&[u8])) -> Result<(), Error> {
-        let Some(mut out) = self.child.stdout.take() else {
+        let Some(mut out) = self.stdout.take() else {
             return Ok(());
         };
         let mut buf = vec![0u8; CHUNK];
@@ -924,12 +916,11 @@ impl RunningChild {
 
     /// Waits for the exit; returns the status and stderr.
     fn wait(&mut self) -> Result<(ExitStatus, String), Error> {
-        drop(self.child.stdout.take());
+        drop(self.stdout.take());
         let status = self
             .child
             .wait()
             .map_err(Error::io_with(format!("waiting for {}", self.program())))?;
-        self.reaped = true;
         let mut text = Vec::new();
         let _ = self.stderr.seek(SeekFrom::Start(0));
         let _ = (&self.stderr).take(64 * 1024).read_to_end(&mut text);
@@ -953,10 +944,9 @@ impl RunningChild {
 
 impl Drop for RunningChild {
     fn drop(&mut self) {
-        if !self.reaped {
-            // An error path left it running: never leave a zombie or an orphan writer behind.
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if self.child.status().is_none() {
+            // An error path left it running: never leave an orphan writer behind.
+            let _ = self.child.kill_and_reap(std::time::Duration::from_secs(10));
         }
     }
 }

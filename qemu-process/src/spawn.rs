@@ -105,7 +105,7 @@ pub(crate) fn inherited_fd(index: usize) -> RawFd {
 }
 
 /// This process's environment with `changes` applied, as `KEY=VALUE` entries.
-fn environment(changes: &[(OsString, Option<OsString>)]) -> Vec<OsString> {
+pub(crate) fn environment(changes: &[(OsString, Option<OsString>)]) -> Vec<OsString> {
     let mut vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     for (key, value) in changes {
         vars.retain(|(k, _)| k != key);
@@ -136,16 +136,51 @@ impl ChildProc {
     /// else, umask 077, killed when this process dies (whichever thread spawned it).
     pub(crate) fn spawn(req: &SpawnRequest<'_>) -> io::Result<ChildProc> {
         let env = environment(req.env);
+        let devnull = File::open("/dev/null")?;
         let child = guardian::Child::spawn(&guardian::Spawn {
             argv: req.argv,
             env: &env,
-            log: req.log.as_fd(),
+            stdin: devnull.as_fd(),
+            stdout: req.log.as_fd(),
+            stderr: req.log.as_fd(),
             inherit: req.inherit,
         })?;
         Ok(ChildProc {
             child,
             status: None,
         })
+    }
+
+    /// Spawns a helper program (`argv[0]` a path) with the given standard streams, this
+    /// process's environment, and nothing else inherited; see [`ChildProc::spawn`].
+    pub(crate) fn spawn_with_stdio(
+        argv: &[OsString],
+        stdin: BorrowedFd<'_>,
+        stdout: BorrowedFd<'_>,
+        stderr: BorrowedFd<'_>,
+    ) -> io::Result<ChildProc> {
+        let child = guardian::Child::spawn(&guardian::Spawn {
+            argv,
+            env: &environment(&[]),
+            stdin,
+            stdout,
+            stderr,
+            inherit: &[],
+        })?;
+        Ok(ChildProc {
+            child,
+            status: None,
+        })
+    }
+
+    /// Waits, without bound, for the child to exit (for helpers that finish by themselves).
+    pub(crate) fn wait(&mut self) -> io::Result<ExitStatus> {
+        loop {
+            if let Some(status) = self.try_reap()? {
+                return Ok(status);
+            }
+            sys::wait_readable(self.child.exit_fd(), Duration::from_secs(3600))?;
+        }
     }
 
     /// The child's process id.

@@ -197,76 +197,13 @@ pub(crate) fn kvm_usable() -> bool {
         .is_ok()
 }
 
-/// The calling process's id.
-pub(crate) fn getpid() -> libc::pid_t {
-    // SAFETY: getpid has no preconditions.
-    unsafe { libc::getpid() }
-}
-
-/// Runs in the forked child of a short-lived helper (qemu-img, a decompressor) between fork and
-/// exec, so it may only make async-signal-safe calls and must not allocate. (QEMU itself is
-/// spawned by the process guardian instead; see `crate::guardian`.)
-///
-/// 1. Ask the kernel to SIGKILL this process when the thread that forked it dies (the thread
-///    waits for the helper inside the call that spawned it, so that is the owner dying), and
-///    leave the owner's process group (terminal signals are for the owner).
-/// 2. Close the race where the parent died before step 1: compare `getppid()` to `parent`.
-/// 3. Mark every descriptor ≥ 3 close-on-exec (a caller may have leaked non-CLOEXEC ones), then
-///    clear the flag on exactly the descriptors in `keep`, which the helper inherits.
-pub(crate) fn child_setup(keep: &[RawFd], parent: libc::pid_t) -> io::Result<()> {
-    // SAFETY: prctl(PR_SET_PDEATHSIG, sig) only sets a flag on the calling process.
-    check(unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    })?;
-    // Its own process group: a Ctrl-C (or SIGTSTP, SIGHUP) meant for the owner's terminal must
-    // not reach QEMU behind the owner's back; the owner decides how QEMU stops.
-    // SAFETY: setpgid(0, 0) only changes the calling process's group.
-    check(unsafe { libc::setpgid(0, 0) })?;
-    // SAFETY: getppid has no preconditions.
-    if unsafe { libc::getppid() } != parent {
-        // The owner is already gone: do not start a QEMU nobody will ever stop.
-        return Err(io::Error::from_raw_os_error(libc::ESRCH));
-    }
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3 as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if ret != 0 {
-        // Kernels before 5.11: walk the descriptor table up to the soft limit (bounded).
-        // SAFETY: rlimit is a plain C struct; getrlimit writes into it.
-        let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
-        // SAFETY: `lim` is a valid, writable rlimit.
-        let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-            lim.rlim_cur.min(1 << 16) as RawFd
-        } else {
-            1024
-        };
-        for fd in 3..max {
-            // SAFETY: F_GETFD/F_SETFD on any number are memory-safe; closed ones fail with EBADF.
-            unsafe {
-                let flags = libc::fcntl(fd, libc::F_GETFD);
-                if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
-                    libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
-                }
-            }
-        }
-    }
-    for &fd in keep {
-        // SAFETY: F_SETFD with 0 clears FD_CLOEXEC; memory-safe for any number.
-        check(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) })?;
-    }
-    Ok(())
+/// A pipe (read end, write end), both close-on-exec.
+pub(crate) fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two descriptors into the two-element array.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: the kernel just returned these two new descriptors, owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Waits up to `timeout` for `fd` to become readable, with poll(2). Used for waits that must not

@@ -227,6 +227,23 @@ fn ignoring_sigchld_or_reaping_elsewhere_does_not_hide_qemus_exit() {
             // SAFETY: setting a signal disposition; this helper process runs one test.
             unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
             exit_is_seen();
+            // qemu-img too: its exit status decides whether an image was made.
+            let base = std::env::var_os(SCRATCH_ENV).unwrap();
+            let image = Path::new(&base).join("sigchld.qcow2");
+            let img = qemu_process::image::QemuImg::default();
+            img.create(
+                &image,
+                &qemu_cmdline::Format::Qcow2,
+                qemu_cmdline::Size::mib(1),
+            )
+            .unwrap();
+            assert_eq!(img.info(&image).unwrap().virtual_size, 1 << 20);
+            let broken = Path::new(&base).join("broken.qcow2");
+            std::fs::write(&broken, b"not an image").unwrap();
+            let err = img
+                .info_with(&broken, Some(&qemu_cmdline::Format::Qcow2), false)
+                .unwrap_err();
+            assert!(matches!(err, qemu_process::Error::Image { .. }), "{err:?}");
             say("SIGCHLD-IGNORED ok");
             return;
         }

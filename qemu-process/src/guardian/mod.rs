@@ -182,12 +182,14 @@ pub(crate) struct Child {
     pid: u32,
 }
 
-/// What to spawn: argv (program path first), the complete environment, the log (stdout and
-/// stderr) and the descriptors the child gets as 3, 4, ... in order. Stdin is /dev/null.
+/// What to spawn: argv (program path first), the complete environment, the standard streams,
+/// and the descriptors the child gets as 3, 4, ... in order.
 pub(crate) struct Spawn<'a> {
     pub(crate) argv: &'a [OsString],
     pub(crate) env: &'a [OsString],
-    pub(crate) log: BorrowedFd<'a>,
+    pub(crate) stdin: BorrowedFd<'a>,
+    pub(crate) stdout: BorrowedFd<'a>,
+    pub(crate) stderr: BorrowedFd<'a>,
     pub(crate) inherit: &'a [BorrowedFd<'a>],
 }
 
@@ -248,7 +250,9 @@ impl Child {
             theirs.as_raw_fd(),
             payload.as_raw_fd(),
             cwd.as_raw_fd(),
-            req.log.as_raw_fd(),
+            req.stdin.as_raw_fd(),
+            req.stdout.as_raw_fd(),
+            req.stderr.as_raw_fd(),
         ];
         fds.extend(req.inherit.iter().map(AsRawFd::as_raw_fd));
         let msg = Msg::new(wire::SPAWN, req.inherit.len() as i32, CHILD_UMASK as i32);

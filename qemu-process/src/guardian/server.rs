@@ -629,8 +629,8 @@ impl Guardian {
     }
 }
 
-/// Starts a child: `fds` is `[channel, payload, cwd, log, inherit...]`. Returns its pid, or the
-/// errno and stage of the failure.
+/// Starts a child: `fds` is `[channel, payload, cwd, stdin, stdout, stderr, inherit...]`.
+/// Returns its pid, or the errno and stage of the failure.
 fn spawn(
     guardian: libc::pid_t,
     nofile: &libc::rlimit,
@@ -638,9 +638,10 @@ fn spawn(
     fds: &[RawFd],
 ) -> Result<libc::pid_t, (i32, i32)> {
     let invalid = (libc::EINVAL, wire::STAGE_REQUEST);
-    let (Some(&payload), Some(&cwd), Some(&log)) = (fds.get(1), fds.get(2), fds.get(3)) else {
+    let (Some(&payload), Some(&cwd), Some(stdio)) = (fds.get(1), fds.get(2), fds.get(3..6)) else {
         return Err(invalid);
     };
+    let stdio = [stdio[0], stdio[1], stdio[2]];
     let inherit = fds.get(wire::SPAWN_FIXED_FDS..).unwrap_or(&[]);
     let args = Args::map(payload)?;
     let mut pipe = [-1 as RawFd; 2];
@@ -654,7 +655,7 @@ fn spawn(
     // makes system calls (see `child`) and then execs or _exits.
     let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0) };
     if pid == 0 {
-        child(guardian, nofile, umask, cwd, log, inherit, &args, pipe[1]);
+        child(guardian, nofile, umask, cwd, stdio, inherit, &args, pipe[1]);
     }
     close(pipe[1]);
     if pid < 0 {
@@ -828,7 +829,7 @@ fn child(
     nofile: &libc::rlimit,
     umask: libc::mode_t,
     cwd: RawFd,
-    log: RawFd,
+    stdio: [RawFd; 3],
     inherit: &[RawFd],
     args: &Args,
     report: RawFd,
@@ -854,15 +855,16 @@ fn child(
             fail(report, wire::STAGE_SETUP);
         }
         // Descriptors: first every source above the targets, then onto the targets:
-        // 0 /dev/null, 1 and 2 the log, 3.. the inherited ones in order.
+        // 0, 1 and 2 the standard streams given, 3.. the inherited ones in order.
         let n = inherit.len() as RawFd;
         let floor = 3 + n + 1;
-        let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         let high = |fd: RawFd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor);
-        let devnull_h = high(devnull);
-        let log_h = high(log);
-        if devnull < 0 || devnull_h < 0 || log_h < 0 {
-            fail(report, wire::STAGE_SETUP);
+        let mut std_h = [-1 as RawFd; 3];
+        for (slot, &fd) in std_h.iter_mut().zip(&stdio) {
+            *slot = high(fd);
+            if *slot < 0 {
+                fail(report, wire::STAGE_SETUP);
+            }
         }
         let mut moved = [-1 as RawFd; wire::MAX_FDS];
         for (slot, &fd) in moved.iter_mut().zip(inherit) {
@@ -876,8 +878,10 @@ fn child(
         if report < 0 {
             libc::_exit(127);
         }
-        if libc::dup2(devnull_h, 0) < 0 || libc::dup2(log_h, 1) < 0 || libc::dup2(log_h, 2) < 0 {
-            fail(report, wire::STAGE_SETUP);
+        for (target, &fd) in std_h.iter().enumerate() {
+            if libc::dup2(fd, target as RawFd) < 0 {
+                fail(report, wire::STAGE_SETUP);
+            }
         }
         for (i, &fd) in moved.iter().take(inherit.len()).enumerate() {
             if libc::dup2(fd, 3 + i as RawFd) < 0 {

@@ -16,8 +16,8 @@ pub(crate) const MAGIC: u32 = 0x514d_4731;
 
 /// Owner → guardian, on the request socket: spawn a child.
 ///
-/// Descriptors: `[channel, payload, cwd, log, inherit...]`; `a` is the number of inherited
-/// descriptors, `b` the child's umask. The payload is a memfd holding `argc: u32`, `envc: u32`
+/// Descriptors: `[channel, payload, cwd, stdin, stdout, stderr, inherit...]`; `a` is the number
+/// of inherited descriptors, `b` the child's umask. The payload is a memfd holding `argc: u32`, `envc: u32`
 /// (native endian) and then `argc + envc` NUL-terminated strings: argv (argv\[0\] is the path
 /// executed) and the complete environment.
 pub(crate) const SPAWN: u32 = 1;
@@ -48,7 +48,7 @@ pub(crate) const STAGE_EXEC: i32 = 4;
 /// The most descriptors one message carries (the kernel's `SCM_MAX_FD`).
 pub(crate) const MAX_FDS: usize = 253;
 /// Descriptors of a spawn request before the inherited ones.
-pub(crate) const SPAWN_FIXED_FDS: usize = 4;
+pub(crate) const SPAWN_FIXED_FDS: usize = 6;
 /// The longest directory name a watch carries (`NAME_MAX`).
 pub(crate) const MAX_NAME: usize = 255;
 
