@@ -69,4 +69,4 @@ pub use net::{
 pub use profile::{Arch, ArchProfile, UefiPaths, VirtioTransport, AARCH64, RISCV64, X86_64};
 pub use props::{PropValue, Props};
 pub use size::Size;
-pub use spec::{CloudInitSpec, DiskSpec, FwCfgSpec, NicSpec, UefiSpec, UefiVariant, VmSpec};
+pub use spec::{DiskSpec, FwCfgSpec, NicSpec, UefiSpec, UefiVariant, VmSpec};

@@ -78,7 +78,7 @@ fn guest_port_de<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
 /// address, is every address: the argv always names one.)
 ///
 /// Host port 0 lets the kernel pick a free port when QEMU listens; QEMU reports it in HMP
-/// `info usernet`, which `qemu_process::Vm::forwarded_port` reads. Guest port 0 is rejected
+/// `info usernet`. Guest port 0 is rejected
 /// when the argv is built, and so are two forwards that listen on the same host protocol,
 /// address and (non-zero) port.
 ///
@@ -261,7 +261,8 @@ impl Default for NetBackend {
 }
 
 impl NetBackend {
-    fn type_name(&self) -> &'static str {
+    /// The backend's QEMU type: `user`, `tap` or `socket`.
+    pub fn type_name(&self) -> &'static str {
         match self {
             NetBackend::User(_) => "user",
             NetBackend::Tap(_) => "tap",

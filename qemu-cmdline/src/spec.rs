@@ -33,14 +33,10 @@ fn ser_smp<S: Serializer>(smp: &Option<Smp>, s: S) -> Result<S::Ok, S::Error> {
     smp.map(SmpOrCount).serialize(s)
 }
 
-/// A whole VM as a JSON document. Every field is optional; unknown fields are rejected with
-/// their name. [`VmSpec::to_command_line`] turns it into a [`CommandLine`] through the
-/// architecture's [`ArchProfile`](crate::ArchProfile).
-///
-/// Some fields need files made before QEMU starts (`cloud_init`, `vnc`, `default_partitions`,
-/// disks without a path or with `flash_from`): `qemu_process::Vm` does
-/// that work and writes the results into a copy of the spec. `to_command_line` itself touches
-/// nothing and reports those fields as errors ([`VmSpec::launcher_errors`]).
+/// A whole VM as a JSON document: its hardware, and nothing about how to launch it. Every field
+/// is optional; unknown fields are rejected with their name. [`VmSpec::to_command_line`] turns
+/// it into a [`CommandLine`] through the architecture's [`ArchProfile`](crate::ArchProfile),
+/// touching nothing on disk.
 ///
 /// ```
 /// use qemu_cmdline::VmSpec;
@@ -162,32 +158,6 @@ pub struct VmSpec {
     /// Overrides the profile's virtio transport (`"pci"`, `"mmio"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub virtio_transport: Option<VirtioTransport>,
-
-    // ---- Launcher fields: resolved by `qemu_process::Vm`, which does the file work. ----
-    /// Port forwards onto the first user-mode NIC (one, `net0`, is added when there are no
-    /// NICs): `[{"name": "ssh", "host_port": 0, "guest_port": 22}]`. Each listens on
-    /// `127.0.0.1` unless its `host_addr` says otherwise (`"0.0.0.0"`: every address). Host
-    /// port 0 lets the kernel pick a free port; `qemu_process::Vm::forwarded_port` reports it.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub forwards: Vec<PortForward>,
-    /// The size the disk `root` is grown to at launch (`"8G"`): Jumpstarter's `disk_size`.
-    /// Used too as the size of a `root` disk the launcher creates. Never shrinks.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub disk_size: Option<Size>,
-    /// Jumpstarter's default partitions, the named drives a flasher writes to. When true the
-    /// launcher adds what is missing of: a disk `root` (qcow2 in the VM's temp dir, `disk_size`
-    /// or 8G, virtio, booted first) and, unless `bios` or `uefi` is set, UEFI firmware from the
-    /// architecture profile (targets `uefi_code` and `uefi_vars`).
-    #[serde(skip_serializing_if = "is_false")]
-    pub default_partitions: bool,
-    /// A cloud-init NoCloud seed (a FAT disk labelled `CIDATA`, attached read-only) that the
-    /// launcher writes into the VM's temp dir.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cloud_init: Option<CloudInitSpec>,
-    /// A VNC server on a unix socket in the VM's temp dir (with a `std` VGA card unless `vga`
-    /// is set). Exclusive with a VNC `display`.
-    #[serde(skip_serializing_if = "is_false")]
-    pub vnc: bool,
 }
 
 impl Default for VmSpec {
@@ -225,29 +195,19 @@ impl Default for VmSpec {
             no_reboot: false,
             paused: false,
             virtio_transport: None,
-            forwards: Vec::new(),
-            disk_size: None,
-            default_partitions: false,
-            cloud_init: None,
-            vnc: false,
         }
     }
 }
 
-/// UEFI firmware files.
-///
-/// `qemu_process::Vm` fills in what is missing: the code and variable-store template of the
-/// `variant` from the architecture profile's install locations, and it always copies the
-/// variable store into the VM's temp dir (so variables persist for the VM's lifetime, and
-/// concurrent VMs never share one). [`VmSpec::to_command_line`] needs both paths set and uses
-/// `vars` as it is.
+/// UEFI firmware files. [`VmSpec::to_command_line`] needs both paths; the architecture
+/// profile's [`UefiPaths`](crate::UefiPaths) list where distributions install them.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UefiSpec {
     /// The read-only code image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<PathBuf>,
-    /// The variable store (the template the launcher copies).
+    /// The variable store, which QEMU opens read-write: give each VM its own copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vars: Option<PathBuf>,
     /// Which firmware build: `plain` (default), `secure_boot` or `secure_boot_setup`.
@@ -281,45 +241,6 @@ impl UefiVariant {
     }
 }
 
-/// A cloud-init NoCloud seed: the identity of the guest and, when wanted, whole documents.
-///
-/// From the fields the launcher generates `meta-data` (`instance-id`, `local-hostname`) and a
-/// `#cloud-config` `user-data` that sets the host name and creates the user with the password
-/// (unlocked, not expiring, password SSH login allowed) and SSH keys. The documents are written
-/// as JSON, which is valid YAML, so any value survives quoting. A document given in `user_data`,
-/// `meta_data` or `network_config` is used exactly as given instead.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CloudInitSpec {
-    /// The guest's host name (`local-hostname`, `hostname`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
-    /// A user to create (with sudo rights); without it, `password` and `ssh_authorized_keys`
-    /// apply to the image's default user.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// The user's password (plain text; cloud-init hashes it in the guest).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-    /// SSH public keys for the user.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ssh_authorized_keys: Vec<String>,
-    /// The instance id; default a hash of this seed's contents (a changed seed is a new
-    /// instance, so cloud-init applies it again).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance_id: Option<String>,
-    /// A whole `user-data` document, used as given (exclusive with `username`, `password` and
-    /// `ssh_authorized_keys`, which would go into the generated one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_data: Option<String>,
-    /// A whole `meta-data` document, used as given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub meta_data: Option<String>,
-    /// A `network-config` document (network config version 1 or 2), used as given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network_config: Option<String>,
-}
-
 /// A disk of a [`VmSpec`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -327,24 +248,14 @@ pub struct DiskSpec {
     /// The id (also accepted as `name`); default `disk0`, `disk1`, ... by position.
     #[serde(default, alias = "name", skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// The image. When absent, the launcher creates one in the VM's temp dir (qcow2 unless
-    /// `format` says otherwise) of `size`, or from `flash_from`.
+    /// The image file; a command line needs it (a disk without one is an error naming it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
-    /// The format. When absent the launcher probes the image once with `qemu-img info` and
-    /// passes the result explicitly (QEMU itself never probes); [`VmSpec::to_command_line`]
-    /// alone takes `raw`. Give the format of a writable raw image the guest controls: a guest
-    /// can write any header into it, and the next probe would believe that header.
+    /// The format, passed to QEMU explicitly (QEMU never probes): `raw` when absent. Give the
+    /// format of a writable raw image the guest controls: a guest can write any header into
+    /// it, and a later probe would believe that header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<Format>,
-    /// The virtual size: the launcher creates a missing image of this size and grows a smaller
-    /// one to it (it never shrinks).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<Size>,
-    /// An image the launcher writes into this disk before QEMU starts (any format qemu-img
-    /// reads, optionally gzip, xz, bzip2 or zstd compressed), converted to the disk's format.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flash_from: Option<PathBuf>,
     /// `file` (default) or `host_device`.
     #[serde(default, skip_serializing_if = "is_file")]
     pub protocol: Protocol,
@@ -360,8 +271,8 @@ pub struct DiskSpec {
     /// Sends writes to a qcow2 overlay (`overlay`) and leaves the image untouched.
     #[serde(default, skip_serializing_if = "is_false")]
     pub snapshot: bool,
-    /// The overlay for `snapshot`; it must exist when QEMU starts. The launcher creates it
-    /// (see [`Disk::overlay_create`]) and fills this in.
+    /// The overlay for `snapshot`; it must exist when QEMU starts (see
+    /// [`Disk::overlay_create`] for the qemu-img command that makes one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay: Option<PathBuf>,
     /// The host cache mode (`writeback`, `none`, `writethrough`, `directsync`, `unsafe`).
@@ -395,8 +306,6 @@ impl DiskSpec {
             id: None,
             path: Some(path.into()),
             format: None,
-            size: None,
-            flash_from: None,
             protocol: Protocol::File,
             interface: DiskInterface::Virtio,
             scsi_controller: None,
@@ -416,10 +325,7 @@ impl DiskSpec {
         let id = self.id.clone().unwrap_or_else(|| format!("disk{index}"));
         let field = format!("disks[{index}] ({id:?})");
         let Some(path) = &self.path else {
-            return Err(Error::invalid(
-                format!("{field} path"),
-                "the disk has no path: qemu_process::Vm creates one in the VM's temp dir",
-            ));
+            return Err(Error::invalid(format!("{field} path"), "the disk has no path"));
         };
         let mut d = Disk::new(id, path)
             .format(self.format.clone().unwrap_or_default())
@@ -434,7 +340,7 @@ impl DiskSpec {
             (true, None) => {
                 return Err(Error::invalid(
                     format!("{field} overlay"),
-                    "snapshot needs an overlay file; the launcher creates one and sets `overlay`",
+                    "snapshot needs an overlay file (`overlay`)",
                 ))
             }
             (false, Some(_)) => {
@@ -464,9 +370,10 @@ impl DiskSpec {
     }
 }
 
-/// A network card of a [`VmSpec`].
+/// A network card of a [`VmSpec`]. Its port forwards live in its user-mode backend (the one
+/// place QEMU has them); the JSON form also takes them as `forwards` on the card itself.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "NicDoc")]
 pub struct NicSpec {
     /// The id of the netdev and the device (also accepted as `name`); default `net0`, ...
     #[serde(default, alias = "name", skip_serializing_if = "Option::is_none")]
@@ -478,15 +385,10 @@ pub struct NicSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddr>,
     /// The backend: `{"type": "user", ...}` (default), `{"type": "tap", ...}` or
-    /// `{"type": "socket", "socket": {...}}`.
+    /// `{"type": "socket", "socket": {...}}`. Port forwards are the user backend's
+    /// (`{"type": "user", "forwards": [...]}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<NetBackend>,
-    /// Port forwards (user-mode backend only):
-    /// `[{"proto": "tcp", "host_addr": ..., "host_port": 2222, "guest_addr": ..., "guest_port": 22, "name": "ssh"}]`;
-    /// each listens on `127.0.0.1` unless `host_addr` says otherwise (`"0.0.0.0"`: every
-    /// address).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub forwards: Vec<PortForward>,
     /// The boot order (network boot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootindex: Option<u32>,
@@ -499,15 +401,87 @@ fn is_virtio_nic(m: &NicModel) -> bool {
     *m == NicModel::Virtio
 }
 
+/// The JSON form of a [`NicSpec`]: the same fields, plus `forwards` on the card, which go into
+/// its user-mode backend.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NicDoc {
+    #[serde(default, alias = "name")]
+    id: Option<String>,
+    #[serde(default)]
+    model: NicModel,
+    #[serde(default)]
+    mac: Option<MacAddr>,
+    #[serde(default)]
+    backend: Option<NetBackend>,
+    /// `[{"proto": "tcp", "host_addr": ..., "host_port": 2222, "guest_addr": ...,
+    /// "guest_port": 22, "name": "ssh"}]`: each listens on `127.0.0.1` unless `host_addr` says
+    /// otherwise (`"0.0.0.0"`: every address).
+    #[serde(default)]
+    forwards: Vec<PortForward>,
+    #[serde(default)]
+    bootindex: Option<u32>,
+    #[serde(default)]
+    props: Props,
+}
+
+impl TryFrom<NicDoc> for NicSpec {
+    type Error = String;
+    fn try_from(d: NicDoc) -> Result<NicSpec, String> {
+        let mut nic = NicSpec {
+            id: d.id,
+            model: d.model,
+            mac: d.mac,
+            backend: d.backend,
+            bootindex: d.bootindex,
+            props: d.props,
+        };
+        for f in d.forwards {
+            nic.forward(f).map_err(|e| e.to_string())?;
+        }
+        Ok(nic)
+    }
+}
+
 impl NicSpec {
+    /// Adds a port forward to the card's backend, which must be user-mode (the default).
+    pub fn forward(&mut self, forward: PortForward) -> Result<&mut Self, Error> {
+        match self.backend.get_or_insert_with(NetBackend::default) {
+            NetBackend::User(u) => {
+                u.forwards.push(forward);
+                Ok(self)
+            }
+            other => Err(Error::invalid(
+                format!(
+                    "nic {:?} forwards",
+                    self.id.as_deref().unwrap_or("(unnamed)")
+                ),
+                format!(
+                    "port forwards need a user-mode backend, this one is {}",
+                    other.type_name()
+                ),
+            )),
+        }
+    }
+
+    /// The port forwards of this card (those of its user-mode backend).
+    pub fn forwards(&self) -> &[PortForward] {
+        match &self.backend {
+            Some(NetBackend::User(u)) => &u.forwards,
+            _ => &[],
+        }
+    }
+
+    /// Whether the card uses user-mode networking (the default backend).
+    pub fn is_user(&self) -> bool {
+        matches!(self.backend, None | Some(NetBackend::User(_)))
+    }
+
     /// The builder form, for NIC number `index`.
     pub fn to_nic(&self, index: usize) -> Nic {
         let id = self.id.clone().unwrap_or_else(|| format!("net{index}"));
         let mut nic =
             Nic::new(id, self.backend.clone().unwrap_or_default()).model(self.model.clone());
-        for f in &self.forwards {
-            nic = nic.forward(f.clone());
-        }
         if let Some(m) = self.mac {
             nic = nic.mac(m);
         }
@@ -561,7 +535,7 @@ impl VmSpec {
             .map(PathBuf::into_os_string)
             .unwrap_or_else(|| profile.binary.into());
         let mut cmd = CommandLine::new(program);
-        let mut errors = self.launcher_errors();
+        let mut errors = Vec::new();
         let mut machine = self.machine.clone().unwrap_or_else(|| profile.machine());
         let secure_boot = self
             .uefi
@@ -625,10 +599,7 @@ impl VmSpec {
                         vars: vars.clone(),
                     });
                 }
-                _ => errors.push(Error::invalid(
-                    "uefi",
-                    "set both code and vars, or let qemu_process::Vm find the firmware",
-                )),
+                _ => errors.push(Error::invalid("uefi", "set both code and vars")),
             },
             (None, None) => {}
         }
@@ -662,23 +633,7 @@ impl VmSpec {
                 Err(e) => errors.push(e),
             }
         }
-        let mut nics = self.nics.clone();
-        if !self.forwards.is_empty() {
-            if nics.is_empty() {
-                nics.push(NicSpec::default());
-            }
-            match nics
-                .iter_mut()
-                .find(|n| matches!(n.backend, None | Some(NetBackend::User(_))))
-            {
-                Some(nic) => nic.forwards.extend(self.forwards.iter().cloned()),
-                None => errors.push(Error::invalid(
-                    "forwards",
-                    "port forwards need a user-mode NIC, and every NIC has another backend",
-                )),
-            }
-        }
-        for (i, n) in nics.iter().enumerate() {
+        for (i, n) in self.nics.iter().enumerate() {
             cmd.nic(n.to_nic(i));
         }
         for (i, backend) in self.serial.iter().enumerate() {
@@ -711,45 +666,35 @@ impl VmSpec {
         Ok(cmd)
     }
 
-    /// The fields that need file work before there is a command line (a seed image, a socket
-    /// path in a temp dir, disks to create or flash), each as an error naming it: what
-    /// `qemu_process::Vm` resolves into a copy of the spec before it builds the argv.
-    pub fn launcher_errors(&self) -> Vec<Error> {
-        let launcher = |field: String, what: &str| {
-            Error::invalid(
-                field,
-                format!("{what}: that is done by qemu_process::Vm, which launches the spec"),
-            )
-        };
-        let mut errors = Vec::new();
-        if self.cloud_init.is_some() {
-            errors.push(launcher("cloud_init".into(), "the seed image is written"));
+    /// Adds a port forward to the first user-mode NIC, adding a NIC `net0` with the default
+    /// (user-mode) backend when the VM has none.
+    pub fn forward(&mut self, forward: PortForward) -> Result<&mut Self, Error> {
+        if self.nics.is_empty() {
+            self.nics.push(NicSpec::default());
         }
-        if self.default_partitions {
-            errors.push(launcher(
-                "default_partitions".into(),
-                "the default drives are added",
-            ));
-        }
-        if self.vnc {
-            if matches!(self.display, Display::Vnc(_)) {
-                errors.push(Error::invalid(
-                    "vnc",
-                    "vnc and a VNC display are both set; choose one",
-                ));
-            } else {
-                errors.push(launcher("vnc".into(), "the socket is made in a temp dir"));
+        match self.nics.iter_mut().find(|n| n.is_user()) {
+            Some(nic) => {
+                nic.forward(forward)?;
+                Ok(self)
             }
+            None => Err(Error::invalid(
+                "forwards",
+                "port forwards need a user-mode NIC, and every NIC has another backend",
+            )),
         }
-        for (i, d) in self.disks.iter().enumerate() {
-            if d.flash_from.is_some() {
-                errors.push(launcher(
-                    format!("disks[{i}] flash_from"),
-                    "the image is flashed",
-                ));
-            }
-        }
-        errors
+    }
+
+    /// Every port forward, with the id of the NIC it belongs to (`net0`, ... by position when
+    /// the NIC has no id), in NIC order.
+    pub fn forwards(&self) -> Vec<(String, &PortForward)> {
+        self.nics
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| {
+                let id = n.id.clone().unwrap_or_else(|| format!("net{i}"));
+                n.forwards().iter().map(move |f| (id.clone(), f))
+            })
+            .collect()
     }
 
     /// [`VmSpec::to_command_line`] and [`CommandLine::build`] in one step.

@@ -6,8 +6,7 @@
 //! `#cloud-config` line cloud-init looks for. Documents the caller gives are used as given.
 //!
 //! ```
-//! use qemu_cmdline::CloudInitSpec;
-//! use qemu_process::cloudinit;
+//! use qemu_process::cloudinit::{self, CloudInitSpec};
 //!
 //! let spec = CloudInitSpec {
 //!     hostname: Some("board-1".into()),
@@ -24,11 +23,50 @@
 //! # Ok::<(), qemu_process::Error>(())
 //! ```
 
-use qemu_cmdline::CloudInitSpec;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
 use crate::fat;
+
+/// A cloud-init NoCloud seed: the identity of the guest and, when wanted, whole documents.
+///
+/// From the fields [`documents`] generates `meta-data` (`instance-id`, `local-hostname`) and a
+/// `#cloud-config` `user-data` that sets the host name and creates the user with the password
+/// (unlocked, not expiring, password SSH login allowed) and SSH keys. The documents are written
+/// as JSON, which is valid YAML, so any value survives quoting. A document given in `user_data`,
+/// `meta_data` or `network_config` is used exactly as given instead.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudInitSpec {
+    /// The guest's host name (`local-hostname`, `hostname`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// A user to create (with sudo rights); without it, `password` and `ssh_authorized_keys`
+    /// apply to the image's default user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The user's password (plain text; cloud-init hashes it in the guest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// SSH public keys for the user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_authorized_keys: Vec<String>,
+    /// The instance id; default a hash of this seed's contents (a changed seed is a new
+    /// instance, so cloud-init applies it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// A whole `user-data` document, used as given (exclusive with `username`, `password` and
+    /// `ssh_authorized_keys`, which would go into the generated one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    /// A whole `meta-data` document, used as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_data: Option<String>,
+    /// A `network-config` document (network config version 1 or 2), used as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_config: Option<String>,
+}
 
 /// The volume label cloud-init's NoCloud data source looks for.
 pub const LABEL: &str = "CIDATA";
