@@ -33,7 +33,9 @@ pub enum QmStatus {
     Panic = 10,
     /// A handle that is not live (already freed, or never created by this library) was passed.
     InvalidHandle = 11,
-    /// QEMU sent something that violates the QMP protocol.
+    /// QEMU sent something that violates the QMP protocol, or a reply larger than the bound on
+    /// one QMP message (10 MiB by default; the message names the reply's size and the bound, and
+    /// the machine stays usable: the next command works).
     Protocol = 12,
     /// A shutdown had to fall back to killing QEMU.
     NotGraceful = 13,
