@@ -925,7 +925,9 @@ impl Machine {
     // QMP commands
     // ------------------------------------------------------------------------------------------
 
-    /// Executes a QMP command under the default deadline and returns its `return` value.
+    /// Executes a QMP command under the default deadline and returns its `return` value, its
+    /// members in the order QEMU sent them, its numbers as QEMU wrote them (every double
+    /// decodes to the same bits).
     ///
     /// An error reply is [`Error::Qmp`] (class and description); a reply larger than
     /// [`MachineConfig::max_message_size`](crate::MachineConfig::max_message_size) is

@@ -240,6 +240,29 @@ static void check_qmp_and_events(void) {
     CHECK_STATUS(qm_machine_execute(machine, "bad name", NULL, -1, NULL),
                  QM_STATUS_INVALID_ARGUMENT, "a name with a space is refused too");
 
+    /* Replies keep QEMU's member order (micro, minor, major; status, singlestep, running). */
+    CHECK_STATUS(qm_machine_execute(machine, "query-version", NULL, -1, &json), QM_STATUS_OK,
+                 "execute query-version");
+    if (json != NULL) {
+        const char *micro = strstr(json, "\"micro\""), *minor = strstr(json, "\"minor\""),
+                   *major = strstr(json, "\"major\"");
+        CHECK(micro && minor && major && micro < minor && minor < major,
+              "query-version's members come in QEMU's order");
+    }
+    qm_string_free(json);
+    json = NULL;
+    CHECK_STATUS(qm_machine_execute(machine, "query-status", NULL, -1, &json), QM_STATUS_OK,
+                 "execute query-status again");
+    if (json != NULL) {
+        /* Member names only: "running" is also the value of "status". */
+        const char *st = strstr(json, "\"status\":"), *single = strstr(json, "\"singlestep\":"),
+                   *running = strstr(json, "\"running\":");
+        CHECK(st && single && running && st < single && single < running,
+              "query-status's members come in QEMU's order");
+    }
+    qm_string_free(json);
+    json = NULL;
+
     CHECK_STATUS(qm_machine_execute(machine, "human-monitor-command",
                                     "{\"command-line\": \"info version\"}", 5000, &json),
                  QM_STATUS_OK, "execute with arguments");

@@ -1,10 +1,21 @@
 //! QMP messages against a real QEMU: a reply over the machine's size bound fails only its
-//! command, and a command name QEMU cannot have is refused before it is sent.
+//! command, a command name QEMU cannot have is refused before it is sent, and replies keep
+//! QEMU's member order.
 
 mod process_common;
 
 use process_common::none_config;
 use qemu_process::{Error, Machine};
+use serde_json::Value;
+
+fn keys(value: &Value) -> Vec<&str> {
+    value
+        .as_object()
+        .unwrap_or_else(|| panic!("{value} is an object"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
 
 #[test]
 fn a_reply_over_the_bound_fails_its_command_and_the_next_works() {
@@ -84,5 +95,18 @@ fn a_command_name_qemu_cannot_have_is_refused_before_sending() {
         Err(Error::Qmp(e)) => assert_eq!(e.class, qmp_proto::ErrorClass::CommandNotFound),
         other => panic!("{other:?}"),
     }
+    vm.shutdown(std::time::Duration::from_secs(20)).unwrap();
+}
+
+#[test]
+fn replies_keep_qemus_member_order() {
+    let mut vm = Machine::launch(&none_config()).unwrap();
+    // QEMU 7.2 writes these members in this order (see qmp-proto/fixtures), which is neither
+    // alphabetical nor the schema's.
+    let version = vm.execute("query-version", None).unwrap();
+    assert_eq!(keys(&version), ["qemu", "package"]);
+    assert_eq!(keys(&version["qemu"]), ["micro", "minor", "major"]);
+    let status = vm.execute("query-status", None).unwrap();
+    assert_eq!(keys(&status), ["status", "singlestep", "running"]);
     vm.shutdown(std::time::Duration::from_secs(20)).unwrap();
 }
