@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::machine::SmpOrCount;
+use crate::Harness;
 use crate::{
     Accel, Aio, Arch, Argv, CacheMode, Chardev, ChardevBackend, CommandLine, Cpu, Device, Discard,
     Disk, DiskInterface, Display, Error, Firmware, Format, FwCfg, MacAddr, Machine, Monitor,
@@ -526,15 +527,24 @@ impl VmSpec {
     }
 
     /// The command line the spec describes, built on the architecture's profile. The caller may
-    /// add to it (QMP and console chardevs, say) before [`CommandLine::build`].
+    /// add to it before [`CommandLine::build`].
     pub fn to_command_line(&self) -> Result<CommandLine, Error> {
-        let profile = self.arch.profile();
-        let program = self
-            .binary
+        self.to_command_line_with(&Harness::default())
+    }
+
+    /// The program: `binary`, or the architecture's `qemu-system-<arch>`.
+    pub fn program(&self) -> PathBuf {
+        self.binary
             .clone()
-            .map(PathBuf::into_os_string)
-            .unwrap_or_else(|| profile.binary.into());
-        let mut cmd = CommandLine::new(program);
+            .unwrap_or_else(|| PathBuf::from(self.arch.profile().binary))
+    }
+
+    /// [`VmSpec::to_command_line`] with a launcher's [`Harness`] written first (so that its
+    /// console is the guest's first serial port, before the spec's `serial` entries).
+    pub fn to_command_line_with(&self, harness: &Harness) -> Result<CommandLine, Error> {
+        let profile = self.arch.profile();
+        let mut cmd = CommandLine::new(self.program());
+        cmd.harness(harness);
         let mut errors = Vec::new();
         let mut machine = self.machine.clone().unwrap_or_else(|| profile.machine());
         let secure_boot = self

@@ -4,15 +4,14 @@
 
 use std::time::Duration;
 
-use qemu_cmdline::VmSpec;
-use qemu_process::{Vm, VmOptions};
+use qemu_process::{Machine, MachineConfig, VmLaunch};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let spec = VmSpec::from_json(
+    let vm = VmLaunch::from_json(
         r#"{"memory": "256M",
             "forwards": [{"name": "web", "host_port": 0, "guest_port": 80}]}"#,
     )?;
-    let mut vm = Vm::launch(&spec, &VmOptions::new())?;
+    let mut vm = Machine::launch(&MachineConfig::for_vm(vm))?;
     println!("QEMU pid {:?}, status {:?}", vm.pid(), vm.status()?);
     println!(
         "guest port 80 is reachable at {:?}",

@@ -48,8 +48,8 @@ mod sys;
 mod vm;
 
 pub use config::{
-    args_choose_accel, resolve_accel, Accel, AddFd, AttachTarget, MachineConfig, ACCEL_ENV,
-    DEFAULT_CONSOLE_BUFFER, DEFAULT_CONSOLE_INPUT_BUFFER, DEFAULT_LAUNCH_TIMEOUT,
+    args_choose_accel, resolve_accel, AccelChoice, AttachTarget, MachineConfig, PassFd, ACCEL_ENV,
+    DEFAULT_BINARY, DEFAULT_CONSOLE_BUFFER, DEFAULT_CONSOLE_INPUT_BUFFER, DEFAULT_LAUNCH_TIMEOUT,
     DEFAULT_MAX_EVENTS, DEFAULT_QMP_TIMEOUT,
 };
 pub use error::Error;
@@ -73,5 +73,6 @@ pub fn guardian_pid() -> Option<u32> {
     guardian::pid()
 }
 pub use vm::{
-    Drive, DriveKind, Forward, ScreenshotFormat, Vm, VmOptions, DEFAULT_ROOT_SIZE, SEED_DISK_ID,
+    DiskLaunch, Drive, DriveKind, Forward, ScreenshotFormat, VmLaunch, DEFAULT_ROOT_SIZE,
+    SEED_DISK_ID,
 };

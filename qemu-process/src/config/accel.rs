@@ -1,6 +1,8 @@
 //! [`AccelChoice`]: which accelerator a launch asks for, and how `auto` is resolved.
 
 use std::ffi::OsStr;
+#[cfg(test)]
+use std::ffi::OsString;
 use std::path::Path;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -241,9 +243,7 @@ impl<'de> Deserialize<'de> for AccelChoice {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<AccelChoice, D::Error> {
         let text = String::deserialize(d)?;
         AccelChoice::parse(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "accel {text:?}: expected auto, kvm, tcg or none"
-            ))
+            serde::de::Error::custom(format!("accel {text:?}: expected auto, kvm, tcg or none"))
         })
     }
 }
@@ -278,7 +278,10 @@ mod tests {
             } else {
                 "qemu-system-aarch64"
             };
-            assert_eq!(resolve_accel(AccelChoice::Auto, Path::new(foreign)), AccelChoice::Tcg);
+            assert_eq!(
+                resolve_accel(AccelChoice::Auto, Path::new(foreign)),
+                AccelChoice::Tcg
+            );
         }
     }
 

@@ -13,7 +13,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use accel::{args_choose_accel, resolve_accel, AccelChoice, ACCEL_ENV};
-pub(crate) use accel::guest_matches_host;
 
 use crate::error::Error;
 use crate::image::QemuImg;
@@ -517,8 +516,14 @@ mod tests {
         for (doc, needle) in [
             (r#"{"argz": []}"#, "unknown field `argz`"),
             (r#"{"accel": "warp"}"#, "expected auto, kvm, tcg or none"),
-            (r#"{"args": ["x"], "vm": {}}"#, "field `args` cannot be combined with `vm`"),
-            (r#"{"display_none": true, "vm": {}}"#, "`display_none` cannot be combined"),
+            (
+                r#"{"args": ["x"], "vm": {}}"#,
+                "field `args` cannot be combined with `vm`",
+            ),
+            (
+                r#"{"display_none": true, "vm": {}}"#,
+                "`display_none` cannot be combined",
+            ),
             (r#"{"vm": {"memroy": "1G"}}"#, "unknown field `memroy`"),
         ] {
             let msg = MachineConfig::from_json(doc).unwrap_err().to_string();

@@ -78,8 +78,6 @@ const TOP_KEYS: [&str; 5] = [
     "cloud_init",
     "vnc",
 ];
-/// The launcher's keys in each disk of the JSON form.
-const DISK_KEYS: [&str; 2] = ["size", "flash_from"];
 
 fn take<T: serde::de::DeserializeOwned>(
     map: &mut Map<String, Value>,
@@ -149,6 +147,7 @@ impl VmLaunch {
                 let mut launch = DiskLaunch::default();
                 if let Value::Object(d) = disk {
                     let at = format!("disks[{i}] ");
+                    // The launcher's keys in each disk.
                     launch.size = take(d, "size", &at)?;
                     launch.flash_from = take(d, "flash_from", &at)?;
                 }
@@ -277,7 +276,10 @@ mod tests {
         for (doc, needle) in [
             (r#"{"memroy": "1G"}"#, "unknown field `memroy`"),
             (r#"{"vnc": 3}"#, "vnc: invalid type"),
-            (r#"{"disks": [{"path": "/a", "size": "2 GB"}]}"#, "disks[0] size"),
+            (
+                r#"{"disks": [{"path": "/a", "size": "2 GB"}]}"#,
+                "disks[0] size",
+            ),
             (
                 r#"{"forwards": [{"host_port": 0, "guest_port": 70000}]}"#,
                 "guest_port: port 70000 is out of range (1..=65535)",
@@ -287,7 +289,10 @@ mod tests {
                     "forwards": [{"host_port": 8080, "guest_port": 80}]}"#,
                 "need a user-mode NIC",
             ),
-            (r#"{"cloud_init": {"hostnam": "x"}}"#, "unknown field `hostnam`"),
+            (
+                r#"{"cloud_init": {"hostnam": "x"}}"#,
+                "unknown field `hostnam`",
+            ),
         ] {
             let msg = VmLaunch::from_json(doc).unwrap_err().to_string();
             assert!(msg.contains(needle), "{doc}: {msg}");

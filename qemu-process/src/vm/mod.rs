@@ -12,8 +12,8 @@ use std::path::PathBuf;
 
 use qemu_cmdline::{Format, Size};
 
-pub use forwards::Forward;
 pub(crate) use forwards::read_forwards;
+pub use forwards::Forward;
 pub use launch::{DiskLaunch, VmLaunch};
 
 /// The size of a `root` disk that `default_partitions` creates when `disk_size` is not set.

@@ -7,26 +7,26 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use qemu_cmdline::{
-    Arch, DiskInterface, DiskSpec, Display, Format, Size, UefiSpec, UefiVariant, VmSpec, Vnc, Vga,
+    Arch, DiskInterface, DiskSpec, Display, Format, Size, UefiSpec, UefiVariant, Vga, VmSpec, Vnc,
 };
 
-use super::{Drive, DriveKind, DiskLaunch, VmLaunch, DEFAULT_ROOT_SIZE, SEED_DISK_ID};
+use super::{DiskLaunch, Drive, DriveKind, VmLaunch, DEFAULT_ROOT_SIZE, SEED_DISK_ID};
 use crate::cloudinit::CloudInitSpec;
-use crate::config::{args_choose_accel, resolve_accel, Accel};
+use crate::config::{args_choose_accel, resolve_accel, AccelChoice as Accel};
 use crate::error::Error;
 use crate::image::QemuImg;
 
 /// Files the launch created outside the temp dir, removed unless the launch succeeds.
 #[derive(Default)]
-struct Created {
+pub(crate) struct Created {
     paths: Vec<PathBuf>,
 }
 
 impl Created {
-    fn push(&mut self, path: PathBuf) {
+    pub(crate) fn push(&mut self, path: PathBuf) {
         self.paths.push(path);
     }
-    fn keep(&mut self) {
+    pub(crate) fn keep(&mut self) {
         self.paths.clear();
     }
 }

@@ -1,0 +1,138 @@
+//! Events: kept in arrival order (bounded), taken, or awaited by name and pattern.
+
+
+use std::time::Duration;
+
+use qmp_proto::Event;
+use serde_json::Value;
+
+use super::{Deadline, Machine, Wanted};
+use crate::error::Error;
+
+impl Machine {
+    // ------------------------------------------------------------------------------------------
+    // Events
+    // ------------------------------------------------------------------------------------------
+
+    /// Takes every kept event, oldest first, without reading anything: for a caller driving the
+    /// machine from its own loop, which calls [`process_io`](Machine::process_io) once after each
+    /// wake-up and then takes with this and [`take_console`](Machine::take_console). (Taking with
+    /// [`events`](Machine::events) or [`console_read`](Machine::console_read) there could read,
+    /// and keep, bytes for the other one after it was already taken, with no wake-up left to
+    /// announce them.)
+    pub fn take_events(&mut self) -> Vec<Event> {
+        self.events_overflowing = false;
+        self.kept.drain(..).collect()
+    }
+
+    /// Takes every kept event, oldest first (after reading whatever is ready without waiting).
+    pub fn events(&mut self) -> Vec<Event> {
+        let _ = self.process_io();
+        self.take_events()
+    }
+
+    /// How many events are kept, waiting to be taken.
+    pub fn events_pending(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// How many events were dropped because the queue was full (since launch). Each overflow is
+    /// also logged (a warning when the first event is dropped, again only after the queue was
+    /// emptied by taking its events).
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped
+    }
+
+    /// How many events QEMU sent that were larger than
+    /// [`MachineConfig::max_message_size`](crate::MachineConfig::max_message_size): each was
+    /// skipped (with a `log::warn!`) and never kept; no command failed for it.
+    pub fn events_too_large(&self) -> u64 {
+        self.qmp.session.events_too_large()
+    }
+
+    /// Waits for an event named `name` whose JSON form matches `pattern` (QEMUMachine's
+    /// `event_match`: every key in the pattern must be present with an equal or recursively
+    /// matching value). Kept events are searched first; a match is removed from the kept ones,
+    /// non-matching events that arrive meanwhile are kept.
+    ///
+    /// [`Error::Timeout`] when nothing matched in time; [`Error::Exited`]/[`Error::Disconnected`]
+    /// when the connection closed first; [`Error::EventQueueFull`] (once) when events were
+    /// dropped since the last report and none of the kept ones matches.
+    pub fn event_wait(
+        &mut self,
+        name: &str,
+        pattern: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<Event, Error> {
+        self.events_wait(&[(name, pattern)], timeout)
+    }
+
+    /// Waits for the first event matching any of `wanted` (see [`event_wait`](Machine::event_wait)).
+    pub fn events_wait(
+        &mut self,
+        wanted: &[(&str, Option<&Value>)],
+        timeout: Duration,
+    ) -> Result<Event, Error> {
+        let deadline = Deadline::after(timeout);
+        if let Some(pos) = self.kept.iter().position(|e| {
+            wanted
+                .iter()
+                .any(|(name, pattern)| e.matches(name, *pattern))
+        }) {
+            let event = self.kept.remove(pos).expect("position is in range");
+            if self.kept.is_empty() {
+                self.events_overflowing = false;
+            }
+            return Ok(event);
+        }
+        if self.overflow_unreported {
+            self.overflow_unreported = false;
+            return Err(Error::EventQueueFull {
+                limit: self.max_events,
+                dropped: self.events_dropped,
+            });
+        }
+        let wanted: Wanted = wanted
+            .iter()
+            .map(|(n, p)| ((*n).to_owned(), p.cloned()))
+            .collect();
+        self.set_event_waiter(wanted);
+        self.finish_event_wait(deadline)
+    }
+
+    pub(super) fn set_event_waiter(&mut self, wanted: Wanted) {
+        self.event_matched = None;
+        self.event_waiter = Some(wanted);
+    }
+
+    pub(super) fn finish_event_wait(&mut self, deadline: Deadline) -> Result<Event, Error> {
+        let names = self
+            .event_waiter
+            .as_ref()
+            .map(|w| {
+                w.iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            })
+            .unwrap_or_default();
+        let result = self.run_until(
+            deadline,
+            || format!("event {names}"),
+            |m| {
+                if let Some(event) = m.event_matched.take() {
+                    return Some(Ok(event));
+                }
+                if m.qmp.fd.is_none() {
+                    return Some(Err(m.connection_error()));
+                }
+                None
+            },
+        );
+        self.event_waiter = None;
+        match (result, self.event_matched.take()) {
+            (Err(_), Some(event)) => Ok(event),
+            (result, _) => result,
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! QMP commands: in band, out of band, typed, and with a descriptor attached.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use std::time::Duration;
+
+use qmp_proto::{ReplyError, RequestId};
+use serde_json::{json, Value};
+
+use super::{Deadline, FdsetEntry, Machine};
+use crate::error::Error;
+use crate::sys;
+
+impl Machine {
+    // ------------------------------------------------------------------------------------------
+    // QMP commands
+    // ------------------------------------------------------------------------------------------
+
+    /// Executes a QMP command under the default deadline and returns its `return` value, its
+    /// members in the order QEMU sent them, its numbers as QEMU wrote them (every double
+    /// decodes to the same bits).
+    ///
+    /// An error reply is [`Error::Qmp`] (class and description); a reply larger than
+    /// [`MachineConfig::max_message_size`](crate::MachineConfig::max_message_size) is
+    /// [`Error::ReplyTooLarge`] (the connection stays usable); no reply in time is
+    /// [`Error::Timeout`]; a connection that closes first is [`Error::Exited`] or
+    /// [`Error::Disconnected`] — except for `quit`, where QEMU closing the connection is the
+    /// expected answer and returns `Ok({})`. A name that cannot be a QMP command (QAPI's naming
+    /// rules; at most 1024 bytes) is refused before anything is sent, with
+    /// [`Error::InvalidArgument`].
+    pub fn execute(&mut self, name: &str, arguments: Option<Value>) -> Result<Value, Error> {
+        self.execute_with_timeout(name, arguments, self.qmp_timeout)
+    }
+
+    /// [`execute`](Machine::execute) with its own deadline.
+    pub fn execute_with_timeout(
+        &mut self,
+        name: &str,
+        arguments: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Value, Error> {
+        self.send_and_await(name, arguments, timeout, false)
+    }
+
+    /// Executes a command out of band (`exec-oob`), which QEMU runs even while an in-band
+    /// command is stuck. Needs the `oob` capability ([`Error::Protocol`] with
+    /// `qmp_proto::Error::OobNotEnabled` otherwise).
+    pub fn execute_oob(
+        &mut self,
+        name: &str,
+        arguments: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Value, Error> {
+        self.send_and_await(name, arguments, timeout, true)
+    }
+
+    /// Sends a command in band or out of band and waits for its reply under `timeout`.
+    pub(super) fn send_and_await(
+        &mut self,
+        name: &str,
+        arguments: Option<Value>,
+        timeout: Duration,
+        oob: bool,
+    ) -> Result<Value, Error> {
+        self.ensure_qmp()?;
+        log::debug!(
+            "QMP -> {}{name} {}",
+            if oob { "(oob) " } else { "" },
+            arguments.as_ref().map(Value::to_string).unwrap_or_default()
+        );
+        let sent = if oob {
+            self.qmp.session.execute_oob(name, arguments)
+        } else {
+            self.qmp.session.execute(name, arguments)
+        };
+        let id = match sent {
+            Ok(id) => id,
+            Err(e) => return Err(self.session_error(e)),
+        };
+        self.await_reply(id, name, Deadline::after(timeout))
+    }
+
+    /// Executes a typed command (see `qmp_proto::commands`) and decodes its reply.
+    pub fn command<C: qmp_proto::Command>(&mut self, command: &C) -> Result<C::Returns, Error> {
+        self.ensure_qmp()?;
+        log::debug!(
+            "QMP -> {} {}",
+            C::NAME,
+            serde_json::to_string(command).unwrap_or_default()
+        );
+        let id = match self.qmp.session.execute_typed(command) {
+            Ok(id) => id,
+            Err(e) => return Err(self.session_error(e)),
+        };
+        let value = self.await_reply(id, C::NAME, Deadline::after(self.qmp_timeout))?;
+        qmp_proto::parse_reply::<C>(value).map_err(Error::Protocol)
+    }
+
+    pub(super) fn await_reply(
+        &mut self,
+        id: RequestId,
+        name: &str,
+        deadline: Deadline,
+    ) -> Result<Value, Error> {
+        self.flush_qmp();
+        let result = self.run_until(
+            deadline,
+            || format!("the reply to {name}"),
+            |m| {
+                if let Some(reply) = m.qmp.session.take_reply(id) {
+                    return Some(reply.map_err(|e| match e {
+                        ReplyError::Qmp(e) => Error::Qmp(e),
+                        ReplyError::TooLarge { size, limit } => Error::ReplyTooLarge {
+                            command: name.to_owned(),
+                            size,
+                            limit,
+                        },
+                    }));
+                }
+                if m.qmp.fd.is_none() {
+                    if name == "quit" && m.qmp.fatal.is_none() {
+                        // QEMU closed the socket before (or instead of) answering: that is
+                        // what quit does.
+                        return Some(Ok(Value::Object(Default::default())));
+                    }
+                    return Some(Err(m.connection_error()));
+                }
+                None
+            },
+        );
+        match &result {
+            Ok(value) => log::debug!("QMP <- {name}: {value}"),
+            Err(Error::Qmp(e)) => log::debug!("QMP <- {name}: error {e}"),
+            Err(e) => {
+                if e.is_timeout() {
+                    self.abandoned.push(id);
+                }
+                log::debug!("QMP {name}: {e}");
+            }
+        }
+        result
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // File descriptors
+    // ------------------------------------------------------------------------------------------
+
+    /// Passes `fd` to QEMU over the QMP socket (SCM_RIGHTS) and names it with `getfd`, so that
+    /// later commands can refer to it by `name` (`fd=name` in chardev/netdev options).
+    pub fn send_fd(&mut self, fd: BorrowedFd<'_>, name: &str) -> Result<(), Error> {
+        self.execute_with_fd(fd, "getfd", Some(json!({ "fdname": name })))
+            .map(|_| ())
+    }
+
+    /// Passes `fd` to QEMU and adds it to an fdset (`add-fd`): `fdset` picks the set (a new one
+    /// when `None`), `opaque` is free-form text shown by `query-fdsets`.
+    pub fn add_fd_at_runtime(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        fdset: Option<u64>,
+        opaque: Option<&str>,
+    ) -> Result<FdsetEntry, Error> {
+        let mut args = serde_json::Map::new();
+        if let Some(set) = fdset {
+            args.insert("fdset-id".into(), json!(set));
+        }
+        if let Some(opaque) = opaque {
+            args.insert("opaque".into(), json!(opaque));
+        }
+        let reply = self.execute_with_fd(fd, "add-fd", Some(Value::Object(args)))?;
+        let fdset_id = reply.get("fdset-id").and_then(Value::as_u64);
+        let fd = reply.get("fd").and_then(Value::as_i64);
+        match (fdset_id, fd) {
+            (Some(fdset_id), Some(fd)) => Ok(FdsetEntry { fdset_id, fd }),
+            _ => Err(Error::Protocol(qmp_proto::Error::Reply {
+                command: "add-fd".into(),
+                message: format!("expected {{\"fdset-id\": N, \"fd\": M}}, got {reply}"),
+            })),
+        }
+    }
+
+    /// Sends one space (harmless between JSON messages) carrying `fd`, after everything queued,
+    /// then the command that takes the descriptor.
+    pub(super) fn execute_with_fd(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        name: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, Error> {
+        self.ensure_qmp()?;
+        if !self.qmp.unix {
+            return Err(Error::Unsupported(
+                "passing descriptors needs a unix socket, not TCP".into(),
+            ));
+        }
+        let deadline = Deadline::after(self.qmp_timeout);
+        self.qmp.force_writable = true;
+        let sent = self.run_until(
+            deadline,
+            || "the QMP socket to accept a descriptor".to_owned(),
+            |m| {
+                if !m.qmp_usable() {
+                    return Some(Err(m.connection_error()));
+                }
+                if !m.qmp.session.transmit().is_empty() {
+                    return None; // earlier bytes go first
+                }
+                let sock = m.qmp.fd.as_ref().expect("usable").as_fd();
+                match sys::send_with_fd(sock, b" ", fd) {
+                    Ok(_) => Some(Ok(())),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                    Err(e) => Some(Err(Error::io("passing a descriptor to QEMU", e))),
+                }
+            },
+        );
+        self.qmp.force_writable = false;
+        sent?;
+        log::debug!("QMP: passed descriptor {} for {name}", fd.as_raw_fd());
+        let timeout = deadline.remaining().unwrap_or(self.qmp_timeout);
+        self.execute_with_timeout(name, arguments, timeout)
+    }
+}
