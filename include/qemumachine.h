@@ -110,18 +110,20 @@ extern "C" {
 // `out` must be NULL or valid for writing a pointer.
 enum qm_status qm_config_new(struct qm_config **out);
 
-// Creates a configuration from a JSON object. Every field is optional:
+// Creates a configuration from a JSON object (the JSON form of qemu-process's
+// `MachineConfig`). Every field is optional:
 // `binary` (path or name), `args` (array of strings), `accel` (`"auto"`, `"kvm"`, `"tcg"`,
 // `"none"`), `temp_dir`, `launch_timeout_ms`, `qmp_timeout_ms`, `console` (bool),
-// `console_log` (path), `console_buffer_bytes`, `max_events`, `wrapper` (array of strings),
-// `env` (object of strings), `oob` (bool), `display_none` (bool), and `vm`: a VM description
-// (the JSON form of qemu-cmdline's `VmSpec`: `arch`, `memory`, `smp`, `kernel`, `disks`,
-// `forwards`, `cloud_init`, `vnc`, `uefi`, ...) that the library turns into a command line,
-// preparing disks, the cloud-init seed and firmware copies itself; with `vm`, `args`,
-// `console_buffer_bytes`, `max_events`, `oob` and `display_none` are not allowed. Unknown fields
-// are rejected with `QM_STATUS_INVALID_JSON` and a message naming them.
+// `console_log` (path), `console_buffer_bytes`, `console_input_buffer_bytes`, `max_events`,
+// `wrapper` (array of strings), `env` (object of strings; `null` removes a variable), `oob`
+// (bool), `qmp_ids` (bool), `display_none` (bool), `max_message_size`, and `vm`: a VM
+// description (`arch`, `memory`, `smp`, `kernel`, `disks`, `nics`, `forwards`, `cloud_init`,
+// `vnc`, `uefi`, ...) that the library turns into a command line, preparing disks, the
+// cloud-init seed and firmware copies itself; with `vm`, `args` and `display_none` are not
+// allowed. Unknown fields are rejected with `QM_STATUS_INVALID_JSON` and a message naming them.
 //
-// The setters below (`qm_config_set_*`, `qm_config_add_*`) apply to configurations without `vm`.
+// The setters below (`qm_config_set_*`, `qm_config_add_*`) change the same fields;
+// `qm_config_add_arg()` is refused on a configuration with `vm`.
 //
 // # Safety
 // `json` must be NULL or a NUL-terminated string; `out` NULL or valid for writing a pointer.

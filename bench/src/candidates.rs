@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::ptr;
 use std::time::{Duration, Instant};
 
-use qemu_process::{Accel, Machine, MachineConfig, MachineSet, RunState};
+use qemu_process::{AccelChoice, Machine, MachineConfig, MachineSet, RunState};
 use qemumachine::config::{qm_config_free, qm_config_from_json, QmConfig};
 use qemumachine::error::{qm_last_error_message_dup, qm_string_free};
 use qemumachine::machine::{
@@ -108,7 +108,7 @@ fn timed_block(
 }
 
 /// The config of the VM every row uses: `-machine none -nodefaults`.
-pub fn machine_config(qemu: &Path, accel: Accel) -> MachineConfig {
+pub fn machine_config(qemu: &Path, accel: AccelChoice) -> MachineConfig {
     let mut config = MachineConfig::new(qemu);
     config
         .args(["-machine", "none", "-nodefaults"])
@@ -116,9 +116,9 @@ pub fn machine_config(qemu: &Path, accel: Accel) -> MachineConfig {
     config
 }
 
-fn accel_name(accel: Accel) -> &'static str {
+fn accel_name(accel: AccelChoice) -> &'static str {
     match accel {
-        Accel::Kvm => "kvm",
+        AccelChoice::Kvm => "kvm",
         _ => "tcg",
     }
 }
@@ -154,14 +154,14 @@ pub struct FloorCycle {
     /// The QEMU binary.
     pub qemu: PathBuf,
     /// The accelerator.
-    pub accel: Accel,
+    pub accel: AccelChoice,
     /// The capability negotiation and query-status requests to send.
     bytes: (Vec<u8>, Vec<u8>),
 }
 
 impl FloorCycle {
     /// The plain floor.
-    pub fn new(qemu: &Path, accel: Accel) -> FloorCycle {
+    pub fn new(qemu: &Path, accel: AccelChoice) -> FloorCycle {
         FloorCycle {
             qemu: qemu.to_path_buf(),
             accel,
@@ -171,7 +171,7 @@ impl FloorCycle {
 
     /// A floor that sends our library's bytes ([`session_bytes`] with
     /// [`our_session_options`]).
-    pub fn like_ours(qemu: &Path, accel: Accel) -> Result<FloorCycle, String> {
+    pub fn like_ours(qemu: &Path, accel: AccelChoice) -> Result<FloorCycle, String> {
         let (caps, mut requests) = session_bytes(our_session_options(), 1)?;
         Ok(FloorCycle {
             qemu: qemu.to_path_buf(),
@@ -516,7 +516,7 @@ impl Candidate for FloorSet {
     fn run(&mut self, out: &mut Samples) -> Result<(), String> {
         let (qemu, n) = (&self.qemu, self.n);
         timed_block(1, out, || {
-            let cycle = FloorCycle::new(qemu, Accel::Tcg);
+            let cycle = FloorCycle::new(qemu, AccelChoice::Tcg);
             std::thread::scope(|scope| {
                 let threads: Vec<_> = (0..n).map(|_| scope.spawn(|| cycle.once())).collect();
                 threads.into_iter().try_for_each(|t| {

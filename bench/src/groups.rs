@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 
-use qemu_process::Accel;
+use qemu_process::AccelChoice;
 
 use crate::candidates::{
     interleave, machine_config, our_session_options, session_bytes, CApiRtt, Candidate, DecodePass,
@@ -306,9 +306,9 @@ fn cycle_tcg(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
     let qemu = ctx.options.qemu.clone();
     let c = ctx.counts;
     let mut server = start_python(ctx)?;
-    let mut ours = OursCycle(machine_config(&qemu, Accel::Tcg));
-    let mut floor = FloorCycle::new(&qemu, Accel::Tcg);
-    let mut floor_same = FloorCycle::like_ours(&qemu, Accel::Tcg)?;
+    let mut ours = OursCycle(machine_config(&qemu, AccelChoice::Tcg));
+    let mut floor = FloorCycle::new(&qemu, AccelChoice::Tcg);
+    let mut floor_same = FloorCycle::like_ours(&qemu, AccelChoice::Tcg)?;
     let mut py = server.as_mut().map(PythonCycle);
     let mut cands: Vec<&mut dyn Candidate> = vec![&mut ours, &mut floor, &mut floor_same];
     if let Some(p) = py.as_mut() {
@@ -393,7 +393,7 @@ fn cycle_kvm(ctx: &mut Ctx<'_>, kvm: bool) -> Result<Vec<Row>, String> {
     let measurement = format!("VM cycle, KVM ({CYCLE}) vs the plain floor");
     let qemu = ctx.options.qemu.clone();
     let c = ctx.counts;
-    let mut floor = FloorCycle::new(&qemu, Accel::Kvm);
+    let mut floor = FloorCycle::new(&qemu, AccelChoice::Kvm);
     if !kvm {
         return Ok(vec![Row::not_run(
             measurement,
@@ -408,7 +408,7 @@ fn cycle_kvm(ctx: &mut Ctx<'_>, kvm: bool) -> Result<Vec<Row>, String> {
             &format!("not run: QEMU with -accel kvm fails here ({e})"),
         )]);
     }
-    let mut ours = OursCycle(machine_config(&qemu, Accel::Kvm));
+    let mut ours = OursCycle(machine_config(&qemu, AccelChoice::Kvm));
     let samples = interleave(
         &mut [&mut ours, &mut floor],
         c.cycle_warmup,
@@ -451,7 +451,7 @@ fn round_trips(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
         block: c.rtt_block,
     };
     let mut ours = OursRtt {
-        config: machine_config(&qemu, Accel::Tcg),
+        config: machine_config(&qemu, AccelChoice::Tcg),
         plan,
     };
     let mut floor = want_rtt.then(|| FloorRtt {
@@ -885,7 +885,7 @@ fn decoder(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
 
 fn concurrent(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
     let c = ctx.counts;
-    let config = machine_config(&ctx.options.qemu, Accel::Tcg);
+    let config = machine_config(&ctx.options.qemu, AccelChoice::Tcg);
     let mut sets: Vec<SetCycle> = [1usize, 4, 16]
         .iter()
         .map(|&n| SetCycle {

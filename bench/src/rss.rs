@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use qemu_process::{Accel, Machine, MachineConfig};
+use qemu_process::{AccelChoice, Machine, MachineConfig};
 use qmp_proto::commands::QueryStatus;
 
 use crate::floor::{FloorVm, QUERY_STATUS};
@@ -39,7 +39,7 @@ fn ours(qemu: &Path) -> Result<(), String> {
     let mut config = MachineConfig::new(qemu);
     config
         .args(["-machine", "none", "-nodefaults"])
-        .accel(Accel::Tcg);
+        .accel(AccelChoice::Tcg);
     let mut vm = Machine::launch(&config).map_err(|e| e.to_string())?;
     for _ in 0..100 {
         vm.command(&QueryStatus).map_err(|e| e.to_string())?;

@@ -1,50 +1,19 @@
-//! Launching a VM from a spec through `qemu_process::Vm`, and describing it.
+//! Launching a VM from its description through `qemu_process::Machine`, and describing it.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use qemu_cmdline::{Proto, VmSpec};
-use qemu_process::{Vm, VmOptions};
+use qemu_cmdline::Proto;
+use qemu_process::{Machine, MachineConfig};
 
 use crate::exit::Failure;
 
-/// How to launch.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Attach a console to the first serial port.
-    pub console: bool,
-    /// Also write the console to this file.
-    pub console_log: Option<PathBuf>,
-    /// The launch deadline.
-    pub launch_timeout: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
-            console: false,
-            console_log: None,
-            launch_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
 /// Launches the VM; launch failures become exit code 3 (2 for an invalid spec) with QEMU's
 /// own message.
-pub fn launch(spec: &VmSpec, settings: &Settings) -> Result<Vm, Failure> {
-    let mut options = VmOptions::new();
-    options
-        .console(settings.console)
-        .launch_timeout(settings.launch_timeout);
-    if let Some(log) = &settings.console_log {
-        options.console_log(log);
-    }
-    Vm::launch(spec, &options).map_err(Failure::from_launch)
+pub fn launch(config: &MachineConfig) -> Result<Machine, Failure> {
+    Machine::launch(config).map_err(Failure::from_launch)
 }
 
 /// Lines describing a launched VM: QEMU's version and pid, forwarded ports (the address QEMU
 /// listens on), the VNC socket.
-pub fn describe(vm: &Vm) -> Vec<String> {
+pub fn describe(vm: &Machine) -> Vec<String> {
     let mut lines = Vec::new();
     let version = vm
         .greeting()

@@ -2,7 +2,7 @@
 //! console, talk QMP to them interactively or from scripts, and manage disk images.
 //!
 //! The command holds no VM logic of its own: it parses arguments, then calls `qemu_process`
-//! (`Vm`, `Machine`, `image`) and `qemu_cmdline` (`VmSpec`), and presents the results.
+//! (`MachineConfig`, `Machine`, `image`) and `qemu_cmdline` (`VmSpec`), and presents the results.
 //!
 //! # Exit codes
 //!
@@ -261,51 +261,20 @@ pub(crate) fn print_stdout(text: &str) -> Result<(), Failure> {
 }
 
 fn argv_command(args: &ArgvArgs) -> CliResult {
-    let spec = args.vm.to_spec()?;
+    let config = args.vm.to_config()?;
     if args.json {
-        let json = spec
+        let json = config
+            .get_vm()
+            .expect("the command line describes a VM")
             .to_json()
             .map_err(|e| Failure::failed(format!("cannot write the spec as JSON: {e}")))?;
         print_stdout(&format!("{json}\n"))?;
         return Ok(exit::SUCCESS);
     }
-    let launcher: Vec<String> = spec
-        .launcher_errors()
-        .into_iter()
-        .map(|e| match e {
-            qemu_cmdline::Error::InvalidValue { field, .. } => field,
-            other => other.to_string(),
-        })
-        .collect();
-    if !launcher.is_empty() {
-        return Err(Failure::usage(format!(
-            "argv cannot show this VM: {} make files at launch; `run -v` logs the command \
-             line it uses",
-            launcher.join(", ")
-        )));
-    }
-    let mut spec = spec;
-    let chosen = spec
-        .machine
-        .as_ref()
-        .is_some_and(|m| m.props().get("accel").is_some())
-        || qemu_process::args_choose_accel(&spec.extra_args);
-    if spec.accel.is_empty() && !chosen {
-        // What the launcher does with no accelerator given (none in the machine properties or
-        // the extra arguments either): KVM when usable, else TCG.
-        let binary = spec
-            .binary
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(spec.arch.profile().binary));
-        match qemu_process::resolve_accel(qemu_process::Accel::Auto, &binary) {
-            qemu_process::Accel::Kvm => spec.accel = vec![qemu_cmdline::Accel::Kvm],
-            qemu_process::Accel::Tcg => spec.accel = vec![qemu_cmdline::Accel::Tcg],
-            qemu_process::Accel::Auto | qemu_process::Accel::None => {}
-        }
-    }
-    let argv = spec
-        .to_argv()
-        .map_err(|e| Failure::usage(format!("invalid VM description: {e}")))?;
+    // The launcher's own dry run: files it would make are shown in a placeholder temp dir, and
+    // the accelerator is resolved as at launch.
+    let argv = config.argv().map_err(Failure::from_launch)?;
+    let argv = qemu_cmdline::shell_quote(&argv);
     print_stdout(&format!("{argv}\n"))?;
     Ok(exit::SUCCESS)
 }

@@ -11,7 +11,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use qemu_process::{AttachTarget, Event, Machine, Vm};
+use qemu_process::{AttachTarget, Event, Machine};
 use serde_json::{json, Value};
 
 use crate::editor::{Edit, Editor};
@@ -47,39 +47,21 @@ pub struct Options {
     pub quiet: bool,
 }
 
-/// The QEMU the shell talks to.
-enum Target {
-    /// A running QEMU's socket: left running when the shell ends.
-    Attached(Box<Machine>),
-    /// A VM launched for the shell: shut down when the shell ends.
-    Launched(Box<Vm>),
-}
-
-impl Target {
-    fn machine(&mut self) -> &mut Machine {
-        match self {
-            Target::Attached(m) => m.as_mut(),
-            Target::Launched(vm) => vm.machine(),
-        }
-    }
-
-    fn describe(&mut self) -> String {
-        let version = self
-            .machine()
-            .greeting()
-            .map(|g| {
-                format!(
-                    "QEMU {}.{}.{}",
-                    g.version.major, g.version.minor, g.version.micro
-                )
-            })
-            .unwrap_or_else(|| "QEMU".into());
-        match self {
-            Target::Attached(_) => format!("connected to {version}"),
-            Target::Launched(vm) => {
-                format!("launched {version} (pid {})", vm.pid().unwrap_or_default())
-            }
-        }
+/// What the banner says of the QEMU the shell talks to: a running QEMU it connected to (left
+/// running when the shell ends), or one it launched (shut down when the shell ends).
+fn describe(machine: &Machine) -> String {
+    let version = machine
+        .greeting()
+        .map(|g| {
+            format!(
+                "QEMU {}.{}.{}",
+                g.version.major, g.version.minor, g.version.micro
+            )
+        })
+        .unwrap_or_else(|| "QEMU".into());
+    match machine.pid() {
+        None => format!("connected to {version}"),
+        Some(pid) => format!("launched {version} (pid {pid})"),
     }
 }
 
@@ -92,29 +74,22 @@ pub fn main(opts: Options) -> CliResult {
                 "--socket connects to a running QEMU: VM flags and a spec do not apply",
             ));
         }
-        Target::Attached(Box::new(
-            Machine::attach(AttachTarget::Unix(path.clone()), attach_timeout).map_err(|e| {
-                Failure::failed(format!("cannot connect to {}: {e}", path.display()))
-            })?,
-        ))
+        Machine::attach(AttachTarget::Unix(path.clone()), attach_timeout)
+            .map_err(|e| Failure::failed(format!("cannot connect to {}: {e}", path.display())))?
     } else if let Some(addr) = opts.tcp {
         if opts.vm != VmArgs::default() {
             return Err(Failure::usage(
                 "--tcp connects to a running QEMU: VM flags and a spec do not apply",
             ));
         }
-        Target::Attached(Box::new(
-            Machine::attach(AttachTarget::Tcp(addr), attach_timeout)
-                .map_err(|e| Failure::failed(format!("cannot connect to {addr}: {e}")))?,
-        ))
+        Machine::attach(AttachTarget::Tcp(addr), attach_timeout)
+            .map_err(|e| Failure::failed(format!("cannot connect to {addr}: {e}")))?
     } else {
-        let spec = opts.vm.to_spec()?;
-        Target::Launched(Box::new(crate::launch::launch(
-            &spec,
-            &crate::launch::Settings::default(),
-        )?))
+        let mut config = opts.vm.to_config()?;
+        config.console(false);
+        crate::launch::launch(&config)?
     };
-    target.machine().set_qmp_timeout(opts.timeout);
+    target.set_qmp_timeout(opts.timeout);
     let signals = Signals::install().map_err(|e| Failure::failed(format!("signals: {e}")))?;
     let interactive = term::is_tty(STDIN) && term::is_tty(STDOUT);
     let mut shell = Shell {
@@ -138,12 +113,8 @@ pub fn main(opts: Options) -> CliResult {
 }
 
 /// Shuts a launched VM down (a VM that has already exited is fine).
-fn finish(target: &mut Target, quiet: bool) -> Result<(), Failure> {
-    let Target::Launched(vm) = target else {
-        return Ok(());
-    };
-    let machine = vm.machine();
-    if machine.exit_status().is_some() {
+fn finish(machine: &mut Machine, quiet: bool) -> Result<(), Failure> {
+    if machine.pid().is_none() || machine.exit_status().is_some() {
         return Ok(());
     }
     match machine.shutdown(Duration::from_secs(10)) {
@@ -282,13 +253,13 @@ impl Shell<'_> {
     /// Reading a script from a pipe: every line a command, every reply and event on stdout.
     /// Commands after QEMU has gone (after `quit`, say) fail one by one, so that the exit
     /// code does not depend on when the exit was noticed.
-    fn script(&mut self, target: &mut Target) -> CliResult {
+    fn script(&mut self, target: &mut Machine) -> CliResult {
         let mut pending: Vec<u8> = Vec::new();
         let mut stdin_open = true;
         let mut line_no = 0usize;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let machine = target.machine();
+            let machine = &mut *target;
             let events = self.render_events(machine.events());
             write_out(&events)?;
             if !stdin_open {
@@ -321,7 +292,7 @@ impl Shell<'_> {
                 match qmp_line::parse(&text) {
                     Ok(Line::Empty) => {}
                     Ok(Line::Command { name, arguments }) => {
-                        let machine = target.machine();
+                        let machine = &mut *target;
                         let outcome = self.execute(machine, &name, arguments);
                         let events = self.render_events(machine.events());
                         write_out(&events)?;
@@ -350,8 +321,8 @@ impl Shell<'_> {
     }
 
     /// The interactive shell on a terminal.
-    fn interactive(&mut self, target: &mut Target) -> CliResult {
-        let names = command_names(target.machine());
+    fn interactive(&mut self, target: &mut Machine) -> CliResult {
+        let names = command_names(target);
         let history_path = history_path(self.opts.history.as_ref());
         let width = term::width(STDOUT).unwrap_or(80);
         let mut editor = Editor::new(PROMPT, width);
@@ -364,7 +335,7 @@ impl Shell<'_> {
         if !self.opts.quiet {
             let banner = format!(
                 "qemu-machine: {}; Tab completes, Up/Down for history, Ctrl-D leaves",
-                target.describe()
+                describe(target)
             );
             write_out(&format!("{banner}\n"))?;
         }
@@ -381,13 +352,13 @@ impl Shell<'_> {
         result
     }
 
-    fn edit_loop(&mut self, target: &mut Target, editor: &mut Editor) -> CliResult {
+    fn edit_loop(&mut self, target: &mut Machine, editor: &mut Editor) -> CliResult {
         let mut out = Vec::new();
         editor.render(&mut out);
         flush_raw(&mut out)?;
         let mut buf = vec![0u8; 4096];
         loop {
-            let machine = target.machine();
+            let machine = &mut *target;
             let events = self.render_events(machine.events());
             if !events.is_empty() {
                 editor.clear(&mut out);
@@ -429,7 +400,7 @@ impl Shell<'_> {
                         let text = match qmp_line::parse(&line) {
                             Ok(Line::Empty) => String::new(),
                             Ok(Line::Command { name, arguments }) => {
-                                let machine = target.machine();
+                                let machine = &mut *target;
                                 let outcome = self.execute(machine, &name, arguments);
                                 let mut text = self.render_events(machine.events());
                                 match outcome {
@@ -447,7 +418,7 @@ impl Shell<'_> {
                     }
                 }
                 if submitted {
-                    if Self::gone(target.machine()).is_some() {
+                    if Self::gone(target).is_some() {
                         flush_raw(&mut out)?;
                         break;
                     }

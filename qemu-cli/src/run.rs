@@ -19,12 +19,12 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use qemu_process::{Error, Event, Vm};
+use qemu_process::{Error, Event, Machine};
 
 use crate::duration;
 use crate::escape::{self, Action, EscapeParser};
 use crate::exit::{self, CliResult, Failure};
-use crate::launch::{self, Settings};
+use crate::launch;
 use crate::sys::{self, PollFd, Signals};
 use crate::term::{self, RawMode};
 use crate::vmargs::VmArgs;
@@ -107,15 +107,14 @@ enum End {
 
 /// Runs the command.
 pub fn main(opts: Options) -> CliResult {
-    let spec = opts.vm.to_spec()?;
+    let mut config = opts.vm.to_config()?;
     let signals = Signals::install()
         .map_err(|e| Failure::failed(format!("installing signal handlers: {e}")))?;
-    let settings = Settings {
-        console: true,
-        console_log: opts.console_log.clone(),
-        launch_timeout: opts.launch_timeout,
-    };
-    let mut vm = launch::launch(&spec, &settings)?;
+    config.console(true).launch_timeout(opts.launch_timeout);
+    if let Some(log) = &opts.console_log {
+        config.console_log(log);
+    }
+    let mut vm = launch::launch(&config)?;
     let interactive = term::is_tty(STDIN);
     if !opts.quiet {
         let status = vm
@@ -189,7 +188,7 @@ impl Console<'_> {
 
     /// Hands the console as much of the keyboard input as it takes now, without waiting (the
     /// loop must keep copying output and handling signals meanwhile).
-    fn send_to_guest(&mut self, vm: &mut Vm) {
+    fn send_to_guest(&mut self, vm: &mut Machine) {
         if self.to_guest.is_empty() {
             return;
         }
@@ -208,7 +207,7 @@ impl Console<'_> {
     /// Copies console output to stdout and prints events: one read of whatever is ready, then
     /// takes that do no I/O of their own, so nothing read here is left waiting for a wake-up
     /// that will not come. `Err` when stdout fails.
-    fn drain(&mut self, vm: &mut Vm) -> std::io::Result<()> {
+    fn drain(&mut self, vm: &mut Machine) -> std::io::Result<()> {
         // A failed read shows up again in the exit and connection checks of the caller's loop.
         let _ = vm.process_io();
         let bytes = vm.take_console();
@@ -253,7 +252,7 @@ impl Console<'_> {
     }
 
     /// The loop: until QEMU exits or we decide to stop it.
-    fn run(&mut self, vm: &mut Vm) -> End {
+    fn run(&mut self, vm: &mut Machine) -> End {
         let started = Instant::now();
         let stop_at = self.opts.run_for.map(|d| started + d);
         // Set while waiting for the guest to power off after the power button.
@@ -331,7 +330,7 @@ impl Console<'_> {
 
     /// Starts stopping the VM: with `--powerdown`, presses the power button and returns the
     /// deadline for the guest; otherwise returns `None` (quit at once).
-    fn begin_stop(&mut self, vm: &mut Vm, reason: Reason) -> Option<Instant> {
+    fn begin_stop(&mut self, vm: &mut Machine, reason: Reason) -> Option<Instant> {
         let why = match reason {
             Reason::Timer => "time is up".to_owned(),
             Reason::Quit => "quit".to_owned(),
@@ -357,7 +356,7 @@ impl Console<'_> {
 
     fn interrupt(
         &mut self,
-        vm: &mut Vm,
+        vm: &mut Machine,
         powering_down: &mut Option<(Instant, Reason)>,
         signal: i32,
     ) -> Option<End> {
@@ -377,7 +376,7 @@ impl Console<'_> {
 
     fn action(
         &mut self,
-        vm: &mut Vm,
+        vm: &mut Machine,
         powering_down: &mut Option<(Instant, Reason)>,
         action: Action,
     ) -> Option<End> {
@@ -419,7 +418,7 @@ impl Console<'_> {
     }
 
     /// Stops the VM if needed, and turns the way it ended into an exit code.
-    fn finish(&mut self, vm: &mut Vm, end: End) -> CliResult {
+    fn finish(&mut self, vm: &mut Machine, end: End) -> CliResult {
         let (status, reason) = match end {
             End::Exited(status, None) => {
                 // A signal that arrived as QEMU went (a terminal's Ctrl-C reaches both).

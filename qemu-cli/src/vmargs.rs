@@ -5,9 +5,9 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use clap::Args;
-use qemu_cmdline::{
-    Accel, Arch, CloudInitSpec, Cpu, DiskSpec, Machine, PortForward, Size, Smp, VmSpec,
-};
+use qemu_cmdline::{Accel, Arch, Cpu, DiskSpec, Machine, PortForward, Size, Smp, VmSpec};
+use qemu_process::cloudinit::CloudInitSpec;
+use qemu_process::{AccelChoice, DiskLaunch, MachineConfig, VmLaunch};
 use serde_json::{Map, Value};
 
 use crate::exit::Failure;
@@ -126,7 +126,7 @@ pub struct VmArgs {
 
 /// The accelerator choice of the flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccelChoice {
+pub enum AccelFlag {
     /// Not given: the spec's list, or auto when the spec has none.
     Unset,
     /// `auto`: KVM when usable for the guest, else TCG.
@@ -137,12 +137,12 @@ pub enum AccelChoice {
 
 impl VmArgs {
     /// The accelerator flag, parsed.
-    pub fn accel_choice(&self) -> Result<AccelChoice, Failure> {
+    pub fn accel_choice(&self) -> Result<AccelFlag, Failure> {
         let Some(text) = &self.accel else {
-            return Ok(AccelChoice::Unset);
+            return Ok(AccelFlag::Unset);
         };
         if text.trim() == "auto" {
-            return Ok(AccelChoice::Auto);
+            return Ok(AccelFlag::Auto);
         }
         let list = text
             .split(',')
@@ -152,11 +152,21 @@ impl VmArgs {
         if list.is_empty() {
             return Err(Failure::usage("--accel: give auto, kvm, tcg or a list"));
         }
-        Ok(AccelChoice::List(list))
+        Ok(AccelFlag::List(list))
     }
 
-    /// The spec: the file's (or the default VM's) with the flags applied.
-    pub fn to_spec(&self) -> Result<VmSpec, Failure> {
+    /// The launch description: the VM (the file's, or the default VM) with the flags applied.
+    pub fn to_config(&self) -> Result<MachineConfig, Failure> {
+        let vm = self.to_launch()?;
+        let mut config = MachineConfig::for_vm(vm);
+        if self.accel_choice()? == AccelFlag::Auto {
+            config.accel(AccelChoice::Auto);
+        }
+        Ok(config)
+    }
+
+    /// The VM: the file's (or the default VM's) with the flags applied.
+    pub fn to_launch(&self) -> Result<VmLaunch, Failure> {
         let (text, origin) = match &self.spec {
             None => (DEFAULT_SPEC.to_owned(), "the default VM".to_owned()),
             Some(path) if path.as_os_str() == "-" => {
@@ -171,13 +181,59 @@ impl VmArgs {
                 path.display().to_string(),
             ),
         };
-        let mut spec =
-            VmSpec::from_json(&text).map_err(|e| Failure::usage(format!("{origin}: {e}")))?;
-        self.apply(&mut spec)?;
-        Ok(spec)
+        let mut vm =
+            VmLaunch::from_json(&text).map_err(|e| Failure::usage(format!("{origin}: {e}")))?;
+        self.apply(&mut vm)?;
+        Ok(vm)
     }
 
-    fn apply(&self, spec: &mut VmSpec) -> Result<(), Failure> {
+    fn apply(&self, vm: &mut VmLaunch) -> Result<(), Failure> {
+        self.apply_spec(&mut vm.spec)?;
+        for d in &self.disk {
+            let (disk, launch) = parse_disk(d)?;
+            let index = vm.spec.disks.len();
+            vm.spec.disks.push(disk);
+            if launch != DiskLaunch::default() {
+                vm.disks.resize(index + 1, DiskLaunch::default());
+                vm.disks[index] = launch;
+            }
+        }
+        for f in &self.forwards {
+            vm.spec
+                .forward(parse_forward(f)?)
+                .map_err(|e| Failure::usage(format!("--forward {f}: {e}")))?;
+        }
+        if let Some(s) = &self.disk_size {
+            vm.disk_size = Some(parse_size("--disk-size", s)?);
+        }
+        if self.default_partitions {
+            vm.default_partitions = true;
+        }
+        if self.vnc {
+            vm.vnc = true;
+        }
+        if self.user.is_some()
+            || self.password.is_some()
+            || !self.ssh_keys.is_empty()
+            || self.hostname.is_some()
+        {
+            let ci = vm.cloud_init.get_or_insert_with(CloudInitSpec::default);
+            if let Some(u) = &self.user {
+                ci.username = Some(u.clone());
+            }
+            if let Some(p) = &self.password {
+                ci.password = Some(p.clone());
+            }
+            ci.ssh_authorized_keys.extend(self.ssh_keys.iter().cloned());
+            if let Some(h) = &self.hostname {
+                ci.hostname = Some(h.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// The flags that are the VM's hardware.
+    fn apply_spec(&self, spec: &mut VmSpec) -> Result<(), Failure> {
         if let Some(arch) = &self.arch {
             spec.arch =
                 serde_json::from_value::<Arch>(Value::String(arch.clone())).map_err(|_| {
@@ -210,9 +266,9 @@ impl VmArgs {
             spec.memory = Some(parse_size("--memory", m)?);
         }
         match self.accel_choice()? {
-            AccelChoice::Unset => {}
-            AccelChoice::Auto => spec.accel.clear(),
-            AccelChoice::List(list) => spec.accel = list,
+            AccelFlag::Unset => {}
+            AccelFlag::Auto => spec.accel.clear(),
+            AccelFlag::List(list) => spec.accel = list,
         }
         if let Some(name) = &self.name {
             spec.name = Some(name.clone());
@@ -234,38 +290,6 @@ impl VmArgs {
         }
         if self.no_reboot {
             spec.no_reboot = true;
-        }
-        for d in &self.disk {
-            spec.disks.push(parse_disk(d)?);
-        }
-        if let Some(s) = &self.disk_size {
-            spec.disk_size = Some(parse_size("--disk-size", s)?);
-        }
-        if self.default_partitions {
-            spec.default_partitions = true;
-        }
-        for f in &self.forwards {
-            spec.forwards.push(parse_forward(f)?);
-        }
-        if self.vnc {
-            spec.vnc = true;
-        }
-        if self.user.is_some()
-            || self.password.is_some()
-            || !self.ssh_keys.is_empty()
-            || self.hostname.is_some()
-        {
-            let ci = spec.cloud_init.get_or_insert_with(CloudInitSpec::default);
-            if let Some(u) = &self.user {
-                ci.username = Some(u.clone());
-            }
-            if let Some(p) = &self.password {
-                ci.password = Some(p.clone());
-            }
-            ci.ssh_authorized_keys.extend(self.ssh_keys.iter().cloned());
-            if let Some(h) = &self.hostname {
-                ci.hostname = Some(h.clone());
-            }
         }
         spec.extra_args.extend(self.qemu_args.iter().cloned());
         Ok(())
@@ -296,8 +320,9 @@ fn split_keyval(text: &str) -> Vec<String> {
     parts
 }
 
-/// `--disk`: a path, or QEMU-style `key=value` pairs whose first item may be the bare path.
-pub fn parse_disk(text: &str) -> Result<DiskSpec, Failure> {
+/// `--disk`: a path, or QEMU-style `key=value` pairs whose first item may be the bare path:
+/// the disk, and what the launcher does for it (`size`, `flash_from`).
+pub fn parse_disk(text: &str) -> Result<(DiskSpec, DiskLaunch), Failure> {
     let bad = |msg: String| Failure::usage(format!("--disk {text}: {msg}"));
     let mut map = Map::new();
     for (i, part) in split_keyval(text).into_iter().enumerate() {
@@ -341,7 +366,15 @@ pub fn parse_disk(text: &str) -> Result<DiskSpec, Failure> {
             return Err(bad(format!("{field} is given twice")));
         }
     }
-    serde_json::from_value(Value::Object(map)).map_err(|e| bad(e.to_string()))
+    let mut launch = Map::new();
+    for key in ["size", "flash_from"] {
+        if let Some(v) = map.remove(key) {
+            launch.insert(key.to_owned(), v);
+        }
+    }
+    let disk = serde_json::from_value(Value::Object(map)).map_err(|e| bad(e.to_string()))?;
+    let launch = serde_json::from_value(Value::Object(launch)).map_err(|e| bad(e.to_string()))?;
+    Ok((disk, launch))
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
@@ -416,7 +449,7 @@ mod tests {
 
     #[test]
     fn default_spec_is_firmware_only_q35_with_serial_firmware_output() {
-        let spec = VmArgs::default().to_spec().unwrap();
+        let spec = VmArgs::default().to_launch().unwrap().spec;
         assert_eq!(spec.arch, Arch::X86_64);
         assert!(spec.disks.is_empty() && spec.kernel.is_none());
         let argv = spec.to_argv().unwrap().to_string();
@@ -442,7 +475,8 @@ mod tests {
             qemu_args: vec!["-device".into(), "virtio-rng-pci".into()],
             ..VmArgs::default()
         };
-        let spec = args.to_spec().unwrap();
+        let vm = args.to_launch().unwrap();
+        let spec = &vm.spec;
         assert_eq!(spec.memory, Some(Size::gib(1)));
         assert_eq!(spec.accel, vec![Accel::Kvm, Accel::Tcg]);
         assert_eq!(spec.kernel.as_deref(), Some(std::path::Path::new("/k")));
@@ -454,9 +488,9 @@ mod tests {
         assert_eq!(d.format, Some(Format::Qcow2));
         assert_eq!(d.interface, DiskInterface::Scsi);
         assert!(d.read_only);
-        assert_eq!(spec.forwards[0].host_port, 0);
-        assert_eq!(spec.forwards[0].name.as_deref(), Some("ssh"));
-        let ci = spec.cloud_init.as_ref().unwrap();
+        assert_eq!(spec.forwards()[0].1.host_port, 0);
+        assert_eq!(spec.forwards()[0].1.name.as_deref(), Some("ssh"));
+        let ci = vm.cloud_init.as_ref().unwrap();
         assert_eq!(ci.username.as_deref(), Some("me"));
         assert_eq!(spec.extra_args, ["-device", "virtio-rng-pci"]);
     }
@@ -467,17 +501,17 @@ mod tests {
             accel: Some("auto".into()),
             ..VmArgs::default()
         };
-        assert_eq!(auto.accel_choice().unwrap(), AccelChoice::Auto);
+        assert_eq!(auto.accel_choice().unwrap(), AccelFlag::Auto);
         let bad = VmArgs {
             accel: Some("kvm,".into()),
             ..VmArgs::default()
         };
-        assert_eq!(bad.to_spec().unwrap_err().code, crate::exit::USAGE);
+        assert_eq!(bad.to_launch().unwrap_err().code, crate::exit::USAGE);
         let arch = VmArgs {
             arch: Some("sparc".into()),
             ..VmArgs::default()
         };
-        let e = arch.to_spec().unwrap_err();
+        let e = arch.to_launch().unwrap_err();
         assert!(e.message.contains("--arch sparc"), "{}", e.message);
     }
 
@@ -487,7 +521,7 @@ mod tests {
             spec: Some("/no/such/spec.json".into()),
             ..VmArgs::default()
         };
-        let e = missing.to_spec().unwrap_err();
+        let e = missing.to_launch().unwrap_err();
         assert_eq!(e.code, crate::exit::FAILURE);
         assert!(e.message.contains("/no/such/spec.json"), "{}", e.message);
         let dir = std::env::temp_dir().join(format!("qm-cli-spec-{}", std::process::id()));
@@ -498,7 +532,7 @@ mod tests {
             spec: Some(file.clone()),
             ..VmArgs::default()
         };
-        let e = bad.to_spec().unwrap_err();
+        let e = bad.to_launch().unwrap_err();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(e.code, crate::exit::USAGE);
         assert!(e.message.contains("memroy"), "{}", e.message);
@@ -506,16 +540,17 @@ mod tests {
 
     #[test]
     fn disks() {
-        let d = parse_disk("/vm/root.img").unwrap();
+        let (d, _) = parse_disk("/vm/root.img").unwrap();
         assert_eq!(
             d.path.as_deref(),
             Some(std::path::Path::new("/vm/root.img"))
         );
         assert_eq!(d.format, None);
-        let d = parse_disk("id=root,size=8G,flash=/img/debian.qcow2.xz,bootindex=1").unwrap();
+        let (d, launch) =
+            parse_disk("id=root,size=8G,flash=/img/debian.qcow2.xz,bootindex=1").unwrap();
         assert_eq!(d.id.as_deref(), Some("root"));
-        assert_eq!(d.size, Some(Size::gib(8)));
-        assert!(d.flash_from.is_some());
+        assert_eq!(launch.size, Some(Size::gib(8)));
+        assert!(launch.flash_from.is_some());
         assert_eq!(d.bootindex, Some(1));
         for (text, needle) in [
             ("a.img,colour=red", "unknown key \"colour\""),
@@ -528,7 +563,7 @@ mod tests {
             ("a.img,,b,", "empty item"),
         ] {
             match parse_disk(text) {
-                Ok(d) if needle == "a.img,," => {
+                Ok((d, _)) if needle == "a.img,," => {
                     assert_eq!(d.path.as_deref(), Some(std::path::Path::new("a.img,")))
                 }
                 Ok(d) => panic!("{text} parsed: {d:?}"),

@@ -27,10 +27,6 @@ fn bad_arguments_are_usage_errors_with_code_2() {
         (vec!["run", "--smp", "0"], "at least one CPU"),
         (vec!["run", "-m", "lots"], "--memory lots"),
         (vec!["argv", "--arch", "sparc"], "unknown architecture"),
-        (
-            vec!["argv", "--user", "me", "--vnc"],
-            "cloud_init, vnc make files at launch",
-        ),
         (vec!["image", "resize"], "required"),
         (
             vec!["qmp", "--socket", "a", "--tcp", "127.0.0.1:4444"],
@@ -92,11 +88,28 @@ fn help_has_examples_and_exit_codes() {
 fn argv_prints_the_shell_quoted_command_line() {
     let out = run_deadline(cmd(["argv", "--accel", "tcg"]), T);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // Exactly what `run` starts: the VM, then the launcher's QMP monitor and console on the
+    // descriptors QEMU inherits (3 and 4).
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "qemu-system-x86_64 -machine q35,graphics=off -accel tcg -cpu qemu64 -m 128M \
-         -name qemu-machine-default -nodefaults -display none\n"
+         -name qemu-machine-default -nodefaults -display none \
+         -chardev socket,id=qm-qmp,fd=3 -mon chardev=qm-qmp,mode=control \
+         -chardev socket,id=qm-console,fd=4 -serial chardev:qm-console\n"
     );
+
+    // A VM whose launch makes files is shown too: they appear in a placeholder temp dir.
+    let out = run_deadline(cmd(["argv", "--accel", "tcg", "--user", "me", "--vnc"]), T);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let line = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "-vnc unix:",
+        "qemu-machine.XXXXXX/vnc.sock",
+        "filename=",
+        "qemu-machine.XXXXXX/cidata.img,read-only=on",
+    ] {
+        assert!(line.contains(needle), "{needle}: {line}");
+    }
 
     let s = Scratch::new("argv");
     let spec = s.path("vm.json");

@@ -1,6 +1,6 @@
 //! [`Harness`]: what a launcher adds to a command line to drive QEMU.
 
-use crate::{AddFd, Accel, Chardev, CommandLine, Display, Monitor};
+use crate::{Accel, AddFd, Chardev, CommandLine, Display, Monitor};
 
 /// The chardev id of the launcher's QMP monitor.
 pub const QMP_CHARDEV: &str = "qm-qmp";

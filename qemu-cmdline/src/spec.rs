@@ -326,7 +326,10 @@ impl DiskSpec {
         let id = self.id.clone().unwrap_or_else(|| format!("disk{index}"));
         let field = format!("disks[{index}] ({id:?})");
         let Some(path) = &self.path else {
-            return Err(Error::invalid(format!("{field} path"), "the disk has no path"));
+            return Err(Error::invalid(
+                format!("{field} path"),
+                "the disk has no path",
+            ));
         };
         let mut d = Disk::new(id, path)
             .format(self.format.clone().unwrap_or_default())

@@ -1,14 +1,10 @@
 //! `qm_config`: what to launch, built from JSON or with setters.
 
-use std::collections::BTreeMap;
 use std::ffi::c_char;
 use std::os::fd::{BorrowedFd, RawFd};
-use std::path::PathBuf;
 use std::time::Duration;
 
-use qemu_cmdline::VmSpec;
-use qemu_process::{Accel, MachineConfig, VmOptions};
-use serde::Deserialize;
+use qemu_process::{AccelChoice, MachineConfig, DEFAULT_BINARY};
 
 use crate::args::{bytes_arg, opt_str_arg, out_arg, path_arg};
 use crate::error::{guard, guard_value, FfiError};
@@ -35,150 +31,24 @@ pub enum QmAccel {
 /// with `qm_config_free()`. Not thread-safe: use a config from one thread at a time (it may move
 /// between threads).
 pub struct QmConfig {
+    /// The launch description: a raw command line, or a `vm` description.
     pub(crate) config: MachineConfig,
-    /// Set when the JSON held a `vm` description: the machine is then launched as a `Vm`
-    /// (disks, cloud-init seed, forwards, VNC, UEFI prepared by the library).
-    pub(crate) vm: Option<(Box<VmSpec>, VmOptions)>,
 }
 
 impl Handle for QmConfig {
     const NAME: &'static str = "qm_config";
 }
 
-/// The JSON form of a configuration (every field optional; unknown fields are rejected).
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ConfigJson {
-    binary: Option<PathBuf>,
-    #[serde(default)]
-    args: Vec<String>,
-    accel: Option<String>,
-    temp_dir: Option<PathBuf>,
-    launch_timeout_ms: Option<u64>,
-    qmp_timeout_ms: Option<u64>,
-    console: Option<bool>,
-    console_log: Option<PathBuf>,
-    console_buffer_bytes: Option<usize>,
-    max_events: Option<usize>,
-    #[serde(default)]
-    wrapper: Vec<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    oob: Option<bool>,
-    display_none: Option<bool>,
-    vm: Option<Box<VmSpec>>,
-}
-
-/// The binary a new config runs until told otherwise.
-const DEFAULT_BINARY: &str = "qemu-system-x86_64";
-
-fn invalid_json(message: impl std::fmt::Display) -> FfiError {
-    FfiError::new(
-        QmStatus::InvalidJson,
-        format!("invalid configuration JSON: {message}"),
-    )
-}
-
 fn config_from_json(text: &[u8]) -> Result<QmConfig, FfiError> {
-    let j: ConfigJson = serde_json::from_slice(text).map_err(invalid_json)?;
-    let vm = match j.vm {
-        Some(ref spec) => Some((spec.clone(), vm_options(&j)?)),
-        None => None,
-    };
-    let mut c = MachineConfig::new(j.binary.clone().unwrap_or_else(|| DEFAULT_BINARY.into()));
-    c.args(&j.args);
-    if let Some(a) = &j.accel {
-        c.accel(parse_accel(a)?);
-    }
-    if let Some(d) = &j.temp_dir {
-        c.temp_base_dir(d);
-    }
-    if let Some(ms) = j.launch_timeout_ms {
-        c.launch_timeout(Duration::from_millis(ms));
-    }
-    if let Some(ms) = j.qmp_timeout_ms {
-        c.qmp_timeout(Duration::from_millis(ms));
-    }
-    if let Some(on) = j.console {
-        c.console(on);
-    }
-    if let Some(p) = &j.console_log {
-        c.console_log(p);
-    }
-    if let Some(n) = j.console_buffer_bytes {
-        c.console_buffer_bytes(n);
-    }
-    if let Some(n) = j.max_events {
-        c.max_events(n);
-    }
-    if !j.wrapper.is_empty() {
-        c.wrapper(&j.wrapper);
-    }
-    for (k, v) in &j.env {
-        c.env(k, v);
-    }
-    if let Some(on) = j.oob {
-        c.oob(on);
-    }
-    if let Some(on) = j.display_none {
-        c.display_none(on);
-    }
-    Ok(QmConfig { config: c, vm })
-}
-
-/// The launch options of a configuration with a `vm` description. Fields that only make sense
-/// for a raw command line are rejected rather than silently ignored.
-fn vm_options(j: &ConfigJson) -> Result<VmOptions, FfiError> {
-    let raw_only = [
-        ("args", !j.args.is_empty()),
-        ("console_buffer_bytes", j.console_buffer_bytes.is_some()),
-        ("max_events", j.max_events.is_some()),
-        ("oob", j.oob.is_some()),
-        ("display_none", j.display_none.is_some()),
-    ];
-    if let Some((field, _)) = raw_only.iter().find(|(_, set)| *set) {
-        return Err(invalid_json(format!(
-            "field `{field}` cannot be combined with `vm` (put extra QEMU arguments in \
-             `vm.extra_args`, the display in `vm.display`)"
-        )));
-    }
-    let mut o = VmOptions::new();
-    if let Some(b) = &j.binary {
-        o.binary(b);
-    }
-    if let Some(a) = &j.accel {
-        o.accel(parse_accel(a)?);
-    }
-    if let Some(d) = &j.temp_dir {
-        o.temp_base_dir(d);
-    }
-    if let Some(ms) = j.launch_timeout_ms {
-        o.launch_timeout(Duration::from_millis(ms));
-    }
-    if let Some(ms) = j.qmp_timeout_ms {
-        o.qmp_timeout(Duration::from_millis(ms));
-    }
-    if let Some(on) = j.console {
-        o.console(on);
-    }
-    if let Some(p) = &j.console_log {
-        o.console_log(p);
-    }
-    if !j.wrapper.is_empty() {
-        o.wrapper(&j.wrapper);
-    }
-    for (k, v) in &j.env {
-        o.env(k, v);
-    }
-    Ok(o)
-}
-
-fn parse_accel(a: &str) -> Result<Accel, FfiError> {
-    Accel::parse(a).ok_or_else(|| {
-        invalid_json(format!(
-            "field `accel` is {a:?}, expected auto, kvm, tcg or none"
-        ))
-    })
+    let text = std::str::from_utf8(text).map_err(|e| {
+        FfiError::new(
+            QmStatus::InvalidJson,
+            format!("invalid configuration JSON: not UTF-8: {e}"),
+        )
+    })?;
+    let config = MachineConfig::from_json(text)
+        .map_err(|e| FfiError::new(QmStatus::InvalidJson, e.to_string()))?;
+    Ok(QmConfig { config })
 }
 
 /// Creates a configuration that runs `qemu-system-x86_64` (looked up in `PATH`) with no
@@ -193,24 +63,25 @@ pub unsafe extern "C" fn qm_config_new(out: *mut *mut QmConfig) -> QmStatus {
         let out = unsafe { out_arg(out, "out") }?;
         *out = into_handle(QmConfig {
             config: MachineConfig::new(DEFAULT_BINARY),
-            vm: None,
         })?;
         Ok(())
     })
 }
 
-/// Creates a configuration from a JSON object. Every field is optional:
+/// Creates a configuration from a JSON object (the JSON form of qemu-process's
+/// `MachineConfig`). Every field is optional:
 /// `binary` (path or name), `args` (array of strings), `accel` (`"auto"`, `"kvm"`, `"tcg"`,
 /// `"none"`), `temp_dir`, `launch_timeout_ms`, `qmp_timeout_ms`, `console` (bool),
-/// `console_log` (path), `console_buffer_bytes`, `max_events`, `wrapper` (array of strings),
-/// `env` (object of strings), `oob` (bool), `display_none` (bool), and `vm`: a VM description
-/// (the JSON form of qemu-cmdline's `VmSpec`: `arch`, `memory`, `smp`, `kernel`, `disks`,
-/// `forwards`, `cloud_init`, `vnc`, `uefi`, ...) that the library turns into a command line,
-/// preparing disks, the cloud-init seed and firmware copies itself; with `vm`, `args`,
-/// `console_buffer_bytes`, `max_events`, `oob` and `display_none` are not allowed. Unknown fields
-/// are rejected with `QM_STATUS_INVALID_JSON` and a message naming them.
+/// `console_log` (path), `console_buffer_bytes`, `console_input_buffer_bytes`, `max_events`,
+/// `wrapper` (array of strings), `env` (object of strings; `null` removes a variable), `oob`
+/// (bool), `qmp_ids` (bool), `display_none` (bool), `max_message_size`, and `vm`: a VM
+/// description (`arch`, `memory`, `smp`, `kernel`, `disks`, `nics`, `forwards`, `cloud_init`,
+/// `vnc`, `uefi`, ...) that the library turns into a command line, preparing disks, the
+/// cloud-init seed and firmware copies itself; with `vm`, `args` and `display_none` are not
+/// allowed. Unknown fields are rejected with `QM_STATUS_INVALID_JSON` and a message naming them.
 ///
-/// The setters below (`qm_config_set_*`, `qm_config_add_*`) apply to configurations without `vm`.
+/// The setters below (`qm_config_set_*`, `qm_config_add_*`) change the same fields;
+/// `qm_config_add_arg()` is refused on a configuration with `vm`.
 ///
 /// # Safety
 /// `json` must be NULL or a NUL-terminated string; `out` NULL or valid for writing a pointer.
@@ -241,12 +112,6 @@ unsafe fn with_config(
 ) -> QmStatus {
     guard(|| {
         let mut c = borrow(config, "config")?;
-        if c.vm.is_some() {
-            return Err(FfiError::new(
-                QmStatus::InvalidState,
-                "this configuration has a `vm` description: give its launch options in the JSON",
-            ));
-        }
         f(&mut c.config)
     })
 }
@@ -279,6 +144,13 @@ pub unsafe extern "C" fn qm_config_add_arg(config: *mut QmConfig, arg: *const c_
     unsafe {
         with_config(config, |c| {
             let bytes = bytes_arg(arg, "arg")?;
+            if c.get_vm().is_some() {
+                return Err(FfiError::new(
+                    QmStatus::InvalidState,
+                    "this configuration has a `vm` description: put extra QEMU arguments in \
+                     `vm.extra_args`",
+                ));
+            }
             c.arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(bytes));
             Ok(())
         })
@@ -296,10 +168,10 @@ pub unsafe extern "C" fn qm_config_set_accel(config: *mut QmConfig, accel: i32) 
     unsafe {
         with_config(config, |c| {
             let a = match accel {
-                0 => Accel::Auto,
-                1 => Accel::Kvm,
-                2 => Accel::Tcg,
-                3 => Accel::None,
+                0 => AccelChoice::Auto,
+                1 => AccelChoice::Kvm,
+                2 => AccelChoice::Tcg,
+                3 => AccelChoice::None,
                 n => {
                     return Err(FfiError::invalid(format!(
                         "argument `accel` is {n}, not a qm_accel value (0 to 3)"

@@ -6,7 +6,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use qemu_process::{AttachTarget, Event, Machine, ScreenshotFormat, Vm};
+use qemu_process::{AttachTarget, Event, Machine, ScreenshotFormat};
 use serde_json::Value;
 
 use crate::args::{
@@ -26,35 +26,15 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 /// temp dir. Not thread-safe: use a machine from one thread at a time (it may move between
 /// threads).
 pub struct QmMachine {
-    inner: Inner,
+    machine: Box<Machine>,
     /// Console bytes taken from the machine but not yet read by the caller (when its buffer
     /// was smaller than what had arrived).
     console_pending: Vec<u8>,
 }
 
-/// A plain machine, or one launched from a VM description (which also knows its forwards, VNC
-/// socket and drives).
-enum Inner {
-    Machine(Box<Machine>),
-    Vm(Box<Vm>),
-}
-
 impl QmMachine {
     fn machine(&mut self) -> &mut Machine {
-        match &mut self.inner {
-            Inner::Machine(m) => m,
-            Inner::Vm(vm) => vm.machine(),
-        }
-    }
-
-    fn vm(&mut self) -> Result<&mut Vm, FfiError> {
-        match &mut self.inner {
-            Inner::Vm(vm) => Ok(vm),
-            Inner::Machine(_) => Err(FfiError::new(
-                QmStatus::Unsupported,
-                "this machine was not launched from a `vm` description",
-            )),
-        }
+        &mut self.machine
     }
 }
 
@@ -62,9 +42,9 @@ impl Handle for QmMachine {
     const NAME: &'static str = "qm_machine";
 }
 
-fn new_machine(inner: Inner) -> Result<*mut QmMachine, FfiError> {
+fn new_machine(machine: Machine) -> Result<*mut QmMachine, FfiError> {
     into_handle(QmMachine {
-        inner,
+        machine: Box::new(machine),
         console_pending: Vec::new(),
     })
 }
@@ -105,18 +85,14 @@ pub unsafe extern "C" fn qm_machine_launch(
         // SAFETY: forwarded from this function's contract.
         let out = unsafe { out_arg(out, "out") }?;
         let c = borrow(config, "config")?;
-        let inner = match &c.vm {
-            Some((spec, options)) => Inner::Vm(Box::new(Vm::launch(spec, options)?)),
-            None => Inner::Machine(Box::new(Machine::launch(&c.config)?)),
-        };
-        *out = new_machine(inner)?;
+        *out = new_machine(Machine::launch(&c.config)?)?;
         Ok(())
     })
 }
 
 fn attach(target: AttachTarget, timeout_ms: i64, out: &mut *mut QmMachine) -> Result<(), FfiError> {
     let m = Machine::attach(target, timeout_arg(timeout_ms, DEFAULT_WAIT))?;
-    *out = new_machine(Inner::Machine(Box::new(m)))?;
+    *out = new_machine(m)?;
     Ok(())
 }
 
@@ -824,7 +800,7 @@ pub unsafe extern "C" fn qm_machine_forwarded_port(
         with_machine(machine, |m| {
             let out = out_arg(out_address, "out_address")?;
             let name = str_arg(name, "name")?;
-            let addr = m.vm()?.forwarded_port(name).ok_or_else(|| {
+            let addr = m.machine().forwarded_port(name).ok_or_else(|| {
                 FfiError::invalid(format!("this machine has no port forward named {name:?}"))
             })?;
             set_string(out, addr.to_string().as_bytes())
@@ -846,7 +822,7 @@ pub unsafe extern "C" fn qm_machine_vnc_socket(
     unsafe {
         with_machine(machine, |m| {
             let out = out_arg(out_path, "out_path")?;
-            let path = m.vm()?.vnc_socket().ok_or_else(|| {
+            let path = m.machine().vnc_socket().ok_or_else(|| {
                 FfiError::new(QmStatus::Unsupported, "this machine has no VNC display")
             })?;
             set_string(out, path.as_os_str().as_encoded_bytes())
@@ -884,7 +860,7 @@ pub unsafe extern "C" fn qm_machine_screendump(
                     )))
                 }
             };
-            let written = m.vm()?.screendump(&path, format)?;
+            let written = m.machine().screendump(&path, format)?;
             if let Some(out) = out {
                 set_string(out, written.as_os_str().as_encoded_bytes())?;
             }

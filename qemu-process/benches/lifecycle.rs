@@ -19,7 +19,7 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use qemu_process::{Accel, Machine, MachineConfig};
+use qemu_process::{AccelChoice, Machine, MachineConfig};
 
 /// The caller's arguments; both clients also pass `-display none -accel tcg` (the library adds
 /// those itself) and the QMP chardev.
@@ -177,7 +177,7 @@ impl Baseline {
 
 fn config(qemu: &str) -> MachineConfig {
     let mut config = MachineConfig::new(qemu);
-    config.args(ARGS).accel(Accel::Tcg);
+    config.args(ARGS).accel(AccelChoice::Tcg);
     config
 }
 

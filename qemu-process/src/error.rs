@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use crate::spawn::display_argv;
+use qemu_cmdline::shell_quote as display_argv;
 
 /// Everything that can go wrong launching, talking to, or stopping a QEMU.
 ///

@@ -13,9 +13,11 @@
 //! console buffer. No call spawns a thread or sleeps in a loop; [`MachineSet`] drives many
 //! machines from one thread, and [`Machine::poll_sources`] lets a caller do it in its own loop.
 //!
-//! On top of `Machine`, [`Vm`] runs a whole [`VmSpec`](qemu_cmdline::VmSpec) (disks created,
-//! probed, flashed and grown; a cloud-init seed; UEFI variables per VM; port forwards with
-//! automatic host ports; VNC and screendumps), and [`image`] wraps `qemu-img` (info, create,
+//! A [`MachineConfig`] launches either a raw command line or a whole VM description,
+//! [`VmLaunch`] (a [`VmSpec`](qemu_cmdline::VmSpec) plus the launcher's work: disks created,
+//! probed, flashed and grown; a cloud-init seed; UEFI variables per VM; VNC in the temp dir);
+//! the running [`Machine`] then reports port forwards with automatic host ports, flashes and
+//! dumps named drives, and takes screendumps. [`image`] wraps `qemu-img` (info, create,
 //! resize, convert with progress, check, snapshots) and flashing compressed images.
 //!
 //! ```no_run

@@ -1,7 +1,7 @@
 //! Spawning the QEMU child through the process guardian: binary lookup, private temp dir, log
 //! file, inherited descriptors, signals and the exit status.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -236,22 +236,6 @@ impl ChildProc {
     }
 }
 
-/// Joins an argv into one line for messages, quoting arguments that need it.
-pub(crate) fn display_argv(argv: &[OsString]) -> String {
-    fn quote(arg: &OsStr) -> String {
-        let s = arg.to_string_lossy();
-        let plain = !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b",._+-:=/@%".contains(&b));
-        if plain {
-            s.into_owned()
-        } else {
-            format!("'{}'", s.replace('\'', r"'\''"))
-        }
-    }
-    argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,14 +451,5 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
-    }
-
-    #[test]
-    fn argv_display_quotes_what_needs_it() {
-        let argv: Vec<OsString> = ["qemu", "-name", "a b", "it's", ""]
-            .iter()
-            .map(OsString::from)
-            .collect();
-        assert_eq!(display_argv(&argv), r"qemu -name 'a b' 'it'\''s' ''");
     }
 }

@@ -8,9 +8,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use features_common::{options, Scratch, BOOT};
+use features_common::{launch, launch_json, options, Scratch, BOOT};
 use qemu_cmdline::{Format, UefiSpec, UefiVariant, VmSpec};
-use qemu_process::{DriveKind, ScreenshotFormat, Vm};
+use qemu_process::{DriveKind, Machine as Vm, ScreenshotFormat};
 
 /// Width and height from a PNG's IHDR chunk.
 fn png_size(bytes: &[u8]) -> (u32, u32) {
@@ -37,10 +37,13 @@ fn ppm_size(bytes: &[u8]) -> (u32, u32) {
 fn vnc_socket_speaks_rfb_and_screendumps_have_the_screen_size() {
     let s = Scratch::new("vnc");
     // Paused: the display keeps QEMU's initial 640x480 surface, whatever the firmware would do.
-    let spec = VmSpec::from_json(r#"{"vnc": true, "paused": true}"#).unwrap();
-    let mut vm = Vm::launch(&spec, &options(&s.0)).unwrap();
+    let mut vm = launch_json(r#"{"vnc": true, "paused": true}"#, &options(&s.0)).unwrap();
     let sock = vm.vnc_socket().unwrap().to_owned();
-    assert!(sock.starts_with(vm.temp_dir()), "{}", sock.display());
+    assert!(
+        sock.starts_with(vm.temp_dir().unwrap()),
+        "{}",
+        sock.display()
+    );
     let mut stream = UnixStream::connect(&sock).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -63,7 +66,7 @@ fn vnc_socket_speaks_rfb_and_screendumps_have_the_screen_size() {
         .unwrap_err();
     assert!(matches!(e, qemu_process::Error::Qmp(_)), "{e:?}");
     vm.shutdown(Duration::from_secs(20)).unwrap();
-    let temp = vm.temp_dir().to_owned();
+    let temp = vm.temp_dir().unwrap().to_owned();
     drop(vm);
     assert!(!temp.exists() && !sock.exists());
 }
@@ -92,8 +95,11 @@ fn uefi_default_partitions_keep_variables_per_vm() {
     let s = Scratch::new("uefi");
     let template = plain_vars_template();
     let before = std::fs::read(&template).unwrap();
-    let spec = VmSpec::from_json(r#"{"default_partitions": true, "disk_size": "64M"}"#).unwrap();
-    let mut vm = Vm::launch(&spec, &options(&s.0)).unwrap();
+    let mut vm = launch_json(
+        r#"{"default_partitions": true, "disk_size": "64M"}"#,
+        &options(&s.0),
+    )
+    .unwrap();
     let names: Vec<(&str, DriveKind)> = vm
         .drives()
         .iter()
@@ -108,14 +114,14 @@ fn uefi_default_partitions_keep_variables_per_vm() {
         ]
     );
     let root = vm.drives()[0].clone();
-    assert!(root.owned && root.path.starts_with(vm.temp_dir()));
+    assert!(root.owned && root.path.starts_with(vm.temp_dir().unwrap()));
     // QEMU holds the image open: plain info is refused by the lock, force_share reads it.
     let img = qemu_process::image::QemuImg::new();
     assert!(img.info(&root.path).is_err());
     let info = img.info_with(&root.path, None, true).unwrap();
     assert_eq!((info.format, info.virtual_size), (Format::Qcow2, 64 << 20));
     let vars = vm.drives()[2].path.clone();
-    assert!(vars.starts_with(vm.temp_dir()));
+    assert!(vars.starts_with(vm.temp_dir().unwrap()));
 
     // OVMF boots (the empty root disk fails, the built-in shell starts) and writes variables.
     wait_console(&mut vm, "UEFI Interactive Shell");
@@ -143,9 +149,10 @@ fn uefi_secure_boot_refuses_the_unsigned_shell() {
         }),
         ..VmSpec::default()
     };
-    let mut vm = Vm::launch(&spec, &options(&s.0)).unwrap();
+    let mut vm = launch(spec, &options(&s.0)).unwrap();
     let code = vm
         .resolved_spec()
+        .unwrap()
         .uefi
         .as_ref()
         .unwrap()

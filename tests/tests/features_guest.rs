@@ -1,4 +1,4 @@
-//! `Vm` features seen from inside the guest fixture: a flashed disk, the cloud-init seed, and
+//! VM features seen from inside the guest fixture: a flashed disk, the cloud-init seed, and
 //! port forwards to a guest server.
 
 mod features_common;
@@ -8,9 +8,10 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use features_common::{guest_spec, options, shell, wait_ready, Scratch};
-use qemu_cmdline::{CloudInitSpec, DiskSpec, Format, PortForward, Size};
-use qemu_process::{DriveKind, Error, Vm};
+use features_common::{guest_spec, launch, options, shell, wait_ready, Scratch};
+use qemu_cmdline::{DiskSpec, Format, PortForward, Size};
+use qemu_process::cloudinit::CloudInitSpec;
+use qemu_process::{DiskLaunch, DriveKind, Error, Machine as Vm, VmLaunch};
 
 const MIB: usize = 1 << 20;
 
@@ -55,15 +56,17 @@ fn flashed_disk_is_read_by_the_guest_and_reflash_needs_the_vm_stopped() {
 
     // A comma and a space in the path: escaped on the way to QEMU.
     let disk_path = s.path("data, 1.raw");
-    let mut spec = guest_spec(&["virtio_blk"], "");
+    let mut spec = VmLaunch::new(guest_spec(&["virtio_blk"], ""));
     let mut disk = DiskSpec::new(&disk_path);
     disk.id = Some("data".into());
     disk.format = Some(Format::Raw);
-    disk.size = Some(Size::mib(32));
-    disk.flash_from = Some(gz.clone());
-    spec.disks.push(disk);
+    spec.spec.disks.push(disk);
+    spec.disks.push(DiskLaunch {
+        size: Some(Size::mib(32)),
+        flash_from: Some(gz.clone()),
+    });
 
-    let mut vm = Vm::launch(&spec, &options(&s.0)).unwrap();
+    let mut vm = launch(spec, &options(&s.0)).unwrap();
     wait_ready(&mut vm);
     let out = read_marker(&mut vm);
     assert!(out.contains(&first), "{out}");
@@ -121,7 +124,7 @@ fn flashed_disk_is_read_by_the_guest_and_reflash_needs_the_vm_stopped() {
 fn cloud_init_seed_is_a_cidata_vfat_disk_with_the_configured_identity() {
     let s = Scratch::new("guest-seed");
     let password = "p4ss: \"quoted\" 'single' # not a comment\nsecond line: yes\n  - indented";
-    let mut spec = guest_spec(&["virtio_blk", "vfat"], "");
+    let mut spec = VmLaunch::new(guest_spec(&["virtio_blk", "vfat"], ""));
     spec.cloud_init = Some(CloudInitSpec {
         hostname: Some("qm-host-1".into()),
         username: Some("tester".into()),
@@ -129,12 +132,11 @@ fn cloud_init_seed_is_a_cidata_vfat_disk_with_the_configured_identity() {
         ssh_authorized_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIQM test@host".into()],
         ..CloudInitSpec::default()
     });
-    let mut vm = Vm::launch(&spec, &options(&s.0)).unwrap();
+    let mut vm = launch(spec, &options(&s.0)).unwrap();
     // The seed is this VM's own, in its temp dir, attached read-only.
-    let seed = vm.temp_dir().join("cidata.img");
+    let seed = vm.temp_dir().unwrap().join("cidata.img");
     assert!(seed.is_file());
-    assert!(vm.resolved_spec().cloud_init.is_none());
-    let disk = vm.resolved_spec().disks.last().unwrap();
+    let disk = vm.resolved_spec().unwrap().disks.last().unwrap();
     assert_eq!(disk.id.as_deref(), Some(qemu_process::SEED_DISK_ID));
     assert!(disk.read_only);
 
@@ -173,7 +175,7 @@ fn cloud_init_seed_is_a_cidata_vfat_disk_with_the_configured_identity() {
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIQM test@host"
     );
     vm.powerdown(Duration::from_secs(60)).unwrap();
-    let temp = vm.temp_dir().to_owned();
+    let temp = vm.temp_dir().unwrap().to_owned();
     drop(vm);
     assert!(!temp.exists());
 }
@@ -206,10 +208,13 @@ fn forwards_with_automatic_host_ports_reach_two_guests_at_once() {
     for name in ["alpha", "beta"] {
         let mut spec = guest_spec(&[], "qm.net=1");
         spec.name = Some(name.into());
-        spec.forwards = vec![PortForward::tcp(0, 8080)
-            .host_addr(std::net::Ipv4Addr::LOCALHOST)
-            .name("web")];
-        vms.push((name, Vm::launch(&spec, &options(&s.0)).unwrap()));
+        spec.forward(
+            PortForward::tcp(0, 8080)
+                .host_addr(std::net::Ipv4Addr::LOCALHOST)
+                .name("web"),
+        )
+        .unwrap();
+        vms.push((name, launch(spec, &options(&s.0)).unwrap()));
     }
     let mut ports = Vec::new();
     for (name, vm) in &mut vms {
@@ -250,17 +255,13 @@ fn bad_forwards_are_named() {
             "host_port: port 70000 is out of range (0..=65535)",
         ),
     ] {
-        let e = qemu_cmdline::VmSpec::from_json(doc)
-            .unwrap_err()
-            .to_string();
+        let e = VmLaunch::from_json(doc).unwrap_err().to_string();
         assert!(e.contains(needle), "{doc}: {e}");
     }
     // Built in code, a guest port 0 is refused before QEMU starts.
-    let spec = qemu_cmdline::VmSpec {
-        forwards: vec![PortForward::tcp(2222, 0).name("ssh")],
-        ..qemu_cmdline::VmSpec::default()
-    };
-    let e = Vm::launch(&spec, &options(&s.0)).unwrap_err();
+    let mut spec = qemu_cmdline::VmSpec::default();
+    spec.forward(PortForward::tcp(2222, 0).name("ssh")).unwrap();
+    let e = launch(spec, &options(&s.0)).unwrap_err();
     assert!(matches!(e, Error::Spec(_)), "{e:?}");
     assert!(
         e.to_string().contains("forward \"ssh\" guest_port: port 0"),

@@ -1,21 +1,21 @@
-//! `qemu_process::Vm` against a real QEMU: a VM launched from a `VmSpec`, its argv, accelerator,
+//! `qemu_process::Machine` against a real QEMU: a VM launched from a `VmSpec`, its argv, accelerator,
 //! console, temp dir, relaunch, and the errors of bad descriptions.
 
 mod features_common;
 
 use std::time::Duration;
 
-use features_common::{options, wait_ready, Scratch};
+use features_common::{launch, launch_json, options, wait_ready, Scratch};
 use qemu_cmdline::VmSpec;
-use qemu_process::{Accel, Error, RunState, Vm, VmOptions};
+use qemu_process::{AccelChoice, Error, MachineConfig, RunState};
 
 #[test]
 fn default_spec_launches_firmware_only_and_cleans_up() {
     let scratch = Scratch::new("vm-default");
     let spec = VmSpec::default();
-    let mut vm = Vm::launch(&spec, &options(&scratch.0)).unwrap();
+    let mut vm = launch(spec.clone(), &options(&scratch.0)).unwrap();
     assert_eq!(vm.status().unwrap(), RunState::Running);
-    let temp = vm.temp_dir().to_owned();
+    let temp = vm.temp_dir().unwrap().to_owned();
     assert!(temp.starts_with(&scratch.0));
     // The Machine's own temp dir (log, sockets) lives inside the VM's.
     assert!(vm.log_path().unwrap().starts_with(&temp));
@@ -42,8 +42,11 @@ fn default_spec_launches_firmware_only_and_cleans_up() {
         argv.windows(2).any(|w| w == ["-machine", "q35"]),
         "{argv:?}"
     );
-    assert_eq!(vm.resolved_spec().accel, vec![qemu_cmdline::Accel::Tcg]);
-    assert_eq!(vm.spec(), &spec);
+    assert_eq!(
+        vm.resolved_spec().unwrap().accel,
+        vec![qemu_cmdline::Accel::Tcg]
+    );
+    assert_eq!(&vm.vm_launch().unwrap().spec, &spec);
     assert!(vm.forwards().is_empty() && vm.vnc_socket().is_none());
     assert!(vm.drives().is_empty());
 
@@ -52,7 +55,7 @@ fn default_spec_launches_firmware_only_and_cleans_up() {
     vm.shutdown(Duration::from_secs(20)).unwrap();
     assert!(!vm.is_running());
     vm.relaunch().unwrap();
-    assert_eq!(vm.machine().status().unwrap(), RunState::Running);
+    assert_eq!(vm.status().unwrap(), RunState::Running);
     drop(vm);
     assert!(!temp.exists(), "temp dir left behind");
     assert!(scratch.entries().is_empty(), "{:?}", scratch.entries());
@@ -70,14 +73,14 @@ fn an_accel_the_description_chooses_wins_over_auto() {
         for explicit in [true, false] {
             let mut o = options(&scratch.0);
             if explicit {
-                o.accel(Accel::Auto);
+                o.accel(AccelChoice::Auto);
             } else {
-                o = VmOptions::new();
+                o = MachineConfig::default();
                 o.binary(qemu_machine_tests::qemu_system_x86_64())
                     .temp_base_dir(&scratch.0);
             }
-            let mut vm = Vm::launch(spec, &o).unwrap_or_else(|e| panic!("{spec:?}: {e}"));
-            assert!(vm.resolved_spec().accel.is_empty(), "{spec:?}");
+            let mut vm = launch(spec.clone(), &o).unwrap_or_else(|e| panic!("{spec:?}: {e}"));
+            assert!(vm.resolved_spec().unwrap().accel.is_empty(), "{spec:?}");
             let choices = vm
                 .argv()
                 .iter()
@@ -98,7 +101,7 @@ fn guest_console_is_the_first_serial_port_and_spec_serials_follow() {
     let mut spec = features_common::guest_spec(&[], "");
     // A second serial port from the spec: the guest sees it as ttyS1.
     spec.serial = vec![qemu_cmdline::ChardevBackend::Null {}];
-    let mut vm = Vm::launch(&spec, &options(&scratch.0)).unwrap();
+    let mut vm = launch(spec.clone(), &options(&scratch.0)).unwrap();
     wait_ready(&mut vm);
     let out = features_common::shell(&mut vm, "cat /proc/tty/driver/serial | grep -c uart:16550A");
     assert!(out.contains('2'), "{out}");
@@ -118,7 +121,7 @@ fn bad_descriptions_are_errors_and_leave_nothing() {
         r#"{{"disks": [{{"name": "data", "path": {missing:?}}}]}}"#
     ))
     .unwrap();
-    let e = Vm::launch(&spec, &options(&base)).unwrap_err();
+    let e = launch(spec, &options(&base)).unwrap_err();
     match &e {
         Error::NotFound { what, path } => {
             assert_eq!(what, "disk \"data\"");
@@ -133,28 +136,30 @@ fn bad_descriptions_are_errors_and_leave_nothing() {
 
     // A spec QEMU rejects: the launch error carries QEMU's message.
     let spec = VmSpec::from_json(r#"{"extra_args": ["-no-such-option"]}"#).unwrap();
-    let e = Vm::launch(&spec, &options(&base)).unwrap_err();
+    let e = launch(spec, &options(&base)).unwrap_err();
     assert!(matches!(e, Error::Launch { .. }), "{e:?}");
     assert!(e.to_string().contains("-no-such-option"), "{e}");
 
     // A disk the launch created at the spec's path is removed when the launch fails.
     let made = scratch.path("made, by launch.qcow2");
-    let spec = VmSpec::from_json(&format!(
-        r#"{{"disks": [{{"name": "new", "path": {made:?}, "size": "1M"}}],
+    let e = launch_json(
+        &format!(
+            r#"{{"disks": [{{"name": "new", "path": {made:?}, "size": "1M"}}],
             "extra_args": ["-no-such-option"]}}"#
-    ))
-    .unwrap();
-    let e = Vm::launch(&spec, &options(&base)).unwrap_err();
+        ),
+        &options(&base),
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::Launch { .. }), "{e:?}");
     assert!(!made.exists(), "the created disk was left behind");
 
     // An invalid spec: the cmdline error, named.
-    let spec = VmSpec::from_json(
+    let e = launch_json(
         r#"{"forwards": [{"host_port": 1, "guest_port": 2}],
         "nics": [{"backend": {"type": "tap"}}]}"#,
+        &options(&base),
     )
-    .unwrap();
-    let e = Vm::launch(&spec, &options(&base)).unwrap_err();
+    .unwrap_err();
     assert!(matches!(e, Error::Spec(_)), "{e:?}");
     // Nothing left in the temp base.
     assert_eq!(std::fs::read_dir(&base).unwrap().count(), 0);

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard, Once};
 use std::time::Duration;
 
 use qemu_machine_tests::fixture::{run_param, GuestFixture, READY_LINE, RUN_EXIT_PREFIX};
-use qemu_process::{Accel, Error, Machine, MachineConfig, DEFAULT_CONSOLE_INPUT_BUFFER};
+use qemu_process::{AccelChoice, Error, Machine, MachineConfig, DEFAULT_CONSOLE_INPUT_BUFFER};
 
 /// Booting takes about 2 s under TCG; leave room for a loaded machine.
 const BOOT: Duration = Duration::from_secs(120);
@@ -75,7 +75,7 @@ fn script_config(script: &str) -> MachineConfig {
         .args(["-machine", "q35", "-m", "256M", "-nodefaults", "-no-reboot"])
         .args(fixture.boot_args(&fixture.kernel_cmdline(&[], &run_param(script))))
         // Nested KVM crashes Linux guests on the development machines.
-        .accel(Accel::Tcg)
+        .accel(AccelChoice::Tcg)
         .console(true)
         .qmp_timeout(Duration::from_secs(60));
     config
@@ -200,7 +200,7 @@ fn console_write_without_a_console_or_after_exit_says_why() {
     let mut config = MachineConfig::new(process_common::qemu());
     config
         .args(["-machine", "q35", "-nodefaults", "-S"])
-        .accel(Accel::Tcg)
+        .accel(AccelChoice::Tcg)
         .console(true);
     let mut vm = Machine::launch(&config).unwrap();
     let status = vm.shutdown(Duration::from_secs(10)).unwrap();

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use process_common::{none_config, qemu, ScratchDir};
-use qemu_process::{Accel, Machine, MachineConfig};
+use qemu_process::{AccelChoice, Machine, MachineConfig};
 use serde_json::{json, Value};
 
 fn rw_file(path: &std::path::Path, len: u64) -> std::fs::File {
@@ -84,7 +84,7 @@ fn a_descriptor_sent_with_getfd_is_used_by_qemu() {
     let mut config = MachineConfig::new(qemu());
     config
         .args(["-machine", "q35", "-m", "16M", "-nodefaults", "-S"])
-        .accel(Accel::Tcg);
+        .accel(AccelChoice::Tcg);
     let mut vm = Machine::launch(&config).unwrap();
     vm.send_fd(dump.as_fd(), "dumpfd").unwrap();
     // QEMU writes an ELF core of guest memory into the descriptor it received.

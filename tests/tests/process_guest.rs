@@ -7,7 +7,7 @@ mod process_common;
 use std::time::{Duration, Instant};
 
 use qemu_machine_tests::fixture::{GuestFixture, POWER_BUTTON_LINE, PROMPT, READY_LINE};
-use qemu_process::{Accel, Error, Machine, MachineConfig, RunState};
+use qemu_process::{AccelChoice, Error, Machine, MachineConfig, RunState};
 use serde_json::json;
 
 /// Booting takes about 2 s under TCG; leave room for a loaded CI machine.
@@ -22,7 +22,7 @@ fn guest_config(extra_args: &[&str]) -> MachineConfig {
         .args(extra_args)
         .args(fixture.boot_args(&fixture.kernel_cmdline(&[], "")))
         // Nested KVM crashes Linux guests on the development machines.
-        .accel(Accel::Tcg)
+        .accel(AccelChoice::Tcg)
         .console(true)
         .qmp_timeout(COMMAND);
     config

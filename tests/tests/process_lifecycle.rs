@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use process_common::{none_config, qemu, ScratchDir};
-use qemu_process::{Accel, Error, Machine, MachineConfig, RunState};
+use qemu_process::{AccelChoice, Error, Machine, MachineConfig, RunState};
 use serde_json::json;
 
 #[test]
@@ -88,7 +88,7 @@ fn q35_stop_cont_events_carry_timestamps_and_match_patterns() {
     let mut config = MachineConfig::new(qemu());
     config
         .args(["-machine", "q35", "-nodefaults", "-m", "64M"])
-        .accel(Accel::Tcg);
+        .accel(AccelChoice::Tcg);
     let mut vm = Machine::launch(&config).unwrap();
     assert_eq!(vm.status().unwrap(), RunState::Running);
 
@@ -209,7 +209,7 @@ fn quit_by_hand_is_not_an_error_and_wait_returns_the_status() {
 #[test]
 fn auto_accel_resolves_to_a_concrete_choice() {
     let mut config = none_config();
-    config.accel(Accel::Auto);
+    config.accel(AccelChoice::Auto);
     let mut vm = Machine::launch(&config).unwrap();
     let argv: Vec<String> = vm
         .argv()
@@ -222,11 +222,11 @@ fn auto_accel_resolves_to_a_concrete_choice() {
         .map(|w| w[1].clone())
         .expect("auto adds -accel");
     assert!(accel == "kvm" || accel == "tcg", "{accel}");
-    let expected = qemu_process::resolve_accel(Accel::Auto, &qemu());
+    let expected = qemu_process::resolve_accel(AccelChoice::Auto, &qemu());
     assert_eq!(format!("{expected:?}").to_lowercase(), accel);
     // QEMU runs what was chosen (KVM only when /dev/kvm is usable: Auto checks).
     let kvm = vm.execute("query-kvm", None).unwrap();
-    assert_eq!(kvm["enabled"], json!(expected == Accel::Kvm), "{kvm}");
+    assert_eq!(kvm["enabled"], json!(expected == AccelChoice::Kvm), "{kvm}");
     vm.shutdown(Duration::from_secs(10)).unwrap();
 }
 
@@ -243,7 +243,7 @@ fn an_accel_the_args_choose_wins_over_auto() {
     // On this machine Auto would pick KVM (/dev/kvm is usable and the guest is native), so a
     // TCG machine shows that the caller's choice was kept; elsewhere Auto would pick TCG and
     // the argv still shows that the library added no -accel of its own.
-    let auto = qemu_process::resolve_accel(Accel::Auto, &qemu());
+    let auto = qemu_process::resolve_accel(AccelChoice::Auto, &qemu());
     eprintln!("Auto resolves to {auto:?} here");
     for args in [
         &["-machine", "none", "-nodefaults", "-accel", "tcg"][..],
@@ -255,7 +255,7 @@ fn an_accel_the_args_choose_wins_over_auto() {
         let mut config = MachineConfig::new(qemu());
         config
             .args(args)
-            .accel(Accel::Auto)
+            .accel(AccelChoice::Auto)
             .launch_timeout(Duration::from_secs(20))
             .qmp_timeout(Duration::from_secs(20));
         let mut vm = Machine::launch(&config).unwrap_or_else(|e| panic!("{args:?}: {e}"));

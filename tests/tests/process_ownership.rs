@@ -15,8 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use process_common::{none_config, process_state, ScratchDir};
-use qemu_cmdline::VmSpec;
-use qemu_process::{Accel, Machine, MachineConfig, Vm, VmOptions};
+use qemu_process::{AccelChoice, Machine, MachineConfig, VmLaunch};
 
 const HELPER_ENV: &str = "QM_TEST_OWNERSHIP_HELPER";
 const SCRATCH_ENV: &str = "QM_TEST_OWNERSHIP_SCRATCH";
@@ -106,18 +105,18 @@ fn a_machine_outlives_the_thread_that_launched_it() {
 }
 
 /// A small VM with a port forward, its temp dir under `base`.
-fn forwarding_vm(base: &Path) -> Vm {
-    let spec = VmSpec::from_json(
+fn forwarding_vm(base: &Path) -> Machine {
+    let vm = VmLaunch::from_json(
         r#"{"machine": {"type": "q35"}, "memory": "64M",
             "forwards": [{"name": "ssh", "host_port": 0, "guest_port": 22}]}"#,
     )
     .unwrap();
-    let mut options = VmOptions::new();
+    let mut options = MachineConfig::for_vm(vm);
     options
-        .accel(Accel::Tcg)
+        .accel(AccelChoice::Tcg)
         .temp_base_dir(base)
         .binary(qemu_machine_tests::qemu_system_x86_64());
-    Vm::launch(&spec, &options).unwrap()
+    Machine::launch(&options).unwrap()
 }
 
 #[test]

@@ -12,9 +12,9 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use features_common::{options, Scratch};
+use features_common::{launch, options, Scratch};
 use qemu_cmdline::{Format, Size, VmSpec};
-use qemu_process::{image, ScreenshotFormat, Vm};
+use qemu_process::{image, ScreenshotFormat, VmLaunch};
 
 /// Sets the process umask to the common default, so that an unrestricted file is visible.
 fn usual_umask() {
@@ -55,8 +55,8 @@ fn open_to_others(paths: &[PathBuf]) -> Vec<String> {
 }
 
 /// A VM that makes every kind of file the launcher makes.
-fn spec(scratch: &Scratch) -> VmSpec {
-    VmSpec::from_json(&format!(
+fn spec(scratch: &Scratch) -> VmLaunch {
+    VmLaunch::from_json(&format!(
         r#"{{
             "memory": "128M",
             "paused": true,
@@ -80,8 +80,8 @@ fn every_file_the_library_makes_is_owner_only() {
     let console_log = scratch.path("console.log");
     let mut o = options(&scratch.0);
     o.console_log(&console_log);
-    let mut vm = Vm::launch(&spec(&scratch), &o).unwrap();
-    let temp = vm.temp_dir().to_owned();
+    let mut vm = launch(spec(&scratch), &o).unwrap();
+    let temp = vm.temp_dir().unwrap().to_owned();
     let vnc = vm.vnc_socket().unwrap().to_owned();
 
     let mut paths = Vec::new();
@@ -145,7 +145,7 @@ fn every_file_the_library_makes_is_owner_only() {
 
     // A screendump QEMU refuses (no display device) leaves no file behind.
     let spec = VmSpec::from_json(r#"{"paused": true}"#).unwrap();
-    let mut vm = Vm::launch(&spec, &options(&scratch.0)).unwrap();
+    let mut vm = launch(spec, &options(&scratch.0)).unwrap();
     let blank = scratch.path("blank.ppm");
     let e = vm
         .screendump(&blank, Some(ScreenshotFormat::Ppm))
@@ -161,12 +161,12 @@ fn the_files_qemu_creates_are_owner_only() {
     // is 0755.
     usual_umask();
     let scratch = Scratch::new("files-qemu");
-    let spec = VmSpec::from_json(r#"{"paused": true, "vnc": true}"#).unwrap();
-    let vm = Vm::launch(&spec, &options(&scratch.0)).unwrap();
+    let spec = VmLaunch::from_json(r#"{"paused": true, "vnc": true}"#).unwrap();
+    let vm = launch(spec, &options(&scratch.0)).unwrap();
     let vnc = vm.vnc_socket().unwrap().to_owned();
     assert!(vnc.symlink_metadata().unwrap().file_type().is_socket());
     let mut paths = Vec::new();
-    walk(vm.temp_dir(), &mut paths);
+    walk(vm.temp_dir().unwrap(), &mut paths);
     let open = open_to_others(&paths);
     assert!(
         open.is_empty(),

@@ -7,9 +7,8 @@ mod features_common;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use features_common::{options, Scratch};
+use features_common::{launch, options, Scratch};
 use qemu_cmdline::{Display, PortForward, Proto, VmSpec, Vnc};
-use qemu_process::Vm;
 
 /// The IPv4 addresses on which a socket of `proto` is bound to `port` (TCP: listening ones),
 /// from the kernel's own tables.
@@ -69,18 +68,18 @@ fn free_port(from: u16) -> u16 {
 fn forwards_listen_on_loopback_unless_every_address_is_asked_for() {
     let scratch = Scratch::new("net-forwards");
     let fixed = free_port(20000 + (std::process::id() % 20000) as u16);
-    let spec = VmSpec {
-        forwards: vec![
-            PortForward::tcp(0, 22).name("ssh"),
-            PortForward::tcp(fixed, 80).name("web"),
-            PortForward::udp(0, 53).name("dns"),
-            PortForward::tcp(0, 8080)
-                .host_addr(Ipv4Addr::UNSPECIFIED)
-                .name("public"),
-        ],
-        ..VmSpec::default()
-    };
-    let mut vm = Vm::launch(&spec, &options(&scratch.0)).unwrap();
+    let mut spec = VmSpec::default();
+    for f in [
+        PortForward::tcp(0, 22).name("ssh"),
+        PortForward::tcp(fixed, 80).name("web"),
+        PortForward::udp(0, 53).name("dns"),
+        PortForward::tcp(0, 8080)
+            .host_addr(Ipv4Addr::UNSPECIFIED)
+            .name("public"),
+    ] {
+        spec.forward(f).unwrap();
+    }
+    let mut vm = launch(spec, &options(&scratch.0)).unwrap();
 
     // Without an address: 127.0.0.1, as reported and as the kernel shows it.
     let ssh = vm.forwarded_port("ssh").unwrap();
@@ -157,7 +156,7 @@ fn a_tcp_vnc_display_listens_on_loopback_unless_a_host_is_given() {
         }),
         ..VmSpec::default()
     };
-    let mut vm = Vm::launch(&spec, &options(&scratch.0)).unwrap();
+    let mut vm = launch(spec, &options(&scratch.0)).unwrap();
     let vnc = vm.execute("query-vnc", None).unwrap();
     assert_eq!(vnc["enabled"], serde_json::json!(true), "{vnc}");
     assert_eq!(vnc["host"], serde_json::json!("127.0.0.1"), "{vnc}");

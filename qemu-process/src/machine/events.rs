@@ -1,6 +1,5 @@
 //! Events: kept in arrival order (bounded), taken, or awaited by name and pattern.
 
-
 use std::time::Duration;
 
 use qmp_proto::Event;

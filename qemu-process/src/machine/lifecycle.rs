@@ -1,6 +1,5 @@
 //! Power and run state, and the end of QEMU: shutdown, kill, wait.
 
-
 use std::process::ExitStatus;
 use std::time::Duration;
 

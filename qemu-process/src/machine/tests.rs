@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use super::launch::attach_session;
 use super::{Deadline, Machine};
-use crate::sys;
 use crate::error::Error;
+use crate::sys;
 
 fn assert_send<T: Send>() {}
 

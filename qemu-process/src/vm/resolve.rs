@@ -273,6 +273,10 @@ impl Resolver<'_> {
         }
         if !exists {
             let Some(size) = size else {
+                if self.dry_run {
+                    // Shown as given; the launch itself reports the missing image.
+                    return Ok((path, d.format.clone().unwrap_or(Format::Raw), owned));
+                }
                 return Err(Error::NotFound { what, path });
             };
             let format = d.format.clone().unwrap_or(Format::Qcow2);

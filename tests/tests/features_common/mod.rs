@@ -1,5 +1,5 @@
-//! Helpers shared by the `features_*` integration tests (qemu-process's `Vm` and `image` against
-//! a real QEMU, qemu-img and the guest fixture).
+//! Helpers shared by the `features_*` integration tests (qemu-process's VM launches and `image`
+//! against a real QEMU, qemu-img and the guest fixture).
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use qemu_cmdline::VmSpec;
 use qemu_machine_tests::fixture::{self, GuestFixture};
-use qemu_process::{Accel, Vm, VmOptions};
+use qemu_process::{AccelChoice, Error, Machine, MachineConfig, VmLaunch};
+
+/// A machine launched from a VM description.
+pub type Vm = Machine;
 
 /// How long a guest may take to boot to its ready line under TCG on a loaded machine.
 pub const BOOT: Duration = Duration::from_secs(90);
@@ -45,14 +48,27 @@ impl Drop for Scratch {
 
 /// Launch options for tests: TCG (nested KVM crashes Linux guests here), the QEMU on PATH
 /// (failing with the install command when missing), temp dirs under `base`.
-pub fn options(base: &Path) -> VmOptions {
-    let mut o = VmOptions::new();
-    o.accel(Accel::Tcg)
+pub fn options(base: &Path) -> MachineConfig {
+    let mut o = MachineConfig::default();
+    o.accel(AccelChoice::Tcg)
         .binary(qemu_machine_tests::qemu_system_x86_64())
         .temp_base_dir(base)
         .launch_timeout(Duration::from_secs(30))
         .qmp_timeout(Duration::from_secs(30));
     o
+}
+
+/// Launches `vm` (a [`VmSpec`], or a [`VmLaunch`] with launcher work) with `options`.
+pub fn launch(vm: impl Into<VmLaunch>, options: &MachineConfig) -> Result<Machine, Error> {
+    let mut config = options.clone();
+    config.vm(vm);
+    Machine::launch(&config)
+}
+
+/// Launches the VM described by `json` (a [`VmLaunch`]'s JSON form) with `options`; a
+/// description that does not parse is the error.
+pub fn launch_json(json: &str, options: &MachineConfig) -> Result<Machine, Error> {
+    launch(VmLaunch::from_json(json)?, options)
 }
 
 /// The guest fixture.

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use qemu_process::{Accel, MachineConfig};
+use qemu_process::{AccelChoice, MachineConfig};
 
 /// The QEMU binary; panics with the install command when missing.
 pub fn qemu() -> PathBuf {
@@ -17,7 +17,7 @@ pub fn none_config() -> MachineConfig {
     let mut config = MachineConfig::new(qemu());
     config
         .args(["-machine", "none", "-nodefaults"])
-        .accel(Accel::Tcg)
+        .accel(AccelChoice::Tcg)
         .launch_timeout(Duration::from_secs(20))
         .qmp_timeout(Duration::from_secs(20));
     config
