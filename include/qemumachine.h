@@ -51,7 +51,9 @@ typedef enum qm_status {
   // freed handle stays invalid for good), never created by this library, or a `qm_config`
   // where a `qm_machine` is expected; or a handle in use by another thread's call.
   QM_STATUS_INVALID_HANDLE = 11,
-  // QEMU sent something that violates the QMP protocol.
+  // QEMU sent something that violates the QMP protocol, or a reply larger than the bound on
+  // one QMP message (10 MiB by default; the message names the reply's size and the bound, and
+  // the machine stays usable: the next command works).
   QM_STATUS_PROTOCOL = 12,
   // A shutdown had to fall back to killing QEMU.
   QM_STATUS_NOT_GRACEFUL = 13,
@@ -309,6 +311,12 @@ enum qm_status qm_machine_attach_tcp(const char *address,
 // `*out_json` (if `out_json` is not NULL) receives the `return` value as JSON; free it with
 // `qm_string_free()`. When QEMU answers with an error the status is `QM_STATUS_QMP_ERROR` and
 // `qm_last_error_qmp_class()` / `qm_last_error_qmp_desc()` give its class and description.
+// The returned JSON keeps the members in QEMU's order, and numbers as QEMU wrote them (a double
+// reads back to the same bits). A reply larger than the bound on one QMP message fails with
+// `QM_STATUS_PROTOCOL`, its size and the bound in the message, and the next command works.
+// A `command` that cannot be a QMP command name (QAPI names: an ASCII letter, then letters,
+// digits, `-` and `_`, optionally after a `__RFQDN_` prefix; at most 1024 bytes) fails with
+// `QM_STATUS_INVALID_ARGUMENT` before anything is sent.
 // Events that arrive meanwhile are kept for `qm_machine_events()` / `qm_machine_event_wait()`.
 //
 // # Safety

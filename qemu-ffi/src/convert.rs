@@ -34,6 +34,9 @@ fn status_of(e: &Error) -> QmStatus {
         Error::Exited(_) => QmStatus::ProcessExited,
         Error::Qmp(_) => QmStatus::QmpError,
         Error::Protocol(_) => QmStatus::Protocol,
+        // A reply over the size bound: the message names its size and the limit; the
+        // connection stays usable.
+        Error::ReplyTooLarge { .. } => QmStatus::Protocol,
         Error::Io { .. } => QmStatus::Io,
         Error::NotGraceful { .. } => QmStatus::NotGraceful,
         Error::EventQueueFull { .. } => QmStatus::EventQueueFull,

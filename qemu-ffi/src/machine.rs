@@ -206,6 +206,12 @@ unsafe fn execute(
 /// `*out_json` (if `out_json` is not NULL) receives the `return` value as JSON; free it with
 /// `qm_string_free()`. When QEMU answers with an error the status is `QM_STATUS_QMP_ERROR` and
 /// `qm_last_error_qmp_class()` / `qm_last_error_qmp_desc()` give its class and description.
+/// The returned JSON keeps the members in QEMU's order, and numbers as QEMU wrote them (a double
+/// reads back to the same bits). A reply larger than the bound on one QMP message fails with
+/// `QM_STATUS_PROTOCOL`, its size and the bound in the message, and the next command works.
+/// A `command` that cannot be a QMP command name (QAPI names: an ASCII letter, then letters,
+/// digits, `-` and `_`, optionally after a `__RFQDN_` prefix; at most 1024 bytes) fails with
+/// `QM_STATUS_INVALID_ARGUMENT` before anything is sent.
 /// Events that arrive meanwhile are kept for `qm_machine_events()` / `qm_machine_event_wait()`.
 ///
 /// # Safety

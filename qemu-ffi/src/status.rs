@@ -35,7 +35,9 @@ pub enum QmStatus {
     /// freed handle stays invalid for good), never created by this library, or a `qm_config`
     /// where a `qm_machine` is expected; or a handle in use by another thread's call.
     InvalidHandle = 11,
-    /// QEMU sent something that violates the QMP protocol.
+    /// QEMU sent something that violates the QMP protocol, or a reply larger than the bound on
+    /// one QMP message (10 MiB by default; the message names the reply's size and the bound, and
+    /// the machine stays usable: the next command works).
     Protocol = 12,
     /// A shutdown had to fall back to killing QEMU.
     NotGraceful = 13,

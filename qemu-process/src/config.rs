@@ -315,7 +315,10 @@ impl MachineConfig {
         self
     }
 
-    /// The bound of one QMP message (default 10 MiB).
+    /// The bound of one QMP message (default 10 MiB). A larger reply fails only its command,
+    /// with [`Error::ReplyTooLarge`](crate::Error::ReplyTooLarge) (it is skipped without being
+    /// buffered, and the connection goes on); a larger event is dropped and counted by
+    /// [`Machine::events_too_large`](crate::Machine::events_too_large).
     pub fn max_message_size(&mut self, bytes: usize) -> &mut Self {
         self.max_message_size = bytes;
         self

@@ -41,6 +41,18 @@ pub enum Error {
     Exited(ExitStatus),
     /// QEMU answered a command with an error.
     Qmp(qmp_proto::QmpError),
+    /// QEMU's reply to a command was larger than the machine's bound on one QMP message
+    /// ([`MachineConfig::max_message_size`](crate::MachineConfig::max_message_size), 10 MiB by
+    /// default). It was skipped without being buffered; the connection is fine and the next
+    /// command works.
+    ReplyTooLarge {
+        /// The command.
+        command: String,
+        /// The reply's size in bytes.
+        size: u64,
+        /// The bound in bytes.
+        limit: usize,
+    },
     /// QEMU sent something that is not valid QMP (the connection is no longer usable), or a
     /// typed reply did not have the expected shape.
     Protocol(qmp_proto::Error),
@@ -192,6 +204,15 @@ impl fmt::Display for Error {
             Error::Disconnected => write!(f, "the QMP connection is closed"),
             Error::Exited(status) => write!(f, "QEMU has exited ({status})"),
             Error::Qmp(e) => write!(f, "QMP error reply: {e}"),
+            Error::ReplyTooLarge {
+                command,
+                size,
+                limit,
+            } => write!(
+                f,
+                "the reply to {command} was {size} bytes, more than the QMP message size limit of \
+                 {limit} bytes; it was skipped"
+            ),
             Error::Protocol(e) => write!(f, "QMP protocol error: {e}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::NotGraceful { status } => write!(
@@ -318,6 +339,16 @@ mod tests {
         assert!(n.to_string().contains("/no/qemu"));
         let io = Error::io("creating x", io::Error::from_raw_os_error(libc::ENOENT));
         assert!(std::error::Error::source(&io).is_some());
+        let big = Error::ReplyTooLarge {
+            command: "query-qmp-schema".into(),
+            size: 150_000,
+            limit: 4096,
+        };
+        assert_eq!(
+            big.to_string(),
+            "the reply to query-qmp-schema was 150000 bytes, more than the QMP message size \
+             limit of 4096 bytes; it was skipped"
+        );
         let set = Error::InSet {
             index: 2,
             source: Box::new(Error::Disconnected),

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use qmp_proto::{Event, Greeting, RequestId, RunState, Session, SessionOptions};
+use qmp_proto::{
+    Event, Greeting, ReplyError, RequestId, RunState, Session, SessionOptions, SessionState,
+};
 use serde_json::{json, Value};
 
 use crate::config::{args_choose_accel, resolve_accel, Accel, AttachTarget, MachineConfig};
@@ -616,8 +618,14 @@ impl Machine {
                     let result = self.qmp.session.receive(&self.read_buf[..n]);
                     self.after_qmp_input();
                     if let Err(e) = result {
-                        self.qmp_fatal(e);
-                        return;
+                        // Only what ends the session ends the connection: a message over the
+                        // size bound, for one, fails only the command it answers (the session
+                        // handles it and stays ready).
+                        if self.qmp.session.state() == SessionState::Closed {
+                            self.qmp_fatal(e);
+                            return;
+                        }
+                        log::warn!("QMP: {e}");
                     }
                     if n < self.read_buf.len() && !drain {
                         break;
@@ -925,6 +933,10 @@ impl Machine {
     fn session_error(&mut self, e: qmp_proto::Error) -> Error {
         match e {
             qmp_proto::Error::Closed => self.connection_error(),
+            // Refused before anything was sent: the caller's mistake, not QEMU's.
+            e @ qmp_proto::Error::InvalidCommandName { .. } => {
+                Error::InvalidArgument(e.to_string())
+            }
             other => Error::Protocol(other),
         }
     }
@@ -933,12 +945,18 @@ impl Machine {
     // QMP commands
     // ------------------------------------------------------------------------------------------
 
-    /// Executes a QMP command under the default deadline and returns its `return` value.
+    /// Executes a QMP command under the default deadline and returns its `return` value, its
+    /// members in the order QEMU sent them, its numbers as QEMU wrote them (every double
+    /// decodes to the same bits).
     ///
-    /// An error reply is [`Error::Qmp`] (class and description); no reply in time is
+    /// An error reply is [`Error::Qmp`] (class and description); a reply larger than
+    /// [`MachineConfig::max_message_size`](crate::MachineConfig::max_message_size) is
+    /// [`Error::ReplyTooLarge`] (the connection stays usable); no reply in time is
     /// [`Error::Timeout`]; a connection that closes first is [`Error::Exited`] or
     /// [`Error::Disconnected`] — except for `quit`, where QEMU closing the connection is the
-    /// expected answer and returns `Ok({})`.
+    /// expected answer and returns `Ok({})`. A name that cannot be a QMP command (QAPI's naming
+    /// rules; at most 1024 bytes) is refused before anything is sent, with
+    /// [`Error::InvalidArgument`].
     pub fn execute(&mut self, name: &str, arguments: Option<Value>) -> Result<Value, Error> {
         self.execute_with_timeout(name, arguments, self.qmp_timeout)
     }
@@ -1019,7 +1037,14 @@ impl Machine {
             || format!("the reply to {name}"),
             |m| {
                 if let Some(reply) = m.qmp.session.take_reply(id) {
-                    return Some(reply.map_err(Error::Qmp));
+                    return Some(reply.map_err(|e| match e {
+                        ReplyError::Qmp(e) => Error::Qmp(e),
+                        ReplyError::TooLarge { size, limit } => Error::ReplyTooLarge {
+                            command: name.to_owned(),
+                            size,
+                            limit,
+                        },
+                    }));
                 }
                 if m.qmp.fd.is_none() {
                     if name == "quit" && m.qmp.fatal.is_none() {
@@ -1076,6 +1101,13 @@ impl Machine {
     /// emptied by taking its events).
     pub fn events_dropped(&self) -> u64 {
         self.events_dropped
+    }
+
+    /// How many events QEMU sent that were larger than
+    /// [`MachineConfig::max_message_size`](crate::MachineConfig::max_message_size): each was
+    /// skipped (with a `log::warn!`) and never kept; no command failed for it.
+    pub fn events_too_large(&self) -> u64 {
+        self.qmp.session.events_too_large()
     }
 
     /// Waits for an event named `name` whose JSON form matches `pattern` (QEMUMachine's
@@ -1875,6 +1907,15 @@ mod tests {
     fn peer(
         answer: impl Fn(&str, &Value) -> Option<String> + Send + 'static,
     ) -> (Machine, std::thread::JoinHandle<()>) {
+        peer_with(attach_session(), answer)
+    }
+
+    /// [`peer`] with `session` as the machine's session (attached machines use
+    /// `attach_session()`).
+    fn peer_with(
+        session: Session,
+        answer: impl Fn(&str, &Value) -> Option<String> + Send + 'static,
+    ) -> (Machine, std::thread::JoinHandle<()>) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let thread = std::thread::spawn(move || {
             let mut reader = BufReader::new(theirs);
@@ -1915,7 +1956,22 @@ mod tests {
                 line.clear();
             }
         });
-        let machine = Machine::attach_socket(OwnedFd::from(ours), Duration::from_secs(10)).unwrap();
+        let ours = OwnedFd::from(ours);
+        sys::set_nonblocking(ours.as_raw_fd(), true).unwrap();
+        let mut machine = Machine::from_parts(
+            ours,
+            true,
+            session,
+            None,
+            None,
+            crate::config::DEFAULT_MAX_EVENTS,
+            Duration::from_secs(10),
+            Vec::new(),
+        )
+        .unwrap();
+        machine
+            .finish_launch(Deadline::after(Duration::from_secs(10)))
+            .unwrap();
         (machine, thread)
     }
 
@@ -2027,6 +2083,157 @@ mod tests {
         // The next command gets its own reply, not the late one.
         assert_eq!(vm.execute("fast", None).unwrap(), json!("fast"));
         assert!(vm.abandoned.is_empty());
+        drop(vm);
+        thread.join().unwrap();
+    }
+
+    /// A session like an attached machine's, with ids on the wire or not and a small bound.
+    fn bounded_session(in_band_ids: bool, limit: usize) -> Session {
+        Session::new(SessionOptions {
+            oob: true,
+            in_band_ids,
+            max_message_size: limit,
+            ..SessionOptions::default()
+        })
+    }
+
+    /// A reply's text with NULs (pauses: what follows arrives in a later read) at awkward
+    /// places: after the first byte, after the first backslash, inside the `"id"` member name,
+    /// between the digits of a number, and between CR and LF.
+    fn with_pauses(text: &str) -> String {
+        let mut out = String::new();
+        let mut backslash = false;
+        for (i, c) in text.char_indices() {
+            out.push(c);
+            let next = &text[i + c.len_utf8()..];
+            let first_backslash = c == '\\' && !std::mem::replace(&mut backslash, true);
+            let digits = c.is_ascii_digit() && next.starts_with(|d: char| d.is_ascii_digit());
+            if i == 0
+                || first_backslash
+                || digits
+                || (c == '"' && next.starts_with("id\""))
+                || c == '\r'
+            {
+                out.push('\0');
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn an_oversize_reply_fails_its_call_with_the_size_and_the_next_call_works() {
+        for in_band_ids in [false, true] {
+            let (mut vm, thread) = peer_with(bounded_session(in_band_ids, 4096), |name, id| {
+                let reply = match name {
+                    // A value, an error quoting a long name; an escape in each, and an id of
+                    // several digits when ids are on.
+                    "query-qmp-schema" => json!({"return": [{"name": "a\"b".repeat(3000)}]}),
+                    "x-bad" => json!({"error": {"class": "CommandNotFound",
+                        "desc": format!("The command {} has not been found", "n".repeat(9000))}}),
+                    other => json!({"return": other}),
+                };
+                let text = with_id(reply, id).to_string();
+                Some(with_pauses(&format!("{text}\r\n")))
+            });
+            // Filler commands so that ids have two digits when they are sent.
+            for _ in 0..10 {
+                assert_eq!(vm.execute("fill", None).unwrap(), json!("fill"));
+            }
+            let schema_size = |id: &Value| {
+                let reply = json!({"return": [{"name": "a\"b".repeat(3000)}]});
+                with_id(reply, id).to_string().len() as u64
+            };
+            for round in 0..2 {
+                let err = vm.execute("query-qmp-schema", None).unwrap_err();
+                let Error::ReplyTooLarge {
+                    command,
+                    size,
+                    limit,
+                } = &err
+                else {
+                    panic!("in_band_ids {in_band_ids}: {err:?}");
+                };
+                assert_eq!(command, "query-qmp-schema");
+                assert_eq!(*limit, 4096);
+                // The id is the request number when ids are on: 12 + 2 * round.
+                let id = if in_band_ids {
+                    json!(12 + 2 * round)
+                } else {
+                    Value::Null
+                };
+                assert_eq!(*size, schema_size(&id), "in_band_ids {in_band_ids}");
+                assert!(err.to_string().contains(&size.to_string()), "{err}");
+                assert_eq!(
+                    vm.execute("query-status", None).unwrap(),
+                    json!("query-status")
+                );
+            }
+            match vm.execute("x-bad", None).unwrap_err() {
+                Error::ReplyTooLarge { command, size, .. } => {
+                    assert_eq!(command, "x-bad");
+                    assert!(size > 9000, "{size}");
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(vm.is_connected());
+            assert_eq!(vm.execute("query-name", None).unwrap(), json!("query-name"));
+            assert_eq!(vm.events_too_large(), 0);
+            drop(vm);
+            thread.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn an_oversize_event_is_counted_and_fails_nothing() {
+        for in_band_ids in [false, true] {
+            let (mut vm, thread) = peer_with(bounded_session(in_band_ids, 1024), |name, id| {
+                let big = json!({"event": "BIG", "data": {"blob": "b".repeat(5000)},
+                    "timestamp": {"seconds": 1, "microseconds": 2}});
+                let small = json!({"event": "SMALL",
+                    "timestamp": {"seconds": 3, "microseconds": 4}});
+                Some(with_pauses(&format!(
+                    "{big}\r\n{small}\r\n{}\r\n",
+                    with_id(json!({"return": name}), id)
+                )))
+            });
+            assert_eq!(
+                vm.execute("query-status", None).unwrap(),
+                json!("query-status")
+            );
+            assert_eq!(vm.events_too_large(), 1);
+            let events = vm.take_events();
+            assert_eq!(
+                events.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+                ["SMALL"]
+            );
+            assert_eq!(vm.execute("query-name", None).unwrap(), json!("query-name"));
+            assert_eq!(vm.events_too_large(), 2);
+            assert!(vm.is_connected());
+            drop(vm);
+            thread.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_bad_command_name_is_refused_before_sending() {
+        let (mut vm, thread) = peer(|name, id| {
+            assert!(!name.contains(' '), "{name} was sent");
+            Some(with_id(json!({"return": name}), id).to_string() + "\r\n")
+        });
+        let huge = "q".repeat(10 << 20);
+        for bad in ["query status", "", huge.as_str()] {
+            let err = vm.execute(bad, None).unwrap_err();
+            let Error::InvalidArgument(message) = &err else {
+                panic!("{err:?}");
+            };
+            assert!(message.contains("invalid QMP command name"), "{message}");
+            assert!(message.len() < 300, "{message}");
+            let err = vm
+                .execute_oob(bad, None, Duration::from_secs(1))
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        }
+        assert_eq!(vm.execute("query-name", None).unwrap(), json!("query-name"));
         drop(vm);
         thread.join().unwrap();
     }

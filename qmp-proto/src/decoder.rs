@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::error::{excerpt, Error, Result};
+use crate::error::{excerpt, Error, Result, Skipped, SkippedId, SkippedKind};
 use crate::wire::Message;
 
 /// The default bound on one message's size: 10 MiB, as libvirt and qemu.qmp use.
@@ -32,6 +32,8 @@ enum State {
     Scalar,
     /// Dropping everything up to and including the next sentinel byte.
     Sentinel,
+    /// Skipping a frame that outgrew the bound (see [`Skip`]).
+    Skip,
 }
 
 /// Marks the bytes that matter inside a container outside strings.
@@ -71,9 +73,13 @@ static STRUCTURAL: [bool; 256] = {
 /// - a `0xFF` byte inside a frame (it never occurs in UTF-8) cuts the frame there: the partial
 ///   frame is dropped with [`Error::Utf8`] at the offset of the `0xFF`, and decoding resumes
 ///   after it, which is how a guest agent's `guest-sync-delimited` resync works;
-/// - a frame that grows beyond the bound gives [`Error::MessageTooLarge`] once; the rest of
-///   it is skipped as it arrives (tracking its structure, without buffering it), and decoding
-///   resumes after its end;
+/// - a frame that grows beyond the bound is skipped as it arrives, following its structure
+///   without buffering it, and gives [`Error::MessageTooLarge`] once its end has been skipped
+///   too, with its full size and what could be told of it on the way: its kind and its `id`
+///   (see [`Skipped`](crate::Skipped)). Decoding resumes after its end. (Until that end
+///   arrives nothing is reported: a peer that stops in the middle of a huge message looks like
+///   one that is slow to send it, and the end of the stream there is [`Error::Truncated`] for a
+///   [`Session`](crate::Session).) A `0xFF` inside such a frame cuts it as in any other frame;
 /// - a complete JSON value that is not a QMP message gives [`Error::Protocol`] from
 ///   [`next_message`](Decoder::next_message) and is dropped.
 ///
@@ -104,8 +110,8 @@ pub struct Decoder {
     depth: usize,
     /// Inside a string, the previous byte was a backslash.
     escape: bool,
-    /// The current frame exceeded the bound and is being skipped.
-    discarding: bool,
+    /// The frame being skipped, in [`State::Skip`].
+    skip: Skip,
     limit: usize,
 }
 
@@ -132,7 +138,7 @@ impl Decoder {
             state: State::Between,
             depth: 0,
             escape: false,
-            discarding: false,
+            skip: Skip::default(),
             limit,
         }
     }
@@ -167,7 +173,7 @@ impl Decoder {
     /// stream, `true` means the stream was cut in the middle of a message.
     pub fn is_mid_message(&self) -> bool {
         match self.state {
-            State::Container | State::Str | State::Scalar => true,
+            State::Container | State::Str | State::Scalar | State::Skip => true,
             State::Sentinel => false,
             State::Between => self.buf[self.pos..]
                 .iter()
@@ -185,7 +191,7 @@ impl Decoder {
         self.state = State::Sentinel;
         self.depth = 0;
         self.escape = false;
-        self.discarding = false;
+        self.skip = Skip::default();
     }
 
     /// The next complete JSON value, or `Ok(None)` when more bytes are needed.
@@ -294,6 +300,7 @@ impl Decoder {
                 State::Container => self.scan_container()?,
                 State::Str => self.scan_string()?,
                 State::Scalar => self.scan_scalar()?,
+                State::Skip => self.scan_skip()?,
             };
             match step {
                 Step::Frame(begin, end) => return Ok(Some((begin, end))),
@@ -451,11 +458,7 @@ impl Decoder {
     /// not part of them).
     fn scan_end(&self, slack: usize) -> usize {
         let len = self.buf.len();
-        if self.discarding {
-            len
-        } else {
-            len.min(self.start.saturating_add(self.limit).saturating_add(slack))
-        }
+        len.min(self.start.saturating_add(self.limit).saturating_add(slack))
     }
 
     /// The current frame ends at `pos` (exclusive).
@@ -463,10 +466,6 @@ impl Decoder {
         let begin = self.start;
         self.state = State::Between;
         self.start = self.pos;
-        if self.discarding {
-            self.discarding = false;
-            return Step::Continue;
-        }
         Step::Frame(begin, self.pos)
     }
 
@@ -477,30 +476,440 @@ impl Decoder {
         let sentinel = self.pos - 1;
         self.state = State::Between;
         self.start = self.pos;
-        if self.discarding {
-            self.discarding = false;
-            return Ok(Step::Continue);
-        }
         Err(Error::Utf8 {
             offset: self.base + sentinel as u64,
             excerpt: excerpt(&self.buf[begin..self.pos], sentinel - begin, EXCERPT_LEN),
         })
     }
 
-    /// Scanning stopped before the current frame ended: wait for more bytes, or report the
-    /// frame as too large once it has more than `limit` bytes (`limit + slack` scanned
-    /// without an end).
+    /// Scanning stopped before the current frame ended: wait for more bytes, or, once it has
+    /// more than `limit` bytes (`limit + slack` scanned without an end), skip it: the skipper
+    /// goes over it again from its first byte (still buffered), noting what it is, and then
+    /// over the rest as it arrives.
     fn incomplete(&mut self, slack: usize) -> Result<Step> {
-        if self.discarding {
-            self.start = self.pos;
-            return Ok(Step::NeedMore);
-        }
         if self.pos - self.start >= self.limit.saturating_add(slack) {
-            self.discarding = true;
-            self.start = self.pos;
-            return Err(Error::MessageTooLarge { limit: self.limit });
+            self.skip = Skip {
+                begin: self.base + self.start as u64,
+                ..Skip::default()
+            };
+            self.pos = self.start;
+            self.state = State::Skip;
+            return Ok(Step::Continue);
         }
         Ok(Step::NeedMore)
+    }
+
+    /// Skips the frame that outgrew the bound: everything buffered is consumed (and dropped);
+    /// at the frame's end, reports it.
+    fn scan_skip(&mut self) -> Result<Step> {
+        let len = self.buf.len();
+        let begin = self.pos;
+        let outcome = self.skip.advance(&self.buf[begin..len]);
+        match outcome {
+            SkipStep::NeedMore => {
+                self.pos = len;
+                self.start = len;
+                Ok(Step::NeedMore)
+            }
+            SkipStep::End(n) => {
+                self.pos = begin + n;
+                self.start = self.pos;
+                self.state = State::Between;
+                let skip = std::mem::take(&mut self.skip);
+                let size = self.base + self.pos as u64 - skip.begin;
+                Err(Error::MessageTooLarge {
+                    limit: self.limit,
+                    size,
+                    skipped: skip.finish(),
+                })
+            }
+            SkipStep::Cut(n) => {
+                // The sentinel is at `begin + n - 1`.
+                self.pos = begin + n;
+                self.start = self.pos;
+                self.state = State::Between;
+                let skip = std::mem::take(&mut self.skip);
+                let sentinel = self.base + (self.pos - 1) as u64;
+                Err(Error::Utf8 {
+                    offset: sentinel,
+                    excerpt: skip.tail_excerpt(),
+                })
+            }
+        }
+    }
+}
+
+/// How many bytes of a member name the skipper keeps (with its quotes and escapes): enough for
+/// every name it looks for, even spelled with `\u` escapes.
+const SKIP_KEY_MAX: usize = 64;
+/// How many bytes of an `id` or `event` value the skipper keeps (as JSON text).
+const SKIP_VALUE_MAX: usize = 256;
+/// How many bytes before a sentinel an excerpt shows (the same as for a buffered frame).
+const SKIP_TAIL: usize = EXCERPT_LEN / 2;
+
+/// Where the skipper is inside the top-level object of a skipped frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Slot {
+    /// Not in a top-level object, or past a value: nothing to note.
+    #[default]
+    Other,
+    /// Expecting a member name (after `{` or `,`).
+    Key,
+    /// After a member name, expecting `:`.
+    Colon,
+    /// After `:`, expecting the value.
+    Value,
+    /// Inside a bare token (a number or literal) that is a member's value.
+    Token,
+}
+
+/// Which top-level member of a skipped object the skipper is at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Member {
+    #[default]
+    Other,
+    Return,
+    Error,
+    Event,
+    Greeting,
+    Id,
+}
+
+/// The frame's first byte decides what it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Top {
+    /// Nothing seen yet.
+    #[default]
+    Start,
+    Object,
+    Array,
+    String,
+    Scalar,
+}
+
+/// Bytes kept while skipping, up to a bound; `full` once something did not fit.
+#[derive(Debug, Clone, Default)]
+struct Capture {
+    bytes: Vec<u8>,
+    full: bool,
+}
+
+impl Capture {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.full = false;
+    }
+
+    fn push(&mut self, bytes: &[u8], max: usize) {
+        if self.full || self.bytes.len() + bytes.len() > max {
+            self.full = true;
+        } else {
+            self.bytes.extend_from_slice(bytes);
+        }
+    }
+}
+
+/// What a step of the skipper found.
+enum SkipStep {
+    /// Everything given was skipped; the frame goes on.
+    NeedMore,
+    /// The frame ended after the first `n` bytes given.
+    End(usize),
+    /// A sentinel, the `n`th byte given, cut the frame.
+    Cut(usize),
+}
+
+/// Skips one frame that outgrew the bound, from its first byte, in any chunking, with bounded
+/// memory, following JSON structure like the scanner does (strings, escapes, nesting; bare
+/// tokens end at a delimiter). On the way it notes the names of the members of a top-level
+/// object and the values of `id` and `event` when they are short, so that the frame can be
+/// classified and matched to its command without being kept.
+#[derive(Debug, Clone, Default)]
+struct Skip {
+    /// Stream offset of the frame's first byte.
+    begin: u64,
+    top: Top,
+    /// Nesting depth (1 inside the top-level container).
+    depth: usize,
+    in_string: bool,
+    escape: bool,
+    /// Inside the top-level object: where in a member.
+    slot: Slot,
+    /// The current string is a member name of the top-level object.
+    string_is_key: bool,
+    /// The member whose value is being skipped.
+    member: Member,
+    key: Capture,
+    value: Capture,
+    has_return: bool,
+    has_error: bool,
+    has_event: bool,
+    has_greeting: bool,
+    event: Option<String>,
+    id: SkippedId,
+    /// The last bytes skipped, for the excerpt of a cut.
+    tail: Vec<u8>,
+}
+
+impl Skip {
+    /// Skips through `bytes`, the frame's next bytes.
+    fn advance(&mut self, bytes: &[u8]) -> SkipStep {
+        let outcome = self.advance_inner(bytes);
+        let used = match outcome {
+            SkipStep::NeedMore => bytes.len(),
+            SkipStep::End(n) | SkipStep::Cut(n) => n,
+        };
+        // Only the bytes before a cut go into the tail (the cut excerpt adds the sentinel).
+        let kept = match outcome {
+            SkipStep::Cut(n) => &bytes[..n - 1],
+            _ => &bytes[..used],
+        };
+        let keep = kept.len().min(SKIP_TAIL);
+        let drop = (self.tail.len() + keep).saturating_sub(SKIP_TAIL);
+        self.tail.drain(..drop.min(self.tail.len()));
+        self.tail.extend_from_slice(&kept[kept.len() - keep..]);
+        outcome
+    }
+
+    fn advance_inner(&mut self, bytes: &[u8]) -> SkipStep {
+        let mut pos = 0;
+        if self.top == Top::Start {
+            let Some(&first) = bytes.first() else {
+                return SkipStep::NeedMore;
+            };
+            pos = 1;
+            match first {
+                b'{' => {
+                    self.top = Top::Object;
+                    self.depth = 1;
+                    self.slot = Slot::Key;
+                }
+                b'[' => {
+                    self.top = Top::Array;
+                    self.depth = 1;
+                }
+                b'"' => {
+                    self.top = Top::String;
+                    self.in_string = true;
+                }
+                _ => self.top = Top::Scalar,
+            }
+        }
+        if self.top == Top::Scalar {
+            // The delimiter ends the token and is not part of it.
+            return match bytes[pos..].iter().position(|&b| is_token_delimiter(b)) {
+                Some(at) => SkipStep::End(pos + at),
+                None => SkipStep::NeedMore,
+            };
+        }
+        while pos < bytes.len() {
+            if self.in_string {
+                if self.escape {
+                    self.escape = false;
+                    let b = bytes[pos];
+                    pos += 1;
+                    if b == SENTINEL {
+                        return SkipStep::Cut(pos);
+                    }
+                    self.capture(&[b]);
+                    continue;
+                }
+                let run = find_string_special(&bytes[pos..]);
+                self.capture(&bytes[pos..pos + run]);
+                pos += run;
+                let Some(&b) = bytes.get(pos) else {
+                    break;
+                };
+                pos += 1;
+                match b {
+                    b'"' => {
+                        self.capture(b"\"");
+                        self.in_string = false;
+                        if self.depth == 0 {
+                            return SkipStep::End(pos);
+                        }
+                        self.string_ended();
+                    }
+                    b'\\' => {
+                        self.capture(b"\\");
+                        self.escape = true;
+                    }
+                    _ => return SkipStep::Cut(pos),
+                }
+                continue;
+            }
+            let b = bytes[pos];
+            pos += 1;
+            if self.depth > 1 {
+                // Below the top level only the structure matters.
+                match b {
+                    b'"' => self.in_string = true,
+                    b'{' | b'[' => self.depth += 1,
+                    b'}' | b']' => self.depth -= 1,
+                    SENTINEL => return SkipStep::Cut(pos),
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b' ' | b'\t' | b'\r' | b'\n' => self.end_token(),
+                b'"' => {
+                    self.in_string = true;
+                    self.string_started();
+                }
+                b'{' | b'[' => {
+                    if self.slot == Slot::Value {
+                        self.value_done(false);
+                    }
+                    self.depth += 1;
+                }
+                b'}' | b']' => {
+                    self.end_token();
+                    self.depth -= 1;
+                    return SkipStep::End(pos);
+                }
+                b':' => {
+                    if self.slot == Slot::Colon {
+                        self.slot = Slot::Value;
+                        self.value.clear();
+                    }
+                }
+                b',' => {
+                    self.end_token();
+                    if self.top == Top::Object {
+                        self.slot = Slot::Key;
+                    }
+                }
+                SENTINEL => return SkipStep::Cut(pos),
+                _ => {
+                    if matches!(self.slot, Slot::Value | Slot::Token) {
+                        self.slot = Slot::Token;
+                        self.capture(&[b]);
+                    }
+                }
+            }
+        }
+        SkipStep::NeedMore
+    }
+
+    /// Keeps `bytes` of a member name, or of the value of `id` or `event`.
+    fn capture(&mut self, bytes: &[u8]) {
+        if self.depth != 1 {
+            return;
+        }
+        if self.string_is_key {
+            self.key.push(bytes, SKIP_KEY_MAX);
+        } else if matches!(self.slot, Slot::Value | Slot::Token)
+            && matches!(self.member, Member::Id | Member::Event)
+        {
+            self.value.push(bytes, SKIP_VALUE_MAX);
+        }
+    }
+
+    /// A string starts at the top level of the frame (the opening quote is consumed).
+    fn string_started(&mut self) {
+        if self.slot == Slot::Key {
+            self.string_is_key = true;
+            self.key.clear();
+            self.key.push(b"\"", SKIP_KEY_MAX);
+        } else if self.slot == Slot::Value {
+            self.value.clear();
+            self.capture(b"\"");
+        }
+    }
+
+    /// A string at the top level of the frame ended (its closing quote was captured).
+    fn string_ended(&mut self) {
+        if self.string_is_key {
+            self.string_is_key = false;
+            self.member = self.key_member();
+            match self.member {
+                Member::Return => self.has_return = true,
+                Member::Error => self.has_error = true,
+                Member::Event => self.has_event = true,
+                Member::Greeting => self.has_greeting = true,
+                Member::Id | Member::Other => {}
+            }
+            self.slot = Slot::Colon;
+        } else if self.slot == Slot::Value {
+            self.value_done(true);
+        }
+    }
+
+    /// A bare token that is a member's value ends at whitespace, `,` or the closing bracket.
+    fn end_token(&mut self) {
+        if self.slot == Slot::Token {
+            self.value_done(true);
+        }
+    }
+
+    /// The value of the current member is complete (`scalar`), or is a container.
+    fn value_done(&mut self, scalar: bool) {
+        self.slot = Slot::Other;
+        let parsed = (scalar && !self.value.full)
+            .then(|| serde_json::from_slice::<Value>(&self.value.bytes).ok())
+            .flatten();
+        match self.member {
+            Member::Id => {
+                self.id = match parsed {
+                    Some(id) => SkippedId::Value(id),
+                    None => SkippedId::Unreadable,
+                }
+            }
+            Member::Event => {
+                self.event = match parsed {
+                    Some(Value::String(name)) => Some(name),
+                    _ => None,
+                }
+            }
+            _ => {}
+        }
+        self.member = Member::Other;
+        self.value.clear();
+    }
+
+    fn key_member(&self) -> Member {
+        if self.key.full {
+            return Member::Other;
+        }
+        let Ok(name) = serde_json::from_slice::<String>(&self.key.bytes) else {
+            return Member::Other;
+        };
+        match name.as_str() {
+            "return" => Member::Return,
+            "error" => Member::Error,
+            "event" => Member::Event,
+            "QMP" => Member::Greeting,
+            "id" => Member::Id,
+            _ => Member::Other,
+        }
+    }
+
+    /// What the skipped frame was, classified in the order of `Message::from_value`.
+    fn finish(self) -> Skipped {
+        if self.top != Top::Object {
+            return Skipped::default();
+        }
+        let kind = if self.has_return {
+            SkippedKind::Return
+        } else if self.has_event {
+            SkippedKind::Event(self.event)
+        } else if self.has_error {
+            SkippedKind::Error
+        } else if self.has_greeting {
+            SkippedKind::Greeting
+        } else {
+            SkippedKind::Unknown
+        };
+        Skipped { kind, id: self.id }
+    }
+
+    /// The excerpt of a frame cut by a sentinel: the bytes before it and the sentinel, as a
+    /// buffered frame's excerpt shows them.
+    fn tail_excerpt(&self) -> String {
+        let mut bytes = self.tail.clone();
+        bytes.push(SENTINEL);
+        excerpt(&bytes, bytes.len() - 1, EXCERPT_LEN)
     }
 }
 
@@ -768,6 +1177,38 @@ mod tests {
         assert_eq!(decoder.position(), filler.len() as u64 + 8);
     }
 
+    fn too_large(limit: usize, size: u64, kind: SkippedKind, id: SkippedId) -> Error {
+        Error::MessageTooLarge {
+            limit,
+            size,
+            skipped: Skipped { kind, id },
+        }
+    }
+
+    /// Like `assert_chunking_invariant`, with a size bound.
+    fn assert_chunking_invariant_with(limit: usize, input: &[u8]) -> Vec<Result<Value>> {
+        let whole = decode_chunked(
+            &mut Decoder::with_max_message_size(limit),
+            input,
+            input.len(),
+        );
+        for chunk in [1, 2, 3, 7, 64] {
+            let mut decoder = Decoder::with_max_message_size(limit);
+            assert_eq!(
+                decode_chunked(&mut decoder, input, chunk),
+                whole,
+                "chunk {chunk}"
+            );
+        }
+        for split in 0..=input.len() {
+            let mut decoder = Decoder::with_max_message_size(limit);
+            let mut out = decode_chunked(&mut decoder, &input[..split], split.max(1));
+            out.extend(decode_chunked(&mut decoder, &input[split..], input.len()));
+            assert_eq!(out, whole, "split at {split}");
+        }
+        whole
+    }
+
     #[test]
     fn size_bound() {
         let message = br#"{"return": "0123456789"}"#; // 24 bytes
@@ -777,56 +1218,197 @@ mod tests {
         input.extend_from_slice(b"\r\n{\"return\": \"0123456789a\"}\r\n");
         input.extend_from_slice(message);
 
-        for chunk in [1, 5, input.len()] {
-            let mut decoder = Decoder::with_max_message_size(24);
-            let got = decode_chunked(&mut decoder, &input, chunk);
-            assert_eq!(
-                got,
-                vec![
-                    Ok(json!({"return": "0123456789"})),
-                    Err(Error::MessageTooLarge { limit: 24 }),
-                    Ok(json!({"return": "0123456789"})),
-                ],
-                "chunk {chunk}"
-            );
-        }
+        let got = assert_chunking_invariant_with(24, &input);
+        assert_eq!(
+            got,
+            vec![
+                Ok(json!({"return": "0123456789"})),
+                Err(too_large(24, 25, SkippedKind::Return, SkippedId::Absent)),
+                Ok(json!({"return": "0123456789"})),
+            ]
+        );
 
-        // A huge message is skipped without being buffered.
+        // A huge message is skipped without being buffered, and reported once, at its end,
+        // with its full size.
         let mut decoder = Decoder::with_max_message_size(1000);
-        decoder.feed(b"{\"return\": [");
-        let mut errors = 0;
+        let head = b"{\"return\": [";
+        let piece = b"\"}]{[\", 1, {\"a\": [2]}, ";
+        let tail = b"3], \"id\": 77}";
+        decoder.feed(head);
         let rounds = if cfg!(miri) { 500 } else { 10_000 };
         for _ in 0..rounds {
-            decoder.feed(b"\"}]{[\", 1, {\"a\": [2]}, ");
-            while let Err(e) = decoder.next_value() {
-                assert_eq!(e, Error::MessageTooLarge { limit: 1000 });
-                errors += 1;
-            }
+            decoder.feed(piece);
+            assert_eq!(decoder.next_value(), Ok(None));
             assert!(decoder.buffered() < 2000, "{}", decoder.buffered());
         }
-        assert_eq!(errors, 1);
         assert!(decoder.is_mid_message());
-        decoder.feed(b"3]}\n{\"return\": 4}");
+        decoder.feed(tail);
+        decoder.feed(b"\n{\"return\": 4}");
+        let size = (head.len() + rounds * piece.len() + tail.len()) as u64;
+        assert_eq!(
+            decoder.next_value(),
+            Err(too_large(
+                1000,
+                size,
+                SkippedKind::Return,
+                SkippedId::Value(json!(77))
+            ))
+        );
         assert_eq!(decoder.next_value().unwrap(), Some(json!({"return": 4})));
         assert_eq!(decoder.next_value().unwrap(), None);
         assert!(!decoder.is_mid_message());
 
         // Bare tokens and top-level strings are bounded too.
-        for input in [&b"123456789 1"[..], b"\"123456789\" 1"] {
-            let mut decoder = Decoder::with_max_message_size(4);
-            let got = decode_chunked(&mut decoder, input, 1);
+        for (input, size) in [(&b"123456789 1 "[..], 9), (b"\"123456789\" 1 ", 11)] {
+            let got = assert_chunking_invariant_with(4, input);
             assert_eq!(
                 got,
-                vec![Err(Error::MessageTooLarge { limit: 4 })],
+                vec![
+                    Err(too_large(4, size, SkippedKind::Unknown, SkippedId::Absent)),
+                    Ok(json!(1))
+                ],
                 "{input:?}"
             );
-            decoder.feed(b" ");
-            assert_eq!(decoder.next_value().unwrap(), Some(json!(1)));
         }
         let mut decoder = Decoder::with_max_message_size(4);
         assert_eq!(
             decode_chunked(&mut decoder, b"1234 \"12\" [12]", 1),
             vec![Ok(json!(1234)), Ok(json!("12")), Ok(json!([12]))]
+        );
+    }
+
+    #[test]
+    fn a_skipped_message_is_classified_by_its_top_level_members() {
+        let big = "x".repeat(100);
+        let cases: Vec<(String, SkippedKind, SkippedId)> = vec![
+            (
+                format!(r#"{{"return": "{big}", "id": 12}}"#),
+                SkippedKind::Return,
+                SkippedId::Value(json!(12)),
+            ),
+            // Any member order; any id that is a short scalar; whitespace anywhere.
+            (
+                format!("{{ \"id\" :\n\"abc\\\"d\" , \"return\" : [\"{big}\", {{\"id\": 3}}] }}"),
+                SkippedKind::Return,
+                SkippedId::Value(json!("abc\"d")),
+            ),
+            (
+                format!(
+                    r#"{{"id": -1.5e3, "error": {{"class": "CommandNotFound", "desc": "{big}"}}}}"#
+                ),
+                SkippedKind::Error,
+                SkippedId::Value(json!(-1500.0)),
+            ),
+            (
+                format!(r#"{{"id":null,"error":{{"desc":"{big}"}}}}"#),
+                SkippedKind::Error,
+                SkippedId::Value(Value::Null),
+            ),
+            (
+                format!(r#"{{"event": "BIG_ONE", "data": {{"s": "{big}"}}, "timestamp": {{}}}}"#),
+                SkippedKind::Event(Some("BIG_ONE".into())),
+                SkippedId::Absent,
+            ),
+            // Names spelled with escapes are still names.
+            (
+                format!(r#"{{"\u0065vent": "A\u0042", "data": "{big}"}}"#),
+                SkippedKind::Event(Some("AB".into())),
+                SkippedId::Absent,
+            ),
+            (
+                format!(r#"{{"event": 7, "data": "{big}"}}"#),
+                SkippedKind::Event(None),
+                SkippedId::Absent,
+            ),
+            (
+                format!(r#"{{"QMP": {{"version": "{big}"}}}}"#),
+                SkippedKind::Greeting,
+                SkippedId::Absent,
+            ),
+            // As Message::from_value: return before event before error.
+            (
+                format!(r#"{{"error": {{}}, "event": "E", "return": "{big}"}}"#),
+                SkippedKind::Return,
+                SkippedId::Absent,
+            ),
+            // Only the top level counts.
+            (
+                format!(r#"{{"data": {{"return": 1, "id": 2, "event": "X"}}, "x": "{big}"}}"#),
+                SkippedKind::Unknown,
+                SkippedId::Absent,
+            ),
+            (
+                format!(r#"["return", "{big}"]"#),
+                SkippedKind::Unknown,
+                SkippedId::Absent,
+            ),
+            // An id that is not kept: a container, too long.
+            (
+                format!(r#"{{"return": 1, "id": {{"a": "{big}"}}}}"#),
+                SkippedKind::Return,
+                SkippedId::Unreadable,
+            ),
+            (
+                format!(r#"{{"return": 1, "id": "{}"}}"#, "y".repeat(300)),
+                SkippedKind::Return,
+                SkippedId::Unreadable,
+            ),
+            (
+                format!(r#"{{"return": "{big}", "id": 1, "id": 2}}"#),
+                SkippedKind::Return,
+                SkippedId::Value(json!(2)),
+            ),
+        ];
+        for (message, kind, id) in cases {
+            let mut input = message.clone().into_bytes();
+            input.extend_from_slice(b"\r\n{\"return\": 1}\r\n");
+            let got = assert_chunking_invariant_with(64, &input);
+            assert_eq!(
+                got,
+                vec![
+                    Err(too_large(64, message.len() as u64, kind, id)),
+                    Ok(json!({"return": 1}))
+                ],
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_sentinel_cuts_a_skipped_message() {
+        let mut input = b"{\"return\": \"".to_vec();
+        input.extend(b"0123456789".repeat(5));
+        input.extend_from_slice(b"\xff{\"return\": 7}");
+        let sentinel = input.iter().position(|&b| b == 0xFF).unwrap() as u64;
+        let got = assert_chunking_invariant_with(16, &input);
+        assert_eq!(
+            got,
+            vec![
+                Err(Error::Utf8 {
+                    offset: sentinel,
+                    excerpt: "01234567890123456789\\xff".into()
+                }),
+                Ok(json!({"return": 7}))
+            ]
+        );
+        // Also after a backslash, and outside strings, and with only a few bytes before it.
+        for input in [
+            &b"{\"a\": \"0123456789\\\xff{}"[..],
+            b"{\"a\": [1, 2, 3, 4, 5, 6] \xff{}",
+            b"\"0123456789\xff{}",
+        ] {
+            let got = assert_chunking_invariant_with(8, input);
+            assert!(matches!(got[0], Err(Error::Utf8 { .. })), "{got:?}");
+            assert_eq!(got[1], Ok(json!({})));
+        }
+        // A sentinel ends a bare token, as it does under the bound.
+        let got = assert_chunking_invariant_with(4, b"123456\xff{}");
+        assert_eq!(
+            got,
+            vec![
+                Err(too_large(4, 6, SkippedKind::Unknown, SkippedId::Absent)),
+                Ok(json!({}))
+            ]
         );
     }
 

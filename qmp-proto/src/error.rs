@@ -2,15 +2,18 @@
 
 use std::fmt;
 
+use serde_json::Value;
+
 use crate::wire::QmpError;
 
 /// Everything that can go wrong in this crate.
 ///
 /// The variants are meant to be matched on: a driver tells a broken stream (`Json`, `Utf8`,
-/// `MessageTooLarge`, `Truncated`, `Protocol`) from a misuse of the session (`NotReady`,
-/// `OobNotEnabled`, `Closed`, `Arguments`) and from a reply that did not have the expected
-/// shape (`Reply`). Errors reported by QEMU for a command are not an `Error` of this crate:
-/// they are [`QmpError`] values handed out by [`Session::take_reply`](crate::Session::take_reply).
+/// `Truncated`, `Protocol`) from a message that was only too large (`MessageTooLarge`), from a
+/// misuse of the session (`NotReady`, `OobNotEnabled`, `Closed`, `Arguments`,
+/// `InvalidCommandName`) and from a reply that did not have the expected shape (`Reply`).
+/// Errors reported by QEMU for a command are not an `Error` of this crate: they are
+/// [`ReplyError`] values handed out by [`Session::take_reply`](crate::Session::take_reply).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Error {
@@ -30,10 +33,17 @@ pub enum Error {
         /// Up to about 40 bytes of input around the error, non-printable bytes escaped.
         excerpt: String,
     },
-    /// One message grew beyond the configured bound before it was complete.
+    /// One message was larger than the configured bound. It was skipped as it arrived, without
+    /// being buffered, and is reported once its end has been skipped too, with its full size
+    /// and what could be told about it on the way.
     MessageTooLarge {
         /// The bound in bytes.
         limit: usize,
+        /// The message's size in bytes, from its first byte to its last (whitespace around it
+        /// not counted).
+        size: u64,
+        /// What kind of message it was, and its `id`, as far as they could be told.
+        skipped: Skipped,
     },
     /// The stream ended in the middle of a message.
     Truncated {
@@ -66,6 +76,133 @@ pub enum Error {
     },
     /// QEMU refused the `qmp_capabilities` negotiation.
     Negotiation(QmpError),
+    /// A command name that QEMU cannot have: it was refused before anything was sent. QMP
+    /// command names follow the QAPI naming rules: an ASCII letter, then ASCII letters,
+    /// digits, `-` and `_`, optionally after a downstream prefix `__RFQDN_` (as in
+    /// `__com.redhat_drive-mirror`), at most [`MAX_COMMAND_NAME_LEN`] bytes in all.
+    InvalidCommandName {
+        /// The name, or its first 40 bytes followed by `...` when it is longer; bytes that are
+        /// not printable ASCII escaped.
+        name: String,
+        /// The name's length in bytes.
+        len: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The longest command name sent: 1024 bytes (QEMU's longest are under 40).
+pub const MAX_COMMAND_NAME_LEN: usize = 1024;
+
+/// What the decoder could tell about a message it skipped for being larger than the bound,
+/// from the members it saw at the top level of the message while skipping it (the skipper keeps
+/// at most a few hundred bytes of them: the names of the members, and the values of `id` and
+/// `event` when they are short).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Skipped {
+    /// What kind of message it was.
+    pub kind: SkippedKind,
+    /// Its `id` member.
+    pub id: SkippedId,
+}
+
+/// The kind of a message skipped for its size, classified as
+/// [`Message::from_value`](crate::Message::from_value) would have: by its `return`, `event`,
+/// `error` or `QMP` member, in that order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SkippedKind {
+    /// A successful reply (a `return` member).
+    Return,
+    /// An event, with its name when it was a string of at most 256 bytes.
+    Event(Option<String>),
+    /// An error reply (an `error` member).
+    Error,
+    /// A greeting (a `QMP` member).
+    Greeting,
+    /// Not a JSON object with any of those members (an array, a string, a bare token, or an
+    /// object of unknown shape).
+    #[default]
+    Unknown,
+}
+
+/// The `id` member of a message skipped for its size.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum SkippedId {
+    /// The message had no `id` member (or was not an object).
+    #[default]
+    Absent,
+    /// The `id` member's value.
+    Value(Value),
+    /// The message had an `id` member, but its value was not kept: an object or array, more
+    /// than 256 bytes of text, or not valid JSON.
+    Unreadable,
+}
+
+impl fmt::Display for SkippedKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkippedKind::Return => f.write_str("a reply"),
+            SkippedKind::Event(Some(name)) => write!(f, "event {name}"),
+            SkippedKind::Event(None) => f.write_str("an event"),
+            SkippedKind::Error => f.write_str("an error reply"),
+            SkippedKind::Greeting => f.write_str("a greeting"),
+            SkippedKind::Unknown => f.write_str("a message of unknown kind"),
+        }
+    }
+}
+
+/// Why a command got no value: QEMU reported an error, or its reply could not be read whole.
+/// What [`Session::take_reply`](crate::Session::take_reply) hands out in place of a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyError {
+    /// QEMU answered with an error.
+    Qmp(QmpError),
+    /// QEMU's reply (a value or an error) was larger than the session's
+    /// [`max_message_size`](crate::SessionOptions::max_message_size): it was skipped without
+    /// being buffered, and the session went on with the next message.
+    TooLarge {
+        /// The reply's size in bytes.
+        size: u64,
+        /// The bound in bytes.
+        limit: usize,
+    },
+}
+
+impl ReplyError {
+    /// The error QEMU reported, if that is what this is.
+    pub fn qmp(&self) -> Option<&QmpError> {
+        match self {
+            ReplyError::Qmp(e) => Some(e),
+            ReplyError::TooLarge { .. } => None,
+        }
+    }
+}
+
+impl From<QmpError> for ReplyError {
+    fn from(e: QmpError) -> ReplyError {
+        ReplyError::Qmp(e)
+    }
+}
+
+impl fmt::Display for ReplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplyError::Qmp(e) => e.fmt(f),
+            ReplyError::TooLarge { size, limit } => write!(
+                f,
+                "the reply of {size} bytes exceeded the QMP message size limit of {limit} bytes"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ReplyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReplyError::Qmp(e) => Some(e),
+            ReplyError::TooLarge { .. } => None,
+        }
+    }
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.
@@ -86,9 +223,15 @@ impl fmt::Display for Error {
                 f,
                 "invalid UTF-8 at stream offset {offset} (near \"{excerpt}\")"
             ),
-            Error::MessageTooLarge { limit } => {
-                write!(f, "a QMP message exceeded the size limit of {limit} bytes")
-            }
+            Error::MessageTooLarge {
+                limit,
+                size,
+                skipped,
+            } => write!(
+                f,
+                "a QMP message ({}) of {size} bytes exceeded the size limit of {limit} bytes",
+                skipped.kind
+            ),
             Error::Truncated { buffered } => write!(
                 f,
                 "the stream ended in the middle of a message ({buffered} bytes buffered)"
@@ -111,6 +254,12 @@ impl fmt::Display for Error {
             }
             Error::Negotiation(error) => {
                 write!(f, "QMP capability negotiation failed: {error}")
+            }
+            Error::InvalidCommandName { name, len, reason } => {
+                write!(
+                    f,
+                    "invalid QMP command name \"{name}\" ({len} bytes): {reason}"
+                )
             }
         }
     }
@@ -161,8 +310,22 @@ mod tests {
             "invalid JSON at stream offset 17: expected value (near \"{\\\"a\\\":}\")"
         );
         assert_eq!(
-            Error::MessageTooLarge { limit: 10 }.to_string(),
-            "a QMP message exceeded the size limit of 10 bytes"
+            Error::MessageTooLarge {
+                limit: 10,
+                size: 12,
+                skipped: Skipped::default()
+            }
+            .to_string(),
+            "a QMP message (a message of unknown kind) of 12 bytes exceeded the size limit of 10 \
+             bytes"
+        );
+        assert_eq!(
+            ReplyError::TooLarge {
+                size: 5000,
+                limit: 4096
+            }
+            .to_string(),
+            "the reply of 5000 bytes exceeded the QMP message size limit of 4096 bytes"
         );
         assert!(Error::Truncated { buffered: 3 }
             .to_string()

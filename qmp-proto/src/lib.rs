@@ -50,7 +50,7 @@ mod wire;
 pub use commands::{parse_reply, Command, RunState};
 pub use decoder::{Decoder, DEFAULT_MAX_MESSAGE_SIZE};
 pub use encoder::Encoder;
-pub use error::{Error, Result};
+pub use error::{Error, ReplyError, Result, Skipped, SkippedId, SkippedKind, MAX_COMMAND_NAME_LEN};
 pub use matching::event_match;
 pub use session::{RequestId, Session, SessionOptions, SessionState, DEFAULT_MAX_IN_FLIGHT};
 pub use wire::{ErrorClass, Event, Greeting, Message, QmpError, Request, Timestamp, Version};

@@ -7,8 +7,10 @@ use serde_json::Value;
 use crate::commands::{arguments_of, Command};
 use crate::decoder::{Decoder, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::encoder::Encoder;
-use crate::error::{Error, Result};
-use crate::wire::{kind, Event, Greeting, Message, QmpError, Request};
+use crate::error::{
+    excerpt, Error, ReplyError, Result, Skipped, SkippedId, SkippedKind, MAX_COMMAND_NAME_LEN,
+};
+use crate::wire::{kind, Event, Greeting, Message, Request};
 
 /// The QMP specification's advice: at most eight in-band commands in flight, so that
 /// out-of-band commands still get read.
@@ -20,7 +22,8 @@ pub struct SessionOptions {
     /// Enable out-of-band execution when the server offers it (default `false`).
     pub oob: bool,
     /// The bound on one received message's size (default
-    /// [`DEFAULT_MAX_MESSAGE_SIZE`], 10 MiB).
+    /// [`DEFAULT_MAX_MESSAGE_SIZE`], 10 MiB). A larger message is skipped without being
+    /// buffered; see "Messages over the size bound" on [`Session`].
     pub max_message_size: usize,
     /// How many in-band commands may be in flight at once (default 8; at least 1). Further
     /// commands wait in the session and are sent as replies come in.
@@ -129,13 +132,43 @@ struct Pending {
 /// # Errors
 ///
 /// [`receive`](Session::receive) fails, and the session becomes
-/// [`Closed`](SessionState::Closed), on invalid JSON or UTF-8, a message over the size bound,
-/// and protocol violations: a message of unknown shape, a greeting where none is due, a reply
-/// before the greeting, an error reply without id when no command sent without id waits for
-/// one (QEMU could not read a request), a refused
-/// negotiation. A reply with an id the session does not wait for is dropped with a
-/// `log::warn!`. When the session closes, commands still waiting for a reply are forgotten;
-/// replies and events already received can still be taken.
+/// [`Closed`](SessionState::Closed), on invalid JSON or UTF-8, and on protocol violations: a
+/// message of unknown shape, a greeting where none is due, a reply before the greeting, an
+/// error reply without id when no command sent without id waits for one (QEMU could not read a
+/// request), a refused negotiation. A reply with an id the session does not wait for is
+/// dropped with a `log::warn!`. When the session closes, commands still waiting for a reply
+/// are forgotten; replies and events already received can still be taken.
+///
+/// Commands are checked before anything is sent: [`execute`](Session::execute) refuses a
+/// command name that QEMU cannot have ([`Error::InvalidCommandName`]: QAPI's naming rules, at
+/// most [`MAX_COMMAND_NAME_LEN`](crate::MAX_COMMAND_NAME_LEN) bytes), so that a name is never
+/// quoted back in an error reply larger than the bound, and arguments that are not an object
+/// ([`Error::Arguments`]).
+///
+/// # Messages over the size bound
+///
+/// A message larger than [`max_message_size`](SessionOptions::max_message_size) is not fatal.
+/// The decoder skips it as it arrives, without buffering it, and notes its top-level members
+/// on the way (see [`Skipped`]); once its end has been skipped, the session handles it like
+/// the message it was, minus its content:
+///
+/// - a reply (value or error) answers its command as a small one would, by id, or by order for
+///   a reply without id to a command sent without id (the oldest such command in flight).
+///   That command's reply is [`ReplyError::TooLarge`] with the size of the message, and the
+///   session stays [`Ready`](SessionState::Ready): the next command works. A reply whose id
+///   could not be read (not a short scalar), or that no command waits for, is dropped with a
+///   `log::warn!`, like a small one; an error reply without id that no command waits for is
+///   fatal, like a small one;
+/// - an event is counted ([`events_too_large`](Session::events_too_large)) and dropped with a
+///   `log::warn!`; no command fails;
+/// - a greeting, a reply during negotiation or before the greeting, and a message of unknown
+///   kind (not an object with `return`, `error` or `event`) are fatal, with
+///   [`Error::MessageTooLarge`]: a small one would be fatal too, or the session cannot go on
+///   without its content.
+///
+/// Nothing is reported before the message's end has arrived; a peer that stops in the middle
+/// of one looks like a slow one (the driver's deadline applies), and the end of the stream
+/// there is [`Error::Truncated`].
 #[derive(Debug)]
 pub struct Session {
     options: SessionOptions,
@@ -159,8 +192,10 @@ pub struct Session {
     /// reply without id belongs to the first.
     unnumbered: VecDeque<u64>,
     in_band_sent: usize,
-    replies: HashMap<u64, std::result::Result<Value, QmpError>>,
+    replies: HashMap<u64, std::result::Result<Value, ReplyError>>,
     events: VecDeque<Event>,
+    /// Events skipped for being over the size bound.
+    events_too_large: u64,
 }
 
 impl Session {
@@ -194,11 +229,13 @@ impl Session {
             in_band_sent: 0,
             replies: HashMap::new(),
             events: VecDeque::new(),
+            events_too_large: 0,
         }
     }
 
     /// Processes bytes read from the peer: every complete message in them is handled
-    /// (replies stored, events queued, negotiation advanced).
+    /// (replies stored, events queued, negotiation advanced, messages over the size bound
+    /// attributed).
     ///
     /// Errors are fatal: the session is closed (see the type's documentation). After the
     /// session closed, returns [`Error::Closed`].
@@ -211,6 +248,11 @@ impl Session {
             let outcome = match self.decoder.next_message() {
                 Ok(Some(message)) => self.handle(message),
                 Ok(None) => return Ok(()),
+                Err(Error::MessageTooLarge {
+                    limit,
+                    size,
+                    skipped,
+                }) => self.handle_too_large(limit, size, skipped),
                 Err(error) => Err(error),
             };
             if let Err(error) = outcome {
@@ -282,9 +324,12 @@ impl Session {
     /// When [`max_in_flight`](SessionOptions::max_in_flight) in-band commands are already in
     /// flight, the command waits in the session and is sent when a reply frees a slot.
     /// Fails with [`Error::NotReady`] before negotiation finished, [`Error::Closed`] after
-    /// the session ended, and [`Error::Arguments`] when `arguments` is not an object.
+    /// the session ended, [`Error::InvalidCommandName`] when `command` is not a name QEMU can
+    /// have (see [`Error::InvalidCommandName`]), and [`Error::Arguments`] when `arguments` is
+    /// not an object. Nothing is sent then.
     pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<RequestId> {
         self.check_ready()?;
+        check_command_name(command)?;
         check_arguments(command, arguments.as_ref())?;
         let id = self.allocate_id();
         let request = Request {
@@ -308,6 +353,7 @@ impl Session {
         if !self.oob_enabled {
             return Err(Error::OobNotEnabled);
         }
+        check_command_name(command)?;
         check_arguments(command, arguments.as_ref())?;
         let id = self.allocate_id();
         let request = Request {
@@ -362,8 +408,10 @@ impl Session {
     }
 
     /// Takes the reply to command `id`: `Ok` with the returned value, or `Err` with the error
-    /// QEMU reported. `None` while the reply has not arrived (or was already taken).
-    pub fn take_reply(&mut self, id: RequestId) -> Option<std::result::Result<Value, QmpError>> {
+    /// QEMU reported ([`ReplyError::Qmp`]) or, when the reply was larger than the bound, its
+    /// size ([`ReplyError::TooLarge`]). `None` while the reply has not arrived (or was
+    /// already taken).
+    pub fn take_reply(&mut self, id: RequestId) -> Option<std::result::Result<Value, ReplyError>> {
         self.replies.remove(&id.0)
     }
 
@@ -398,6 +446,12 @@ impl Session {
     /// How many events are queued.
     pub fn events_queued(&self) -> usize {
         self.events.len()
+    }
+
+    /// How many events were dropped for being larger than
+    /// [`max_message_size`](SessionOptions::max_message_size) (each with a `log::warn!`).
+    pub fn events_too_large(&self) -> u64 {
+        self.events_too_large
     }
 
     /// How many in-band commands were sent and wait for their reply (at most
@@ -493,9 +547,57 @@ impl Session {
                 Ok(())
             }
             Message::Greeting(greeting) => self.handle_greeting(greeting),
-            Message::Return { id, value } => self.handle_reply(id, Ok(value)),
-            Message::Error { id, error } => self.handle_reply(id, Err(error)),
+            Message::Return { id, value } => self.handle_reply(id, Ok(value), false),
+            Message::Error { id, error } => {
+                self.handle_reply(id, Err(ReplyError::Qmp(error)), true)
+            }
         }
+    }
+
+    /// A message over the size bound was skipped (see "Messages over the size bound" on the
+    /// type).
+    fn handle_too_large(&mut self, limit: usize, size: u64, skipped: Skipped) -> Result<()> {
+        let is_error = match &skipped.kind {
+            SkippedKind::Event(name) => {
+                self.events_too_large += 1;
+                log::warn!(
+                    "dropping QMP event {} of {size} bytes: larger than the limit of {limit} bytes",
+                    name.as_deref().unwrap_or("(name unknown)")
+                );
+                return Ok(());
+            }
+            SkippedKind::Return => false,
+            SkippedKind::Error => true,
+            SkippedKind::Greeting | SkippedKind::Unknown => {
+                return Err(Error::MessageTooLarge {
+                    limit,
+                    size,
+                    skipped,
+                })
+            }
+        };
+        if self.state != SessionState::Ready {
+            // Before the greeting, or the reply to qmp_capabilities: the session cannot go on.
+            return Err(Error::MessageTooLarge {
+                limit,
+                size,
+                skipped,
+            });
+        }
+        let id = match skipped.id {
+            SkippedId::Absent => None,
+            SkippedId::Value(id) => Some(id),
+            SkippedId::Unreadable => {
+                // Every id the session sends is a short number.
+                log::warn!(
+                    "dropping a QMP {} of {size} bytes (over the limit of {limit} bytes) whose id \
+                     could not be read",
+                    if is_error { "error reply" } else { "reply" }
+                );
+                return Ok(());
+            }
+        };
+        self.handle_reply(id, Err(ReplyError::TooLarge { size, limit }), is_error)
     }
 
     fn handle_greeting(&mut self, greeting: Greeting) -> Result<()> {
@@ -528,10 +630,13 @@ impl Session {
         Ok(())
     }
 
+    /// Stores a reply for its command. `is_error`: the message was an error reply (`reply` is
+    /// an error either way for a reply over the size bound).
     fn handle_reply(
         &mut self,
         id: Option<Value>,
-        reply: std::result::Result<Value, QmpError>,
+        reply: std::result::Result<Value, ReplyError>,
+        is_error: bool,
     ) -> Result<()> {
         if self.state == SessionState::AwaitingGreeting {
             return Err(Error::Protocol(
@@ -552,10 +657,10 @@ impl Session {
                 return Ok(());
             }
             return match reply {
-                Err(error) => Err(Error::Protocol(format!(
+                Err(error) if is_error => Err(Error::Protocol(format!(
                     "an error reply without id (the server could not read a request): {error}"
                 ))),
-                Ok(_) => {
+                _ => {
                     log::warn!("dropping a QMP reply without id");
                     Ok(())
                 }
@@ -573,15 +678,18 @@ impl Session {
                 log::warn!(
                     "dropping a QMP reply with unknown id {} ({})",
                     excerpt_value(&id),
-                    if reply.is_ok() { "return" } else { "error" }
+                    match &reply {
+                        Ok(_) => "return".to_owned(),
+                        Err(e) => e.to_string(),
+                    }
                 );
             }
         }
         Ok(())
     }
 
-    /// The reply to `qmp_capabilities` arrived.
-    fn negotiated(&mut self, reply: std::result::Result<Value, QmpError>) -> Result<()> {
+    /// The reply to `qmp_capabilities` arrived. (One over the size bound never gets here.)
+    fn negotiated(&mut self, reply: std::result::Result<Value, ReplyError>) -> Result<()> {
         self.negotiation = None;
         match reply {
             Ok(_) => {
@@ -589,12 +697,17 @@ impl Session {
                 self.pump();
                 Ok(())
             }
-            Err(error) => Err(Error::Negotiation(error)),
+            Err(ReplyError::Qmp(error)) => Err(Error::Negotiation(error)),
+            Err(ReplyError::TooLarge { size, limit }) => Err(Error::MessageTooLarge {
+                limit,
+                size,
+                skipped: Skipped::default(),
+            }),
         }
     }
 
     /// Stores the reply to command `n`, which is in `sent`, and sends what waits for a slot.
-    fn answer(&mut self, n: u64, reply: std::result::Result<Value, QmpError>) {
+    fn answer(&mut self, n: u64, reply: std::result::Result<Value, ReplyError>) {
         let Some(pending) = self.sent.remove(&n) else {
             return;
         };
@@ -604,6 +717,86 @@ impl Session {
         log::trace!("reply to {} (command {n})", pending.command);
         self.replies.insert(n, reply);
         self.pump();
+    }
+}
+
+/// Refuses a command name QEMU cannot have, following QAPI's naming rules: an ASCII letter,
+/// then ASCII letters, digits, `-` and `_`; a downstream extension puts `__RFQDN_` before that,
+/// RFQDN being a reversed domain name of ASCII letters, digits, `-` and `.` (e.g.
+/// `__com.redhat_drive-mirror`). Names are also bounded in length, so that a mistake never
+/// sends (and has QEMU quote back) megabytes.
+fn check_command_name(name: &str) -> Result<()> {
+    let invalid = |reason: String| {
+        let bytes = name.as_bytes();
+        let shown = if bytes.len() > 64 {
+            format!("{}...", excerpt(bytes, 0, 40))
+        } else {
+            excerpt(bytes, 0, 64)
+        };
+        Err(Error::InvalidCommandName {
+            name: shown,
+            len: bytes.len(),
+            reason,
+        })
+    };
+    if name.len() > MAX_COMMAND_NAME_LEN {
+        return invalid(format!(
+            "longer than the limit of {MAX_COMMAND_NAME_LEN} bytes"
+        ));
+    }
+    let mut rest = name;
+    if let Some(extension) = name.strip_prefix("__") {
+        let Some((domain, base)) = extension.split_once('_') else {
+            return invalid(
+                "a name starting with __ is a downstream extension, __RFQDN_NAME, and the `_` \
+                 after the domain is missing"
+                    .into(),
+            );
+        };
+        if domain.is_empty() {
+            return invalid("the downstream prefix __RFQDN_ has an empty domain".into());
+        }
+        if let Some(bad) = domain
+            .bytes()
+            .find(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.')))
+        {
+            return invalid(format!(
+                "the domain of the downstream prefix __RFQDN_ may only hold ASCII letters, \
+                 digits, `-` and `.`, not {}",
+                describe_byte(bad)
+            ));
+        }
+        rest = base;
+    }
+    match rest.bytes().next() {
+        None => return invalid("the name is empty".into()),
+        Some(first) if !first.is_ascii_alphabetic() => {
+            return invalid(format!(
+                "a name must start with an ASCII letter (or a downstream prefix __RFQDN_), not \
+                 {}",
+                describe_byte(first)
+            ))
+        }
+        Some(_) => {}
+    }
+    if let Some(bad) = rest
+        .bytes()
+        .find(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')))
+    {
+        return invalid(format!(
+            "a name may only hold ASCII letters, digits, `-` and `_`, not {}",
+            describe_byte(bad)
+        ));
+    }
+    Ok(())
+}
+
+/// A byte for an error message: `'x'` when printable ASCII, else its escape.
+fn describe_byte(b: u8) -> String {
+    if b.is_ascii_graphic() {
+        format!("'{}'", b as char)
+    } else {
+        format!("'{}'", b.escape_ascii())
     }
 }
 
@@ -630,7 +823,7 @@ fn excerpt_value(value: &Value) -> String {
 mod tests {
     use super::*;
     use crate::commands::{QueryStatus, RunState};
-    use crate::wire::ErrorClass;
+    use crate::wire::{ErrorClass, QmpError};
     use serde_json::json;
 
     fn greeting(capabilities: &[&str]) -> Vec<u8> {
@@ -682,6 +875,14 @@ mod tests {
             .unwrap();
         assert!(session.is_ready());
         session
+    }
+
+    /// The error QEMU reported, from a reply that must be one.
+    fn qmp_error(reply: Option<std::result::Result<Value, ReplyError>>) -> QmpError {
+        match reply {
+            Some(Err(ReplyError::Qmp(error))) => error,
+            other => panic!("expected an error reply, got {other:?}"),
+        }
     }
 
     fn id_of(request: &Request) -> u64 {
@@ -751,7 +952,7 @@ mod tests {
                 "id": oob.0})))
             .unwrap();
         assert_eq!(
-            session.take_reply(oob).unwrap().unwrap_err().class,
+            qmp_error(session.take_reply(oob)).class,
             ErrorClass::GenericError
         );
         assert!(session.transmit().is_empty());
@@ -935,7 +1136,7 @@ mod tests {
             .receive(&line(json!({"error": {"class": "CommandNotFound",
                 "desc": "The command stop has not been found"}, "id": id.0})))
             .unwrap();
-        let error = session.take_reply(id).unwrap().unwrap_err();
+        let error = qmp_error(session.take_reply(id));
         assert_eq!(error.class, ErrorClass::CommandNotFound);
         assert_eq!(
             error.to_string(),
@@ -989,7 +1190,10 @@ mod tests {
     #[test]
     fn broken_streams_close_the_session() {
         type Check = fn(&Error) -> bool;
-        let cases: [(&[u8], Check); 4] = [
+        // Over the bound and of unknown kind: fatal, as a small message of unknown shape is.
+        let big_array = format!("[{}1]\r\n", "1,".repeat(150)).into_bytes();
+        let big_object = format!("{{\"what\": \"{}\"}}\r\n", "w".repeat(300)).into_bytes();
+        let cases: [(&[u8], Check); 5] = [
             (b"{\"return\": nope}\r\n", |e| {
                 matches!(e, Error::Json { .. })
             }),
@@ -997,8 +1201,19 @@ mod tests {
                 matches!(e, Error::Utf8 { .. })
             }),
             (b"{\"what\": 1}\r\n", |e| matches!(e, Error::Protocol(_))),
-            (&[b'['; 300], |e| {
-                matches!(e, Error::MessageTooLarge { limit: 200 })
+            (&big_array, |e| {
+                *e == Error::MessageTooLarge {
+                    limit: 200,
+                    size: 303,
+                    skipped: Skipped::default(),
+                }
+            }),
+            (&big_object, |e| {
+                *e == Error::MessageTooLarge {
+                    limit: 200,
+                    size: 312,
+                    skipped: Skipped::default(),
+                }
             }),
         ];
         for (input, expected) in cases {
@@ -1329,14 +1544,9 @@ mod tests {
             Some(Ok(json!({"status": "running", "running": true})))
         );
         assert_eq!(session.take_reply(p1), Some(Ok(json!({}))));
-        let error = session.take_reply(b).unwrap().unwrap_err();
+        let error = qmp_error(session.take_reply(b));
         assert_eq!(error.class, ErrorClass::CommandNotFound);
-        assert!(session
-            .take_reply(p2)
-            .unwrap()
-            .unwrap_err()
-            .desc
-            .contains("postcopy"));
+        assert!(qmp_error(session.take_reply(p2)).desc.contains("postcopy"));
         assert_eq!(session.take_reply(c), Some(Ok(json!({"name": "vm0"}))));
         assert_eq!(session.poll_event().unwrap().name, "RESUME");
         assert_eq!(session.pending(), 0);
@@ -1358,7 +1568,7 @@ mod tests {
         input.extend(line(json!({"return": {"name": "vm0"}})));
         session.receive(&input).unwrap();
         assert_eq!(session.take_reply(first), Some(Ok(json!({}))));
-        let error = session.take_reply(second).unwrap().unwrap_err();
+        let error = qmp_error(session.take_reply(second));
         assert_eq!(error.class, ErrorClass::DeviceNotFound);
         assert_eq!(error.desc, "Device 'nic9' not found");
         assert_eq!(session.take_reply(third), Some(Ok(json!({"name": "vm0"}))));
@@ -1410,7 +1620,7 @@ mod tests {
         ));
         session.receive(&input).unwrap();
         assert_eq!(session.take_reply(a), Some(Ok(json!({"name": "a"}))));
-        assert_eq!(session.take_reply(b).unwrap().unwrap_err().desc, "b");
+        assert_eq!(qmp_error(session.take_reply(b)).desc, "b");
         // With nothing waiting, a null id is an unknown id, as with ids on the wire.
         session
             .receive(&line(
@@ -1478,5 +1688,325 @@ mod tests {
             .unwrap();
         assert_eq!(agent.take_reply(sync), Some(Ok(json!(7))));
         assert_eq!(agent.take_reply(info), None);
+    }
+
+    // ---- messages over the size bound -------------------------------------------------------
+
+    /// A reply of about `size` bytes: `{"return": "xxx...", "id": ID}` (no id when `id` is
+    /// null).
+    fn big_reply(size: usize, id: Value) -> Vec<u8> {
+        with_optional_id(json!({"return": "x".repeat(size)}), id)
+    }
+
+    /// An error reply quoting a long command name, as QEMU's CommandNotFound does.
+    fn big_error(size: usize, id: Value) -> Vec<u8> {
+        let desc = format!("The command {} has not been found", "n".repeat(size));
+        with_optional_id(
+            json!({"error": {"class": "CommandNotFound", "desc": desc}}),
+            id,
+        )
+    }
+
+    fn with_optional_id(mut value: Value, id: Value) -> Vec<u8> {
+        if !id.is_null() {
+            value["id"] = id;
+        }
+        line(value)
+    }
+
+    fn too_large_reply(
+        message: &[u8],
+        limit: usize,
+    ) -> Option<std::result::Result<Value, ReplyError>> {
+        // The message's size, CRLF excluded.
+        Some(Err(ReplyError::TooLarge {
+            size: message.len() as u64 - 2,
+            limit,
+        }))
+    }
+
+    /// A ready session with ids on the wire or not, as `options` say.
+    fn ready_either(options: SessionOptions, capabilities: &[&str]) -> Session {
+        let mut session = Session::new(options);
+        session.receive(&greeting(capabilities)).unwrap();
+        let id = take_sent(&mut session)[0].id.clone().unwrap_or(Value::Null);
+        session
+            .receive(&with_optional_id(json!({"return": {}}), id))
+            .unwrap();
+        assert!(session.is_ready());
+        session
+    }
+
+    fn bounded(limit: usize, in_band_ids: bool) -> SessionOptions {
+        SessionOptions {
+            oob: true,
+            max_message_size: limit,
+            in_band_ids,
+            ..SessionOptions::default()
+        }
+    }
+
+    #[test]
+    fn an_oversize_reply_fails_its_command_and_the_session_goes_on() {
+        for in_band_ids in [true, false] {
+            let mut session = ready_either(bounded(1024, in_band_ids), &["oob"]);
+            let first = session.execute("query-qmp-schema", None).unwrap();
+            let second = session.execute("bad-name", None).unwrap();
+            let third = session.execute("query-status", None).unwrap();
+            let sent = take_sent(&mut session);
+            let ids: Vec<Value> = sent
+                .iter()
+                .map(|r| r.id.clone().unwrap_or(Value::Null))
+                .collect();
+            let first_reply = big_reply(5000, ids[0].clone());
+            let second_reply = big_error(3000, ids[1].clone());
+            let mut input = first_reply.clone();
+            input.extend(&second_reply);
+            input.extend(with_optional_id(
+                json!({"return": {"status": "running"}}),
+                ids[2].clone(),
+            ));
+            session.receive(&input).unwrap();
+            assert!(session.is_ready());
+            assert_eq!(
+                session.take_reply(first),
+                too_large_reply(&first_reply, 1024)
+            );
+            assert_eq!(
+                session.take_reply(second),
+                too_large_reply(&second_reply, 1024)
+            );
+            assert_eq!(
+                session.take_reply(third),
+                Some(Ok(json!({"status": "running"})))
+            );
+            assert_eq!(session.in_flight(), 0);
+            // The next command works.
+            let next = session.execute("query-name", None).unwrap();
+            let id = take_sent(&mut session)[0].id.clone().unwrap_or(Value::Null);
+            session
+                .receive(&with_optional_id(json!({"return": {}}), id))
+                .unwrap();
+            assert_eq!(session.take_reply(next), Some(Ok(json!({}))));
+            assert_eq!(session.events_too_large(), 0);
+        }
+    }
+
+    #[test]
+    fn an_oversize_oob_reply_goes_to_its_command_by_id() {
+        for in_band_ids in [true, false] {
+            let mut session = ready_either(bounded(512, in_band_ids), &["oob"]);
+            let in_band = session.execute("query-status", None).unwrap();
+            let oob = session.execute_oob("x-big-oob", None).unwrap();
+            let sent = take_sent(&mut session);
+            let oob_reply = big_reply(1000, sent[1].id.clone().unwrap());
+            // The out-of-band reply overtakes the in-band one.
+            let mut input = oob_reply.clone();
+            input.extend(with_optional_id(
+                json!({"return": "in band"}),
+                sent[0].id.clone().unwrap_or(Value::Null),
+            ));
+            session.receive(&input).unwrap();
+            assert_eq!(session.take_reply(oob), too_large_reply(&oob_reply, 512));
+            assert_eq!(session.take_reply(in_band), Some(Ok(json!("in band"))));
+        }
+    }
+
+    #[test]
+    fn an_oversize_event_is_counted_and_nothing_fails() {
+        for in_band_ids in [true, false] {
+            let mut session = ready_either(bounded(256, in_band_ids), &[]);
+            let id = session.execute("query-status", None).unwrap();
+            let sent = take_sent(&mut session);
+            let mut input = line(json!({"event": "HUGE", "data": {"blob": "b".repeat(1000)},
+                "timestamp": {"seconds": 1, "microseconds": 2}}));
+            input.extend(event("SMALL", None));
+            input.extend(with_optional_id(
+                json!({"return": "ok"}),
+                sent[0].id.clone().unwrap_or(Value::Null),
+            ));
+            session.receive(&input).unwrap();
+            assert!(session.is_ready());
+            assert_eq!(session.events_too_large(), 1);
+            assert_eq!(session.take_reply(id), Some(Ok(json!("ok"))));
+            assert_eq!(session.poll_event().unwrap().name, "SMALL");
+            assert!(session.poll_event().is_none());
+        }
+    }
+
+    #[test]
+    fn oversize_replies_nobody_waits_for() {
+        // With ids: an unknown id, or one that could not be read, is dropped like a small
+        // reply with an unknown id; the command in flight keeps waiting.
+        let mut session = ready_either(bounded(256, true), &[]);
+        let id = session.execute("query-status", None).unwrap();
+        take_sent(&mut session);
+        let mut input = big_reply(1000, json!(999));
+        input.extend(big_reply(1000, json!({"not": "ours"})));
+        input.extend(big_reply(1000, json!("i".repeat(400))));
+        session.receive(&input).unwrap();
+        assert!(session.is_ready());
+        assert!(session.is_pending(id));
+        session
+            .receive(&line(json!({"return": 1, "id": id.0})))
+            .unwrap();
+        assert_eq!(session.take_reply(id), Some(Ok(json!(1))));
+
+        // Without ids, and nothing in flight: a return is dropped, an error is fatal (QEMU
+        // could not read a request), as for small ones.
+        let mut session = ready_without_ids(&[]);
+        session.receive(&big_reply(11 << 20, Value::Null)).unwrap();
+        assert!(session.is_ready());
+        let err = session
+            .receive(&big_error(11 << 20, Value::Null))
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Protocol(m) if m.contains("without id") && m.contains("bytes")),
+            "{err}"
+        );
+        assert_eq!(session.state(), SessionState::Closed);
+    }
+
+    #[test]
+    fn oversize_messages_that_are_fatal() {
+        // A greeting over the bound: the session cannot start.
+        let mut session = Session::new(bounded(256, true));
+        let mut big_greeting = greeting(&[]);
+        big_greeting.splice(
+            8..8,
+            b"\"pad\": \""
+                .iter()
+                .chain(&[b'p'; 300])
+                .chain(b"\", ")
+                .copied(),
+        );
+        let err = session.receive(&big_greeting).unwrap_err();
+        assert!(
+            matches!(&err, Error::MessageTooLarge { skipped, .. } if skipped.kind == SkippedKind::Greeting),
+            "{err}"
+        );
+        assert_eq!(session.state(), SessionState::Closed);
+
+        // The reply to qmp_capabilities over the bound.
+        for in_band_ids in [true, false] {
+            let mut session = Session::new(bounded(256, in_band_ids));
+            session.receive(&greeting(&[])).unwrap();
+            let id = take_sent(&mut session)[0].id.clone().unwrap_or(Value::Null);
+            let err = session.receive(&big_reply(300, id)).unwrap_err();
+            assert!(
+                matches!(err, Error::MessageTooLarge { limit: 256, .. }),
+                "{err}"
+            );
+            assert_eq!(session.state(), SessionState::Closed);
+        }
+
+        // A message of unknown kind.
+        let mut session = ready_either(bounded(256, true), &[]);
+        let err = session
+            .receive(&line(json!({"what": "w".repeat(300)})))
+            .unwrap_err();
+        assert!(matches!(err, Error::MessageTooLarge { .. }), "{err}");
+        assert_eq!(session.state(), SessionState::Closed);
+    }
+
+    /// The conversation of the first oversize test, fed in every two-piece split and byte by
+    /// byte, in both id modes.
+    #[test]
+    fn oversize_replies_in_any_split() {
+        for in_band_ids in [true, false] {
+            let id = |n: u64| if in_band_ids { json!(n) } else { Value::Null };
+            let big = big_reply(300, id(2));
+            let mut server = big.clone();
+            server.extend(event("STOP", None));
+            server.extend(line(json!({"event": "BIG", "data": "d".repeat(300),
+                "timestamp": {"seconds": 1, "microseconds": 2}})));
+            let big_err = big_error(200, id(3));
+            server.extend(&big_err);
+            server.extend(with_optional_id(json!({"return": "small"}), id(4)));
+            let step = if cfg!(miri) { 37 } else { 1 };
+            for split in (0..=server.len()).step_by(step).chain([server.len() + 1]) {
+                let mut session = ready_either(bounded(128, in_band_ids), &[]);
+                let ids = [
+                    session.execute("query-qmp-schema", None).unwrap(),
+                    session.execute("bad", None).unwrap(),
+                    session.execute("query-name", None).unwrap(),
+                ];
+                if split <= server.len() {
+                    session.receive(&server[..split]).unwrap();
+                    session.receive(&server[split..]).unwrap();
+                } else {
+                    server.chunks(1).for_each(|b| session.receive(b).unwrap());
+                }
+                assert!(session.is_ready(), "split {split}");
+                assert_eq!(session.take_reply(ids[0]), too_large_reply(&big, 128));
+                assert_eq!(session.take_reply(ids[1]), too_large_reply(&big_err, 128));
+                assert_eq!(session.take_reply(ids[2]), Some(Ok(json!("small"))));
+                assert_eq!(session.events_too_large(), 1);
+                assert_eq!(session.poll_event().unwrap().name, "STOP");
+                assert!(session.poll_event().is_none());
+                session.receive_eof().unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn command_names_follow_the_qapi_rules() {
+        let mut session = ready_either(bounded(DEFAULT_MAX_MESSAGE_SIZE, true), &["oob"]);
+        for good in [
+            "query-status",
+            "qmp_capabilities",
+            "x-query-virtio",
+            "device_add",
+            "Q",
+            "__com.redhat_drive-mirror",
+            "__org.example-1_a_b-c",
+            "__x_y",
+        ] {
+            session.execute(good, None).unwrap();
+        }
+        take_sent(&mut session);
+        let huge = "a".repeat(10 << 20);
+        let cases: [(&str, &str); 12] = [
+            ("", "empty"),
+            ("1query", "start with an ASCII letter"),
+            ("-query", "start with an ASCII letter"),
+            ("_query", "start with an ASCII letter"),
+            ("query status", "not ' '"),
+            ("query\"status", "not '\"'"),
+            ("quéry", "not '\\xc3'"),
+            ("query\n", "not '\\n'"),
+            ("__com.redhat", "missing"),
+            ("__com.redhat_", "empty"),
+            ("___drive-mirror", "empty domain"),
+            ("__com/redhat_drive-mirror", "not '/'"),
+        ];
+        let next = session.execute("query-name", None).unwrap();
+        take_sent(&mut session);
+        for (bad, reason) in cases {
+            let err = session.execute(bad, None).unwrap_err();
+            let Error::InvalidCommandName { len, .. } = &err else {
+                panic!("{bad:?}: {err:?}");
+            };
+            assert_eq!(*len, bad.len());
+            assert!(err.to_string().contains(reason), "{bad:?}: {err}");
+            assert!(session.execute_oob(bad, None).is_err());
+        }
+        // A huge name is excerpted in the error, and nothing is sent, in band or out.
+        let err = session.execute(&huge, None).unwrap_err();
+        let Error::InvalidCommandName { name, len, reason } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(*len, 10 << 20);
+        assert_eq!(name, &format!("{}...", "a".repeat(40)));
+        assert!(reason.contains("1024"), "{reason}");
+        assert!(err.to_string().len() < 200, "{err}");
+        let err = session.execute_oob(&huge, None).unwrap_err();
+        assert!(matches!(err, Error::InvalidCommandName { .. }), "{err}");
+        assert!(session.transmit().is_empty());
+        assert!(session.is_ready());
+        // No id was used up by the refusals.
+        assert_eq!(session.execute("query-name", None).unwrap().0, next.0 + 1);
+        let long_ok = "a".repeat(MAX_COMMAND_NAME_LEN);
+        session.execute(&long_ok, None).unwrap();
     }
 }

@@ -27,11 +27,12 @@ pub struct Version {
     pub package: String,
 }
 
+/// In QEMU's member order (serialized in declaration order).
 #[derive(Serialize, Deserialize)]
 struct VersionTriple {
-    major: u64,
-    minor: u64,
     micro: u64,
+    minor: u64,
+    major: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -133,9 +134,10 @@ impl Greeting {
     }
 }
 
+/// In QEMU's member order (`json!` keeps it: serde_json's `preserve_order` is on).
 fn version_to_value(version: &Version) -> Value {
     serde_json::json!({
-        "qemu": {"major": version.major, "minor": version.minor, "micro": version.micro},
+        "qemu": {"micro": version.micro, "minor": version.minor, "major": version.major},
         "package": version.package,
     })
 }
@@ -190,15 +192,16 @@ pub struct Event {
 }
 
 impl Event {
-    /// The event as the JSON object QEMU sends: `{"event": .., "data": .., "timestamp": {..}}`,
-    /// `data` left out when it is `Null` (as QEMU does for events without data).
+    /// The event as the JSON object QEMU sends, in QEMU's member order:
+    /// `{"timestamp": {..}, "event": .., "data": ..}`, `data` left out when it is `Null` (as
+    /// QEMU does for events without data).
     pub fn to_value(&self) -> Value {
         let mut map = Map::new();
+        map.insert("timestamp".into(), self.timestamp.to_value());
         map.insert("event".into(), Value::String(self.name.clone()));
         if !self.data.is_null() {
             map.insert("data".into(), self.data.clone());
         }
-        map.insert("timestamp".into(), self.timestamp.to_value());
         Value::Object(map)
     }
 
@@ -465,7 +468,8 @@ impl Message {
         )))
     }
 
-    /// The message as the JSON object QEMU sends.
+    /// The message as the JSON object QEMU sends, in QEMU's member order (`{"return": ..,
+    /// "id": ..}` but `{"id": .., "error": ..}`).
     pub fn to_value(&self) -> Value {
         match self {
             Message::Greeting(greeting) => greeting.to_value(),
@@ -479,10 +483,10 @@ impl Message {
             }
             Message::Error { id, error } => {
                 let mut map = Map::new();
-                map.insert("error".into(), error.to_value());
                 if let Some(id) = id {
                     map.insert("id".into(), id.clone());
                 }
+                map.insert("error".into(), error.to_value());
                 Value::Object(map)
             }
             Message::Event(event) => event.to_value(),

@@ -228,6 +228,53 @@ static void check_qmp_and_events(void) {
     CHECK(strcmp(class_buf, "CommandNotFound") == 0, "the QMP class is CommandNotFound");
     CHECK(qm_last_error_qmp_desc(NULL, 0) > 0, "the QMP description is there");
     CHECK(json == NULL, "no reply string on error");
+
+    /* A 10 MiB command name is refused before it is sent (QEMU would quote it back in an error
+     * larger than the 10 MiB bound on a reply), with a message naming the problem; the machine
+     * goes on. */
+    size_t huge_len = (size_t)10 << 20;
+    char *huge = malloc(huge_len + 1);
+    CHECK(huge != NULL, "allocate a 10 MiB name");
+    if (huge != NULL) {
+        memset(huge, 'x', huge_len);
+        huge[huge_len] = '\0';
+        CHECK_STATUS(qm_machine_execute(machine, huge, NULL, -1, &json),
+                     QM_STATUS_INVALID_ARGUMENT, "a 10 MiB command name is QM_STATUS_INVALID_ARGUMENT");
+        CHECK(strstr(last_error(), "invalid QMP command name") != NULL &&
+                  strstr(last_error(), "10485760 bytes") != NULL &&
+                  strlen(last_error()) < 300,
+              "the message names the problem and the length, and quotes only an excerpt");
+        CHECK(json == NULL, "no reply string for a refused name");
+        free(huge);
+    }
+    CHECK_STATUS(qm_machine_execute(machine, "query-status", NULL, -1, NULL), QM_STATUS_OK,
+                 "the next command works");
+    CHECK_STATUS(qm_machine_execute(machine, "bad name", NULL, -1, NULL),
+                 QM_STATUS_INVALID_ARGUMENT, "a name with a space is refused too");
+
+    /* Replies keep QEMU's member order (micro, minor, major; status, singlestep, running). */
+    CHECK_STATUS(qm_machine_execute(machine, "query-version", NULL, -1, &json), QM_STATUS_OK,
+                 "execute query-version");
+    if (json != NULL) {
+        const char *micro = strstr(json, "\"micro\""), *minor = strstr(json, "\"minor\""),
+                   *major = strstr(json, "\"major\"");
+        CHECK(micro && minor && major && micro < minor && minor < major,
+              "query-version's members come in QEMU's order");
+    }
+    qm_string_free(json);
+    json = NULL;
+    CHECK_STATUS(qm_machine_execute(machine, "query-status", NULL, -1, &json), QM_STATUS_OK,
+                 "execute query-status again");
+    if (json != NULL) {
+        /* Member names only: "running" is also the value of "status". */
+        const char *st = strstr(json, "\"status\":"), *single = strstr(json, "\"singlestep\":"),
+                   *running = strstr(json, "\"running\":");
+        CHECK(st && single && running && st < single && single < running,
+              "query-status's members come in QEMU's order");
+    }
+    qm_string_free(json);
+    json = NULL;
+
     CHECK_STATUS(qm_machine_execute(machine, "human-monitor-command",
                                     "{\"command-line\": \"info version\"}", 5000, &json),
                  QM_STATUS_OK, "execute with arguments");

@@ -272,17 +272,45 @@ fn garbage_from_the_peer_is_a_protocol_error() {
 }
 
 #[test]
-fn an_oversize_message_is_a_protocol_error() {
-    let mut big = b"{\"return\": \"".to_vec();
-    big.extend(std::iter::repeat_n(b'a', 11 << 20));
-    big.extend_from_slice(b"\"}\r\n");
-    let err = misbehave_after_one_command(big, false);
-    match err {
-        Error::Protocol(qmp_proto::Error::MessageTooLarge { limit }) => {
-            assert_eq!(limit, qmp_proto::DEFAULT_MAX_MESSAGE_SIZE)
+fn an_oversize_reply_fails_only_its_command() {
+    // A reply over the default 10 MiB bound (as QEMU's CommandNotFound quoting a huge name
+    // would be) fails the command it answers, naming its size, and the next command works.
+    const FILL: usize = 11 << 20;
+    let (machine, peer) = fake_peer(|reader| {
+        negotiate(reader);
+        let _ = read_request(reader);
+        let mut big = b"{\"return\": \"".to_vec();
+        big.extend(std::iter::repeat_n(b'a', FILL));
+        big.extend_from_slice(b"\"}\r\n");
+        let _ = reader.get_mut().write_all(&big);
+        let (name, _) = read_request(reader).unwrap();
+        assert_eq!(name, "query-name");
+        let _ = reader
+            .get_mut()
+            .write_all(b"{\"return\": {\"name\": \"vm0\"}}\r\n");
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink);
+    });
+    let mut vm = machine.unwrap();
+    match vm.execute("query-status", None) {
+        Err(Error::ReplyTooLarge {
+            command,
+            size,
+            limit,
+        }) => {
+            assert_eq!(command, "query-status");
+            assert_eq!(size, FILL as u64 + 14);
+            assert_eq!(limit, qmp_proto::DEFAULT_MAX_MESSAGE_SIZE);
         }
-        other => panic!("expected MessageTooLarge, got {other:?}"),
+        other => panic!("expected ReplyTooLarge, got {other:?}"),
     }
+    assert_eq!(
+        vm.execute("query-name", None).unwrap(),
+        serde_json::json!({"name": "vm0"})
+    );
+    assert!(vm.is_connected());
+    drop(vm);
+    peer.join().unwrap();
 }
 
 #[test]

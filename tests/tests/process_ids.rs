@@ -52,11 +52,13 @@ fn burst() -> Vec<(&'static str, Option<Value>, Expect)> {
     ]
 }
 
-fn check(reply: Result<Value, qmp_proto::QmpError>, expect: &Expect, what: &str) {
+fn check(reply: Result<Value, qmp_proto::ReplyError>, expect: &Expect, what: &str) {
     match (expect, reply) {
         (Expect::Status, Ok(value)) => assert_eq!(value["status"], "running", "{what}: {value}"),
         (Expect::Text(text), Ok(value)) => assert_eq!(value, json!(text), "{what}"),
-        (Expect::Error(class), Err(error)) => assert_eq!(&error.class, class, "{what}: {error}"),
+        (Expect::Error(class), Err(qmp_proto::ReplyError::Qmp(error))) => {
+            assert_eq!(&error.class, class, "{what}: {error}")
+        }
         (expect, reply) => panic!("{what}: expected {expect:?}, got {reply:?}"),
     }
 }
@@ -164,6 +166,7 @@ fn a_pipelined_burst_gets_each_command_its_own_reply_with_and_without_ids() {
         }
         for id in oob {
             let error = session.take_reply(id).unwrap().unwrap_err();
+            let error = error.qmp().expect("an error reply from QEMU");
             assert_eq!(error.class, ErrorClass::GenericError);
             assert!(error.desc.contains("postcopy"), "{error}");
         }
