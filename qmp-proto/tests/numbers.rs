@@ -10,6 +10,8 @@ use qmp_proto::{Decoder, Encoder, Session, SessionOptions};
 use serde_json::Value;
 
 /// `d` as C's `printf("%.17g", d)` writes it, which is how QEMU writes a double in JSON.
+/// (Miri cannot call C; there the other spellings are checked.)
+#[cfg(not(miri))]
 fn printf_17g(d: f64) -> String {
     let mut buf = [0u8; 64];
     // SAFETY: the format takes exactly one double; the buffer is 64 bytes and its length is
@@ -25,12 +27,10 @@ fn printf_17g(d: f64) -> String {
 
 /// The texts a double may arrive as.
 fn spellings(d: f64) -> Vec<String> {
-    vec![
-        printf_17g(d),
-        format!("{d}"),
-        format!("{d:e}"),
-        format!("{d:?}"),
-    ]
+    let mut texts = vec![format!("{d}"), format!("{d:e}"), format!("{d:?}")];
+    #[cfg(not(miri))]
+    texts.insert(0, printf_17g(d));
+    texts
 }
 
 /// Decodes `input` whole (the in-place fast path) and split in the middle of every message
@@ -122,8 +122,11 @@ fn check_double(d: f64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 16 } else { 5_000 }))]
+    #![proptest_config(ProptestConfig::with_cases(5_000))]
 
+    // Not under miri (too slow there, and the regression file cannot be read); the edge
+    // cases below run there.
+    #[cfg_attr(miri, ignore)]
     #[test]
     fn every_finite_double_decodes_to_the_same_bits(pattern in any::<u64>()) {
         let d = f64::from_bits(pattern);
@@ -132,6 +135,7 @@ proptest! {
     }
 
     /// Doubles of ordinary magnitudes, where QEMU's values live (sizes, ratios, times).
+    #[cfg_attr(miri, ignore)]
     #[test]
     fn ordinary_doubles_decode_to_the_same_bits(d in -1e12f64..1e12f64) {
         check_double(d);

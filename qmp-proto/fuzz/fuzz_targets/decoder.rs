@@ -1,5 +1,7 @@
-//! The decoder on arbitrary bytes: it never panics, gives the same values and errors
-//! whatever the chunking, keeps its memory bounded, and what it classifies round-trips.
+//! The decoder on arbitrary bytes: it never panics, gives the same values and errors (an
+//! oversize message's size and what was noted of it included) whatever the chunking, keeps its
+//! memory bounded, and what it decodes round-trips through the encoder (numbers to the same
+//! bits, members in the same order).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -54,12 +56,19 @@ fuzz_target!(|data: &[u8]| {
         for result in whole {
             match result {
                 Ok(value) => {
-                    // The encoder writes what serde_json's own serializer writes. (Parsing
-                    // it back is not compared: without its `float_roundtrip` feature,
-                    // serde_json may parse a decimal float one ULP off.)
+                    // The encoder writes what serde_json's own serializer writes, and what it
+                    // writes decodes to the same value (numbers to the same bits) and encodes
+                    // to the same text again (member order kept).
                     let mut out = Vec::new();
                     Encoder::encode_value(&value, &mut out);
                     assert!(out.ends_with(b"\r\n"));
+                    let mut again = Decoder::new();
+                    again.feed(&out);
+                    let back = again.next_value().expect("encoded text decodes");
+                    assert_eq!(back.as_ref(), Some(&value));
+                    let mut out2 = Vec::new();
+                    Encoder::encode_value(back.as_ref().unwrap(), &mut out2);
+                    assert_eq!(out2, out);
                     out.truncate(out.len() - 2);
                     assert_eq!(out, serde_json::to_vec(&value).expect("a Value serializes"));
                     // A classified message turns back into a value that classifies the same.
@@ -70,6 +79,12 @@ fuzz_target!(|data: &[u8]| {
                 Err(e) => {
                     let text = e.to_string();
                     assert!(!text.is_empty());
+                    // A message over the bound is reported with its full size, once it ended.
+                    if let Error::MessageTooLarge { limit: l, size, .. } = &e {
+                        assert_eq!(*l, limit);
+                        assert!(*size > limit as u64, "{size} <= {limit}");
+                        assert!(*size <= data.len() as u64);
+                    }
                     if let Error::Json { excerpt, .. } | Error::Utf8 { excerpt, .. } = &e {
                         assert!(excerpt.len() <= 4 * 40, "{excerpt}");
                     }
