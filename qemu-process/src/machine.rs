@@ -127,8 +127,15 @@ struct Console {
     received: u64,
 }
 
-/// A wanted event: name and optional pattern (QEMUMachine's `event_match` semantics).
-type Wanted = Vec<(String, Option<Value>)>;
+/// Wanted events: each a name (`None`: any name) and an optional pattern (QEMUMachine's
+/// `event_match` semantics).
+type Wanted = Vec<(Option<String>, Option<Value>)>;
+
+/// Whether `event` is one of `wanted`'s: its name (unless the name is `None`, which takes any)
+/// and its pattern both match.
+fn wanted_matches(event: &Event, name: Option<&str>, pattern: Option<&Value>) -> bool {
+    event.matches(name.unwrap_or(&event.name), pattern)
+}
 
 /// One QEMU, launched and owned ([`Machine::launch`]) or attached to ([`Machine::attach`]).
 ///
@@ -665,10 +672,9 @@ impl Machine {
         log::debug!("QMP event {} {}", event.name, event.data);
         if self.event_matched.is_none() {
             if let Some(wanted) = &self.event_waiter {
-                if wanted
-                    .iter()
-                    .any(|(name, pattern)| event.matches(name, pattern.as_ref()))
-                {
+                if wanted.iter().any(|(name, pattern)| {
+                    wanted_matches(&event, name.as_deref(), pattern.as_ref())
+                }) {
                     self.event_matched = Some(event);
                     return;
                 }
@@ -1083,6 +1089,9 @@ impl Machine {
     /// matching value). Kept events are searched first; a match is removed from the kept ones,
     /// non-matching events that arrive meanwhile are kept.
     ///
+    /// A zero `timeout` waits for nothing: it looks at the kept events and at what QEMU has
+    /// already sent.
+    ///
     /// [`Error::Timeout`] when nothing matched in time; [`Error::Exited`]/[`Error::Disconnected`]
     /// when the connection closed first; [`Error::EventQueueFull`] (once) when events were
     /// dropped since the last report and none of the kept ones matches.
@@ -1092,7 +1101,28 @@ impl Machine {
         pattern: Option<&Value>,
         timeout: Duration,
     ) -> Result<Event, Error> {
-        self.events_wait(&[(name, pattern)], timeout)
+        self.wait_for_wanted(vec![(Some(name.to_owned()), pattern.cloned())], timeout)
+    }
+
+    /// Waits for the first event of any name whose JSON form matches `pattern` (`None`: the
+    /// first event, whatever it is), like [`event_wait`](Machine::event_wait) otherwise: the
+    /// oldest kept event that matches is taken first.
+    ///
+    /// ```no_run
+    /// # use qemu_process::{Machine, MachineConfig};
+    /// # use std::time::Duration;
+    /// # let mut vm = Machine::launch(&MachineConfig::new("qemu-system-x86_64"))?;
+    /// vm.pause()?;
+    /// let next = vm.event_wait_any(None, Duration::from_secs(5))?;
+    /// assert_eq!(next.name, "STOP");
+    /// # Ok::<(), qemu_process::Error>(())
+    /// ```
+    pub fn event_wait_any(
+        &mut self,
+        pattern: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<Event, Error> {
+        self.wait_for_wanted(vec![(None, pattern.cloned())], timeout)
     }
 
     /// Waits for the first event matching any of `wanted` (see [`event_wait`](Machine::event_wait)).
@@ -1101,11 +1131,19 @@ impl Machine {
         wanted: &[(&str, Option<&Value>)],
         timeout: Duration,
     ) -> Result<Event, Error> {
+        let wanted: Wanted = wanted
+            .iter()
+            .map(|(n, p)| (Some((*n).to_owned()), p.cloned()))
+            .collect();
+        self.wait_for_wanted(wanted, timeout)
+    }
+
+    fn wait_for_wanted(&mut self, wanted: Wanted, timeout: Duration) -> Result<Event, Error> {
         let deadline = Deadline::after(timeout);
         if let Some(pos) = self.kept.iter().position(|e| {
             wanted
                 .iter()
-                .any(|(name, pattern)| e.matches(name, *pattern))
+                .any(|(name, pattern)| wanted_matches(e, name.as_deref(), pattern.as_ref()))
         }) {
             let event = self.kept.remove(pos).expect("position is in range");
             if self.kept.is_empty() {
@@ -1120,10 +1158,6 @@ impl Machine {
                 dropped: self.events_dropped,
             });
         }
-        let wanted: Wanted = wanted
-            .iter()
-            .map(|(n, p)| ((*n).to_owned(), p.cloned()))
-            .collect();
         self.set_event_waiter(wanted);
         self.finish_event_wait(deadline)
     }
@@ -1139,7 +1173,7 @@ impl Machine {
             .as_ref()
             .map(|w| {
                 w.iter()
-                    .map(|(n, _)| n.as_str())
+                    .map(|(n, _)| n.as_deref().unwrap_or("of any name"))
                     .collect::<Vec<_>>()
                     .join(" or ")
             })
@@ -1468,7 +1502,7 @@ impl Machine {
     /// [`Error::Timeout`]. Only SHUTDOWN events that arrive after the request count.
     pub fn powerdown(&mut self, timeout: Duration) -> Result<Event, Error> {
         let deadline = Deadline::after(timeout);
-        self.set_event_waiter(vec![("SHUTDOWN".to_owned(), None)]);
+        self.set_event_waiter(vec![(Some("SHUTDOWN".to_owned()), None)]);
         if let Err(e) = self.execute_with_timeout("system_powerdown", None, timeout) {
             self.event_waiter = None;
             self.event_matched = None;
