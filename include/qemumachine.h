@@ -344,8 +344,8 @@ void qm_string_free(char *s);
 // `out_pid` must be NULL or valid for writing an `int32_t`.
 enum qm_status qm_guardian_start(int32_t *out_pid);
 
-// The pid of this process's guardian (the one started last, should it ever have had to be
-// started again), or 0 if none was started yet. Leaves the last error alone.
+// The pid of this process's guardian, or 0 if none was started yet. Leaves the last error
+// alone.
 int32_t qm_guardian_pid(void);
 
 // Describes the image at `path` (any bytes; `qemu-img info`) as a JSON object with `filename`,

@@ -34,8 +34,8 @@ pub unsafe extern "C" fn qm_guardian_start(out_pid: *mut i32) -> QmStatus {
     })
 }
 
-/// The pid of this process's guardian (the one started last, should it ever have had to be
-/// started again), or 0 if none was started yet. Leaves the last error alone.
+/// The pid of this process's guardian, or 0 if none was started yet. Leaves the last error
+/// alone.
 #[no_mangle]
 pub extern "C" fn qm_guardian_pid() -> i32 {
     guard_value(0, || {

@@ -1320,6 +1320,8 @@ static void check_error_accessors(void) {
     CHECK(qm_last_error_qmp_class(NULL, 0) == 0 && qm_last_error_qmp_desc(NULL, 0) == 0,
           "a failure that is not a QMP error has no QMP class or description");
     CHECK(strstr(last_error(), "accel") != NULL, "the message names the argument");
+    CHECK(qm_guardian_pid() > 0 && qm_last_error_status() == QM_STATUS_INVALID_ARGUMENT,
+          "qm_guardian_pid() leaves the last error alone");
     qm_config_free(config);
 }
 
