@@ -1,3 +1,71 @@
+/*
+ * qemumachine.h: launch and control QEMU virtual machines over QMP (libqemumachine).
+ *
+ * RULES (each function's comment adds its own details)
+ *
+ * Status and errors. Every function that can fail returns a qm_status; QM_STATUS_OK is 0. A
+ * failure leaves a message in the calling thread's last error (qm_last_error_message()), and
+ * QEMU's error class and description for QM_STATUS_QMP_ERROR. Each such call clears the last
+ * error when it starts; qm_config_free(), qm_machine_free() and the qm_last_error_*() functions
+ * leave it alone. A NULL where a pointer is required is QM_STATUS_NULL_ARGUMENT, a stale or
+ * foreign handle QM_STATUS_INVALID_HANDLE: never a crash. No panic unwinds into C.
+ *
+ * Threads. The library starts no threads. A handle (qm_config *, qm_machine *) is not
+ * thread-safe: use it from one thread at a time. It may move between threads, and a machine
+ * keeps running when the thread that launched it exits. A call on a handle that another
+ * thread's call is using fails with QM_STATUS_INVALID_HANDLE ("in use") instead of running
+ * concurrently; freeing a handle meanwhile invalidates it at once and frees it when that call
+ * returns. Different handles may be used from different threads at the same time. The last
+ * error is per thread. The progress callback of qm_image_convert() runs on the calling thread,
+ * during the call.
+ *
+ * Processes. QEMU (and qemu-img) is not a child of the program: it is spawned by the process
+ * guardian, a small single-threaded child of the program ("qm-guardian" in ps) forked on the
+ * first launch or by qm_guardian_start(), which lives as long as the program. A program that
+ * waits for all of its children, or counts them, sees the guardian: do not wait for it to
+ * exit. A child the program forks without exec inherits the descriptors that tie the guardian
+ * to the program, so the clean-up below also waits for that child to exit. The guardian and
+ * each QEMU lead process groups of their own: a signal to the program's process group (Ctrl-C
+ * at its terminal) reaches neither; what to do about it is the program's choice.
+ *
+ * What is killed, and when. qm_machine_free() of a running machine kills QEMU's process group
+ * with SIGKILL, reaps QEMU and removes its temp dir. qm_machine_shutdown() sends `quit`, waits,
+ * then does the same if QEMU is still there. If the program dies in any way, SIGKILL included,
+ * the guardian kills every QEMU's process group and removes every temp dir within moments.
+ * What a `wrapper` forks is in QEMU's process group, and goes with it. An attached machine
+ * (qm_machine_attach_*()) is not the library's to kill: freeing it only disconnects.
+ *
+ * Signals. The library installs no signal handler and changes no signal disposition or mask
+ * of the program. QEMU's exit reaches the library through the guardian, not through SIGCHLD:
+ * a program that ignores SIGCHLD, or reaps with waitpid(-1), does not take it away. The
+ * library never raises SIGPIPE: it writes to no pipe and sends on sockets with MSG_NOSIGNAL (a
+ * peer that has gone is QM_STATUS_PROCESS_EXITED or QM_STATUS_DISCONNECTED).
+ *
+ * Timeouts. A function that waits takes `int64_t timeout_ms`: QM_TIMEOUT_DEFAULT (-1) means
+ * its default, named in its comment; any other negative value is QM_STATUS_INVALID_ARGUMENT;
+ * 0 means do not wait: the call takes what is already there (kept events, output QEMU has
+ * sent) and fails with QM_STATUS_TIMEOUT if that is not enough; a positive value limits the
+ * whole call, in milliseconds. A call that times out leaves the machine usable: a reply that
+ * comes later is discarded.
+ *
+ * Strings. Arguments are NUL-terminated. Paths (but a screenshot's, which QMP carries as
+ * text), QEMU arguments (qm_config_add_arg()) and console patterns may hold any bytes. Command
+ * names, event names, formats, addresses, fd names and other names must be UTF-8, else
+ * QM_STATUS_INVALID_ARGUMENT naming the argument; JSON text must be UTF-8 JSON, else
+ * QM_STATUS_INVALID_JSON. The library returns JSON text and messages in UTF-8, paths as their
+ * bytes, and QEMU's log and console output as they were written (any bytes, not necessarily
+ * UTF-8, possibly holding NUL bytes): with their length, and NUL-terminated when the library
+ * allocates them (qm_machine_log(), qm_machine_console_wait_for()).
+ *
+ * Memory. A string or buffer the library returns through a `char **` is allocated by the
+ * library, NUL-terminated, and freed by the caller with qm_string_free(). `const char *`
+ * results (qm_status_name(), qm_version_string()) are static: never free them. Read
+ * out-parameters only after QM_STATUS_OK, unless a function's comment says otherwise. The
+ * library keeps no pointer into the caller's memory after a call returns: it copies strings
+ * and duplicates descriptors it is given. Handles are freed with qm_config_free() and
+ * qm_machine_free(), which ignore NULL and handles already freed.
+ */
+
 #ifndef QEMUMACHINE_H
 #define QEMUMACHINE_H
 
@@ -14,8 +82,10 @@
 #define QM_VERSION_NUMBER ((QM_VERSION_MAJOR * 10000) + (QM_VERSION_MINOR * 100) + QM_VERSION_PATCH)
 
 
-// The timeout value that means "the default": the machine's QMP timeout for commands, 30 s for
-// the other operations.
+// The `timeout_ms` that means "this function's default", which each function's documentation
+// names (the machine's QMP timeout for commands, 30 s for the other waits). Any other negative
+// timeout is `QM_STATUS_INVALID_ARGUMENT`; 0 means "do not wait"; a positive value is a limit in
+// milliseconds (see "Timeouts" at the top of this header).
 #define QM_TIMEOUT_DEFAULT -1
 
 // The result of a `qm_*` call. `QM_STATUS_OK` (0) is success; every other value is a failure
@@ -28,7 +98,8 @@ typedef enum qm_status {
   // A required pointer argument was NULL.
   QM_STATUS_NULL_ARGUMENT = 1,
   // An argument had a value outside its allowed range or form (an unknown enum value, a
-  // string that is not valid UTF-8, a negative timeout, ...).
+  // string that must be UTF-8 and is not, a negative timeout other than
+  // `QM_TIMEOUT_DEFAULT`, a file that does not exist, ...); the message names the argument.
   QM_STATUS_INVALID_ARGUMENT = 2,
   // A JSON document passed in could not be parsed or did not have the expected shape.
   QM_STATUS_INVALID_JSON = 3,
@@ -37,9 +108,9 @@ typedef enum qm_status {
   // QEMU answered a QMP command with an error; its class and description are available via
   // `qm_last_error_qmp_class()` and `qm_last_error_qmp_desc()`.
   QM_STATUS_QMP_ERROR = 5,
-  // The QMP connection was closed by QEMU.
+  // The QMP connection was closed (by QEMU, which may be exiting).
   QM_STATUS_DISCONNECTED = 6,
-  // The QEMU process has exited.
+  // The QEMU process has exited (its status: `qm_machine_exit_status()`).
   QM_STATUS_PROCESS_EXITED = 7,
   // QEMU could not be started, or exited before QMP was ready.
   QM_STATUS_LAUNCH_FAILED = 8,
@@ -59,14 +130,17 @@ typedef enum qm_status {
   QM_STATUS_NOT_GRACEFUL = 13,
   // The QEMU (or qemu-img) binary could not be found or executed.
   QM_STATUS_BINARY_NOT_FOUND = 14,
-  // The bound on kept events was reached; drain events with `qm_machine_events()`.
+  // Events were dropped because the bound on kept events was reached (reported once by
+  // `qm_machine_event_wait()`); take events with `qm_machine_events()` to make room.
   QM_STATUS_EVENT_QUEUE_FULL = 15,
   // A disk image operation (`qemu-img`) failed.
   QM_STATUS_IMAGE = 16,
-  // The operation is not valid in the handle's current state (e.g. a machine that is not
-  // running, or a launch of a machine that was already launched).
+  // The operation is not valid in the handle's current state: the exit status of a QEMU
+  // still running, a setter on a configuration with a `vm` description, out-of-band
+  // execution without oob negotiated, ...
   QM_STATUS_INVALID_STATE = 17,
-  // The operation does not apply to this machine (no console, an attached machine, ...).
+  // The operation does not apply to this machine (the console of a machine without one,
+  // killing an attached machine, a VNC socket without VNC, ...).
   QM_STATUS_UNSUPPORTED = 18,
 } qm_status;
 
@@ -95,8 +169,9 @@ typedef struct qm_config qm_config;
 // threads).
 typedef struct qm_machine qm_machine;
 
-// A progress callback: `fraction` goes from 0.0 to 1.0 and never decreases; `user_data` is the
-// pointer given with the callback. It is called on the calling thread, during the call.
+// A progress callback: `fraction` goes from 0.0 to 1.0 (reached when the operation succeeds)
+// and never decreases; `user_data` is the pointer given with the callback. It is called on the
+// thread that called the library, during that call, never after it returned.
 typedef void (*qm_progress_fn)(double fraction, void *user_data);
 
 #ifdef __cplusplus
@@ -104,38 +179,44 @@ extern "C" {
 #endif // __cplusplus
 
 // Creates a configuration that runs `qemu-system-x86_64` (looked up in `PATH`) with no
-// arguments, the accelerator chosen automatically, and default timeouts (30 s).
+// arguments, the accelerator chosen automatically (`QM_ACCEL_AUTO`), a launch timeout and a QMP
+// command timeout of 30 s each, no console, and at most 65536 kept events.
 //
 // # Safety
 // `out` must be NULL or valid for writing a pointer.
 enum qm_status qm_config_new(struct qm_config **out);
 
-// Creates a configuration from a JSON object (the JSON form of qemu-process's
+// Creates a configuration from a JSON object (UTF-8; the JSON form of qemu-process's
 // `MachineConfig`). Every field is optional:
 // `binary` (path or name), `args` (array of strings), `accel` (`"auto"`, `"kvm"`, `"tcg"`,
 // `"none"`), `temp_dir`, `launch_timeout_ms`, `qmp_timeout_ms`, `console` (bool),
 // `console_log` (path), `console_buffer_bytes`, `console_input_buffer_bytes`, `max_events`,
-// `wrapper` (array of strings), `env` (object of strings; `null` removes a variable), `oob`
-// (bool), `qmp_ids` (bool), `display_none` (bool), `max_message_size`, and `vm`: a VM
-// description (`arch`, `memory`, `smp`, `kernel`, `disks`, `nics`, `forwards`, `cloud_init`,
-// `vnc`, `uefi`, ...) that the library turns into a command line, preparing disks, the
-// cloud-init seed and firmware copies itself; with `vm`, `args` and `display_none` are not
-// allowed. Unknown fields are rejected with `QM_STATUS_INVALID_JSON` and a message naming them.
+// `wrapper` (array of strings: a command QEMU's command line is appended to), `env` (object of
+// strings, added to QEMU's environment; `null` removes a variable), `oob` (bool: negotiate
+// out-of-band execution, default true), `qmp_ids` (bool: an id with every command, default
+// false), `display_none` (bool: add `-display none`, default true), `max_message_size` (bytes),
+// and `vm`: a VM description (`arch`, `memory`, `smp`, `kernel`, `disks`, `nics`, `forwards`,
+// `cloud_init`, `vnc`, `uefi`, ...) that the library turns into a command line, preparing
+// disks, the cloud-init seed and firmware copies itself; with `vm`, `args` and `display_none`
+// are not allowed. Unknown fields, and JSON that is not valid, are `QM_STATUS_INVALID_JSON`
+// with a message naming what is wrong.
 //
 // The setters below (`qm_config_set_*`, `qm_config_add_*`) change the same fields;
-// `qm_config_add_arg()` is refused on a configuration with `vm`.
+// `qm_config_add_arg()` is refused on a configuration with `vm` (`QM_STATUS_INVALID_STATE`).
 //
 // # Safety
 // `json` must be NULL or a NUL-terminated string; `out` NULL or valid for writing a pointer.
 enum qm_status qm_config_from_json(const char *json, struct qm_config **out);
 
-// Sets the QEMU binary (a path, or a name looked up in `PATH`).
+// Sets the QEMU binary: a path (any bytes), or a name looked up in `PATH`. A binary that cannot
+// be found or executed makes `qm_machine_launch()` fail with `QM_STATUS_BINARY_NOT_FOUND`.
 //
 // # Safety
 // `config` must be a handle from this library or NULL; `path` NULL or NUL-terminated.
 enum qm_status qm_config_set_binary(struct qm_config *config, const char *path);
 
-// Appends one argument to QEMU's command line (passed as is: no shell, no splitting).
+// Appends one argument (any bytes) to QEMU's command line, passed as is: no shell, no
+// splitting, no quoting needed.
 //
 // # Safety
 // `config` must be a handle from this library or NULL; `arg` NULL or NUL-terminated.
@@ -148,13 +229,16 @@ enum qm_status qm_config_add_arg(struct qm_config *config, const char *arg);
 // `config` must be a handle from this library or NULL.
 enum qm_status qm_config_set_accel(struct qm_config *config, int32_t accel);
 
-// Sets the launch deadline (QMP greeting and negotiation, or QEMU's exit), in milliseconds.
+// Sets the launch deadline, in milliseconds: how long `qm_machine_launch()` waits for QMP to be
+// negotiated (or QEMU to exit) before it fails with `QM_STATUS_TIMEOUT`, leaving nothing behind.
 //
 // # Safety
 // `config` must be a handle from this library or NULL.
 enum qm_status qm_config_set_launch_timeout_ms(struct qm_config *config, uint64_t ms);
 
-// Sets the default deadline of each QMP command, in milliseconds.
+// Sets the machine's QMP timeout, in milliseconds: what `qm_machine_execute()` with
+// `QM_TIMEOUT_DEFAULT` waits for a reply, and the limit of the commands other functions run
+// (`qm_machine_status()`, `qm_machine_pause()`, ...).
 //
 // # Safety
 // `config` must be a handle from this library or NULL.
@@ -167,22 +251,25 @@ enum qm_status qm_config_set_qmp_timeout_ms(struct qm_config *config, uint64_t m
 // `config` must be a handle from this library or NULL.
 enum qm_status qm_config_set_console(struct qm_config *config, bool enabled);
 
-// Also writes every console byte to the file at `path` (created owner-only, mode 0600, or an
-// existing one truncated, keeping its mode); enables the console.
+// Also writes every console byte to the file at `path` (any bytes; created owner-only, mode
+// 0600, or an existing one truncated, keeping its mode), even bytes dropped from the console
+// buffer; enables the console.
 //
 // # Safety
 // `config` must be a handle from this library or NULL; `path` NULL or NUL-terminated.
 enum qm_status qm_config_set_console_log(struct qm_config *config, const char *path);
 
-// Sets the directory under which each machine's private temp dir is made (default `$TMPDIR`
-// or `/tmp`).
+// Sets the directory (any bytes) under which each machine's private temp dir is made (default
+// `$TMPDIR`, else `/tmp`). The temp dir holds QEMU's log and sockets; it is removed when the
+// machine is freed, or by the guardian if the program dies.
 //
 // # Safety
 // `config` must be a handle from this library or NULL; `dir` NULL or NUL-terminated.
 enum qm_status qm_config_set_temp_dir(struct qm_config *config, const char *dir);
 
 // Passes a duplicate of `fd` to QEMU at launch, in fdset `fdset` (`-add-fd`), with optional
-// `opaque` text (NULL for none). The caller keeps its own `fd` and may close it.
+// `opaque` text (UTF-8, NULL for none). The duplicate is made now: the caller keeps its own
+// `fd` and may close it at once. A negative or closed `fd` is `QM_STATUS_INVALID_ARGUMENT`.
 //
 // # Safety
 // `config` must be a handle from this library or NULL; `opaque` NULL or NUL-terminated.
@@ -247,31 +334,52 @@ const char *qm_status_name(int32_t status);
 // `qm_string_free()`", not freed before.
 void qm_string_free(char *s);
 
-// Describes the image at `path` (`qemu-img info`) as a JSON object with `filename`, `format`,
-// `virtual-size`, `actual-size`, `dirty-flag`, `backing-filename`, `snapshots`,
-// `backing-chain`, ... in `*out_json` (free with `qm_string_free()`). `QM_STATUS_IMAGE` when
-// qemu-img fails (the message holds its command line and output).
+// Starts this process's guardian now, if it does not run yet, and stores its pid in
+// `*out_pid` if `out_pid` is not NULL. Calling it again gives the same pid.
+//
+// The guardian is the small child process that spawns every QEMU and qemu-img the library
+// runs, and kills them and removes their temp dirs when the program dies (see "Processes" at
+// the top of this header). The first launch starts it otherwise. It is forked from the program
+// as the program is at that moment, which costs more the more memory the program has mapped:
+// a large program may call this early, while it is small.
+//
+// # Safety
+// `out_pid` must be NULL or valid for writing an `int32_t`.
+enum qm_status qm_guardian_start(int32_t *out_pid);
+
+// The pid of this process's guardian, or 0 if none was started yet. Leaves the last error
+// alone.
+int32_t qm_guardian_pid(void);
+
+// Describes the image at `path` (any bytes; `qemu-img info`) as a JSON object with `filename`,
+// `format`, `virtual-size`, `actual-size`, `dirty-flag`, `backing-filename`, `snapshots`,
+// `backing-chain`, ... in `*out_json` (free with `qm_string_free()`). A missing file is
+// `QM_STATUS_INVALID_ARGUMENT` naming it; `QM_STATUS_IMAGE` when qemu-img fails (the message
+// holds its command line and output).
 //
 // # Safety
 // `path` must be NULL or NUL-terminated; `out_json` NULL or valid for writing.
 enum qm_status qm_image_info(const char *path, char **out_json);
 
-// Creates an image of `format` (`"qcow2"`, `"raw"`, ...) and `size_bytes` at `path`.
+// Creates an image of `format` (`"qcow2"`, `"raw"`, ...; UTF-8, an unknown name is
+// `QM_STATUS_INVALID_ARGUMENT`) and `size_bytes` at `path` (any bytes).
 //
 // # Safety
 // `path` and `format` must be NULL or NUL-terminated.
 enum qm_status qm_image_create(const char *path, const char *format, uint64_t size_bytes);
 
-// Resizes the image at `path` to `size_bytes`. Shrinking (which loses data) happens only when
-// `allow_shrink` is true; growing a file past the free space of its file system is refused.
+// Resizes the image at `path` (any bytes) to `size_bytes`. Shrinking (which loses data) happens
+// only when `allow_shrink` is true (else `QM_STATUS_INVALID_ARGUMENT`); growing past the free
+// space of its file system is refused (`QM_STATUS_IMAGE`).
 //
 // # Safety
 // `path` must be NULL or NUL-terminated.
 enum qm_status qm_image_resize(const char *path, uint64_t size_bytes, bool allow_shrink);
 
-// Converts the image at `src` (its format probed once) into a new image at `dst` of
-// `dst_format`, calling `progress(fraction, user_data)` as it goes (`progress` may be NULL).
-// `dst` is replaced only when the conversion succeeded.
+// Converts the image at `src` into a new image at `dst` (paths: any bytes) of `dst_format`,
+// calling `progress(fraction, user_data)` as it goes (`progress` may be NULL), on the calling
+// thread, before the call returns. `dst` is replaced only when the conversion succeeded: a
+// failed one leaves an existing `dst` as it was.
 //
 // # Safety
 // `src`, `dst` and `dst_format` must be NULL or NUL-terminated; `progress`, if not NULL, must be
@@ -283,16 +391,24 @@ enum qm_status qm_image_convert(const char *src,
                                 void *user_data);
 
 // Launches QEMU as `config` describes and waits (under the config's launch timeout) until QMP
-// is negotiated. On failure nothing is left behind (no process, no temp dir); for
-// `QM_STATUS_LAUNCH_FAILED` the message holds QEMU's exit status, command line and output.
+// is negotiated. QEMU is spawned by the process guardian (started now if it does not run yet),
+// leads a process group of its own, and has a private temp dir. On failure nothing is left
+// behind (no process, no temp dir): `QM_STATUS_LAUNCH_FAILED` when QEMU exits first (the message
+// holds its exit status, command line and output), `QM_STATUS_BINARY_NOT_FOUND` when the binary
+// cannot be found or executed, `QM_STATUS_TIMEOUT` when the launch timeout runs out. The config
+// is left as it was, and may launch more machines.
 //
 // # Safety
 // `config` must be a handle from this library or NULL; `out` NULL or valid for a pointer.
 enum qm_status qm_machine_launch(const struct qm_config *config, struct qm_machine **out);
 
-// Connects to the QMP server of a QEMU that is already running, at the unix socket `path`,
-// retrying refused connections until `timeout_ms` (negative: 30 s). The machine is not owned:
-// `qm_machine_free()` only disconnects.
+// Connects to the QMP server of a QEMU that is already running, at the unix socket `path` (any
+// bytes), retrying while the connection is refused or the socket does not exist yet, and
+// negotiates QMP, all within `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: one attempt, which
+// normally ends in `QM_STATUS_TIMEOUT` since negotiating takes a round trip). The machine is not
+// owned: `qm_machine_free()` only disconnects; `qm_machine_shutdown()`, `qm_machine_kill()` and
+// `qm_machine_wait()` are `QM_STATUS_UNSUPPORTED` (execute `quit` instead); `qm_machine_pid()`
+// gives 0. Its QMP timeout is 30 s.
 //
 // # Safety
 // `path` must be NULL or NUL-terminated; `out` NULL or valid for a pointer.
@@ -300,7 +416,8 @@ enum qm_status qm_machine_attach_unix(const char *path,
                                       int64_t timeout_ms,
                                       struct qm_machine **out);
 
-// Like `qm_machine_attach_unix()`, for a QMP server on TCP at `address` (`"127.0.0.1:4444"`).
+// Like `qm_machine_attach_unix()`, for a QMP server on TCP at `address`, an `"IP:PORT"` string
+// (`"127.0.0.1:4444"`, `"[::1]:4444"`; anything else is `QM_STATUS_INVALID_ARGUMENT`).
 //
 // # Safety
 // `address` must be NULL or NUL-terminated; `out` NULL or valid for a pointer.
@@ -308,18 +425,22 @@ enum qm_status qm_machine_attach_tcp(const char *address,
                                      int64_t timeout_ms,
                                      struct qm_machine **out);
 
-// Runs the QMP command `command` with `arguments_json` (a JSON object, or NULL for none) and
-// waits up to `timeout_ms` (negative: the machine's QMP timeout) for its reply. On success,
-// `*out_json` (if `out_json` is not NULL) receives the `return` value as JSON; free it with
-// `qm_string_free()`. When QEMU answers with an error the status is `QM_STATUS_QMP_ERROR` and
-// `qm_last_error_qmp_class()` / `qm_last_error_qmp_desc()` give its class and description.
-// The returned JSON keeps the members in QEMU's order, and numbers as QEMU wrote them (a double
-// reads back to the same bits). A reply larger than the bound on one QMP message fails with
-// `QM_STATUS_PROTOCOL`, its size and the bound in the message, and the next command works.
-// A `command` that cannot be a QMP command name (QAPI names: an ASCII letter, then letters,
-// digits, `-` and `_`, optionally after a `__RFQDN_` prefix; at most 1024 bytes) fails with
-// `QM_STATUS_INVALID_ARGUMENT` before anything is sent.
-// Events that arrive meanwhile are kept for `qm_machine_events()` / `qm_machine_event_wait()`.
+// Runs the QMP command `command` (UTF-8) with `arguments_json` (a JSON object, or NULL for
+// none; anything else is `QM_STATUS_INVALID_JSON`) and waits up to `timeout_ms` for its reply
+// (`QM_TIMEOUT_DEFAULT`: the machine's QMP timeout, see `qm_config_set_qmp_timeout_ms()`; 0: the
+// command is sent, but the call fails with `QM_STATUS_TIMEOUT` unless its reply is already
+// there). On success, `*out_json` (if `out_json` is not NULL) receives the `return` value as
+// JSON; free it with `qm_string_free()`. When QEMU answers with an error the status is
+// `QM_STATUS_QMP_ERROR` and `qm_last_error_qmp_class()` / `qm_last_error_qmp_desc()` give its
+// class and description. The returned JSON keeps the members in QEMU's order, and numbers as
+// QEMU wrote them (a double reads back to the same bits). A reply larger than the bound on one
+// QMP message fails with `QM_STATUS_PROTOCOL`, its size and the bound in the message, and the
+// next command works. A `command` that cannot be a QMP command name (QAPI names: an ASCII
+// letter, then letters, digits, `-` and `_`, optionally after a `__RFQDN_` prefix; at most
+// 1024 bytes) fails with `QM_STATUS_INVALID_ARGUMENT` before anything is sent. Events that
+// arrive meanwhile are kept for `qm_machine_events()` / `qm_machine_event_wait()`. A
+// connection that closes first is `QM_STATUS_PROCESS_EXITED` or `QM_STATUS_DISCONNECTED`
+// (always the former once QEMU's exit is known, as after `qm_machine_shutdown()`).
 //
 // # Safety
 // `machine` must be a handle from this library or NULL; `command` and `arguments_json` NULL or
@@ -330,9 +451,10 @@ enum qm_status qm_machine_execute(struct qm_machine *machine,
                                   int64_t timeout_ms,
                                   char **out_json);
 
-// Like `qm_machine_execute()`, sent out-of-band (`exec-oob`): QEMU handles it before queued
-// in-band commands. Only for commands QEMU allows out-of-band (e.g. `migrate-pause`); fails
-// with `QM_STATUS_INVALID_STATE`-like errors when oob was not negotiated.
+// Like `qm_machine_execute()`, sent out-of-band (`exec-oob`), for the commands QEMU allows
+// out-of-band (e.g. `migrate-pause`; for others QEMU answers with an error,
+// `QM_STATUS_QMP_ERROR`). `QM_STATUS_INVALID_STATE` when out-of-band execution was not
+// negotiated (a config with `"oob": false`).
 //
 // # Safety
 // As for `qm_machine_execute()`.
@@ -342,9 +464,10 @@ enum qm_status qm_machine_execute_oob(struct qm_machine *machine,
                                       int64_t timeout_ms,
                                       char **out_json);
 
-// Takes every event kept so far (in arrival order) as a JSON array of
-// `{"event", "data", "timestamp": {"seconds", "microseconds"}}` objects; free it with
-// `qm_string_free()`. Reads whatever is ready first, without waiting.
+// Takes every event kept so far, oldest first, as a JSON array of
+// `{"event", "data", "timestamp": {"seconds", "microseconds"}}` objects (`[]` when there is
+// none); free it with `qm_string_free()`. Reads what QEMU has already sent first, without
+// waiting.
 //
 // # Safety
 // `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
@@ -362,19 +485,21 @@ enum qm_status qm_machine_take_events(struct qm_machine *machine, char **out_jso
 
 // Stores in `*out_count` how many events were dropped since launch because the machine's event
 // queue was full (its bound is `max_events`, 65536 by default; take events to make room). The
-// next `qm_machine_event_wait()` that finds no match among the kept events also reports the
-// overflow, once, as `QM_STATUS_EVENT_QUEUE_FULL`.
+// next `qm_machine_event_wait()` that finds no match among the kept events reports the overflow,
+// once, as `QM_STATUS_EVENT_QUEUE_FULL`.
 //
 // # Safety
 // `machine` must be a handle from this library or NULL; `out_count` NULL or valid for writing.
 enum qm_status qm_machine_events_dropped(struct qm_machine *machine, uint64_t *out_count);
 
-// Waits up to `timeout_ms` (negative: 30 s) for an event named `name` whose JSON form matches
-// `pattern_json` (NULL matches any), looking at already-kept events first. The pattern is a
-// JSON sub-tree of the event (`{"data": {"guest": true}}`); `null` in it matches anything.
-// The matching event is removed from the kept events and, if `out_json` is not NULL, stored
-// in `*out_json` (free with `qm_string_free()`). A timeout is `QM_STATUS_TIMEOUT`, distinct
-// from `QM_STATUS_DISCONNECTED` / `QM_STATUS_PROCESS_EXITED`.
+// Waits up to `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: no waiting, only events kept or
+// already sent) for an event named `name` (UTF-8; NULL: any name) whose JSON form matches
+// `pattern_json` (NULL: any). The pattern is a JSON sub-tree of the event
+// (`{"data": {"guest": true}}`, `{"event": "STOP"}`); `null` in it matches anything. Kept events
+// are searched first, oldest first. The matching event is removed from the kept events (the
+// others stay kept) and, if `out_json` is not NULL, stored in `*out_json` (free with
+// `qm_string_free()`). A timeout is `QM_STATUS_TIMEOUT`, distinct from the connection closing
+// meanwhile (`QM_STATUS_PROCESS_EXITED` or `QM_STATUS_DISCONNECTED`).
 //
 // # Safety
 // `machine` must be a handle from this library or NULL; `name` and `pattern_json` NULL or
@@ -385,9 +510,10 @@ enum qm_status qm_machine_event_wait(struct qm_machine *machine,
                                      int64_t timeout_ms,
                                      char **out_json);
 
-// Copies up to `len` console bytes received so far into `buf` and stores how many in
-// `*out_len` (0 when nothing is waiting; the call does not block). Bytes that do not fit stay
-// for the next call. Needs a machine launched with the console enabled.
+// Copies up to `len` console bytes received so far (as the guest wrote them: any bytes) into
+// `buf` and stores how many in `*out_len` (0 when nothing is waiting; the call does not block).
+// Bytes that do not fit stay for the next call. `QM_STATUS_UNSUPPORTED` for a machine launched
+// without the console.
 //
 // # Safety
 // `machine` must be a handle from this library or NULL; `buf` valid for `len` bytes;
@@ -407,11 +533,10 @@ enum qm_status qm_machine_take_console(struct qm_machine *machine,
                                        size_t len,
                                        size_t *out_len);
 
-// Sends `len` bytes to the guest's first serial port, waiting up to `timeout_ms` (negative:
-// 30 s; 0: take what fits without waiting) until all of them are accepted: written to the
-// console socket or queued within the machine's bound of console input (64 KiB by default).
-// Accepted bytes reach the guest in order as it reads them; events and console output keep
-// being taken in while the call waits.
+// Sends `len` bytes to the guest's first serial port, waiting up to `timeout_ms`
+// (`QM_TIMEOUT_DEFAULT`: 30 s; 0: take what fits without waiting) until all of them are
+// accepted: written to the console socket or queued within the machine's bound of console input
+// (64 KiB). Accepted bytes reach the guest in order as it reads them.
 //
 // A guest that does not read its console (a paused VM) makes the call wait; if the deadline
 // passes first it returns `QM_STATUS_TIMEOUT`, and `*out_written` (if not NULL) holds how many
@@ -430,17 +555,18 @@ enum qm_status qm_machine_console_write(struct qm_machine *machine,
                                         size_t *out_written);
 
 // Stores in `*out_count` how many console bytes were dropped from memory since launch because
-// the machine's console buffer was full (1 MiB by default; a console log file still gets every
-// byte). 0 for a machine without a console.
+// the machine's console buffer was full (`console_buffer_bytes`, 1 MiB by default; a console
+// log file still gets every byte). 0 for a machine without a console.
 //
 // # Safety
 // `machine` must be a handle from this library or NULL; `out_count` NULL or valid for writing.
 enum qm_status qm_machine_console_bytes_dropped(struct qm_machine *machine, uint64_t *out_count);
 
-// Waits up to `timeout_ms` (negative: 30 s) until the console shows `pattern` (a plain string,
-// not a regular expression). If `out_before` is not NULL it receives, NUL-terminated, the
-// console output before the match (free with `qm_string_free()`), and `*out_len` (if not NULL)
-// its length, which may include NUL bytes. Output after the match stays readable.
+// Waits up to `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: looks only at output already
+// received) until the console shows `pattern` (any bytes but NUL, not empty; a plain string, not
+// a regular expression). If `out_before` is not NULL it receives, NUL-terminated, the console
+// output before the match, as the guest wrote it (free with `qm_string_free()`), and `*out_len`
+// (if not NULL) its length, which may include NUL bytes. Output after the match stays readable.
 //
 // # Safety
 // `machine` must be a handle from this library or NULL; `pattern` NULL or NUL-terminated;
@@ -452,15 +578,15 @@ enum qm_status qm_machine_console_wait_for(struct qm_machine *machine,
                                            size_t *out_len);
 
 // Passes a duplicate of `fd` to QEMU over the QMP socket (SCM_RIGHTS) and names it `name`
-// (`getfd`), for use by later commands (e.g. a chardev or netdev with `fd=name`). The caller
-// keeps its own `fd`.
+// (UTF-8; QMP `getfd`), for use by later commands (e.g. a chardev or netdev with `fd=name`, or
+// `closefd`). The caller keeps its own `fd` and may close it at once.
 //
 // # Safety
 // `machine` must be a handle from this library or NULL; `name` NULL or NUL-terminated.
 enum qm_status qm_machine_send_fd(struct qm_machine *machine, int fd, const char *name);
 
 // Stores QEMU's process id in `*out_pid` (0 for an attached machine, whose process this library
-// does not own).
+// does not own). QEMU is a child of the guardian (see `qm_guardian_pid()`), not of the program.
 //
 // # Safety
 // `machine` must be a handle from this library or NULL; `out_pid` NULL or valid for writing.
@@ -491,30 +617,35 @@ enum qm_status qm_machine_resume(struct qm_machine *machine);
 // `machine` must be a handle from this library or NULL.
 enum qm_status qm_machine_reset(struct qm_machine *machine);
 
-// Presses the ACPI power button (`system_powerdown`) and waits up to `timeout_ms` (negative:
-// 30 s) for the guest to shut down (the SHUTDOWN event). `QM_STATUS_TIMEOUT` if it does not:
-// the guest may ignore the button; the machine keeps running.
+// Presses the ACPI power button (`system_powerdown`) and waits up to `timeout_ms`
+// (`QM_TIMEOUT_DEFAULT`: 30 s) for the guest to shut down (the SHUTDOWN event).
+// `QM_STATUS_TIMEOUT` if it does not: the guest may ignore the button; the machine keeps
+// running.
 //
 // # Safety
 // `machine` must be a handle from this library or NULL.
 enum qm_status qm_machine_powerdown(struct qm_machine *machine, int64_t timeout_ms);
 
-// Shuts QEMU down: `quit`, then waits up to `timeout_ms` (negative: 30 s) for it to exit, and
-// kills it if it does not (`QM_STATUS_NOT_GRACEFUL`: it is gone either way). The exit status and
-// log stay readable until `qm_machine_free()`.
+// Shuts QEMU down: `quit`, then waits up to `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: no
+// waiting) for it to exit, and kills its process group (SIGKILL) and reaps it if it does not
+// (`QM_STATUS_NOT_GRACEFUL`: it is gone either way). The exit status and log stay readable
+// until `qm_machine_free()`. `QM_STATUS_OK` at once if QEMU had already exited;
+// `QM_STATUS_UNSUPPORTED` for an attached machine.
 //
 // # Safety
 // `machine` must be a handle from this library or NULL.
 enum qm_status qm_machine_shutdown(struct qm_machine *machine, int64_t timeout_ms);
 
-// Kills QEMU at once (SIGKILL) and reaps it.
+// Kills QEMU's process group at once (SIGKILL) and reaps QEMU. `QM_STATUS_OK` if it had already
+// exited; `QM_STATUS_UNSUPPORTED` for an attached machine.
 //
 // # Safety
 // `machine` must be a handle from this library or NULL.
 enum qm_status qm_machine_kill(struct qm_machine *machine);
 
-// Waits up to `timeout_ms` (negative: 30 s) for QEMU to exit by itself (a guest that powers
-// off), and reaps it. `QM_STATUS_TIMEOUT` if it is still running.
+// Waits up to `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: only checks) for QEMU to exit by
+// itself (a guest that powers off), and reaps it. `QM_STATUS_TIMEOUT` if it is still running;
+// `QM_STATUS_UNSUPPORTED` for an attached machine.
 //
 // # Safety
 // `machine` must be a handle from this library or NULL.
@@ -522,7 +653,8 @@ enum qm_status qm_machine_wait(struct qm_machine *machine, int64_t timeout_ms);
 
 // After QEMU has exited: stores its exit code in `*out_code` (-1 if a signal ended it) and the
 // signal in `*out_signal` (0 if none); either pointer may be NULL. `QM_STATUS_INVALID_STATE`
-// while it is still running (or for an attached machine).
+// while it is still running (or has not been found exited yet: `qm_machine_wait()` finds out),
+// and for an attached machine.
 //
 // # Safety
 // `machine` must be a handle from this library or NULL; the out-pointers NULL or writable.
@@ -530,12 +662,15 @@ enum qm_status qm_machine_exit_status(struct qm_machine *machine,
                                       int32_t *out_code,
                                       int32_t *out_signal);
 
-// Stores everything QEMU wrote to stdout and stderr so far in `*out_log` (free with
-// `qm_string_free()`). Readable after shutdown too.
+// Stores everything QEMU (and its wrapper) wrote to stdout and stderr so far, as written (any
+// bytes, possibly NUL bytes), in `*out_log`, NUL-terminated (free with `qm_string_free()`), and
+// its length in `*out_len` if `out_len` is not NULL. Readable after QEMU has exited too, until
+// `qm_machine_free()`. `QM_STATUS_UNSUPPORTED` for an attached machine.
 //
 // # Safety
-// `machine` must be a handle from this library or NULL; `out_log` NULL or valid for writing.
-enum qm_status qm_machine_log(struct qm_machine *machine, char **out_log);
+// `machine` must be a handle from this library or NULL; `out_log` NULL or valid for writing;
+// `out_len` NULL or valid for writing.
+enum qm_status qm_machine_log(struct qm_machine *machine, char **out_log, size_t *out_len);
 
 // Stores the descriptor to wait on (poll/epoll/select for readability) to drive this machine
 // from the caller's own event loop; after it becomes readable call `qm_machine_process_io()`.
@@ -552,11 +687,12 @@ enum qm_status qm_machine_poll_fd(struct qm_machine *machine, int32_t *out_fd);
 enum qm_status qm_machine_process_io(struct qm_machine *machine);
 
 // For a machine launched from a `vm` description: stores where QEMU listens for the port
-// forward named `name`, as `"IP:PORT"` in `*out_address` (free with `qm_string_free()`):
+// forward named `name` (UTF-8), as `"IP:PORT"` in `*out_address` (free with `qm_string_free()`):
 // `127.0.0.1:PORT` unless the forward's `host_addr` says otherwise, `0.0.0.0:PORT` when it
 // asked for every address (reachable from the network; connect to `127.0.0.1:PORT` locally).
 // With a host port of 0 in the description this is the port QEMU picked.
-// `QM_STATUS_INVALID_ARGUMENT` if there is no forward of that name.
+// `QM_STATUS_INVALID_ARGUMENT` if there is no forward of that name; `QM_STATUS_UNSUPPORTED` for
+// a machine not launched from a `vm` description.
 //
 // # Safety
 // `machine` must be a handle from this library or NULL; `name` NULL or NUL-terminated;
@@ -566,16 +702,19 @@ enum qm_status qm_machine_forwarded_port(struct qm_machine *machine,
                                          char **out_address);
 
 // For a machine launched from a `vm` description with VNC: stores the path of its VNC unix
-// socket in `*out_path` (free with `qm_string_free()`).
+// socket in `*out_path` (free with `qm_string_free()`). `QM_STATUS_UNSUPPORTED` without VNC or
+// a `vm` description.
 //
 // # Safety
 // `machine` must be a handle from this library or NULL; `out_path` NULL or valid for writing.
 enum qm_status qm_machine_vnc_socket(struct qm_machine *machine, char **out_path);
 
 // For a machine launched from a `vm` description: saves a screenshot of its display to `path`
-// (QMP `screendump`) as PNG when `format` is `"png"`, PPM when `"ppm"`, and PNG if this QEMU
-// supports it else PPM when `format` is NULL; the path written (its extension may differ) is
-// stored in `*out_path` if that is not NULL (free with `qm_string_free()`).
+// (UTF-8, since QMP carries it as text; QMP `screendump`) as PNG when `format` is `"png"`, PPM when `"ppm"`, and PNG if
+// this QEMU supports it else PPM when `format` is NULL; the path written (its extension may
+// differ: a `.png` path becomes `.ppm` then) is stored in `*out_path` if that is not NULL (free
+// with `qm_string_free()`). Another `format`, or a `path` that is not UTF-8, is
+// `QM_STATUS_INVALID_ARGUMENT`.
 //
 // # Safety
 // `machine` must be a handle from this library or NULL; `path` and `format` NULL or
@@ -585,10 +724,11 @@ enum qm_status qm_machine_screendump(struct qm_machine *machine,
                                      const char *format,
                                      char **out_path);
 
-// Frees a machine: a launched QEMU still running is killed and reaped, its temp dir removed;
-// an attached one is disconnected. Call `qm_machine_shutdown()` first for a graceful stop.
-// NULL, a handle already freed (it stays invalid for good: freeing it again never reaches a
-// machine created after it), one not created by this library and a `qm_config` are ignored.
+// Frees a machine: a launched QEMU still running has its process group killed (SIGKILL) and is
+// reaped, and its temp dir is removed; an attached one is only disconnected. Call
+// `qm_machine_shutdown()` first for a graceful stop. NULL, a handle already freed (it stays
+// invalid for good: freeing it again never reaches a machine created after it), one not created
+// by this library and a `qm_config` are ignored.
 //
 // Never changes the calling thread's last error, so it can run between a failing call and the
 // reading of that call's error.

@@ -11,8 +11,10 @@ use serde_json::Value;
 use crate::error::FfiError;
 use crate::status::QmStatus;
 
-/// The timeout value that means "the default": the machine's QMP timeout for commands, 30 s for
-/// the other operations.
+/// The `timeout_ms` that means "this function's default", which each function's documentation
+/// names (the machine's QMP timeout for commands, 30 s for the other waits). Any other negative
+/// timeout is `QM_STATUS_INVALID_ARGUMENT`; 0 means "do not wait"; a positive value is a limit in
+/// milliseconds (see "Timeouts" at the top of this header).
 pub const QM_TIMEOUT_DEFAULT: i64 = -1;
 
 /// Borrows a NUL-terminated C string's bytes.
@@ -106,9 +108,17 @@ pub(crate) unsafe fn slice_arg<'a>(
     Ok(unsafe { std::slice::from_raw_parts(p, len) })
 }
 
-/// A timeout in milliseconds: negative means `default`.
-pub(crate) fn timeout_arg(ms: i64, default: Duration) -> Duration {
-    u64::try_from(ms).map_or(default, Duration::from_millis)
+/// A `timeout_ms` argument: [`QM_TIMEOUT_DEFAULT`] gives `default`, 0 and positive values are
+/// milliseconds (0: do not wait), any other negative value is an invalid argument.
+pub(crate) fn timeout_arg(ms: i64, default: Duration) -> Result<Duration, FfiError> {
+    match u64::try_from(ms) {
+        Ok(ms) => Ok(Duration::from_millis(ms)),
+        Err(_) if ms == QM_TIMEOUT_DEFAULT => Ok(default),
+        Err(_) => Err(FfiError::invalid(format!(
+            "argument `timeout_ms` is {ms}: a timeout is QM_TIMEOUT_DEFAULT (-1) for the \
+             default, 0 for no wait, or a positive number of milliseconds"
+        ))),
+    }
 }
 
 /// An out-pointer that must not be NULL. It is set to a zero value first, so that it holds
@@ -172,4 +182,30 @@ pub(crate) fn set_string(out: &mut *mut c_char, bytes: &[u8]) -> Result<(), FfiE
     }
     *out = p;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_follow_one_rule() {
+        let default = Duration::from_secs(30);
+        assert_eq!(timeout_arg(QM_TIMEOUT_DEFAULT, default).unwrap(), default);
+        assert_eq!(timeout_arg(0, default).unwrap(), Duration::ZERO);
+        assert_eq!(
+            timeout_arg(250, default).unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            timeout_arg(i64::MAX, default).unwrap(),
+            Duration::from_millis(i64::MAX as u64)
+        );
+        for bad in [-2, -1000, i64::MIN] {
+            let e = timeout_arg(bad, default).unwrap_err();
+            assert_eq!(e.status, QmStatus::InvalidArgument);
+            assert!(e.message.contains("`timeout_ms`"), "{}", e.message);
+            assert!(e.message.contains(&bad.to_string()), "{}", e.message);
+        }
+    }
 }

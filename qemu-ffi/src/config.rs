@@ -52,7 +52,8 @@ fn config_from_json(text: &[u8]) -> Result<QmConfig, FfiError> {
 }
 
 /// Creates a configuration that runs `qemu-system-x86_64` (looked up in `PATH`) with no
-/// arguments, the accelerator chosen automatically, and default timeouts (30 s).
+/// arguments, the accelerator chosen automatically (`QM_ACCEL_AUTO`), a launch timeout and a QMP
+/// command timeout of 30 s each, no console, and at most 65536 kept events.
 ///
 /// # Safety
 /// `out` must be NULL or valid for writing a pointer.
@@ -68,20 +69,23 @@ pub unsafe extern "C" fn qm_config_new(out: *mut *mut QmConfig) -> QmStatus {
     })
 }
 
-/// Creates a configuration from a JSON object (the JSON form of qemu-process's
+/// Creates a configuration from a JSON object (UTF-8; the JSON form of qemu-process's
 /// `MachineConfig`). Every field is optional:
 /// `binary` (path or name), `args` (array of strings), `accel` (`"auto"`, `"kvm"`, `"tcg"`,
 /// `"none"`), `temp_dir`, `launch_timeout_ms`, `qmp_timeout_ms`, `console` (bool),
 /// `console_log` (path), `console_buffer_bytes`, `console_input_buffer_bytes`, `max_events`,
-/// `wrapper` (array of strings), `env` (object of strings; `null` removes a variable), `oob`
-/// (bool), `qmp_ids` (bool), `display_none` (bool), `max_message_size`, and `vm`: a VM
-/// description (`arch`, `memory`, `smp`, `kernel`, `disks`, `nics`, `forwards`, `cloud_init`,
-/// `vnc`, `uefi`, ...) that the library turns into a command line, preparing disks, the
-/// cloud-init seed and firmware copies itself; with `vm`, `args` and `display_none` are not
-/// allowed. Unknown fields are rejected with `QM_STATUS_INVALID_JSON` and a message naming them.
+/// `wrapper` (array of strings: a command QEMU's command line is appended to), `env` (object of
+/// strings, added to QEMU's environment; `null` removes a variable), `oob` (bool: negotiate
+/// out-of-band execution, default true), `qmp_ids` (bool: an id with every command, default
+/// false), `display_none` (bool: add `-display none`, default true), `max_message_size` (bytes),
+/// and `vm`: a VM description (`arch`, `memory`, `smp`, `kernel`, `disks`, `nics`, `forwards`,
+/// `cloud_init`, `vnc`, `uefi`, ...) that the library turns into a command line, preparing
+/// disks, the cloud-init seed and firmware copies itself; with `vm`, `args` and `display_none`
+/// are not allowed. Unknown fields, and JSON that is not valid, are `QM_STATUS_INVALID_JSON`
+/// with a message naming what is wrong.
 ///
 /// The setters below (`qm_config_set_*`, `qm_config_add_*`) change the same fields;
-/// `qm_config_add_arg()` is refused on a configuration with `vm`.
+/// `qm_config_add_arg()` is refused on a configuration with `vm` (`QM_STATUS_INVALID_STATE`).
 ///
 /// # Safety
 /// `json` must be NULL or a NUL-terminated string; `out` NULL or valid for writing a pointer.
@@ -116,7 +120,8 @@ unsafe fn with_config(
     })
 }
 
-/// Sets the QEMU binary (a path, or a name looked up in `PATH`).
+/// Sets the QEMU binary: a path (any bytes), or a name looked up in `PATH`. A binary that cannot
+/// be found or executed makes `qm_machine_launch()` fail with `QM_STATUS_BINARY_NOT_FOUND`.
 ///
 /// # Safety
 /// `config` must be a handle from this library or NULL; `path` NULL or NUL-terminated.
@@ -134,7 +139,8 @@ pub unsafe extern "C" fn qm_config_set_binary(
     }
 }
 
-/// Appends one argument to QEMU's command line (passed as is: no shell, no splitting).
+/// Appends one argument (any bytes) to QEMU's command line, passed as is: no shell, no
+/// splitting, no quoting needed.
 ///
 /// # Safety
 /// `config` must be a handle from this library or NULL; `arg` NULL or NUL-terminated.
@@ -184,7 +190,8 @@ pub unsafe extern "C" fn qm_config_set_accel(config: *mut QmConfig, accel: i32) 
     }
 }
 
-/// Sets the launch deadline (QMP greeting and negotiation, or QEMU's exit), in milliseconds.
+/// Sets the launch deadline, in milliseconds: how long `qm_machine_launch()` waits for QMP to be
+/// negotiated (or QEMU to exit) before it fails with `QM_STATUS_TIMEOUT`, leaving nothing behind.
 ///
 /// # Safety
 /// `config` must be a handle from this library or NULL.
@@ -202,7 +209,9 @@ pub unsafe extern "C" fn qm_config_set_launch_timeout_ms(
     }
 }
 
-/// Sets the default deadline of each QMP command, in milliseconds.
+/// Sets the machine's QMP timeout, in milliseconds: what `qm_machine_execute()` with
+/// `QM_TIMEOUT_DEFAULT` waits for a reply, and the limit of the commands other functions run
+/// (`qm_machine_status()`, `qm_machine_pause()`, ...).
 ///
 /// # Safety
 /// `config` must be a handle from this library or NULL.
@@ -233,8 +242,9 @@ pub unsafe extern "C" fn qm_config_set_console(config: *mut QmConfig, enabled: b
     }
 }
 
-/// Also writes every console byte to the file at `path` (created owner-only, mode 0600, or an
-/// existing one truncated, keeping its mode); enables the console.
+/// Also writes every console byte to the file at `path` (any bytes; created owner-only, mode
+/// 0600, or an existing one truncated, keeping its mode), even bytes dropped from the console
+/// buffer; enables the console.
 ///
 /// # Safety
 /// `config` must be a handle from this library or NULL; `path` NULL or NUL-terminated.
@@ -252,8 +262,9 @@ pub unsafe extern "C" fn qm_config_set_console_log(
     }
 }
 
-/// Sets the directory under which each machine's private temp dir is made (default `$TMPDIR`
-/// or `/tmp`).
+/// Sets the directory (any bytes) under which each machine's private temp dir is made (default
+/// `$TMPDIR`, else `/tmp`). The temp dir holds QEMU's log and sockets; it is removed when the
+/// machine is freed, or by the guardian if the program dies.
 ///
 /// # Safety
 /// `config` must be a handle from this library or NULL; `dir` NULL or NUL-terminated.
@@ -272,7 +283,8 @@ pub unsafe extern "C" fn qm_config_set_temp_dir(
 }
 
 /// Passes a duplicate of `fd` to QEMU at launch, in fdset `fdset` (`-add-fd`), with optional
-/// `opaque` text (NULL for none). The caller keeps its own `fd` and may close it.
+/// `opaque` text (UTF-8, NULL for none). The duplicate is made now: the caller keeps its own
+/// `fd` and may close it at once. A negative or closed `fd` is `QM_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
 /// `config` must be a handle from this library or NULL; `opaque` NULL or NUL-terminated.

@@ -27,6 +27,9 @@ impl From<Error> for FfiError {
 
 fn status_of(e: &Error) -> QmStatus {
     match e {
+        // Out-of-band execution asked of a session that did not negotiate it: the caller's
+        // mistake about the machine's state, not something QEMU sent.
+        Error::Protocol(qmp_proto::Error::OobNotEnabled) => QmStatus::InvalidState,
         Error::Launch { .. } => QmStatus::LaunchFailed,
         Error::BinaryNotFound(_) => QmStatus::BinaryNotFound,
         Error::Timeout { .. } => QmStatus::Timeout,

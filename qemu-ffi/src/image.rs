@@ -9,8 +9,9 @@ use crate::args::{out_arg, path_arg, set_string, str_arg};
 use crate::error::{guard, FfiError};
 use crate::status::QmStatus;
 
-/// A progress callback: `fraction` goes from 0.0 to 1.0 and never decreases; `user_data` is the
-/// pointer given with the callback. It is called on the calling thread, during the call.
+/// A progress callback: `fraction` goes from 0.0 to 1.0 (reached when the operation succeeds)
+/// and never decreases; `user_data` is the pointer given with the callback. It is called on the
+/// thread that called the library, during that call, never after it returned.
 pub type QmProgressFn = Option<unsafe extern "C" fn(fraction: f64, user_data: *mut c_void)>;
 
 fn format_arg(text: &str) -> Result<Format, FfiError> {
@@ -18,10 +19,11 @@ fn format_arg(text: &str) -> Result<Format, FfiError> {
         .map_err(|e| FfiError::invalid(format!("argument `format`: {e}")))
 }
 
-/// Describes the image at `path` (`qemu-img info`) as a JSON object with `filename`, `format`,
-/// `virtual-size`, `actual-size`, `dirty-flag`, `backing-filename`, `snapshots`,
-/// `backing-chain`, ... in `*out_json` (free with `qm_string_free()`). `QM_STATUS_IMAGE` when
-/// qemu-img fails (the message holds its command line and output).
+/// Describes the image at `path` (any bytes; `qemu-img info`) as a JSON object with `filename`,
+/// `format`, `virtual-size`, `actual-size`, `dirty-flag`, `backing-filename`, `snapshots`,
+/// `backing-chain`, ... in `*out_json` (free with `qm_string_free()`). A missing file is
+/// `QM_STATUS_INVALID_ARGUMENT` naming it; `QM_STATUS_IMAGE` when qemu-img fails (the message
+/// holds its command line and output).
 ///
 /// # Safety
 /// `path` must be NULL or NUL-terminated; `out_json` NULL or valid for writing.
@@ -42,7 +44,8 @@ pub unsafe extern "C" fn qm_image_info(
     })
 }
 
-/// Creates an image of `format` (`"qcow2"`, `"raw"`, ...) and `size_bytes` at `path`.
+/// Creates an image of `format` (`"qcow2"`, `"raw"`, ...; UTF-8, an unknown name is
+/// `QM_STATUS_INVALID_ARGUMENT`) and `size_bytes` at `path` (any bytes).
 ///
 /// # Safety
 /// `path` and `format` must be NULL or NUL-terminated.
@@ -65,8 +68,9 @@ pub unsafe extern "C" fn qm_image_create(
     })
 }
 
-/// Resizes the image at `path` to `size_bytes`. Shrinking (which loses data) happens only when
-/// `allow_shrink` is true; growing a file past the free space of its file system is refused.
+/// Resizes the image at `path` (any bytes) to `size_bytes`. Shrinking (which loses data) happens
+/// only when `allow_shrink` is true (else `QM_STATUS_INVALID_ARGUMENT`); growing past the free
+/// space of its file system is refused (`QM_STATUS_IMAGE`).
 ///
 /// # Safety
 /// `path` must be NULL or NUL-terminated.
@@ -84,9 +88,10 @@ pub unsafe extern "C" fn qm_image_resize(
     })
 }
 
-/// Converts the image at `src` (its format probed once) into a new image at `dst` of
-/// `dst_format`, calling `progress(fraction, user_data)` as it goes (`progress` may be NULL).
-/// `dst` is replaced only when the conversion succeeded.
+/// Converts the image at `src` into a new image at `dst` (paths: any bytes) of `dst_format`,
+/// calling `progress(fraction, user_data)` as it goes (`progress` may be NULL), on the calling
+/// thread, before the call returns. `dst` is replaced only when the conversion succeeded: a
+/// failed one leaves an existing `dst` as it was.
 ///
 /// # Safety
 /// `src`, `dst` and `dst_format` must be NULL or NUL-terminated; `progress`, if not NULL, must be

@@ -19,12 +19,19 @@
 //! handle meanwhile is `QM_STATUS_INVALID_HANDLE` ("in use"), and a free meanwhile makes the
 //! handle invalid at once and frees its value when the running call returns. The last error is
 //! per thread.
+//!
+//! The rules a C program relies on (threads, the process guardian and what is killed when,
+//! signals, timeouts, strings, memory) open the header; their text is the `header` of
+//! `cbindgen.toml`. Timeouts follow one rule, in [`args::QM_TIMEOUT_DEFAULT`]: -1 is the
+//! function's default, other negative values are invalid, 0 does not wait, a positive value is
+//! milliseconds.
 
 pub(crate) mod alloc;
 pub mod args;
 pub mod config;
 mod convert;
 pub mod error;
+pub mod guardian;
 pub(crate) mod handle;
 pub mod image;
 pub mod machine;

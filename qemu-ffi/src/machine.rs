@@ -71,8 +71,12 @@ fn json_text(v: &Value) -> Vec<u8> {
 }
 
 /// Launches QEMU as `config` describes and waits (under the config's launch timeout) until QMP
-/// is negotiated. On failure nothing is left behind (no process, no temp dir); for
-/// `QM_STATUS_LAUNCH_FAILED` the message holds QEMU's exit status, command line and output.
+/// is negotiated. QEMU is spawned by the process guardian (started now if it does not run yet),
+/// leads a process group of its own, and has a private temp dir. On failure nothing is left
+/// behind (no process, no temp dir): `QM_STATUS_LAUNCH_FAILED` when QEMU exits first (the message
+/// holds its exit status, command line and output), `QM_STATUS_BINARY_NOT_FOUND` when the binary
+/// cannot be found or executed, `QM_STATUS_TIMEOUT` when the launch timeout runs out. The config
+/// is left as it was, and may launch more machines.
 ///
 /// # Safety
 /// `config` must be a handle from this library or NULL; `out` NULL or valid for a pointer.
@@ -91,14 +95,18 @@ pub unsafe extern "C" fn qm_machine_launch(
 }
 
 fn attach(target: AttachTarget, timeout_ms: i64, out: &mut *mut QmMachine) -> Result<(), FfiError> {
-    let m = Machine::attach(target, timeout_arg(timeout_ms, DEFAULT_WAIT))?;
+    let m = Machine::attach(target, timeout_arg(timeout_ms, DEFAULT_WAIT)?)?;
     *out = new_machine(m)?;
     Ok(())
 }
 
-/// Connects to the QMP server of a QEMU that is already running, at the unix socket `path`,
-/// retrying refused connections until `timeout_ms` (negative: 30 s). The machine is not owned:
-/// `qm_machine_free()` only disconnects.
+/// Connects to the QMP server of a QEMU that is already running, at the unix socket `path` (any
+/// bytes), retrying while the connection is refused or the socket does not exist yet, and
+/// negotiates QMP, all within `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: one attempt, which
+/// normally ends in `QM_STATUS_TIMEOUT` since negotiating takes a round trip). The machine is not
+/// owned: `qm_machine_free()` only disconnects; `qm_machine_shutdown()`, `qm_machine_kill()` and
+/// `qm_machine_wait()` are `QM_STATUS_UNSUPPORTED` (execute `quit` instead); `qm_machine_pid()`
+/// gives 0. Its QMP timeout is 30 s.
 ///
 /// # Safety
 /// `path` must be NULL or NUL-terminated; `out` NULL or valid for a pointer.
@@ -117,7 +125,8 @@ pub unsafe extern "C" fn qm_machine_attach_unix(
     })
 }
 
-/// Like `qm_machine_attach_unix()`, for a QMP server on TCP at `address` (`"127.0.0.1:4444"`).
+/// Like `qm_machine_attach_unix()`, for a QMP server on TCP at `address`, an `"IP:PORT"` string
+/// (`"127.0.0.1:4444"`, `"[::1]:4444"`; anything else is `QM_STATUS_INVALID_ARGUMENT`).
 ///
 /// # Safety
 /// `address` must be NULL or NUL-terminated; `out` NULL or valid for a pointer.
@@ -163,7 +172,7 @@ unsafe fn execute(
                     "argument `arguments_json` must be a JSON object",
                 ));
             }
-            let timeout = timeout_arg(timeout_ms, m.machine().qmp_timeout());
+            let timeout = timeout_arg(timeout_ms, m.machine().qmp_timeout())?;
             let reply = if oob {
                 m.machine().execute_oob(name, args, timeout)?
             } else {
@@ -177,18 +186,22 @@ unsafe fn execute(
     }
 }
 
-/// Runs the QMP command `command` with `arguments_json` (a JSON object, or NULL for none) and
-/// waits up to `timeout_ms` (negative: the machine's QMP timeout) for its reply. On success,
-/// `*out_json` (if `out_json` is not NULL) receives the `return` value as JSON; free it with
-/// `qm_string_free()`. When QEMU answers with an error the status is `QM_STATUS_QMP_ERROR` and
-/// `qm_last_error_qmp_class()` / `qm_last_error_qmp_desc()` give its class and description.
-/// The returned JSON keeps the members in QEMU's order, and numbers as QEMU wrote them (a double
-/// reads back to the same bits). A reply larger than the bound on one QMP message fails with
-/// `QM_STATUS_PROTOCOL`, its size and the bound in the message, and the next command works.
-/// A `command` that cannot be a QMP command name (QAPI names: an ASCII letter, then letters,
-/// digits, `-` and `_`, optionally after a `__RFQDN_` prefix; at most 1024 bytes) fails with
-/// `QM_STATUS_INVALID_ARGUMENT` before anything is sent.
-/// Events that arrive meanwhile are kept for `qm_machine_events()` / `qm_machine_event_wait()`.
+/// Runs the QMP command `command` (UTF-8) with `arguments_json` (a JSON object, or NULL for
+/// none; anything else is `QM_STATUS_INVALID_JSON`) and waits up to `timeout_ms` for its reply
+/// (`QM_TIMEOUT_DEFAULT`: the machine's QMP timeout, see `qm_config_set_qmp_timeout_ms()`; 0: the
+/// command is sent, but the call fails with `QM_STATUS_TIMEOUT` unless its reply is already
+/// there). On success, `*out_json` (if `out_json` is not NULL) receives the `return` value as
+/// JSON; free it with `qm_string_free()`. When QEMU answers with an error the status is
+/// `QM_STATUS_QMP_ERROR` and `qm_last_error_qmp_class()` / `qm_last_error_qmp_desc()` give its
+/// class and description. The returned JSON keeps the members in QEMU's order, and numbers as
+/// QEMU wrote them (a double reads back to the same bits). A reply larger than the bound on one
+/// QMP message fails with `QM_STATUS_PROTOCOL`, its size and the bound in the message, and the
+/// next command works. A `command` that cannot be a QMP command name (QAPI names: an ASCII
+/// letter, then letters, digits, `-` and `_`, optionally after a `__RFQDN_` prefix; at most
+/// 1024 bytes) fails with `QM_STATUS_INVALID_ARGUMENT` before anything is sent. Events that
+/// arrive meanwhile are kept for `qm_machine_events()` / `qm_machine_event_wait()`. A
+/// connection that closes first is `QM_STATUS_PROCESS_EXITED` or `QM_STATUS_DISCONNECTED`
+/// (always the former once QEMU's exit is known, as after `qm_machine_shutdown()`).
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL; `command` and `arguments_json` NULL or
@@ -214,9 +227,10 @@ pub unsafe extern "C" fn qm_machine_execute(
     }
 }
 
-/// Like `qm_machine_execute()`, sent out-of-band (`exec-oob`): QEMU handles it before queued
-/// in-band commands. Only for commands QEMU allows out-of-band (e.g. `migrate-pause`); fails
-/// with `QM_STATUS_INVALID_STATE`-like errors when oob was not negotiated.
+/// Like `qm_machine_execute()`, sent out-of-band (`exec-oob`), for the commands QEMU allows
+/// out-of-band (e.g. `migrate-pause`; for others QEMU answers with an error,
+/// `QM_STATUS_QMP_ERROR`). `QM_STATUS_INVALID_STATE` when out-of-band execution was not
+/// negotiated (a config with `"oob": false`).
 ///
 /// # Safety
 /// As for `qm_machine_execute()`.
@@ -232,9 +246,10 @@ pub unsafe extern "C" fn qm_machine_execute_oob(
     unsafe { execute(machine, command, arguments_json, timeout_ms, out_json, true) }
 }
 
-/// Takes every event kept so far (in arrival order) as a JSON array of
-/// `{"event", "data", "timestamp": {"seconds", "microseconds"}}` objects; free it with
-/// `qm_string_free()`. Reads whatever is ready first, without waiting.
+/// Takes every event kept so far, oldest first, as a JSON array of
+/// `{"event", "data", "timestamp": {"seconds", "microseconds"}}` objects (`[]` when there is
+/// none); free it with `qm_string_free()`. Reads what QEMU has already sent first, without
+/// waiting.
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
@@ -286,8 +301,8 @@ unsafe fn take_events(machine: *mut QmMachine, out_json: *mut *mut c_char, read:
 
 /// Stores in `*out_count` how many events were dropped since launch because the machine's event
 /// queue was full (its bound is `max_events`, 65536 by default; take events to make room). The
-/// next `qm_machine_event_wait()` that finds no match among the kept events also reports the
-/// overflow, once, as `QM_STATUS_EVENT_QUEUE_FULL`.
+/// next `qm_machine_event_wait()` that finds no match among the kept events reports the overflow,
+/// once, as `QM_STATUS_EVENT_QUEUE_FULL`.
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL; `out_count` NULL or valid for writing.
@@ -306,12 +321,14 @@ pub unsafe extern "C" fn qm_machine_events_dropped(
     }
 }
 
-/// Waits up to `timeout_ms` (negative: 30 s) for an event named `name` whose JSON form matches
-/// `pattern_json` (NULL matches any), looking at already-kept events first. The pattern is a
-/// JSON sub-tree of the event (`{"data": {"guest": true}}`); `null` in it matches anything.
-/// The matching event is removed from the kept events and, if `out_json` is not NULL, stored
-/// in `*out_json` (free with `qm_string_free()`). A timeout is `QM_STATUS_TIMEOUT`, distinct
-/// from `QM_STATUS_DISCONNECTED` / `QM_STATUS_PROCESS_EXITED`.
+/// Waits up to `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: no waiting, only events kept or
+/// already sent) for an event named `name` (UTF-8; NULL: any name) whose JSON form matches
+/// `pattern_json` (NULL: any). The pattern is a JSON sub-tree of the event
+/// (`{"data": {"guest": true}}`, `{"event": "STOP"}`); `null` in it matches anything. Kept events
+/// are searched first, oldest first. The matching event is removed from the kept events (the
+/// others stay kept) and, if `out_json` is not NULL, stored in `*out_json` (free with
+/// `qm_string_free()`). A timeout is `QM_STATUS_TIMEOUT`, distinct from the connection closing
+/// meanwhile (`QM_STATUS_PROCESS_EXITED` or `QM_STATUS_DISCONNECTED`).
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL; `name` and `pattern_json` NULL or
@@ -328,13 +345,13 @@ pub unsafe extern "C" fn qm_machine_event_wait(
     unsafe {
         with_machine(machine, |m| {
             let out = opt_out_arg(out_json);
-            let name = str_arg(name, "name")?;
+            let name = opt_str_arg(name, "name")?;
             let pattern = opt_json_arg(pattern_json, "pattern_json")?;
-            let ev = m.machine().event_wait(
-                name,
-                pattern.as_ref(),
-                timeout_arg(timeout_ms, DEFAULT_WAIT),
-            )?;
+            let timeout = timeout_arg(timeout_ms, DEFAULT_WAIT)?;
+            let ev = match name {
+                Some(name) => m.machine().event_wait(name, pattern.as_ref(), timeout)?,
+                None => m.machine().event_wait_any(pattern.as_ref(), timeout)?,
+            };
             if let Some(out) = out {
                 set_string(out, &json_text(&ev.to_value()))?;
             }
@@ -343,9 +360,10 @@ pub unsafe extern "C" fn qm_machine_event_wait(
     }
 }
 
-/// Copies up to `len` console bytes received so far into `buf` and stores how many in
-/// `*out_len` (0 when nothing is waiting; the call does not block). Bytes that do not fit stay
-/// for the next call. Needs a machine launched with the console enabled.
+/// Copies up to `len` console bytes received so far (as the guest wrote them: any bytes) into
+/// `buf` and stores how many in `*out_len` (0 when nothing is waiting; the call does not block).
+/// Bytes that do not fit stay for the next call. `QM_STATUS_UNSUPPORTED` for a machine launched
+/// without the console.
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL; `buf` valid for `len` bytes;
@@ -422,11 +440,10 @@ unsafe fn take_console(
     }
 }
 
-/// Sends `len` bytes to the guest's first serial port, waiting up to `timeout_ms` (negative:
-/// 30 s; 0: take what fits without waiting) until all of them are accepted: written to the
-/// console socket or queued within the machine's bound of console input (64 KiB by default).
-/// Accepted bytes reach the guest in order as it reads them; events and console output keep
-/// being taken in while the call waits.
+/// Sends `len` bytes to the guest's first serial port, waiting up to `timeout_ms`
+/// (`QM_TIMEOUT_DEFAULT`: 30 s; 0: take what fits without waiting) until all of them are
+/// accepted: written to the console socket or queued within the machine's bound of console input
+/// (64 KiB). Accepted bytes reach the guest in order as it reads them.
 ///
 /// A guest that does not read its console (a paused VM) makes the call wait; if the deadline
 /// passes first it returns `QM_STATUS_TIMEOUT`, and `*out_written` (if not NULL) holds how many
@@ -453,7 +470,7 @@ pub unsafe extern "C" fn qm_machine_console_write(
             let bytes = slice_arg(data, len, "data")?;
             let result = m
                 .machine()
-                .console_write(bytes, timeout_arg(timeout_ms, DEFAULT_WAIT));
+                .console_write(bytes, timeout_arg(timeout_ms, DEFAULT_WAIT)?);
             if let Some(w) = written {
                 *w = match &result {
                     Ok(()) => len,
@@ -467,8 +484,8 @@ pub unsafe extern "C" fn qm_machine_console_write(
 }
 
 /// Stores in `*out_count` how many console bytes were dropped from memory since launch because
-/// the machine's console buffer was full (1 MiB by default; a console log file still gets every
-/// byte). 0 for a machine without a console.
+/// the machine's console buffer was full (`console_buffer_bytes`, 1 MiB by default; a console
+/// log file still gets every byte). 0 for a machine without a console.
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL; `out_count` NULL or valid for writing.
@@ -487,10 +504,11 @@ pub unsafe extern "C" fn qm_machine_console_bytes_dropped(
     }
 }
 
-/// Waits up to `timeout_ms` (negative: 30 s) until the console shows `pattern` (a plain string,
-/// not a regular expression). If `out_before` is not NULL it receives, NUL-terminated, the
-/// console output before the match (free with `qm_string_free()`), and `*out_len` (if not NULL)
-/// its length, which may include NUL bytes. Output after the match stays readable.
+/// Waits up to `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: looks only at output already
+/// received) until the console shows `pattern` (any bytes but NUL, not empty; a plain string, not
+/// a regular expression). If `out_before` is not NULL it receives, NUL-terminated, the console
+/// output before the match, as the guest wrote it (free with `qm_string_free()`), and `*out_len`
+/// (if not NULL) its length, which may include NUL bytes. Output after the match stays readable.
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL; `pattern` NULL or NUL-terminated;
@@ -522,7 +540,7 @@ pub unsafe extern "C" fn qm_machine_console_wait_for(
             }
             let before = m
                 .machine()
-                .console_wait_for(pattern, timeout_arg(timeout_ms, DEFAULT_WAIT))?;
+                .console_wait_for(pattern, timeout_arg(timeout_ms, DEFAULT_WAIT)?)?;
             if let Some(out) = out_before {
                 set_string(out, &before)?;
             }
@@ -535,8 +553,8 @@ pub unsafe extern "C" fn qm_machine_console_wait_for(
 }
 
 /// Passes a duplicate of `fd` to QEMU over the QMP socket (SCM_RIGHTS) and names it `name`
-/// (`getfd`), for use by later commands (e.g. a chardev or netdev with `fd=name`). The caller
-/// keeps its own `fd`.
+/// (UTF-8; QMP `getfd`), for use by later commands (e.g. a chardev or netdev with `fd=name`, or
+/// `closefd`). The caller keeps its own `fd` and may close it at once.
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL; `name` NULL or NUL-terminated.
@@ -557,7 +575,7 @@ pub unsafe extern "C" fn qm_machine_send_fd(
 }
 
 /// Stores QEMU's process id in `*out_pid` (0 for an attached machine, whose process this library
-/// does not own).
+/// does not own). QEMU is a child of the guardian (see `qm_guardian_pid()`), not of the program.
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL; `out_pid` NULL or valid for writing.
@@ -627,9 +645,10 @@ pub unsafe extern "C" fn qm_machine_reset(machine: *mut QmMachine) -> QmStatus {
     unsafe { with_machine(machine, |m| Ok(m.machine().reset()?)) }
 }
 
-/// Presses the ACPI power button (`system_powerdown`) and waits up to `timeout_ms` (negative:
-/// 30 s) for the guest to shut down (the SHUTDOWN event). `QM_STATUS_TIMEOUT` if it does not:
-/// the guest may ignore the button; the machine keeps running.
+/// Presses the ACPI power button (`system_powerdown`) and waits up to `timeout_ms`
+/// (`QM_TIMEOUT_DEFAULT`: 30 s) for the guest to shut down (the SHUTDOWN event).
+/// `QM_STATUS_TIMEOUT` if it does not: the guest may ignore the button; the machine keeps
+/// running.
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL.
@@ -642,15 +661,17 @@ pub unsafe extern "C" fn qm_machine_powerdown(
     unsafe {
         with_machine(machine, |m| {
             m.machine()
-                .powerdown(timeout_arg(timeout_ms, DEFAULT_WAIT))?;
+                .powerdown(timeout_arg(timeout_ms, DEFAULT_WAIT)?)?;
             Ok(())
         })
     }
 }
 
-/// Shuts QEMU down: `quit`, then waits up to `timeout_ms` (negative: 30 s) for it to exit, and
-/// kills it if it does not (`QM_STATUS_NOT_GRACEFUL`: it is gone either way). The exit status and
-/// log stay readable until `qm_machine_free()`.
+/// Shuts QEMU down: `quit`, then waits up to `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: no
+/// waiting) for it to exit, and kills its process group (SIGKILL) and reaps it if it does not
+/// (`QM_STATUS_NOT_GRACEFUL`: it is gone either way). The exit status and log stay readable
+/// until `qm_machine_free()`. `QM_STATUS_OK` at once if QEMU had already exited;
+/// `QM_STATUS_UNSUPPORTED` for an attached machine.
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL.
@@ -660,13 +681,14 @@ pub unsafe extern "C" fn qm_machine_shutdown(machine: *mut QmMachine, timeout_ms
     unsafe {
         with_machine(machine, |m| {
             m.machine()
-                .shutdown(timeout_arg(timeout_ms, DEFAULT_WAIT))?;
+                .shutdown(timeout_arg(timeout_ms, DEFAULT_WAIT)?)?;
             Ok(())
         })
     }
 }
 
-/// Kills QEMU at once (SIGKILL) and reaps it.
+/// Kills QEMU's process group at once (SIGKILL) and reaps QEMU. `QM_STATUS_OK` if it had already
+/// exited; `QM_STATUS_UNSUPPORTED` for an attached machine.
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL.
@@ -681,8 +703,9 @@ pub unsafe extern "C" fn qm_machine_kill(machine: *mut QmMachine) -> QmStatus {
     }
 }
 
-/// Waits up to `timeout_ms` (negative: 30 s) for QEMU to exit by itself (a guest that powers
-/// off), and reaps it. `QM_STATUS_TIMEOUT` if it is still running.
+/// Waits up to `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: only checks) for QEMU to exit by
+/// itself (a guest that powers off), and reaps it. `QM_STATUS_TIMEOUT` if it is still running;
+/// `QM_STATUS_UNSUPPORTED` for an attached machine.
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL.
@@ -691,7 +714,7 @@ pub unsafe extern "C" fn qm_machine_wait(machine: *mut QmMachine, timeout_ms: i6
     // SAFETY: forwarded from this function's contract.
     unsafe {
         with_machine(machine, |m| {
-            m.machine().wait(timeout_arg(timeout_ms, DEFAULT_WAIT))?;
+            m.machine().wait(timeout_arg(timeout_ms, DEFAULT_WAIT)?)?;
             Ok(())
         })
     }
@@ -699,7 +722,8 @@ pub unsafe extern "C" fn qm_machine_wait(machine: *mut QmMachine, timeout_ms: i6
 
 /// After QEMU has exited: stores its exit code in `*out_code` (-1 if a signal ended it) and the
 /// signal in `*out_signal` (0 if none); either pointer may be NULL. `QM_STATUS_INVALID_STATE`
-/// while it is still running (or for an attached machine).
+/// while it is still running (or has not been found exited yet: `qm_machine_wait()` finds out),
+/// and for an attached machine.
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL; the out-pointers NULL or writable.
@@ -731,22 +755,31 @@ pub unsafe extern "C" fn qm_machine_exit_status(
     }
 }
 
-/// Stores everything QEMU wrote to stdout and stderr so far in `*out_log` (free with
-/// `qm_string_free()`). Readable after shutdown too.
+/// Stores everything QEMU (and its wrapper) wrote to stdout and stderr so far, as written (any
+/// bytes, possibly NUL bytes), in `*out_log`, NUL-terminated (free with `qm_string_free()`), and
+/// its length in `*out_len` if `out_len` is not NULL. Readable after QEMU has exited too, until
+/// `qm_machine_free()`. `QM_STATUS_UNSUPPORTED` for an attached machine.
 ///
 /// # Safety
-/// `machine` must be a handle from this library or NULL; `out_log` NULL or valid for writing.
+/// `machine` must be a handle from this library or NULL; `out_log` NULL or valid for writing;
+/// `out_len` NULL or valid for writing.
 #[no_mangle]
 pub unsafe extern "C" fn qm_machine_log(
     machine: *mut QmMachine,
     out_log: *mut *mut c_char,
+    out_len: *mut usize,
 ) -> QmStatus {
     // SAFETY: forwarded from this function's contract.
     unsafe {
         with_machine(machine, |m| {
             let out = out_arg(out_log, "out_log")?;
+            let out_len = opt_out_arg(out_len);
             let log = m.machine().log_bytes()?;
-            set_string(out, &log)
+            set_string(out, &log)?;
+            if let Some(n) = out_len {
+                *n = log.len();
+            }
+            Ok(())
         })
     }
 }
@@ -780,11 +813,12 @@ pub unsafe extern "C" fn qm_machine_process_io(machine: *mut QmMachine) -> QmSta
 }
 
 /// For a machine launched from a `vm` description: stores where QEMU listens for the port
-/// forward named `name`, as `"IP:PORT"` in `*out_address` (free with `qm_string_free()`):
+/// forward named `name` (UTF-8), as `"IP:PORT"` in `*out_address` (free with `qm_string_free()`):
 /// `127.0.0.1:PORT` unless the forward's `host_addr` says otherwise, `0.0.0.0:PORT` when it
 /// asked for every address (reachable from the network; connect to `127.0.0.1:PORT` locally).
 /// With a host port of 0 in the description this is the port QEMU picked.
-/// `QM_STATUS_INVALID_ARGUMENT` if there is no forward of that name.
+/// `QM_STATUS_INVALID_ARGUMENT` if there is no forward of that name; `QM_STATUS_UNSUPPORTED` for
+/// a machine not launched from a `vm` description.
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL; `name` NULL or NUL-terminated;
@@ -809,7 +843,8 @@ pub unsafe extern "C" fn qm_machine_forwarded_port(
 }
 
 /// For a machine launched from a `vm` description with VNC: stores the path of its VNC unix
-/// socket in `*out_path` (free with `qm_string_free()`).
+/// socket in `*out_path` (free with `qm_string_free()`). `QM_STATUS_UNSUPPORTED` without VNC or
+/// a `vm` description.
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL; `out_path` NULL or valid for writing.
@@ -831,9 +866,11 @@ pub unsafe extern "C" fn qm_machine_vnc_socket(
 }
 
 /// For a machine launched from a `vm` description: saves a screenshot of its display to `path`
-/// (QMP `screendump`) as PNG when `format` is `"png"`, PPM when `"ppm"`, and PNG if this QEMU
-/// supports it else PPM when `format` is NULL; the path written (its extension may differ) is
-/// stored in `*out_path` if that is not NULL (free with `qm_string_free()`).
+/// (UTF-8, since QMP carries it as text; QMP `screendump`) as PNG when `format` is `"png"`, PPM when `"ppm"`, and PNG if
+/// this QEMU supports it else PPM when `format` is NULL; the path written (its extension may
+/// differ: a `.png` path becomes `.ppm` then) is stored in `*out_path` if that is not NULL (free
+/// with `qm_string_free()`). Another `format`, or a `path` that is not UTF-8, is
+/// `QM_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
 /// `machine` must be a handle from this library or NULL; `path` and `format` NULL or
@@ -869,10 +906,11 @@ pub unsafe extern "C" fn qm_machine_screendump(
     }
 }
 
-/// Frees a machine: a launched QEMU still running is killed and reaped, its temp dir removed;
-/// an attached one is disconnected. Call `qm_machine_shutdown()` first for a graceful stop.
-/// NULL, a handle already freed (it stays invalid for good: freeing it again never reaches a
-/// machine created after it), one not created by this library and a `qm_config` are ignored.
+/// Frees a machine: a launched QEMU still running has its process group killed (SIGKILL) and is
+/// reaped, and its temp dir is removed; an attached one is only disconnected. Call
+/// `qm_machine_shutdown()` first for a graceful stop. NULL, a handle already freed (it stays
+/// invalid for good: freeing it again never reaches a machine created after it), one not created
+/// by this library and a `qm_config` are ignored.
 ///
 /// Never changes the calling thread's last error, so it can run between a failing call and the
 /// reading of that call's error.

@@ -12,7 +12,8 @@ pub enum QmStatus {
     /// A required pointer argument was NULL.
     NullArgument = 1,
     /// An argument had a value outside its allowed range or form (an unknown enum value, a
-    /// string that is not valid UTF-8, a negative timeout, ...).
+    /// string that must be UTF-8 and is not, a negative timeout other than
+    /// `QM_TIMEOUT_DEFAULT`, a file that does not exist, ...); the message names the argument.
     InvalidArgument = 2,
     /// A JSON document passed in could not be parsed or did not have the expected shape.
     InvalidJson = 3,
@@ -21,9 +22,9 @@ pub enum QmStatus {
     /// QEMU answered a QMP command with an error; its class and description are available via
     /// `qm_last_error_qmp_class()` and `qm_last_error_qmp_desc()`.
     QmpError = 5,
-    /// The QMP connection was closed by QEMU.
+    /// The QMP connection was closed (by QEMU, which may be exiting).
     Disconnected = 6,
-    /// The QEMU process has exited.
+    /// The QEMU process has exited (its status: `qm_machine_exit_status()`).
     ProcessExited = 7,
     /// QEMU could not be started, or exited before QMP was ready.
     LaunchFailed = 8,
@@ -43,14 +44,17 @@ pub enum QmStatus {
     NotGraceful = 13,
     /// The QEMU (or qemu-img) binary could not be found or executed.
     BinaryNotFound = 14,
-    /// The bound on kept events was reached; drain events with `qm_machine_events()`.
+    /// Events were dropped because the bound on kept events was reached (reported once by
+    /// `qm_machine_event_wait()`); take events with `qm_machine_events()` to make room.
     EventQueueFull = 15,
     /// A disk image operation (`qemu-img`) failed.
     Image = 16,
-    /// The operation is not valid in the handle's current state (e.g. a machine that is not
-    /// running, or a launch of a machine that was already launched).
+    /// The operation is not valid in the handle's current state: the exit status of a QEMU
+    /// still running, a setter on a configuration with a `vm` description, out-of-band
+    /// execution without oob negotiated, ...
     InvalidState = 17,
-    /// The operation does not apply to this machine (no console, an attached machine, ...).
+    /// The operation does not apply to this machine (the console of a machine without one,
+    /// killing an attached machine, a VNC socket without VNC, ...).
     Unsupported = 18,
 }
 

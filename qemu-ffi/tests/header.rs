@@ -158,3 +158,45 @@ fn exported_symbols_are_exactly_the_header_functions() {
         "declared but not exported: {missing:?}; exported but not declared: {extra:?}"
     );
 }
+
+/// The defaults the header's comments name are the ones the library uses: a change to either
+/// must change the other. (The 30 s waits are also observed for real in `tests/rules.rs`.)
+#[test]
+fn the_defaults_the_header_names_are_the_librarys() {
+    use std::time::Duration;
+    let header = std::fs::read_to_string(header_path()).expect("read header");
+    let flat = header
+        .lines()
+        .map(|l| l.trim_start().trim_start_matches("//").trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for (text, holds) in [
+        (
+            "a launch timeout and a QMP command timeout of 30 s each",
+            qemu_process::DEFAULT_LAUNCH_TIMEOUT == Duration::from_secs(30)
+                && qemu_process::DEFAULT_QMP_TIMEOUT == Duration::from_secs(30),
+        ),
+        (
+            "at most 65536 kept events",
+            qemu_process::DEFAULT_MAX_EVENTS == 65536,
+        ),
+        (
+            "`max_events`, 65536 by default",
+            qemu_process::DEFAULT_MAX_EVENTS == 65536,
+        ),
+        (
+            "`console_buffer_bytes`, 1 MiB by default",
+            qemu_process::DEFAULT_CONSOLE_BUFFER == 1 << 20,
+        ),
+        (
+            "bound of console input (64 KiB)",
+            qemu_process::DEFAULT_CONSOLE_INPUT_BUFFER == 64 << 10,
+        ),
+    ] {
+        assert!(flat.contains(text), "the header no longer says {text:?}");
+        assert!(
+            holds,
+            "the header says {text:?}, the library does otherwise"
+        );
+    }
+}

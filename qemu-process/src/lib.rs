@@ -13,6 +13,23 @@
 //! console buffer. No call spawns a thread or sleeps in a loop; [`MachineSet`] drives many
 //! machines from one thread, and [`Machine::poll_sources`] lets a caller do it in its own loop.
 //!
+//! # Processes, threads and signals
+//!
+//! - The guardian is a child process of the program, forked on the first launch (or at
+//!   [`start_guardian`]) and living as long as the program; it leads a process group of its
+//!   own, as does each QEMU, so a Ctrl-C at the program's terminal reaches neither. A program
+//!   that waits for all of its children sees it (do not wait for it to exit); a child the
+//!   program forks without `exec` inherits the descriptors that tie the guardian to the
+//!   program, so the clean-up after the program's death waits for that child to exit too.
+//! - Dropping a [`Machine`] kills QEMU's process group (`SIGKILL`), reaps QEMU and removes its
+//!   temp dir; [`Machine::shutdown`] asks with `quit` first. What a wrapper forks is in QEMU's
+//!   process group and goes with it.
+//! - Nothing here starts a thread, installs a signal handler or changes a signal disposition;
+//!   QEMU's exit comes from the guardian, not from `SIGCHLD`; sockets are written with
+//!   `MSG_NOSIGNAL`, so a peer that has gone is an error, never `SIGPIPE`.
+//! - A `Machine` is `Send`: it may move to another thread, and the thread that launched it may
+//!   exit (QEMU belongs to the process).
+//!
 //! A [`MachineConfig`] launches either a raw command line or a whole VM description,
 //! [`VmLaunch`] (a [`VmSpec`](qemu_cmdline::VmSpec) plus the launcher's work: disks created,
 //! probed, flashed and grown; a cloud-init seed; UEFI variables per VM; VNC in the temp dir);
@@ -65,7 +82,9 @@ pub use set::MachineSet;
 /// forked from this one, which kills QEMU and removes its temp dir when this process dies (by
 /// any means, `SIGKILL` included), whatever thread launched it. The first launch starts it;
 /// since it is a copy-on-write fork of this process, a program that grows large before its
-/// first launch can call this early to fork it while small.
+/// first launch can call this early to fork it while small. When this returns, the guardian
+/// leads a process group of its own (it names itself `qm-guardian` right after). It is a child
+/// of this process: see "Processes, threads and signals" in the crate documentation.
 pub fn start_guardian() -> Result<u32, Error> {
     guardian::start().map_err(Error::io_with("starting the process guardian"))
 }

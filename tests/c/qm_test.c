@@ -11,9 +11,15 @@
  *
  * QM_TEST_MODE picks another part to play, for tests/tests/c_abi.rs:
  * - "owner": launch two machines (one from a `vm` description with a port forward) with their
- *   temp dirs under QM_TEST_SCRATCH, print "OWNER <pid> <pid> <port>", and block until killed;
+ *   temp dirs under QM_TEST_SCRATCH, print "OWNER <pid> <pid> <port> <guardian pid>", and block
+ *   until killed;
  * - "reaper": reap every child from another thread with waitpid(-1), and check that QEMU's exit
- *   status still arrives.
+ *   status still arrives (and that the first launch starts the guardian);
+ * - "forker": launch a machine, fork a child (no exec) that reads stdin until end-of-file,
+ *   print "FORKER <qemu pid> <child pid>", and block until killed.
+ *
+ * The checks follow the header's promises; the rules at its top are checked in the section
+ * "the rules at the top of the header".
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -24,6 +30,10 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -54,6 +64,14 @@ static const char *last_error(void) {
     } while (0)
 
 #define CHECK_STATUS(call, expected, what) CHECK((call) == (expected), what)
+
+/* Helpers defined with the checks of the header's rules, further down. */
+static int wait_unmarked(const char *marker);
+static int dir_entries(const char *path);
+static int has_bytes(const char *hay, size_t len, const char *needle, size_t n);
+static long guardian; /* the guardian's pid, from check_guardian() */
+static qm_status launch_json(const char *json, qm_machine **out);
+static void sleep_ms(long ms);
 
 static void check_version(void) {
     CHECK(qm_version() == QM_VERSION_NUMBER, "qm_version() matches QM_VERSION_NUMBER");
@@ -126,9 +144,41 @@ static void check_launch_failures(void) {
     CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_LAUNCH_FAILED,
                  "a bad QEMU option is QM_STATUS_LAUNCH_FAILED");
     CHECK(machine == NULL, "no machine after a failed launch");
-    CHECK(strstr(last_error(), "-bogus-option") != NULL,
-          "the launch error holds the argv and QEMU's message");
+    CHECK(strstr(last_error(), "-bogus-option") != NULL &&
+              strstr(last_error(), "qemu-system-x86_64") != NULL &&
+              strstr(last_error(), "invalid option") != NULL &&
+              strstr(last_error(), "exit status: 1") != NULL,
+          "the launch error holds QEMU's exit status, argv and message");
     qm_config_free(config);
+
+    /* The launch timeout: a wrapper that takes too long; nothing is left behind. */
+    char marker[64], scratch[] = "/tmp/qm-c-launch-XXXXXX", json[768];
+    snprintf(marker, sizeof marker, "qm-c-slow-launch-%d", (int)getpid());
+    CHECK(mkdtemp(scratch) != NULL, "make a scratch dir");
+    snprintf(json, sizeof json,
+             "{\"wrapper\": [\"sh\", \"-c\", \"sleep 60; exec \\\"$@\\\"\", \"sh\"],"
+             " \"args\": [\"-machine\", \"none\", \"-name\", \"%s\"], \"accel\": \"tcg\","
+             " \"temp_dir\": \"%s\"}",
+             marker, scratch);
+    CHECK_STATUS(qm_config_from_json(json, &config), QM_STATUS_OK, "config of a slow launch");
+    CHECK_STATUS(qm_config_set_launch_timeout_ms(config, 300), QM_STATUS_OK,
+                 "qm_config_set_launch_timeout_ms(300)");
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_TIMEOUT,
+                 "a launch that takes longer is QM_STATUS_TIMEOUT");
+    CHECK(machine == NULL, "no machine after it");
+    CHECK(wait_unmarked(marker) && dir_entries(scratch) == 0,
+          "nothing is left behind: no process, no temp dir");
+    qm_config_free(config);
+    snprintf(json, sizeof json,
+             "{\"args\": [\"-machine\", \"none\", \"-bogus-option\"], \"accel\": \"tcg\","
+             " \"temp_dir\": \"%s\"}",
+             scratch);
+    CHECK_STATUS(qm_config_from_json(json, &config), QM_STATUS_OK, "config with a temp_dir");
+    CHECK(qm_machine_launch(config, &machine) == QM_STATUS_LAUNCH_FAILED &&
+              dir_entries(scratch) == 0,
+          "a failed launch leaves no temp dir behind");
+    qm_config_free(config);
+    rmdir(scratch);
 
     CHECK_STATUS(qm_config_new(&config), QM_STATUS_OK, "qm_config_new");
     CHECK_STATUS(qm_config_set_binary(config, "/nonexistent/qemu-system-x86_64"), QM_STATUS_OK,
@@ -161,6 +211,11 @@ static void check_qmp_and_events(void) {
     CHECK_STATUS(qm_machine_pid(machine, &pid), QM_STATUS_OK, "qm_machine_pid");
     CHECK(pid > 0 && kill(pid, 0) == 0, "the pid is a live process");
 
+    CHECK(qm_machine_execute(machine, "query-display-options", NULL, -1, &json) == QM_STATUS_OK &&
+              json && strstr(json, "\"type\":\"none\""),
+          "a new config adds -display none");
+    qm_string_free(json);
+    json = NULL;
     CHECK_STATUS(qm_machine_execute(machine, "query-status", NULL, -1, &json), QM_STATUS_OK,
                  "execute query-status");
     CHECK(json != NULL && strstr(json, "\"status\":\"running\"") != NULL,
@@ -173,7 +228,13 @@ static void check_qmp_and_events(void) {
     CHECK(status != NULL && strcmp(status, "running") == 0, "status is \"running\"");
     qm_string_free(status);
 
+    CHECK_STATUS(qm_machine_exit_status(machine, NULL, NULL), QM_STATUS_INVALID_STATE,
+                 "no exit status while QEMU runs");
     CHECK_STATUS(qm_machine_pause(machine), QM_STATUS_OK, "pause (stop)");
+    CHECK(qm_machine_status(machine, &status) == QM_STATUS_OK && status &&
+              strcmp(status, "paused") == 0,
+          "status is \"paused\"");
+    qm_string_free(status);
     CHECK_STATUS(qm_machine_event_wait(machine, "STOP", NULL, 10000, &json), QM_STATUS_OK,
                  "a STOP event arrives");
     CHECK(json != NULL && strstr(json, "\"event\":\"STOP\"") != NULL &&
@@ -293,13 +354,50 @@ static void check_qmp_and_events(void) {
     size_t got = 99;
     CHECK_STATUS(qm_machine_console_read(machine, (uint8_t *)&byte, 1, &got), QM_STATUS_UNSUPPORTED,
                  "console_read without a console is QM_STATUS_UNSUPPORTED");
+    uint64_t dropped = 99;
+    CHECK(qm_machine_console_bytes_dropped(machine, &dropped) == QM_STATUS_OK && dropped == 0,
+          "console_bytes_dropped without a console is 0");
+    char *text = NULL;
+    CHECK_STATUS(qm_machine_forwarded_port(machine, "ssh", &text), QM_STATUS_UNSUPPORTED,
+                 "forwarded_port of a machine without a vm description: QM_STATUS_UNSUPPORTED");
+    CHECK_STATUS(qm_machine_vnc_socket(machine, &text), QM_STATUS_UNSUPPORTED,
+                 "so is vnc_socket");
+    CHECK_STATUS(qm_machine_screendump(machine, "/tmp/qm-never.ppm", NULL, NULL),
+                 QM_STATUS_UNSUPPORTED, "and screendump");
+
+    /* Events of any name (name NULL), and patterns with null. */
+    CHECK_STATUS(qm_machine_pause(machine), QM_STATUS_OK, "pause");
+    CHECK_STATUS(qm_machine_resume(machine), QM_STATUS_OK, "resume");
+    CHECK(qm_machine_event_wait(machine, NULL, NULL, 10000, &json) == QM_STATUS_OK && json &&
+              strstr(json, "\"event\":\"STOP\""),
+          "event_wait with name NULL takes the next event whatever its name (STOP)");
+    qm_string_free(json);
+    json = NULL;
+    CHECK(qm_machine_event_wait(machine, NULL, "{\"event\": \"RESUME\"}", 10000, &json) ==
+                  QM_STATUS_OK &&
+              json && strstr(json, "\"event\":\"RESUME\""),
+          "name NULL with a pattern naming the event");
+    qm_string_free(json);
+    json = NULL;
+    CHECK_STATUS(qm_machine_reset(machine), QM_STATUS_OK, "reset (system_reset)");
+    CHECK(qm_machine_event_wait(machine, NULL, "{\"data\": {\"guest\": false, \"reason\": null}}",
+                                10000, &json) == QM_STATUS_OK &&
+              json && strstr(json, "\"event\":\"RESET\""),
+          "a RESET event, matched by a pattern whose null matches anything");
+    qm_string_free(json);
+    json = NULL;
+    CHECK_STATUS(qm_machine_event_wait(machine, NULL, NULL, 0, NULL), QM_STATUS_TIMEOUT,
+                 "nothing else is kept: name NULL with 0 is QM_STATUS_TIMEOUT");
 
     CHECK_STATUS(qm_machine_shutdown(machine, 10000), QM_STATUS_OK, "graceful shutdown");
     int32_t code = -2, sig = -2;
     CHECK_STATUS(qm_machine_exit_status(machine, &code, &sig), QM_STATUS_OK, "exit status");
     CHECK(code == 0 && sig == 0, "QEMU exited with code 0");
     char *log = NULL;
-    CHECK_STATUS(qm_machine_log(machine, &log), QM_STATUS_OK, "the log is readable afterwards");
+    size_t log_len = 99;
+    CHECK(qm_machine_log(machine, &log, &log_len) == QM_STATUS_OK && log &&
+              log_len == strlen(log),
+          "the log is readable afterwards, with its length");
     qm_string_free(log);
     CHECK(qm_machine_execute(machine, "query-status", NULL, 1000, NULL) ==
               QM_STATUS_PROCESS_EXITED,
@@ -353,6 +451,10 @@ static void check_console_bounds(void) {
     qm_machine_pause(machine);
     CHECK_STATUS(qm_machine_events_dropped(machine, &dropped), QM_STATUS_OK, "events_dropped");
     CHECK(dropped == 1, "RESUME was kept, STOP dropped: the count says so");
+    CHECK_STATUS(qm_machine_event_wait(machine, "NEVER_SENT", NULL, 0, NULL),
+                 QM_STATUS_EVENT_QUEUE_FULL, "the next event wait without a match reports it");
+    CHECK_STATUS(qm_machine_event_wait(machine, "NEVER_SENT", NULL, 0, NULL), QM_STATUS_TIMEOUT,
+                 "once");
     CHECK_STATUS(qm_machine_events_dropped(machine, NULL), QM_STATUS_NULL_ARGUMENT,
                  "events_dropped needs out_count");
     dropped = 99;
@@ -385,10 +487,15 @@ static void check_guest_console(void) {
         qm_config_add_arg(config, args[i]);
     }
     qm_config_set_accel(config, QM_ACCEL_TCG);
-    CHECK_STATUS(qm_config_set_console(config, true), QM_STATUS_OK, "enable the console");
+    char log_dir[] = "/tmp/qm-c-console-XXXXXX", log_path[64];
+    CHECK(mkdtemp(log_dir) != NULL, "make a dir for the console log");
+    snprintf(log_path, sizeof log_path, "%s/console.log", log_dir);
+    CHECK_STATUS(qm_config_set_console_log(config, log_path), QM_STATUS_OK,
+                 "a console log file (which enables the console)");
     CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch the guest fixture");
     qm_config_free(config);
     if (machine == NULL) {
+        rmdir(log_dir);
         return;
     }
     char *before = NULL;
@@ -405,8 +512,10 @@ static void check_guest_console(void) {
     CHECK_STATUS(qm_machine_console_write(machine, (const uint8_t *)cmd, strlen(cmd), -1, &written),
                  QM_STATUS_OK, "type a command");
     CHECK(written == strlen(cmd), "all of it was written");
-    CHECK_STATUS(qm_machine_console_wait_for(machine, "answer=42", 30000, NULL, NULL),
+    CHECK_STATUS(qm_machine_console_wait_for(machine, "answer=4", 30000, NULL, NULL),
                  QM_STATUS_OK, "the guest answers");
+    CHECK_STATUS(qm_machine_console_wait_for(machine, "2\r\n", 30000, NULL, NULL), QM_STATUS_OK,
+                 "output after a match stays readable (the rest of the answer)");
     /* The console through an external poll loop and the I/O-free taker. */
     const char *cmd2 = "echo loop=$((7*6))\n";
     qm_machine_console_write(machine, (const uint8_t *)cmd2, strlen(cmd2), -1, NULL);
@@ -427,6 +536,46 @@ static void check_guest_console(void) {
         }
     }
     CHECK(strstr(seen, "loop=42") != NULL, "an external poll loop reads the guest's answer");
+
+    /* Console bytes are returned as the guest wrote them: a NUL, a byte that is not UTF-8. */
+    const char *bytes_cmd = "printf 'nul<\\000>\\377end\\n'\n";
+    CHECK_STATUS(qm_machine_console_write(machine, (const uint8_t *)bytes_cmd, strlen(bytes_cmd),
+                                          QM_TIMEOUT_DEFAULT, NULL),
+                 QM_STATUS_OK, "make the guest print a NUL and a 0xff byte");
+    before = NULL;
+    before_len = 0;
+    CHECK_STATUS(qm_machine_console_wait_for(machine, ">\377end", 30000, &before, &before_len),
+                 QM_STATUS_OK, "wait for a pattern that is not UTF-8");
+    CHECK(before && before_len > strlen(before) && before_len >= 5 &&
+              memcmp(before + before_len - 5, "nul<\0", 5) == 0,
+          "the output before it holds the NUL byte, and out_len counts past it");
+    qm_string_free(before);
+
+    /* console_read with a small buffer: what does not fit stays for the next call. */
+    const char *read_cmd = "echo read=$((5*5))\n";
+    qm_machine_console_write(machine, (const uint8_t *)read_cmd, strlen(read_cmd), -1, NULL);
+    char text[8192] = {0};
+    size_t text_len = 0;
+    int calls = 0;
+    for (int round = 0; round < 3000 && !strstr(text, "read=25"); round++) {
+        size_t got = 0;
+        if (qm_machine_console_read(machine, (uint8_t *)text + text_len, 3, &got) != QM_STATUS_OK ||
+            text_len + 3 + 1 >= sizeof text) {
+            break;
+        }
+        calls++;
+        text_len += got;
+        text[text_len] = 0;
+        if (got == 0) {
+            sleep_ms(10);
+        }
+    }
+    CHECK(strstr(text, "read=25") != NULL && calls > 3,
+          "console_read, 3 bytes at a time, loses nothing");
+    size_t got = 1;
+    while (got > 0 && qm_machine_console_read(machine, (uint8_t *)text, sizeof text, &got) ==
+                          QM_STATUS_OK) {
+    }
     CHECK_STATUS(qm_machine_console_wait_for(machine, "never printed", 300, NULL, NULL),
                  QM_STATUS_TIMEOUT, "waiting for text that never comes times out");
     CHECK_STATUS(qm_machine_console_wait_for(machine, "", 300, NULL, NULL),
@@ -439,20 +588,41 @@ static void check_guest_console(void) {
     CHECK_STATUS(qm_machine_console_bytes_dropped(machine, &dropped), QM_STATUS_OK,
                  "console_bytes_dropped");
     CHECK(dropped >= 5000, "the bytes dropped from the buffer are counted");
+    FILE *log_file = fopen(log_path, "rb");
+    size_t xs = 0, log_len = 0;
+    static char log_text[1 << 20];
+    if (log_file) {
+        log_len = fread(log_text, 1, sizeof log_text, log_file);
+        fclose(log_file);
+    }
+    for (size_t i = 0; i < log_len; i++) {
+        xs += log_text[i] == 'x';
+    }
+    CHECK(has_bytes(log_text, log_len, "QM-GUEST-READY", 14) && xs >= 10000,
+          "the console log file has every byte, those dropped from the buffer too");
+    struct stat st;
+    CHECK(stat(log_path, &st) == 0 && (st.st_mode & 0777) == 0600, "it is owner-only (0600)");
     const char *off = "poweroff -f\n";
     qm_machine_console_write(machine, (const uint8_t *)off, strlen(off), -1, NULL);
     CHECK_STATUS(qm_machine_wait(machine, 30000), QM_STATUS_OK, "the guest powers itself off");
     int32_t code = -2;
     CHECK_STATUS(qm_machine_exit_status(machine, &code, NULL), QM_STATUS_OK, "exit status");
     CHECK(code == 0, "QEMU exited with code 0 after the guest's poweroff");
+    CHECK_STATUS(qm_machine_shutdown(machine, 1000), QM_STATUS_OK,
+                 "shutdown of a QEMU that exited by itself: QM_STATUS_OK at once");
     qm_machine_free(machine);
+    unlink(log_path);
+    rmdir(log_dir);
 }
 
 static double max_progress = -1.0;
 static int progress_calls;
+static int progress_elsewhere;
+static pthread_t progress_caller;
 
 static void on_progress(double fraction, void *user_data) {
     CHECK(user_data == &progress_calls, "the progress callback gets its user data");
+    progress_elsewhere += !pthread_equal(pthread_self(), progress_caller);
     progress_calls++;
     if (fraction < max_progress) {
         printf("FAIL progress went backwards: %f after %f\n", fraction, max_progress);
@@ -480,9 +650,19 @@ static void check_images(void) {
     CHECK_STATUS(qm_image_resize(qcow, 32ull << 20, false), QM_STATUS_INVALID_ARGUMENT,
                  "shrinking without permission is refused");
     CHECK(strstr(last_error(), "shrink") != NULL, "the message says shrink");
+    CHECK_STATUS(qm_image_resize(qcow, 96ull << 20, true), QM_STATUS_OK,
+                 "shrinking with allow_shrink");
+    CHECK(qm_image_info(qcow, &json) == QM_STATUS_OK && json &&
+              strstr(json, "\"virtual-size\":100663296"),
+          "it is 96 MiB now");
+    qm_string_free(json);
+    json = NULL;
+    CHECK_STATUS(qm_image_resize(qcow, 128ull << 20, false), QM_STATUS_OK, "grow back to 128 MiB");
+    progress_caller = pthread_self();
     CHECK_STATUS(qm_image_convert(qcow, raw, "raw", on_progress, &progress_calls), QM_STATUS_OK,
                  "convert to raw with progress");
     CHECK(progress_calls > 0 && max_progress == 1.0, "progress reached 1.0");
+    CHECK(progress_elsewhere == 0, "the progress callback ran on the calling thread");
     CHECK_STATUS(qm_image_info(raw, &json), QM_STATUS_OK, "info of the raw copy");
     CHECK(json && strstr(json, "\"format\":\"raw\"") && strstr(json, "\"virtual-size\":134217728"),
           "the raw copy is 128 MiB");
@@ -495,6 +675,61 @@ static void check_images(void) {
                  "an invalid format name is rejected");
     CHECK_STATUS(qm_image_convert(qcow, raw, "raw", NULL, NULL), QM_STATUS_OK,
                  "convert without a callback");
+    CHECK_STATUS(qm_image_resize(qcow, 1ull << 60, false), QM_STATUS_IMAGE,
+                 "growing past the file system's free space is refused: QM_STATUS_IMAGE");
+
+    /* A path that is not UTF-8. */
+    char odd[256];
+    snprintf(odd, sizeof odd, "%s/\xff\xfe.qcow2", dir);
+    CHECK_STATUS(qm_image_create(odd, "qcow2", 1 << 20), QM_STATUS_OK,
+                 "create an image at a path that is not UTF-8");
+    CHECK(access(odd, F_OK) == 0, "it is there, under that name");
+    CHECK(qm_image_info(odd, &json) == QM_STATUS_OK && json && strstr(json, "\"format\":\"qcow2\""),
+          "and its info can be read");
+    qm_string_free(json);
+    json = NULL;
+
+    /* qemu-img failing: a file that claims to be qcow2 and is not. */
+    char broken[256];
+    snprintf(broken, sizeof broken, "%s/broken.qcow2", dir);
+    FILE *f = fopen(broken, "wb");
+    if (f) {
+        fwrite("QFI\xfb\x00\x00\x00\x07garbage", 1, 15, f);
+        fclose(f);
+    }
+    CHECK_STATUS(qm_image_info(broken, &json), QM_STATUS_IMAGE,
+                 "info of a broken image is QM_STATUS_IMAGE");
+    CHECK(strstr(last_error(), "qemu-img") != NULL && strstr(last_error(), "broken.qcow2") != NULL,
+          "  the message holds qemu-img's command line");
+    f = fopen(raw, "wb");
+    if (f) {
+        fputs("keep me", f);
+        fclose(f);
+    }
+    CHECK(qm_image_convert(broken, raw, "raw", NULL, NULL) != QM_STATUS_OK,
+          "converting the broken image fails");
+    char kept[16] = {0};
+    f = fopen(raw, "rb");
+    if (f) {
+        if (fread(kept, 1, sizeof kept - 1, f) == 0) {
+            kept[0] = 0;
+        }
+        fclose(f);
+    }
+    CHECK(strcmp(kept, "keep me") == 0, "and leaves the existing destination as it was");
+    /* No qemu-img to be found. */
+    const char *old_path = getenv("PATH");
+    char *saved = old_path ? strdup(old_path) : NULL;
+    setenv("PATH", "/nonexistent", 1);
+    CHECK_STATUS(qm_image_info(odd, &json), QM_STATUS_BINARY_NOT_FOUND,
+                 "without qemu-img in PATH: QM_STATUS_BINARY_NOT_FOUND");
+    CHECK(strstr(last_error(), "qemu-img") != NULL, "  naming qemu-img");
+    if (saved) {
+        setenv("PATH", saved, 1);
+        free(saved);
+    }
+    unlink(broken);
+    unlink(odd);
     unlink(qcow);
     unlink(raw);
     CHECK(rmdir(dir) == 0, "nothing else was left in the temp dir");
@@ -513,6 +748,13 @@ static void check_vm_description(void) {
                  QM_STATUS_INVALID_JSON, "an invalid memory size is rejected");
     CHECK_STATUS(qm_config_from_json("{\"args\": [\"-S\"], \"vm\": {}}", &config),
                  QM_STATUS_INVALID_JSON, "args together with vm are rejected");
+    const char *raw_only[] = {"\"console_buffer_bytes\": 4096", "\"max_events\": 1",
+                              "\"oob\": false", "\"display_none\": false"};
+    for (size_t i = 0; i < sizeof raw_only / sizeof raw_only[0]; i++) {
+        char text[128];
+        snprintf(text, sizeof text, "{%s, \"vm\": {}}", raw_only[i]);
+        CHECK_STATUS(qm_config_from_json(text, &config), QM_STATUS_INVALID_JSON, text);
+    }
     CHECK(config == NULL, "no config after a failure");
     CHECK_STATUS(qm_config_from_json(json, &config), QM_STATUS_OK, "config again");
     CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch the vm description");
@@ -552,7 +794,38 @@ static void check_vm_description(void) {
     rmdir(shot);
     CHECK_STATUS(qm_machine_screendump(machine, shot_path, "gif", NULL),
                  QM_STATUS_INVALID_ARGUMENT, "an unknown screenshot format is rejected");
+    CHECK_STATUS(qm_machine_screendump(machine, "/tmp/qm-\xff.ppm", "ppm", NULL),
+                 QM_STATUS_INVALID_ARGUMENT, "a screenshot path that is not UTF-8 is refused");
+    CHECK(strstr(last_error(), "UTF-8") != NULL, "  QMP cannot carry it, the message says");
+    char shot2[] = "/tmp/qm-c-shot-XXXXXX";
+    CHECK(mkdtemp(shot2) != NULL, "temp dir for another screenshot");
+    snprintf(shot_path, sizeof shot_path, "%s/screen.png", shot2);
+    written = NULL;
+    CHECK_STATUS(qm_machine_screendump(machine, shot_path, NULL, &written), QM_STATUS_OK,
+                 "screendump in the best format this QEMU has (format NULL)");
+    char head[8] = {0};
+    f = written ? fopen(written, "rb") : NULL;
+    size_t head_len = f ? fread(head, 1, sizeof head, f) : 0;
+    if (f) {
+        fclose(f);
+    }
+    size_t wlen = written ? strlen(written) : 0;
+    CHECK(head_len >= 4 &&
+              ((memcmp(head, "\x89PNG", 4) == 0 && strcmp(written, shot_path) == 0) ||
+               (memcmp(head, "P6", 2) == 0 && wlen > 4 && strcmp(written + wlen - 4, ".ppm") == 0)),
+          "a PNG at the path asked for, or a PPM named .ppm");
+    if (written) {
+        unlink(written);
+    }
+    qm_string_free(written);
+    rmdir(shot2);
     CHECK_STATUS(qm_machine_shutdown(machine, 10000), QM_STATUS_OK, "shut the vm down");
+    qm_machine_free(machine);
+    machine = NULL;
+    CHECK_STATUS(launch_json("{\"accel\": \"tcg\", \"vm\": {\"memory\": \"64M\"}}", &machine),
+                 QM_STATUS_OK, "launch a vm description without VNC");
+    CHECK_STATUS(qm_machine_vnc_socket(machine, &vnc), QM_STATUS_UNSUPPORTED,
+                 "its vnc_socket is QM_STATUS_UNSUPPORTED");
     qm_machine_free(machine);
 }
 
@@ -576,19 +849,6 @@ static void check_callers_accel(void) {
           "the arguments' TCG runs, not an added KVM");
     qm_string_free(json);
     qm_machine_free(machine);
-}
-
-static void check_free_running(void) {
-    qm_config *config = NULL;
-    qm_machine *machine = NULL;
-    qm_config_from_json("{\"args\": [\"-machine\", \"none\", \"-nodefaults\"], \"accel\": \"tcg\"}",
-                        &config);
-    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch another");
-    qm_config_free(config);
-    int32_t pid = 0;
-    qm_machine_pid(machine, &pid);
-    qm_machine_free(machine); /* kills and reaps */
-    CHECK(pid > 0 && kill(pid, 0) != 0, "freeing a running machine kills and reaps QEMU");
 }
 
 /* True if `machine` answers query-status and reports "running". */
@@ -842,6 +1102,10 @@ static void check_forking_wrapper(void) {
     CHECK(count_marked(marker) == 2, "the wrapper and QEMU both run");
     CHECK(answers_running(machine), "QMP reaches QEMU through the wrapper");
     CHECK_STATUS(qm_machine_kill(machine), QM_STATUS_OK, "kill");
+    int32_t code = -2, sig = -2;
+    CHECK(qm_machine_exit_status(machine, &code, &sig) == QM_STATUS_OK && code == -1 &&
+              sig == SIGKILL,
+          "kill: SIGKILL, reaped (code -1, signal 9)");
     int left = 1;
     for (int i = 0; i < 2000 && left; i++) {
         left = count_marked(marker);
@@ -851,6 +1115,29 @@ static void check_forking_wrapper(void) {
     }
     CHECK(left == 0, "kill reaches QEMU too: nothing is left behind");
     qm_machine_free(machine);
+}
+
+/* qemu-img's exit status decides what image calls return: it must arrive whatever the program
+ * does with SIGCHLD (qemu-img is the guardian's child, not the program's). */
+static void check_qemu_img_status(const char *when) {
+    char dir[] = "/tmp/qm-c-img-status-XXXXXX", path[64], what[160];
+    if (mkdtemp(dir) == NULL) {
+        CHECK(0, "make a scratch dir");
+        return;
+    }
+    snprintf(path, sizeof path, "%s/disk.qcow2", dir);
+    snprintf(what, sizeof what, "qemu-img's success is seen %s", when);
+    CHECK_STATUS(qm_image_create(path, "qcow2", 1 << 20), QM_STATUS_OK, what);
+    char *json = NULL;
+    FILE *f = fopen(path, "r+b");
+    if (f) {
+        fputs("QFI\xfb broken", f); /* qemu-img info fails on this */
+        fclose(f);
+    }
+    snprintf(what, sizeof what, "qemu-img's failure is seen %s", when);
+    CHECK_STATUS(qm_image_info(path, &json), QM_STATUS_IMAGE, what);
+    unlink(path);
+    rmdir(dir);
 }
 
 static void check_sigchld_ignored(void) {
@@ -870,7 +1157,849 @@ static void check_sigchld_ignored(void) {
     CHECK(qm_machine_exit_status(machine, &code, &sig) == QM_STATUS_OK && code == 0 && sig == 0,
           "and its exit status (0) is still known");
     qm_machine_free(machine);
+    check_qemu_img_status("with SIGCHLD ignored");
     sigaction(SIGCHLD, &old, NULL);
+}
+
+/* ---- the rules at the top of the header --------------------------------------------------- */
+
+/* Field `n` (numbered as in proc(5): 4 is the parent, 5 the process group) of
+ * /proc/<pid>/stat, or -1. */
+static long stat_field(long pid, int n) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return -1;
+    }
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p || n < 4) {
+        return -1;
+    }
+    p += 2; /* field 3, the state */
+    for (int field = 3; field < n; field++) {
+        p = strchr(p, ' ');
+        if (!p) {
+            return -1;
+        }
+        p++;
+    }
+    return strtol(p, NULL, 10);
+}
+
+/* Waits (up to 10 s) until `pid` is gone, reaped by its parent; true if it is. */
+static int wait_gone(long pid) {
+    for (int i = 0; i < 2000; i++) {
+        if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+            return 1;
+        }
+        sleep_ms(5);
+    }
+    return 0;
+}
+
+/* Waits (up to 10 s) until no live process has `marker` in its command line. */
+static int wait_unmarked(const char *marker) {
+    for (int i = 0; i < 2000; i++) {
+        if (count_marked(marker) == 0) {
+            return 1;
+        }
+        sleep_ms(5);
+    }
+    return 0;
+}
+
+/* Entries of a directory (without . and ..), or -1. */
+static int dir_entries(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) {
+        return -1;
+    }
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* The threads of this process. */
+static int count_tasks(void) {
+    return dir_entries("/proc/self/task");
+}
+
+/* True if `needle` (`n` bytes) occurs in `hay` (`len` bytes). */
+static int has_bytes(const char *hay, size_t len, const char *needle, size_t n) {
+    for (size_t i = 0; i + n <= len; i++) {
+        if (memcmp(hay + i, needle, n) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* True if `s` is valid UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF). */
+static int valid_utf8(const unsigned char *s) {
+    while (*s) {
+        unsigned c = *s;
+        int extra = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : -1;
+        if (extra < 0) {
+            return 0;
+        }
+        unsigned long cp = extra == 0 ? c : c & (0x3F >> extra);
+        for (int i = 1; i <= extra; i++) {
+            if ((s[i] & 0xC0) != 0x80) {
+                return 0;
+            }
+            cp = cp << 6 | (s[i] & 0x3F);
+        }
+        static const unsigned long min[] = {0, 0x80, 0x800, 0x10000};
+        if (cp < min[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+            return 0;
+        }
+        s += extra + 1;
+    }
+    return 1;
+}
+
+static qm_status launch_json(const char *json, qm_machine **out) {
+    qm_config *config = NULL;
+    qm_status s = qm_config_from_json(json, &config);
+    if (s == QM_STATUS_OK) {
+        s = qm_machine_launch(config, out);
+    }
+    qm_config_free(config);
+    return s;
+}
+
+static int32_t pid_of(qm_machine *machine) {
+    int32_t pid = 0;
+    qm_machine_pid(machine, &pid);
+    return pid;
+}
+
+/* What the program's signal handling and threads were at the start, to compare at the end. */
+#define MAX_SIGNAL 64
+static struct sigaction baseline_actions[MAX_SIGNAL + 1];
+static sigset_t baseline_mask;
+static int baseline_tasks;
+
+static void record_baseline(void) {
+    memset(baseline_actions, 0, sizeof baseline_actions);
+    for (int s = 1; s <= MAX_SIGNAL; s++) {
+        sigaction(s, NULL, &baseline_actions[s]);
+    }
+    pthread_sigmask(SIG_SETMASK, NULL, &baseline_mask);
+    baseline_tasks = count_tasks();
+}
+
+static void check_signals_and_threads_untouched(void) {
+    int actions_same = 1, mask_same = 1;
+    sigset_t mask;
+    pthread_sigmask(SIG_SETMASK, NULL, &mask);
+    for (int s = 1; s <= MAX_SIGNAL; s++) {
+        struct sigaction now;
+        memset(&now, 0, sizeof now);
+        sigaction(s, NULL, &now);
+        /* glibc adds SA_RESTORER (0x04000000) to any disposition set through it, as this
+         * program's own checks do (and undo): not a change. */
+        if (now.sa_handler != baseline_actions[s].sa_handler ||
+            (now.sa_flags & ~0x04000000) != (baseline_actions[s].sa_flags & ~0x04000000)) {
+            printf("     signal %d: disposition changed\n", s);
+            actions_same = 0;
+        }
+        if (s != 32 && s != 33 && sigismember(&mask, s) != sigismember(&baseline_mask, s)) {
+            mask_same = 0;
+        }
+    }
+    CHECK(actions_same, "the library installed no signal handler, changed no disposition");
+    CHECK(mask_same, "and left the signal mask as it was");
+    CHECK(count_tasks() == baseline_tasks, "no thread of the library is left (it starts none)");
+}
+
+static void check_guardian(void) {
+    CHECK(qm_guardian_pid() == 0, "no guardian before the first launch or qm_guardian_start()");
+    int32_t pid = 0;
+    CHECK_STATUS(qm_guardian_start(&pid), QM_STATUS_OK, "qm_guardian_start");
+    CHECK(pid > 0 && qm_guardian_pid() == pid, "qm_guardian_pid() gives the guardian's pid");
+    CHECK(stat_field(pid, 4) == (long)getpid(), "the guardian is a child of the program");
+    CHECK(stat_field(pid, 5) == pid && pid != getpgrp(),
+          "it leads a process group of its own (when qm_guardian_start() returns)");
+    int status;
+    CHECK(waitpid(pid, &status, WNOHANG) == 0, "waitpid() on it: a running child of ours");
+    /* It names itself first thing after the fork: look until it has (up to 10 s). */
+    char path[64], comm[32] = {0};
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+    for (int i = 0; i < 2000 && strcmp(comm, "qm-guardian\n") != 0; i++) {
+        FILE *f = fopen(path, "r");
+        memset(comm, 0, sizeof comm);
+        if (f) {
+            if (fgets(comm, sizeof comm, f) == NULL) {
+                comm[0] = 0;
+            }
+            fclose(f);
+        }
+        if (strcmp(comm, "qm-guardian\n") != 0) {
+            sleep_ms(5);
+        }
+    }
+    CHECK(strcmp(comm, "qm-guardian\n") == 0, "it shows as qm-guardian");
+    int32_t again = 0;
+    CHECK(qm_guardian_start(&again) == QM_STATUS_OK && again == pid,
+          "qm_guardian_start() again gives the same guardian");
+    CHECK_STATUS(qm_guardian_start(NULL), QM_STATUS_OK, "qm_guardian_start(NULL)");
+    guardian = pid;
+}
+
+static void check_error_accessors(void) {
+    qm_config *config = NULL;
+    CHECK_STATUS(qm_config_new(&config), QM_STATUS_OK, "qm_config_new");
+    CHECK(qm_last_error_status() == QM_STATUS_OK, "after a success, the last error is OK");
+    char buf[8] = "junk";
+    CHECK(qm_last_error_message(buf, sizeof buf) == 0 && buf[0] == 0,
+          "and its message is empty (0, an empty string)");
+    CHECK(qm_last_error_message_dup() == NULL, "qm_last_error_message_dup() is NULL then");
+    CHECK_STATUS(qm_config_set_accel(config, 99), QM_STATUS_INVALID_ARGUMENT, "a failing call");
+    CHECK(qm_last_error_qmp_class(NULL, 0) == 0 && qm_last_error_qmp_desc(NULL, 0) == 0,
+          "a failure that is not a QMP error has no QMP class or description");
+    CHECK(strstr(last_error(), "accel") != NULL, "the message names the argument");
+    CHECK(qm_guardian_pid() > 0 && qm_last_error_status() == QM_STATUS_INVALID_ARGUMENT,
+          "qm_guardian_pid() leaves the last error alone");
+    qm_config_free(config);
+}
+
+/* QEMU and the guardian are not in the program's process group, nor QEMU its child. */
+static void check_process_tree(void) {
+    char scratch[] = "/tmp/qm-c-tree-XXXXXX";
+    CHECK(mkdtemp(scratch) != NULL, "make a scratch dir");
+    char json[512];
+    snprintf(json, sizeof json,
+             "{\"args\": [\"-machine\", \"none\", \"-nodefaults\"], \"accel\": \"tcg\","
+             " \"temp_dir\": \"%s\"}",
+             scratch);
+    qm_machine *machine = NULL;
+    CHECK_STATUS(launch_json(json, &machine), QM_STATUS_OK, "launch with a temp_dir");
+    if (machine == NULL) {
+        return;
+    }
+    long pid = pid_of(machine);
+    CHECK(qm_guardian_pid() == guardian && stat_field(pid, 4) == guardian,
+          "QEMU is a child of the guardian, not of the program");
+    int status;
+    errno = 0;
+    CHECK(waitpid((pid_t)pid, &status, WNOHANG) == -1 && errno == ECHILD,
+          "waitpid() on QEMU's pid: ECHILD");
+    CHECK(stat_field(pid, 5) == pid, "QEMU leads a process group of its own");
+    CHECK(dir_entries(scratch) == 1, "its private temp dir is under the config's temp_dir");
+    CHECK(count_tasks() == baseline_tasks, "with a machine running, the program has no new thread");
+
+    /* Ctrl-C at the program's terminal: SIGINT to its process group (main() made it lead one). */
+    CHECK(getpgrp() == getpid(), "the test program leads its own process group");
+    if (getpgrp() == getpid()) {
+        struct sigaction ignore, old;
+        memset(&ignore, 0, sizeof ignore);
+        ignore.sa_handler = SIG_IGN;
+        sigaction(SIGINT, &ignore, &old);
+        CHECK(kill(0, SIGINT) == 0, "SIGINT to the program's process group");
+        int rounds = 0, good = 0;
+        while (rounds < 20) {
+            rounds++;
+            good += answers_running(machine);
+            sleep_ms(100);
+        }
+        sigaction(SIGINT, &old, NULL);
+        CHECK(good == rounds, "QEMU did not get it: it answers for 2 s after");
+        CHECK(kill((pid_t)guardian, 0) == 0 && waitpid((pid_t)guardian, &status, WNOHANG) == 0 &&
+                  qm_guardian_pid() == guardian,
+              "nor did the guardian");
+    }
+    qm_machine_free(machine);
+    CHECK(wait_gone(pid) && dir_entries(scratch) == 0,
+          "qm_machine_free() ended QEMU and removed its temp dir");
+
+    /* Without a temp_dir: under $TMPDIR. */
+    const char *old_tmpdir = getenv("TMPDIR");
+    char *saved = old_tmpdir ? strdup(old_tmpdir) : NULL;
+    setenv("TMPDIR", scratch, 1);
+    machine = NULL;
+    CHECK_STATUS(launch_json(NONE_JSON, &machine), QM_STATUS_OK, "launch without a temp_dir");
+    CHECK(dir_entries(scratch) == 1, "its temp dir is under $TMPDIR");
+    qm_machine_free(machine);
+    CHECK(dir_entries(scratch) == 0, "and removed");
+    if (saved) {
+        setenv("TMPDIR", saved, 1);
+        free(saved);
+    } else {
+        unsetenv("TMPDIR");
+    }
+    rmdir(scratch);
+}
+
+#define CHECK_BAD_TIMEOUT(call, what)                                                        \
+    do {                                                                                     \
+        CHECK_STATUS(call, QM_STATUS_INVALID_ARGUMENT, what);                                \
+        CHECK(strstr(last_error(), "timeout_ms") != NULL, "  and the message names timeout_ms"); \
+    } while (0)
+
+static void check_timeouts(void) {
+    qm_machine *machine = NULL;
+    CHECK_STATUS(launch_json("{\"args\": [\"-machine\", \"q35\", \"-nodefaults\", \"-S\"],"
+                             " \"accel\": \"tcg\", \"console\": true, \"qmp_timeout_ms\": 400}",
+                             &machine),
+                 QM_STATUS_OK, "launch a paused q35 with a console and a 400 ms QMP timeout");
+    if (machine == NULL) {
+        return;
+    }
+    long pid = pid_of(machine);
+    qm_machine *other = (qm_machine *)&failures;
+    size_t written = 99;
+    char *json = NULL;
+
+    /* Negative, other than QM_TIMEOUT_DEFAULT: refused, whatever the function. */
+    CHECK_BAD_TIMEOUT(qm_machine_execute(machine, "query-status", NULL, -2, NULL),
+                      "execute with -2 is QM_STATUS_INVALID_ARGUMENT");
+    CHECK_BAD_TIMEOUT(qm_machine_execute_oob(machine, "query-status", NULL, INT64_MIN, NULL),
+                      "execute_oob with INT64_MIN is QM_STATUS_INVALID_ARGUMENT");
+    CHECK_BAD_TIMEOUT(qm_machine_event_wait(machine, "STOP", NULL, -2, NULL),
+                      "event_wait with -2 is QM_STATUS_INVALID_ARGUMENT");
+    CHECK_BAD_TIMEOUT(qm_machine_console_write(machine, (const uint8_t *)"x", 1, -2, &written),
+                      "console_write with -2 is QM_STATUS_INVALID_ARGUMENT");
+    CHECK(written == 0, "  having written nothing");
+    CHECK_BAD_TIMEOUT(qm_machine_console_wait_for(machine, "x", -2, NULL, NULL),
+                      "console_wait_for with -2 is QM_STATUS_INVALID_ARGUMENT");
+    CHECK_BAD_TIMEOUT(qm_machine_powerdown(machine, -2),
+                      "powerdown with -2 is QM_STATUS_INVALID_ARGUMENT");
+    CHECK_BAD_TIMEOUT(qm_machine_shutdown(machine, -2),
+                      "shutdown with -2 is QM_STATUS_INVALID_ARGUMENT");
+    CHECK_BAD_TIMEOUT(qm_machine_wait(machine, -1000), "wait with -1000 is QM_STATUS_INVALID_ARGUMENT");
+    CHECK_BAD_TIMEOUT(qm_machine_attach_unix("/nonexistent/qmp.sock", -2, &other),
+                      "attach_unix with -2 is QM_STATUS_INVALID_ARGUMENT");
+    CHECK_BAD_TIMEOUT(qm_machine_attach_tcp("127.0.0.1:1", -2, &other),
+                      "attach_tcp with -2 is QM_STATUS_INVALID_ARGUMENT");
+    char *state = NULL;
+    CHECK(qm_machine_status(machine, &state) == QM_STATUS_OK && state &&
+              strcmp(state, "prelaunch") == 0,
+          "the refused calls did nothing: the machine is still in prelaunch");
+    qm_string_free(state);
+
+    /* 0: do not wait, take what is there. */
+    CHECK_STATUS(qm_machine_event_wait(machine, "NEVER_SENT", NULL, 0, NULL), QM_STATUS_TIMEOUT,
+                 "event_wait with 0 and nothing kept: QM_STATUS_TIMEOUT");
+    CHECK_STATUS(qm_machine_wait(machine, 0), QM_STATUS_TIMEOUT,
+                 "wait with 0 for a running QEMU: QM_STATUS_TIMEOUT");
+    CHECK_STATUS(qm_machine_console_wait_for(machine, "never printed", 0, NULL, NULL),
+                 QM_STATUS_TIMEOUT, "console_wait_for with 0: QM_STATUS_TIMEOUT");
+    CHECK_STATUS(qm_machine_attach_unix("/nonexistent/qmp.sock", 0, &other), QM_STATUS_TIMEOUT,
+                 "attach_unix with 0 to a missing socket: one attempt, QM_STATUS_TIMEOUT");
+    CHECK_STATUS(qm_machine_execute(machine, "cont", NULL, QM_TIMEOUT_DEFAULT, NULL), QM_STATUS_OK,
+                 "cont with QM_TIMEOUT_DEFAULT");
+    CHECK_STATUS(qm_machine_execute(machine, "stop", NULL, QM_TIMEOUT_DEFAULT, NULL), QM_STATUS_OK,
+                 "stop with QM_TIMEOUT_DEFAULT");
+    CHECK_STATUS(qm_machine_event_wait(machine, "RESUME", NULL, 0, NULL), QM_STATUS_OK,
+                 "event_wait with 0 takes a kept event");
+    CHECK_STATUS(qm_machine_event_wait(machine, "STOP", NULL, QM_TIMEOUT_DEFAULT, NULL), QM_STATUS_OK,
+                 "event_wait with QM_TIMEOUT_DEFAULT takes a kept event");
+    qm_status zero = qm_machine_execute(machine, "query-name", NULL, 0, NULL);
+    CHECK(zero == QM_STATUS_OK || zero == QM_STATUS_TIMEOUT,
+          "execute with 0: the reply if it is already there, else QM_STATUS_TIMEOUT");
+    CHECK(qm_machine_execute(machine, "query-status", NULL, QM_TIMEOUT_DEFAULT, &json) ==
+                  QM_STATUS_OK &&
+              json && strstr(json, "\"status\"") != NULL,
+          "the next command gets its own reply (a late one is discarded)");
+    qm_string_free(json);
+    json = NULL;
+
+    /* Positive: milliseconds. */
+    CHECK_STATUS(qm_machine_event_wait(machine, "NEVER_SENT", NULL, 200, NULL), QM_STATUS_TIMEOUT,
+                 "event_wait with 200 ms: QM_STATUS_TIMEOUT");
+    CHECK(strstr(last_error(), "200ms") != NULL, "  after 200 ms, the message says");
+    CHECK_STATUS(qm_machine_wait(machine, 200), QM_STATUS_TIMEOUT,
+                 "wait with 200 ms for a running QEMU: QM_STATUS_TIMEOUT");
+    CHECK_STATUS(qm_machine_attach_unix("/nonexistent/qmp.sock", 200, &other), QM_STATUS_TIMEOUT,
+                 "attach_unix with 200 ms to a missing socket: QM_STATUS_TIMEOUT");
+    CHECK_STATUS(qm_machine_powerdown(machine, 300), QM_STATUS_TIMEOUT,
+                 "powerdown with 300 ms of a guest that ignores the button: QM_STATUS_TIMEOUT");
+    CHECK(qm_machine_status(machine, &state) == QM_STATUS_OK && state &&
+              strcmp(state, "paused") == 0,
+          "and the machine keeps running (paused, as it was)");
+    qm_string_free(state);
+
+    /* QM_TIMEOUT_DEFAULT for a command is the machine's QMP timeout (400 ms here). */
+    kill((pid_t)pid, SIGSTOP);
+    CHECK_STATUS(qm_machine_execute(machine, "query-status", NULL, QM_TIMEOUT_DEFAULT, NULL),
+                 QM_STATUS_TIMEOUT, "execute with QM_TIMEOUT_DEFAULT of a stopped QEMU times out");
+    CHECK(strstr(last_error(), "400ms") != NULL, "  after the config's qmp_timeout_ms (400 ms)");
+    CHECK(qm_machine_status(machine, &state) == QM_STATUS_TIMEOUT &&
+              strstr(last_error(), "400ms") != NULL,
+          "qm_machine_status is bound by the QMP timeout too");
+    kill((pid_t)pid, SIGCONT);
+    CHECK(qm_machine_execute(machine, "query-name", NULL, 10000, &json) == QM_STATUS_OK && json &&
+              strstr(json, "\"status\"") == NULL,
+          "after a timeout the machine is usable; the late reply was discarded");
+    qm_string_free(json);
+
+    qm_status s = qm_machine_shutdown(machine, 0);
+    CHECK(s == QM_STATUS_NOT_GRACEFUL || s == QM_STATUS_OK,
+          "shutdown with 0: quit, no waiting, then the kill");
+    CHECK(qm_machine_exit_status(machine, NULL, NULL) == QM_STATUS_OK && wait_gone(pid),
+          "QEMU is gone either way");
+    qm_machine_free(machine);
+}
+
+static void check_strings_and_bytes(void) {
+    qm_config *config = NULL;
+    qm_machine *machine = NULL;
+    /* A wrapper writes bytes that are not UTF-8, and a NUL, to QEMU's log, from an environment
+     * variable of the config. */
+    CHECK_STATUS(qm_config_from_json(
+                     "{\"wrapper\": [\"sh\", \"-c\","
+                     " \"printf 'log<%s\\\\000\\\\377>' \\\"$QM_MARK\\\" >&2; exec \\\"$@\\\"\","
+                     " \"sh\"], \"env\": {\"QM_MARK\": \"mark\"},"
+                     " \"args\": [\"-machine\", \"none\", \"-nodefaults\"], \"accel\": \"tcg\"}",
+                     &config),
+                 QM_STATUS_OK, "config with a wrapper and env");
+    /* Arguments are passed as is, and may hold any bytes. */
+    const char *name = "a b;c'd $HOME \"\xff";
+    CHECK_STATUS(qm_config_add_arg(config, "-name"), QM_STATUS_OK, "add -name");
+    char *copy = strdup(name);
+    CHECK_STATUS(qm_config_add_arg(config, copy), QM_STATUS_OK,
+                 "add a name with spaces, quotes, $ and a byte that is not UTF-8");
+    memset(copy, 'x', strlen(copy)); /* the library copied it */
+    free(copy);
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch it");
+    qm_config_free(config);
+    if (machine == NULL) {
+        return;
+    }
+    char *json = NULL;
+    CHECK_STATUS(qm_machine_execute(machine, "query-name", NULL, -1, &json), QM_STATUS_OK,
+                 "query-name");
+    CHECK(json && strstr(json, "\"a b;c'd $HOME \\\"") != NULL,
+          "QEMU got the argument as it was given (no shell, no splitting)");
+    CHECK(json && valid_utf8((const unsigned char *)json),
+          "the JSON the library returns is UTF-8 (QEMU replaced the byte)");
+    qm_string_free(json);
+
+    char *log = NULL;
+    size_t len = 0;
+    CHECK_STATUS(qm_machine_log(machine, &log, &len), QM_STATUS_OK, "qm_machine_log");
+    CHECK(log && len > strlen(log) && has_bytes(log, len, "log<mark\0\377>", 11),
+          "the log holds what was written, NUL and non-UTF-8 bytes included, with its length");
+    qm_string_free(log);
+    CHECK_STATUS(qm_machine_log(machine, &log, NULL), QM_STATUS_OK, "qm_machine_log without out_len");
+    qm_string_free(log);
+
+    /* Names and JSON must be UTF-8. */
+    CHECK_STATUS(qm_machine_execute(machine, "query-\xff", NULL, -1, NULL),
+                 QM_STATUS_INVALID_ARGUMENT, "a command name that is not UTF-8 is refused");
+    CHECK(strstr(last_error(), "`command`") && strstr(last_error(), "UTF-8"),
+          "  the message names `command` and says UTF-8");
+    CHECK_STATUS(qm_machine_event_wait(machine, "STOP\xfe", NULL, 0, NULL),
+                 QM_STATUS_INVALID_ARGUMENT, "an event name that is not UTF-8 is refused");
+    CHECK(strstr(last_error(), "`name`") != NULL, "  the message names `name`");
+    CHECK_STATUS(qm_machine_execute(machine, "query-status", "{\"a\": \"\xff\"}", -1, NULL),
+                 QM_STATUS_INVALID_JSON, "JSON arguments that are not UTF-8 are refused");
+    CHECK(strstr(last_error(), "arguments_json") != NULL, "  the message names arguments_json");
+    qm_config *bad = NULL;
+    CHECK_STATUS(qm_config_from_json("{\"binary\": \"\xff\"}", &bad), QM_STATUS_INVALID_JSON,
+                 "a config whose JSON is not UTF-8 is refused");
+    qm_machine_free(machine);
+
+    /* Paths are bytes: a temp dir whose name is not UTF-8. */
+    char scratch[] = "/tmp/qm-c-bytes-XXXXXX";
+    CHECK(mkdtemp(scratch) != NULL, "make a scratch dir");
+    char dir[64];
+    snprintf(dir, sizeof dir, "%s/\xff\xfe", scratch);
+    CHECK(mkdir(dir, 0700) == 0, "make a dir whose name is not UTF-8");
+    CHECK_STATUS(qm_config_from_json(NONE_JSON, &config), QM_STATUS_OK, "config");
+    CHECK_STATUS(qm_config_set_temp_dir(config, dir), QM_STATUS_OK,
+                 "a temp_dir that is not UTF-8 is accepted");
+    machine = NULL;
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "and QEMU launches with it");
+    CHECK(dir_entries(dir) == 1, "the machine's temp dir is made there");
+    qm_machine_free(machine);
+    CHECK(dir_entries(dir) == 0, "and removed by qm_machine_free()");
+    qm_machine *attached = NULL;
+    CHECK_STATUS(qm_machine_attach_unix("/nonexistent/\xff.qmp", 0, &attached), QM_STATUS_TIMEOUT,
+                 "a socket path that is not UTF-8 is tried (missing: QM_STATUS_TIMEOUT)");
+    CHECK_STATUS(qm_config_set_binary(config, "/nonexistent/\xff" "qemu"), QM_STATUS_OK,
+                 "a binary path that is not UTF-8 is accepted");
+    machine = NULL;
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_BINARY_NOT_FOUND,
+                 "and launching it is QM_STATUS_BINARY_NOT_FOUND");
+    CHECK(strstr(last_error(), "/nonexistent/") != NULL && valid_utf8((const unsigned char *)last_error()),
+          "  with a UTF-8 message naming the path");
+    qm_config_free(config);
+    rmdir(dir);
+    rmdir(scratch);
+}
+
+static void check_oob(void) {
+    qm_machine *machine = NULL;
+    CHECK_STATUS(launch_json("{\"binary\": \"qemu-system-x86_64\","
+                             " \"args\": [\"-machine\", \"none\", \"-nodefaults\"],"
+                             " \"accel\": \"tcg\", \"oob\": false}",
+                             &machine),
+                 QM_STATUS_OK, "launch with \"oob\": false");
+    CHECK_STATUS(qm_machine_execute_oob(machine, "migrate-pause", NULL, -1, NULL),
+                 QM_STATUS_INVALID_STATE, "execute_oob without oob is QM_STATUS_INVALID_STATE");
+    CHECK(strstr(last_error(), "oob") || strstr(last_error(), "out-of-band"),
+          "  and the message says why");
+    CHECK(answers_running(machine), "the machine still answers in band");
+    qm_machine_free(machine);
+    machine = NULL;
+    CHECK_STATUS(launch_json(NONE_JSON, &machine), QM_STATUS_OK, "launch with oob (the default)");
+    char class_buf[64] = {0};
+    CHECK_STATUS(qm_machine_execute_oob(machine, "migrate-pause", NULL, -1, NULL),
+                 QM_STATUS_QMP_ERROR, "execute_oob migrate-pause reaches QEMU (no migration: an error)");
+    qm_last_error_qmp_class(class_buf, sizeof class_buf);
+    CHECK(strcmp(class_buf, "GenericError") == 0 && strstr(last_error(), "migrate-pause"),
+          "  QEMU's own answer");
+    CHECK_STATUS(qm_machine_execute_oob(machine, "query-status", NULL, -1, NULL),
+                 QM_STATUS_QMP_ERROR, "a command QEMU does not allow out-of-band: QM_STATUS_QMP_ERROR");
+    CHECK(strstr(last_error(), "OOB") != NULL, "  QEMU says it does not support OOB");
+    qm_machine_free(machine);
+}
+
+static void check_fds(void) {
+    int fds[2];
+    CHECK(pipe(fds) == 0, "make a pipe");
+    qm_config *config = NULL;
+    qm_machine *machine = NULL;
+    CHECK_STATUS(qm_config_from_json(NONE_JSON, &config), QM_STATUS_OK, "config");
+    CHECK_STATUS(qm_config_add_fd(config, fds[0], 3, "qm-opaque"), QM_STATUS_OK, "qm_config_add_fd");
+    close(fds[0]); /* the library has its own duplicate */
+    CHECK_STATUS(qm_config_add_fd(config, fds[0], 4, NULL), QM_STATUS_INVALID_ARGUMENT,
+                 "the closed fd is refused");
+    CHECK_STATUS(qm_config_add_fd(config, fds[1], 4, "\xff"), QM_STATUS_INVALID_ARGUMENT,
+                 "opaque text that is not UTF-8 is refused");
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch with the fd");
+    qm_config_free(config);
+    char *json = NULL;
+    CHECK_STATUS(qm_machine_execute(machine, "query-fdsets", NULL, -1, &json), QM_STATUS_OK,
+                 "query-fdsets");
+    CHECK(json && strstr(json, "\"fdset-id\":3") && strstr(json, "qm-opaque"),
+          "QEMU has the fd in fdset 3 with its opaque text, though we closed ours first");
+    qm_string_free(json);
+    CHECK_STATUS(qm_machine_send_fd(machine, fds[1], "qmfd"), QM_STATUS_OK, "qm_machine_send_fd");
+    close(fds[1]);
+    CHECK_STATUS(qm_machine_execute(machine, "closefd", "{\"fdname\": \"qmfd\"}", -1, NULL),
+                 QM_STATUS_OK, "QEMU has it under its name (closefd), though we closed ours");
+    CHECK_STATUS(qm_machine_execute(machine, "closefd", "{\"fdname\": \"qmfd\"}", -1, NULL),
+                 QM_STATUS_QMP_ERROR, "and only once");
+    CHECK_STATUS(qm_machine_send_fd(machine, fds[1], "again"), QM_STATUS_INVALID_ARGUMENT,
+                 "send_fd of a closed fd is refused");
+    CHECK_STATUS(qm_machine_send_fd(machine, 0, "\xff"), QM_STATUS_INVALID_ARGUMENT,
+                 "a name that is not UTF-8 is refused");
+    qm_machine_free(machine);
+}
+
+/* A free TCP port on 127.0.0.1 (free when we looked). */
+static int free_port(void) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    int port = 0;
+    if (s >= 0 && bind(s, (struct sockaddr *)&addr, sizeof addr) == 0 &&
+        getsockname(s, (struct sockaddr *)&addr, &len) == 0) {
+        port = ntohs(addr.sin_port);
+    }
+    if (s >= 0) {
+        close(s);
+    }
+    return port;
+}
+
+static void check_attach(void) {
+    char dir[] = "/tmp/qm-c-attach-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "make a scratch dir");
+    char sock[128], unix_arg[160], tcp_arg[64], address[32];
+    int port = free_port();
+    snprintf(sock, sizeof sock, "%s/mon.qmp", dir);
+    snprintf(unix_arg, sizeof unix_arg, "unix:%s,server=on,wait=off", sock);
+    snprintf(tcp_arg, sizeof tcp_arg, "tcp:127.0.0.1:%d,server=on,wait=off", port);
+    snprintf(address, sizeof address, "127.0.0.1:%d", port);
+    qm_config *config = NULL;
+    qm_machine *owner = NULL, *by_unix = NULL, *by_tcp = NULL;
+    CHECK_STATUS(qm_config_from_json(NONE_JSON, &config), QM_STATUS_OK, "config");
+    qm_config_add_arg(config, "-qmp");
+    qm_config_add_arg(config, unix_arg);
+    qm_config_add_arg(config, "-qmp");
+    qm_config_add_arg(config, tcp_arg);
+    CHECK_STATUS(qm_machine_launch(config, &owner), QM_STATUS_OK,
+                 "launch with two more QMP monitors, unix and TCP");
+    qm_config_free(config);
+    if (owner == NULL) {
+        rmdir(dir);
+        return;
+    }
+    long pid = pid_of(owner);
+    CHECK_STATUS(qm_machine_attach_unix(sock, QM_TIMEOUT_DEFAULT, &by_unix), QM_STATUS_OK,
+                 "attach_unix");
+    CHECK(answers_running(by_unix), "the attached machine answers");
+    int32_t attached_pid = 99;
+    CHECK(qm_machine_pid(by_unix, &attached_pid) == QM_STATUS_OK && attached_pid == 0,
+          "an attached machine's pid is 0");
+    CHECK_STATUS(qm_machine_shutdown(by_unix, 1000), QM_STATUS_UNSUPPORTED,
+                 "shutdown of an attached machine is QM_STATUS_UNSUPPORTED");
+    CHECK_STATUS(qm_machine_kill(by_unix), QM_STATUS_UNSUPPORTED, "so is kill");
+    CHECK_STATUS(qm_machine_wait(by_unix, 0), QM_STATUS_UNSUPPORTED, "and wait");
+    CHECK_STATUS(qm_machine_exit_status(by_unix, NULL, NULL), QM_STATUS_INVALID_STATE,
+                 "its exit status is QM_STATUS_INVALID_STATE");
+    char *log = NULL;
+    CHECK_STATUS(qm_machine_log(by_unix, &log, NULL), QM_STATUS_UNSUPPORTED,
+                 "it has no log: QM_STATUS_UNSUPPORTED");
+    CHECK_STATUS(qm_machine_attach_tcp("not an address", 1000, &by_tcp),
+                 QM_STATUS_INVALID_ARGUMENT, "attach_tcp to something that is not IP:PORT");
+    CHECK_STATUS(qm_machine_attach_tcp(address, QM_TIMEOUT_DEFAULT, &by_tcp), QM_STATUS_OK,
+                 "attach_tcp");
+    CHECK(answers_running(by_tcp), "the TCP-attached machine answers");
+    qm_machine_free(by_unix);
+    CHECK(kill((pid_t)pid, 0) == 0 && answers_running(owner),
+          "freeing an attached machine only disconnects: QEMU runs on");
+    CHECK_STATUS(qm_machine_execute(by_tcp, "quit", NULL, QM_TIMEOUT_DEFAULT, NULL), QM_STATUS_OK,
+                 "quit through the attached machine");
+    qm_status s = qm_machine_event_wait(by_tcp, "NEVER_SENT", NULL, 10000, NULL);
+    CHECK(s == QM_STATUS_DISCONNECTED || s == QM_STATUS_PROCESS_EXITED,
+          "an event wait on it then ends with the connection, not a timeout");
+    CHECK_STATUS(qm_machine_wait(owner, 10000), QM_STATUS_OK, "the owner sees QEMU exit");
+    int32_t code = -2;
+    CHECK(qm_machine_exit_status(owner, &code, NULL) == QM_STATUS_OK && code == 0,
+          "with status 0");
+    qm_machine_free(by_tcp);
+    qm_machine_free(owner);
+    unlink(sock);
+    rmdir(dir);
+}
+
+static void check_free_running(void) {
+    char marker[64], scratch[] = "/tmp/qm-c-free-XXXXXX", json[768];
+    snprintf(marker, sizeof marker, "qm-c-free-running-%d", (int)getpid());
+    CHECK(mkdtemp(scratch) != NULL, "make a scratch dir");
+    snprintf(json, sizeof json,
+             "{\"wrapper\": [\"sh\", \"-c\", \"\\\"$@\\\"; exit $?\", \"sh\"],"
+             " \"args\": [\"-machine\", \"none\", \"-nodefaults\", \"-name\", \"%s\"],"
+             " \"accel\": \"tcg\", \"temp_dir\": \"%s\"}",
+             marker, scratch);
+    qm_machine *machine = NULL;
+    CHECK_STATUS(launch_json(json, &machine), QM_STATUS_OK,
+                 "launch under a wrapper that forks QEMU, with a temp_dir");
+    long pid = pid_of(machine);
+    CHECK(count_marked(marker) == 2 && dir_entries(scratch) == 1,
+          "the wrapper and QEMU run; the temp dir exists");
+    qm_machine_free(machine); /* kills and reaps */
+    CHECK(pid > 0 && kill((pid_t)pid, 0) != 0,
+          "freeing a running machine kills and reaps it (at once)");
+    CHECK(wait_unmarked(marker), "QEMU, in the wrapper's process group, went with it");
+    CHECK(dir_entries(scratch) == 0, "the temp dir was removed");
+    rmdir(scratch);
+}
+
+static void check_shutdown_not_graceful(void) {
+    qm_machine *machine = NULL;
+    CHECK_STATUS(launch_json(NONE_JSON, &machine), QM_STATUS_OK, "launch");
+    long pid = pid_of(machine);
+    CHECK_STATUS(qm_machine_exit_status(machine, NULL, NULL), QM_STATUS_INVALID_STATE,
+                 "exit_status while QEMU runs is QM_STATUS_INVALID_STATE");
+    kill((pid_t)pid, SIGSTOP); /* QEMU cannot act on quit */
+    CHECK_STATUS(qm_machine_shutdown(machine, 300), QM_STATUS_NOT_GRACEFUL,
+                 "shutdown of a QEMU that does not quit: QM_STATUS_NOT_GRACEFUL");
+    int32_t code = -2, sig = -2;
+    CHECK(qm_machine_exit_status(machine, &code, &sig) == QM_STATUS_OK && code == -1 && sig == SIGKILL,
+          "it was killed with SIGKILL (code -1, signal 9)");
+    CHECK(wait_gone(pid), "and is gone");
+    CHECK_STATUS(qm_machine_shutdown(machine, 300), QM_STATUS_OK,
+                 "shutdown of a QEMU that has exited: QM_STATUS_OK at once");
+    CHECK_STATUS(qm_machine_kill(machine), QM_STATUS_OK, "so is kill");
+    qm_machine_free(machine);
+}
+
+static void check_console_log_existing(void) {
+    char dir[] = "/tmp/qm-c-conlog-XXXXXX", path[64];
+    CHECK(mkdtemp(dir) != NULL, "make a scratch dir");
+    snprintf(path, sizeof path, "%s/console.log", dir);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs("old contents", f);
+        fclose(f);
+    }
+    chmod(path, 0640);
+    qm_config *config = NULL;
+    qm_machine *machine = NULL;
+    CHECK_STATUS(qm_config_from_json("{\"args\": [\"-machine\", \"q35\", \"-nodefaults\", \"-S\"],"
+                                     " \"accel\": \"tcg\"}",
+                                     &config),
+                 QM_STATUS_OK, "config");
+    CHECK_STATUS(qm_config_set_console_log(config, path), QM_STATUS_OK,
+                 "a console log over an existing file");
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch (a guest that never runs)");
+    qm_config_free(config);
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && st.st_size == 0 && (st.st_mode & 0777) == 0640,
+          "the existing file is truncated and keeps its mode");
+    uint8_t byte;
+    size_t got = 99;
+    CHECK(qm_machine_console_read(machine, &byte, 1, &got) == QM_STATUS_OK && got == 0,
+          "the console log enabled the console (nothing printed yet)");
+    qm_machine_free(machine);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* QEMU killed behind the library's back: the next writes to its sockets fail with EPIPE, which
+ * must not raise SIGPIPE (left at its default, it would kill this program). */
+static void check_sigpipe(void) {
+    struct sigaction dfl, old;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGPIPE, &dfl, &old);
+    qm_config *config = NULL;
+    qm_machine *machine = NULL;
+    CHECK_STATUS(qm_config_from_json("{\"args\": [\"-machine\", \"q35\", \"-nodefaults\", \"-S\"],"
+                                     " \"accel\": \"tcg\"}",
+                                     &config),
+                 QM_STATUS_OK, "config");
+    CHECK_STATUS(qm_config_set_console(config, true), QM_STATUS_OK, "qm_config_set_console");
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch with a console");
+    qm_config_free(config);
+    long pid = pid_of(machine);
+    kill((pid_t)pid, SIGKILL);
+    CHECK(wait_gone(pid), "QEMU killed from outside the library");
+    qm_status s = qm_machine_console_write(machine, (const uint8_t *)"hello\n", 6, 1000, NULL);
+    CHECK(s == QM_STATUS_PROCESS_EXITED || s == QM_STATUS_DISCONNECTED,
+          "a console write to it fails, without SIGPIPE");
+    s = qm_machine_execute(machine, "query-status", NULL, 1000, NULL);
+    CHECK(s == QM_STATUS_PROCESS_EXITED || s == QM_STATUS_DISCONNECTED,
+          "so does a command, without SIGPIPE");
+    s = qm_machine_event_wait(machine, NULL, NULL, 10000, NULL);
+    CHECK(s == QM_STATUS_PROCESS_EXITED || s == QM_STATUS_DISCONNECTED,
+          "an event wait ends with the connection, not a timeout");
+    CHECK_STATUS(qm_machine_wait(machine, QM_TIMEOUT_DEFAULT), QM_STATUS_OK, "wait");
+    int32_t sig = 0;
+    CHECK(qm_machine_exit_status(machine, NULL, &sig) == QM_STATUS_OK && sig == SIGKILL,
+          "the exit status says SIGKILL");
+    qm_machine_free(machine);
+    sigaction(SIGPIPE, &old, NULL);
+}
+
+/* ---- threads: per-thread errors, a handle in use, different handles at once --------------- */
+
+struct thread_errors {
+    qm_status before, status, after_status;
+    char message[256];
+};
+
+static void *fail_on_thread(void *arg) {
+    struct thread_errors *t = arg;
+    t->before = qm_last_error_status();
+    t->status = qm_config_new(NULL);
+    t->after_status = qm_last_error_status();
+    qm_last_error_message(t->message, sizeof t->message);
+    return NULL;
+}
+
+struct in_use {
+    qm_machine *machine;
+    qm_status status;
+};
+
+static void *wait_for_stop(void *arg) {
+    struct in_use *u = arg;
+    u->status = qm_machine_event_wait(u->machine, "STOP", NULL, 60000, NULL);
+    return NULL;
+}
+
+static void check_threads(void) {
+    qm_config *config = NULL;
+    CHECK_STATUS(qm_config_from_json("{\"args\": [", &config), QM_STATUS_INVALID_JSON,
+                 "a failing call on this thread");
+    pthread_t thread;
+    struct thread_errors t;
+    memset(&t, 0, sizeof t);
+    CHECK(pthread_create(&thread, NULL, fail_on_thread, &t) == 0 &&
+              pthread_join(thread, NULL) == 0,
+          "a thread that fails another call");
+    CHECK(t.before == QM_STATUS_OK, "the other thread does not see this thread's error");
+    CHECK(t.status == QM_STATUS_NULL_ARGUMENT && t.after_status == QM_STATUS_NULL_ARGUMENT &&
+              strstr(t.message, "out") != NULL,
+          "it reads its own");
+    CHECK(qm_last_error_status() == QM_STATUS_INVALID_JSON, "and this thread still reads its own");
+
+    char dir[] = "/tmp/qm-c-threads-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "make a scratch dir");
+    char sock[128], arg[160];
+    snprintf(sock, sizeof sock, "%s/second.qmp", dir);
+    snprintf(arg, sizeof arg, "unix:%s,server=on,wait=off", sock);
+    qm_machine *machine = NULL, *second = NULL;
+    CHECK_STATUS(qm_config_from_json(NONE_JSON, &config), QM_STATUS_OK, "config");
+    qm_config_add_arg(config, "-qmp");
+    qm_config_add_arg(config, arg);
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK,
+                 "launch with a second QMP monitor");
+    qm_config_free(config);
+    if (machine == NULL) {
+        rmdir(dir);
+        return;
+    }
+    long pid = pid_of(machine);
+    struct in_use u = {machine, QM_STATUS_PANIC};
+    CHECK(pthread_create(&thread, NULL, wait_for_stop, &u) == 0,
+          "another thread waits on the machine for a STOP only this thread will cause");
+    /* Once that thread's call has the handle, calls here are refused (it waits up to 60 s). */
+    qm_status s = QM_STATUS_OK;
+    for (int i = 0; i < 60000 && s == QM_STATUS_OK; i++) {
+        int32_t p = 0;
+        s = qm_machine_pid(machine, &p);
+        if (s == QM_STATUS_OK) {
+            sleep_ms(1);
+        }
+    }
+    CHECK(s == QM_STATUS_INVALID_HANDLE && strstr(last_error(), "in use") != NULL,
+          "a call on a handle in use by another thread is QM_STATUS_INVALID_HANDLE (in use)");
+    CHECK_STATUS(qm_machine_attach_unix(sock, 10000, &second), QM_STATUS_OK,
+                 "meanwhile another handle works from this thread");
+    qm_machine_free(machine); /* during the other thread's call */
+    CHECK_STATUS(qm_machine_pid(machine, NULL), QM_STATUS_INVALID_HANDLE,
+                 "a handle freed during another thread's call is invalid at once");
+    CHECK(kill((pid_t)pid, 0) == 0, "but the machine lives until that call returns");
+    s = qm_machine_execute(second, "stop", NULL, 10000, NULL);
+    CHECK(s == QM_STATUS_OK || s == QM_STATUS_DISCONNECTED, "stop through the second monitor");
+    CHECK(pthread_join(thread, NULL) == 0 && u.status == QM_STATUS_OK,
+          "the waiting thread got its STOP");
+    CHECK(wait_gone(pid), "and when its call returned, the freed machine went");
+    qm_machine_free(second);
+    unlink(sock);
+    rmdir(dir);
+}
+
+/* QM_TEST_MODE=forker: see the top of the file. */
+static int play_forker(void) {
+    qm_machine *machine = NULL;
+    if (launch_json(NONE_JSON, &machine) != QM_STATUS_OK) {
+        fprintf(stderr, "forker: %s\n", last_error());
+        return 2;
+    }
+    pid_t child = fork();
+    if (child == 0) {
+        char byte;
+        while (read(0, &byte, 1) > 0) {
+        }
+        _exit(0);
+    }
+    printf("FORKER %d %d\n", (int)pid_of(machine), (int)child);
+    fflush(stdout);
+    char byte;
+    while (read(0, &byte, 1) > 0) {
+        /* blocks until killed */
+    }
+    return 0;
 }
 
 /* QM_TEST_MODE=owner: see the top of the file. */
@@ -908,7 +2037,8 @@ static int play_owner(void) {
     qm_machine_pid(vm, &pid2);
     qm_machine_forwarded_port(vm, "ssh", &address);
     const char *port = address ? strrchr(address, ':') : NULL;
-    printf("OWNER %d %d %s\n", (int)pid1, (int)pid2, port ? port + 1 : "0");
+    printf("OWNER %d %d %s %d\n", (int)pid1, (int)pid2, port ? port + 1 : "0",
+           (int)qm_guardian_pid());
     fflush(stdout);
     qm_string_free(address);
     char byte;
@@ -937,8 +2067,11 @@ static int play_reaper(void) {
     qm_config *config = NULL;
     qm_machine *machine = NULL;
     qm_config_from_json(NONE_JSON, &config);
+    CHECK(qm_guardian_pid() == 0, "no guardian before the first launch");
     CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK,
                  "launch while another thread reaps with waitpid(-1)");
+    CHECK(qm_guardian_pid() > 0 && stat_field(pid_of(machine), 4) == qm_guardian_pid(),
+          "the first launch started the guardian, QEMU's parent");
     qm_config_free(config);
     CHECK_STATUS(qm_machine_shutdown(machine, 10000), QM_STATUS_OK,
                  "shutdown sees QEMU exit while another thread reaps");
@@ -946,6 +2079,7 @@ static int play_reaper(void) {
     CHECK(qm_machine_exit_status(machine, &code, NULL) == QM_STATUS_OK && code == 0,
           "QEMU's exit status (0) is not taken by the other thread's waitpid");
     qm_machine_free(machine);
+    check_qemu_img_status("while another thread reaps with waitpid(-1)");
     printf("%d checks, %d failed\n", checks, failures);
     return failures == 0 ? 0 : 1;
 }
@@ -958,15 +2092,34 @@ int main(void) {
     if (mode && strcmp(mode, "reaper") == 0) {
         return play_reaper();
     }
+    if (mode && strcmp(mode, "forker") == 0) {
+        return play_forker();
+    }
+    /* A process group of our own, so that check_process_tree() can signal it without
+     * reaching whoever ran us. */
+    setpgid(0, 0);
+    record_baseline();
     check_version();
+    check_guardian(); /* first: before anything starts the guardian */
     check_argument_errors();
+    check_error_accessors();
     check_launch_failures();
     check_qmp_and_events();
+    check_process_tree();
+    check_timeouts();
+    check_strings_and_bytes();
+    check_oob();
+    check_fds();
+    check_attach();
     check_free_running();
+    check_shutdown_not_graceful();
+    check_sigpipe();
+    check_console_log_existing();
     check_stale_handles();
     check_console_bounds();
     check_callers_accel();
     check_thread_exit();
+    check_threads();
     check_forking_wrapper();
     check_sigchld_ignored();
     check_images();
@@ -975,6 +2128,7 @@ int main(void) {
     if (!(skip && strcmp(skip, "1") == 0)) {
         check_guest_console();
     }
+    check_signals_and_threads_untouched();
     printf("%d checks, %d failed\n", checks, failures);
     return failures == 0 ? 0 : 1;
 }

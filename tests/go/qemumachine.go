@@ -102,10 +102,13 @@ func (m *Machine) Execute(command, argsJSON string, timeoutMs int64) (string, er
 	return takeString(out), err
 }
 
-// EventWait waits for an event by name and optional JSON pattern ("" for any).
+// EventWait waits for an event by name ("" for any name) and optional JSON pattern ("" for any).
 func (m *Machine) EventWait(name, patternJSON string, timeoutMs int64) (string, error) {
-	cname := C.CString(name)
-	defer C.free(unsafe.Pointer(cname))
+	var cname *C.char
+	if name != "" {
+		cname = C.CString(name)
+		defer C.free(unsafe.Pointer(cname))
+	}
 	var cpat *C.char
 	if patternJSON != "" {
 		cpat = C.CString(patternJSON)

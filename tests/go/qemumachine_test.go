@@ -47,6 +47,19 @@ func TestLaunchQMPEventsShutdown(t *testing.T) {
 	if !strings.Contains(ev, `"event":"STOP"`) || !strings.Contains(ev, `"timestamp"`) {
 		t.Fatalf("STOP event %s", ev)
 	}
+	// No name: the next event, whatever its name.
+	if _, err := m.Execute("cont", "", -1); err != nil {
+		t.Fatalf("cont: %v", err)
+	}
+	if _, err := m.Execute("stop", "", -1); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if ev, err := m.EventWait("", "", 10000); err != nil || !strings.Contains(ev, `"event":"RESUME"`) {
+		t.Fatalf("any event: %s, %v", ev, err)
+	}
+	if ev, err := m.EventWait("", `{"event": "STOP"}`, 10000); err != nil || !strings.Contains(ev, `"event":"STOP"`) {
+		t.Fatalf("any event named by the pattern: %s, %v", ev, err)
+	}
 	status, err := m.Status()
 	if err != nil || status != "paused" {
 		t.Fatalf("status %q, %v", status, err)

@@ -140,6 +140,27 @@ fn assert_passed(what: &str, out: &Output) {
     ] {
         assert!(stdout.contains(line), "no `{line}` in\n{stdout}");
     }
+    // And the rules at the top of the header: the guardian and the process tree, signals,
+    // timeouts, strings, threads.
+    for line in [
+        "ok   the guardian is a child of the program",
+        "ok   QEMU is a child of the guardian, not of the program",
+        "ok   QEMU did not get it: it answers for 2 s after",
+        "ok   execute with -2 is QM_STATUS_INVALID_ARGUMENT",
+        "ok   execute with QM_TIMEOUT_DEFAULT of a stopped QEMU times out",
+        "ok   event_wait with 0 takes a kept event",
+        "ok   a command name that is not UTF-8 is refused",
+        "ok   a temp_dir that is not UTF-8 is accepted",
+        "ok   execute_oob without oob is QM_STATUS_INVALID_STATE",
+        "ok   event_wait with name NULL takes the next event whatever its name (STOP)",
+        "ok   a console write to it fails, without SIGPIPE",
+        "ok   a call on a handle in use by another thread is QM_STATUS_INVALID_HANDLE (in use)",
+        "ok   the progress callback ran on the calling thread",
+        "ok   the library installed no signal handler, changed no disposition",
+        "ok   no thread of the library is left (it starts none)",
+    ] {
+        assert!(stdout.contains(line), "no `{line}` in\n{stdout}");
+    }
 }
 
 #[test]
@@ -272,16 +293,17 @@ fn c_owner_sigkilled_leaves_no_qemu_no_temp_dir_no_forward() {
         .split_whitespace()
         .map(|w| w.parse().unwrap())
         .collect();
-    let (pids, port) = (&words[..2], words[2] as u16);
+    let (pids, port, guardian) = (&words[..2], words[2] as u16, words[3]);
     assert!(pids.iter().all(|&p| !gone(p)), "{line}");
     assert!(port > 0, "{line}");
+    assert!(guardian > 0 && !gone(guardian), "{line}");
     let entries = || std::fs::read_dir(&scratch).unwrap().count();
     assert_eq!(entries(), 2, "one temp dir per machine");
     std::net::TcpStream::connect(("127.0.0.1", port)).expect("the forward listens");
     owner.kill().unwrap(); // SIGKILL
     owner.wait().unwrap();
     let start = std::time::Instant::now();
-    while !(pids.iter().all(|&p| gone(p)) && entries() == 0)
+    while !(pids.iter().all(|&p| gone(p)) && entries() == 0 && gone(guardian))
         && start.elapsed() < std::time::Duration::from_secs(10)
     {
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -292,8 +314,57 @@ fn c_owner_sigkilled_leaves_no_qemu_no_temp_dir_no_forward() {
         "QEMU still runs after its C owner was SIGKILLed"
     );
     assert_eq!(entries(), 0, "temp dirs left after the owner was SIGKILLed");
+    assert!(gone(guardian), "the guardian outlived its owner");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     eprintln!("C owner SIGKILLed: QEMUs and temp dirs gone after {took:?}");
+}
+
+#[test]
+fn a_child_forked_without_exec_holds_the_machines_until_it_exits() {
+    use std::io::{BufRead, BufReader};
+    let dir = TempDir::new("forker");
+    let exe = dir.0.join("qm_test");
+    compile(&exe, &[], &dynamic_link());
+    qemu_system_x86_64();
+    let mut owner = Command::new(&exe)
+        .env("QM_TEST_MODE", "forker")
+        .env_remove("QEMU_MACHINE_ACCEL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = owner.stdin.take().unwrap();
+    let line = BufReader::new(owner.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("FORKER "))
+        .expect("the owner printed its machine and its child");
+    let pids: Vec<u32> = line[7..]
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let (qemu, child) = (pids[0], pids[1]);
+    assert!(!gone(qemu) && !gone(child), "{line}");
+    owner.kill().unwrap(); // SIGKILL
+    owner.wait().unwrap();
+    // The child holds copies of the owner's descriptors to the guardian: to the guardian the
+    // owner is not gone yet. (It would have killed QEMU within milliseconds otherwise.)
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(
+        !gone(qemu),
+        "QEMU was killed although a child forked without exec still runs"
+    );
+    // The child sees end-of-file on stdin and exits: now the guardian cleans up.
+    drop(stdin);
+    let start = std::time::Instant::now();
+    while !(gone(qemu) && gone(child)) && start.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(gone(child), "the forked child did not exit");
+    assert!(
+        gone(qemu),
+        "QEMU still runs after the forked child exited too"
+    );
 }
 
 #[test]
@@ -306,7 +377,8 @@ fn c_program_reaping_with_waitpid_elsewhere_still_gets_qemus_exit_status() {
     assert!(
         out.status.success()
             && stdout.contains(", 0 failed")
-            && stdout.contains("ok   QEMU's exit status (0) is not taken"),
+            && stdout.contains("ok   QEMU's exit status (0) is not taken")
+            && stdout.contains("ok   the first launch started the guardian, QEMU's parent"),
         "{}\n{stdout}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)

@@ -147,6 +147,46 @@ fn q35_stop_cont_events_carry_timestamps_and_match_patterns() {
 }
 
 #[test]
+fn event_wait_any_takes_the_next_event_whatever_its_name() {
+    let mut vm = Machine::launch(&none_config()).unwrap();
+    vm.pause().unwrap();
+    vm.resume().unwrap();
+    // No name, no pattern: the events in arrival order, kept ones first.
+    let first = vm.event_wait_any(None, Duration::from_secs(5)).unwrap();
+    assert_eq!(first.name, "STOP");
+    let second = vm.event_wait_any(None, Duration::from_secs(5)).unwrap();
+    assert_eq!(second.name, "RESUME");
+    // Nothing left: a zero timeout looks once and times out, naming what it waited for.
+    let err = vm.event_wait_any(None, Duration::ZERO).unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(err.to_string().contains("of any name"), "{err}");
+
+    // A pattern without a name: a kept event that does not match stays kept.
+    vm.pause().unwrap();
+    let err = vm
+        .event_wait_any(
+            Some(&json!({"event": "RESUME"})),
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    vm.reset().unwrap();
+    let reset = vm
+        .event_wait_any(
+            Some(&json!({"data": {"reason": "host-qmp-system-reset"}})),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(reset.name, "RESET");
+    let rest = vm.events();
+    assert_eq!(
+        rest.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["STOP"]
+    );
+    assert!(vm.shutdown(Duration::from_secs(10)).unwrap().success());
+}
+
+#[test]
 fn qmp_errors_are_typed_and_do_not_break_the_session() {
     let mut vm = Machine::launch(&none_config()).unwrap();
     match vm.execute("no-such-command", None) {

@@ -93,6 +93,13 @@ fn fork_guardian() -> io::Result<Guardian> {
         server::run(theirs_raw, devnull_raw);
     }
     let err = io::Error::last_os_error();
+    if pid > 0 {
+        // The guardian moves to a process group of its own first thing; doing it from here too
+        // (the usual way to avoid the race) means it is out of this process's group, away
+        // from a Ctrl-C at its terminal, by the time the caller hears of it.
+        // SAFETY: setpgid on our own child, which has not exec'd (it never does).
+        unsafe { libc::setpgid(pid as libc::pid_t, pid as libc::pid_t) };
+    }
     // SAFETY: restoring the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     if pid < 0 {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use qmp_proto::Event;
 use serde_json::Value;
 
-use super::{Deadline, Machine, Wanted};
+use super::{wanted_matches, Deadline, Machine, Wanted};
 use crate::error::Error;
 
 impl Machine {
@@ -54,6 +54,9 @@ impl Machine {
     /// matching value). Kept events are searched first; a match is removed from the kept ones,
     /// non-matching events that arrive meanwhile are kept.
     ///
+    /// A zero `timeout` waits for nothing: it looks at the kept events and at what QEMU has
+    /// already sent.
+    ///
     /// [`Error::Timeout`] when nothing matched in time; [`Error::Exited`]/[`Error::Disconnected`]
     /// when the connection closed first; [`Error::EventQueueFull`] (once) when events were
     /// dropped since the last report and none of the kept ones matches.
@@ -63,7 +66,28 @@ impl Machine {
         pattern: Option<&Value>,
         timeout: Duration,
     ) -> Result<Event, Error> {
-        self.events_wait(&[(name, pattern)], timeout)
+        self.wait_for_wanted(vec![(Some(name.to_owned()), pattern.cloned())], timeout)
+    }
+
+    /// Waits for the first event of any name whose JSON form matches `pattern` (`None`: the
+    /// first event, whatever it is), like [`event_wait`](Machine::event_wait) otherwise: the
+    /// oldest kept event that matches is taken first.
+    ///
+    /// ```no_run
+    /// # use qemu_process::{Machine, MachineConfig};
+    /// # use std::time::Duration;
+    /// # let mut vm = Machine::launch(&MachineConfig::new("qemu-system-x86_64"))?;
+    /// vm.pause()?;
+    /// let next = vm.event_wait_any(None, Duration::from_secs(5))?;
+    /// assert_eq!(next.name, "STOP");
+    /// # Ok::<(), qemu_process::Error>(())
+    /// ```
+    pub fn event_wait_any(
+        &mut self,
+        pattern: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<Event, Error> {
+        self.wait_for_wanted(vec![(None, pattern.cloned())], timeout)
     }
 
     /// Waits for the first event matching any of `wanted` (see [`event_wait`](Machine::event_wait)).
@@ -72,11 +96,19 @@ impl Machine {
         wanted: &[(&str, Option<&Value>)],
         timeout: Duration,
     ) -> Result<Event, Error> {
+        let wanted: Wanted = wanted
+            .iter()
+            .map(|(n, p)| (Some((*n).to_owned()), p.cloned()))
+            .collect();
+        self.wait_for_wanted(wanted, timeout)
+    }
+
+    fn wait_for_wanted(&mut self, wanted: Wanted, timeout: Duration) -> Result<Event, Error> {
         let deadline = Deadline::after(timeout);
         if let Some(pos) = self.kept.iter().position(|e| {
             wanted
                 .iter()
-                .any(|(name, pattern)| e.matches(name, *pattern))
+                .any(|(name, pattern)| wanted_matches(e, name.as_deref(), pattern.as_ref()))
         }) {
             let event = self.kept.remove(pos).expect("position is in range");
             if self.kept.is_empty() {
@@ -91,10 +123,6 @@ impl Machine {
                 dropped: self.events_dropped,
             });
         }
-        let wanted: Wanted = wanted
-            .iter()
-            .map(|(n, p)| ((*n).to_owned(), p.cloned()))
-            .collect();
         self.set_event_waiter(wanted);
         self.finish_event_wait(deadline)
     }
@@ -110,7 +138,7 @@ impl Machine {
             .as_ref()
             .map(|w| {
                 w.iter()
-                    .map(|(n, _)| n.as_str())
+                    .map(|(n, _)| n.as_deref().unwrap_or("of any name"))
                     .collect::<Vec<_>>()
                     .join(" or ")
             })

@@ -11,7 +11,7 @@ use mio::unix::SourceFd;
 use mio::Interest;
 use qmp_proto::{Event, SessionState};
 
-use super::{Deadline, Machine, CHILD, CONSOLE, QMP};
+use super::{wanted_matches, Deadline, Machine, CHILD, CONSOLE, QMP};
 use crate::error::Error;
 use crate::sys;
 
@@ -197,10 +197,9 @@ impl Machine {
         log::debug!("QMP event {} {}", event.name, event.data);
         if self.event_matched.is_none() {
             if let Some(wanted) = &self.event_waiter {
-                if wanted
-                    .iter()
-                    .any(|(name, pattern)| event.matches(name, pattern.as_ref()))
-                {
+                if wanted.iter().any(|(name, pattern)| {
+                    wanted_matches(&event, name.as_deref(), pattern.as_ref())
+                }) {
                     self.event_matched = Some(event);
                     return;
                 }

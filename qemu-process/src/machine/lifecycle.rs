@@ -47,7 +47,7 @@ impl Machine {
     /// [`Error::Timeout`]. Only SHUTDOWN events that arrive after the request count.
     pub fn powerdown(&mut self, timeout: Duration) -> Result<Event, Error> {
         let deadline = Deadline::after(timeout);
-        self.set_event_waiter(vec![("SHUTDOWN".to_owned(), None)]);
+        self.set_event_waiter(vec![(Some("SHUTDOWN".to_owned()), None)]);
         if let Err(e) = self.execute_with_timeout("system_powerdown", None, timeout) {
             self.event_waiter = None;
             self.event_matched = None;

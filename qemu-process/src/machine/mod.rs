@@ -124,8 +124,15 @@ struct Console {
     received: u64,
 }
 
-/// A wanted event: name and optional pattern (QEMUMachine's `event_match` semantics).
-type Wanted = Vec<(String, Option<Value>)>;
+/// Wanted events: each a name (`None`: any name) and an optional pattern (QEMUMachine's
+/// `event_match` semantics).
+type Wanted = Vec<(Option<String>, Option<Value>)>;
+
+/// Whether `event` is one of `wanted`'s: its name (unless the name is `None`, which takes any)
+/// and its pattern both match.
+fn wanted_matches(event: &Event, name: Option<&str>, pattern: Option<&Value>) -> bool {
+    event.matches(name.unwrap_or(&event.name), pattern)
+}
 
 /// One QEMU, launched and owned ([`Machine::launch`]) or attached to ([`Machine::attach`]).
 ///
