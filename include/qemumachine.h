@@ -709,9 +709,10 @@ enum qm_status qm_machine_forwarded_port(struct qm_machine *machine,
 // `machine` must be a handle from this library or NULL; `out_path` NULL or valid for writing.
 enum qm_status qm_machine_vnc_socket(struct qm_machine *machine, char **out_path);
 
-// For a machine launched from a `vm` description: saves a screenshot of its display to `path`
-// (UTF-8, since QMP carries it as text; QMP `screendump`) as PNG when `format` is `"png"`, PPM when `"ppm"`, and PNG if
-// this QEMU supports it else PPM when `format` is NULL; the path written (its extension may
+// Saves a screenshot of the machine's display to `path` (UTF-8, since QMP carries it as text;
+// QMP `screendump`) as PNG when `format` is `"png"`, PPM when `"ppm"`, and PNG if this QEMU
+// supports it else PPM when `format` is NULL; a machine without a display (no VGA and no VNC)
+// is QEMU's error (`QM_STATUS_QMP_ERROR`), and no file is left behind; the path written (its extension may
 // differ: a `.png` path becomes `.ppm` then) is stored in `*out_path` if that is not NULL (free
 // with `qm_string_free()`). Another `format`, or a `path` that is not UTF-8, is
 // `QM_STATUS_INVALID_ARGUMENT`.

@@ -834,6 +834,12 @@ pub unsafe extern "C" fn qm_machine_forwarded_port(
         with_machine(machine, |m| {
             let out = out_arg(out_address, "out_address")?;
             let name = str_arg(name, "name")?;
+            if m.machine().vm_launch().is_none() {
+                return Err(FfiError::new(
+                    QmStatus::Unsupported,
+                    "this machine was not launched from a `vm` description",
+                ));
+            }
             let addr = m.machine().forwarded_port(name).ok_or_else(|| {
                 FfiError::invalid(format!("this machine has no port forward named {name:?}"))
             })?;
@@ -865,9 +871,10 @@ pub unsafe extern "C" fn qm_machine_vnc_socket(
     }
 }
 
-/// For a machine launched from a `vm` description: saves a screenshot of its display to `path`
-/// (UTF-8, since QMP carries it as text; QMP `screendump`) as PNG when `format` is `"png"`, PPM when `"ppm"`, and PNG if
-/// this QEMU supports it else PPM when `format` is NULL; the path written (its extension may
+/// Saves a screenshot of the machine's display to `path` (UTF-8, since QMP carries it as text;
+/// QMP `screendump`) as PNG when `format` is `"png"`, PPM when `"ppm"`, and PNG if this QEMU
+/// supports it else PPM when `format` is NULL; a machine without a display (no VGA and no VNC)
+/// is QEMU's error (`QM_STATUS_QMP_ERROR`), and no file is left behind; the path written (its extension may
 /// differ: a `.png` path becomes `.ppm` then) is stored in `*out_path` if that is not NULL (free
 /// with `qm_string_free()`). Another `format`, or a `path` that is not UTF-8, is
 /// `QM_STATUS_INVALID_ARGUMENT`.

@@ -362,8 +362,10 @@ static void check_qmp_and_events(void) {
                  "forwarded_port of a machine without a vm description: QM_STATUS_UNSUPPORTED");
     CHECK_STATUS(qm_machine_vnc_socket(machine, &text), QM_STATUS_UNSUPPORTED,
                  "so is vnc_socket");
+    /* A screendump is QEMU's to refuse: this machine has no display. */
     CHECK_STATUS(qm_machine_screendump(machine, "/tmp/qm-never.ppm", NULL, NULL),
-                 QM_STATUS_UNSUPPORTED, "and screendump");
+                 QM_STATUS_QMP_ERROR, "screendump without a display is QEMU's error");
+    CHECK(access("/tmp/qm-never.ppm", F_OK) != 0, "and leaves no file behind");
 
     /* Events of any name (name NULL), and patterns with null. */
     CHECK_STATUS(qm_machine_pause(machine), QM_STATUS_OK, "pause");
@@ -748,13 +750,20 @@ static void check_vm_description(void) {
                  QM_STATUS_INVALID_JSON, "an invalid memory size is rejected");
     CHECK_STATUS(qm_config_from_json("{\"args\": [\"-S\"], \"vm\": {}}", &config),
                  QM_STATUS_INVALID_JSON, "args together with vm are rejected");
-    const char *raw_only[] = {"\"console_buffer_bytes\": 4096", "\"max_events\": 1",
-                              "\"oob\": false", "\"display_none\": false"};
-    for (size_t i = 0; i < sizeof raw_only / sizeof raw_only[0]; i++) {
+    CHECK_STATUS(qm_config_from_json("{\"display_none\": false, \"vm\": {}}", &config),
+                 QM_STATUS_INVALID_JSON, "display_none together with vm is rejected");
+    /* Launch settings apply to a VM as to a raw command line. */
+    const char *shared[] = {"\"console_buffer_bytes\": 4096", "\"max_events\": 1",
+                            "\"oob\": false", "\"qmp_ids\": true"};
+    for (size_t i = 0; i < sizeof shared / sizeof shared[0]; i++) {
         char text[128];
-        snprintf(text, sizeof text, "{%s, \"vm\": {}}", raw_only[i]);
-        CHECK_STATUS(qm_config_from_json(text, &config), QM_STATUS_INVALID_JSON, text);
+        qm_config *ok = NULL;
+        snprintf(text, sizeof text, "{%s, \"vm\": {}}", shared[i]);
+        CHECK_STATUS(qm_config_from_json(text, &ok), QM_STATUS_OK, text);
+        qm_config_free(ok);
     }
+    CHECK_STATUS(qm_config_from_json("{\"vm\": []}", &config), QM_STATUS_INVALID_JSON,
+                 "a vm that is not an object is rejected");
     CHECK(config == NULL, "no config after a failure");
     CHECK_STATUS(qm_config_from_json(json, &config), QM_STATUS_OK, "config again");
     CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch the vm description");
