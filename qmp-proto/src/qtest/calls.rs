@@ -251,7 +251,7 @@ impl QtestSession {
         self.issue(line, 0, parse_unit)
     }
 
-    fn check_reply_fits(
+    pub(super) fn check_reply_fits(
         &self,
         line: &str,
         reply_len: Option<usize>,

@@ -37,19 +37,20 @@
 //! assert!(!qtest.irq_level(8));
 //! ```
 //!
-//! What QEMU does with a command line is not checked by QEMU: a missing or malformed argument
-//! (`inb` without a port, `read` of 0 bytes, a number that does not parse) fails an
-//! assertion and aborts QEMU. The typed calls only send well-formed lines (and complete
-//! zero-length reads and writes without sending anything); [`send_raw`](QtestSession::send_raw)
-//! checks only the shape of the line. QEMU 7.2 implements `clock_step` and `clock_set` only
-//! with the qtest accelerator (`-accel qtest`); with another accelerator they fail with
-//! `FAIL Unknown command`.
+//! QEMU does not validate command lines: a missing or malformed argument (`inb` without a
+//! port, a `read` of 0 bytes, a number that does not parse) fails an assertion and aborts
+//! QEMU. The typed calls only send well-formed lines (and complete zero-length reads and
+//! writes without sending anything), and [`send_raw`](QtestSession::send_raw) refuses the
+//! lines that would abort QEMU 7.2. Received lines and queued notifications are bounded (see
+//! [`QtestOptions`]). QEMU 7.2 implements `clock_step` and `clock_set` only with
+//! the qtest accelerator (`-accel qtest`); with TCG they fail with `FAIL Unknown command`.
 //!
 //! [`Session`]: crate::Session
 
 mod base64;
 mod calls;
 mod error;
+mod grammar;
 
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
@@ -298,14 +299,34 @@ impl QtestSession {
     /// The line must be words of printable ASCII separated by single spaces: anything else
     /// (an empty line, a newline or other control character, a leading, trailing or double
     /// space, which QEMU reads as an empty argument) is refused with
-    /// [`QtestError::InvalidCommand`]. The arguments are not checked: QEMU aborts on a
-    /// missing or malformed one. Fails with [`QtestError::Closed`] after the session ended.
+    /// [`QtestError::InvalidCommand`]. So are the lines that would make QEMU abort: a
+    /// command QEMU 7.2 knows with an argument missing or not a number where QEMU wants one
+    /// (decimal, `0x` hex or `0`-prefixed octal, as QEMU reads them), a port above 0xffff,
+    /// a `read` of 0 bytes; and a `read` or `b64read` whose reply could not fit
+    /// [`max_line`](QtestOptions::max_line). Other commands are passed on (QEMU answers
+    /// `FAIL Unknown command` to those it does not know). Fails with [`QtestError::Closed`]
+    /// after the session ended.
     pub fn send_raw(&mut self, line: &str) -> Result<Call<String>, QtestError> {
+        let words: Vec<&str> = line.split(' ').collect();
         if line.is_empty() {
             return Err(invalid(line, "the line is empty"));
         }
-        for word in line.split(' ') {
+        for word in &words {
             check_word(line, word)?;
+        }
+        match grammar::check_line(&words) {
+            Err(message) => return Err(invalid(line, message)),
+            Ok(Some(size)) => {
+                let size = usize::try_from(size).ok();
+                let reply_len = if words[0] == "read" {
+                    size.and_then(|n| n.checked_mul(2)?.checked_add(5))
+                } else {
+                    size.and_then(base64::encoded_len)
+                        .and_then(|n| n.checked_add(3))
+                };
+                self.check_reply_fits(line, reply_len)?;
+            }
+            Ok(None) => {}
         }
         self.issue(line.to_owned(), 0, parse_raw)
     }

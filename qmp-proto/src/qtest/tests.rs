@@ -501,9 +501,45 @@ fn arguments_qemu_would_abort_on_are_refused() {
         q.send_raw("inb\n0x71").unwrap_err().to_string(),
         "invalid qtest command \"inb\\n0x71\": '\\n' is not printable ASCII"
     );
-    // Only the two valid clock_set went out.
+    // Lines QEMU would abort on, and reads whose reply would not fit, also as raw lines.
+    for (line, message) in [
+        ("inb", "inb needs 1 argument, QEMU aborts without them"),
+        (
+            "read 0x0 0x0",
+            "read: \"0x0\" is not a size above 0, QEMU aborts on it",
+        ),
+        (
+            "read 0x0 0x80000",
+            "the reply would exceed the line bound of 1048576 bytes",
+        ),
+        (
+            "b64read 0x0 0xc0000",
+            "the reply would exceed the line bound of 1048576 bytes",
+        ),
+        (
+            "b64read 0x0 0xffffffffffffffff",
+            "the reply would exceed the line bound of 1048576 bytes",
+        ),
+    ] {
+        assert_eq!(
+            q.send_raw(line).unwrap_err(),
+            QtestError::InvalidCommand {
+                command: line.into(),
+                message: message.into()
+            }
+        );
+    }
     assert_eq!(sent(&mut q), "clock_set 9223372036854775807\n");
-    assert_eq!(q.pending(), 1);
+    // The largest reads whose reply fits.
+    let read = q.send_raw("read 0x0 0x7fffd").unwrap();
+    let b64read = q.b64read(0, 0xbfffd).unwrap();
+    q.receive(b"OK 0\n").unwrap();
+    q.receive(format!("OK 0x{}\n", "00".repeat(0x7fffd)).as_bytes())
+        .unwrap();
+    q.receive(format!("OK {}\n", "A".repeat(0xbfffd / 3 * 4)).as_bytes())
+        .unwrap();
+    assert_eq!(q.take(read).unwrap().unwrap().len(), 2 + 2 * 0x7fffd);
+    assert_eq!(q.take(b64read), Some(Ok(vec![0; 0xbfffd])));
 }
 
 #[test]
