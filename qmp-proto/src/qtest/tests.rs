@@ -530,16 +530,22 @@ fn arguments_qemu_would_abort_on_are_refused() {
         );
     }
     assert_eq!(sent(&mut q), "clock_set 9223372036854775807\n");
-    // The largest reads whose reply fits.
-    let read = q.send_raw("read 0x0 0x7fffd").unwrap();
-    let b64read = q.b64read(0, 0xbfffd).unwrap();
-    q.receive(b"OK 0\n").unwrap();
-    q.receive(format!("OK 0x{}\n", "00".repeat(0x7fffd)).as_bytes())
+    // The largest reads whose reply fits, with a small bound: "OK 0x" and 2 × 29 digits
+    // make 63 bytes, "OK " and 4 × 15 base64 characters 63 too.
+    let mut q = QtestSession::new(QtestOptions {
+        max_line: 63,
+        ..QtestOptions::default()
+    });
+    let read = q.send_raw("read 0x0 0x1d").unwrap();
+    let b64read = q.send_raw("b64read 0x0 0x2d").unwrap();
+    assert!(q.send_raw("read 0x0 0x1e").is_err());
+    assert!(q.send_raw("b64read 0x0 0x2e").is_err());
+    q.receive(format!("OK 0x{}\n", "00".repeat(0x1d)).as_bytes())
         .unwrap();
-    q.receive(format!("OK {}\n", "A".repeat(0xbfffd / 3 * 4)).as_bytes())
+    q.receive(format!("OK {}\n", "A".repeat(60)).as_bytes())
         .unwrap();
-    assert_eq!(q.take(read).unwrap().unwrap().len(), 2 + 2 * 0x7fffd);
-    assert_eq!(q.take(b64read), Some(Ok(vec![0; 0xbfffd])));
+    assert_eq!(q.take(read).unwrap().unwrap().len(), 2 + 2 * 0x1d);
+    assert_eq!(q.take(b64read).unwrap().unwrap().len(), 60);
 }
 
 #[test]
