@@ -15,7 +15,9 @@
 //!   mode;
 //! - [`event_match`], with the semantics of QEMU's `QEMUMachine.event_match`;
 //! - typed [`commands`] through the [`Command`] trait, with raw execution by name still
-//!   available for every other command.
+//!   available for every other command;
+//! - [`qtest`]: QEMU's qtest device-test protocol as a sans-IO [`QtestSession`] with typed
+//!   calls (port and memory access, the virtual clock, IRQ interception).
 //!
 //! ```
 //! use qmp_proto::commands::QueryStatus;
@@ -44,6 +46,7 @@ mod decoder;
 mod encoder;
 mod error;
 mod matching;
+pub mod qtest;
 mod session;
 mod wire;
 
@@ -52,5 +55,6 @@ pub use decoder::{Decoder, DEFAULT_MAX_MESSAGE_SIZE};
 pub use encoder::Encoder;
 pub use error::{Error, ReplyError, Result, Skipped, SkippedId, SkippedKind, MAX_COMMAND_NAME_LEN};
 pub use matching::event_match;
+pub use qtest::{QtestError, QtestOptions, QtestSession};
 pub use session::{RequestId, Session, SessionOptions, SessionState, DEFAULT_MAX_IN_FLIGHT};
 pub use wire::{ErrorClass, Event, Greeting, Message, QmpError, Request, Timestamp, Version};
