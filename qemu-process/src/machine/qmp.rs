@@ -116,6 +116,7 @@ impl Machine {
                             size,
                             limit,
                         },
+                        ReplyError::Closed => m.connection_error(),
                     }));
                 }
                 if m.qmp.fd.is_none() {

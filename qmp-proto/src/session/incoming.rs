@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::names::excerpt_value;
-use super::{Mode, Session, SessionState};
+use super::{describe_reply, Mode, Session, SessionState};
 use crate::encoder::Encoder;
 use crate::error::{Error, ReplyError, Result, Skipped, SkippedId, SkippedKind};
 use crate::wire::{Greeting, Message, Request};
@@ -12,7 +12,7 @@ impl Session {
     pub(super) fn handle(&mut self, message: Message) -> Result<()> {
         match message {
             Message::Event(event) => {
-                self.events.push_back(event);
+                self.events.push(event);
                 Ok(())
             }
             Message::Greeting(greeting) => self.handle_greeting(greeting),
@@ -33,7 +33,7 @@ impl Session {
     ) -> Result<()> {
         let is_error = match &skipped.kind {
             SkippedKind::Event(name) => {
-                self.events_too_large += 1;
+                self.events.count_too_large();
                 log::warn!(
                     "dropping QMP event {} of {size} bytes: larger than the limit of {limit} bytes",
                     name.as_deref().unwrap_or("(name unknown)")
@@ -177,6 +177,8 @@ impl Session {
                 size,
                 skipped: Skipped::default(),
             }),
+            // Only stored when the session ends, never received.
+            Err(ReplyError::Closed) => Err(Error::Closed),
         }
     }
 
@@ -188,8 +190,16 @@ impl Session {
         if !pending.oob {
             self.in_band_sent -= 1;
         }
-        log::trace!("reply to {} (command {n})", pending.command);
-        self.replies.insert(n, reply);
+        if pending.abandoned {
+            log::debug!(
+                "QMP: discarding the late reply to {} (command {n}, abandoned): {}",
+                pending.command,
+                describe_reply(&reply)
+            );
+        } else {
+            log::trace!("reply to {} (command {n})", pending.command);
+            self.replies.insert(n, reply);
+        }
         self.pump();
     }
 }

@@ -8,7 +8,9 @@ use crate::commands::{arguments_of, Command};
 use crate::decoder::{Decoder, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::encoder::Encoder;
 use crate::error::{Error, ReplyError, Result};
-use crate::wire::{Event, Greeting, Request};
+use crate::wire::{Greeting, Request};
+use events::EventQueue;
+pub use events::DEFAULT_MAX_EVENTS;
 use names::{check_arguments, check_command_name};
 
 /// The QMP specification's advice: at most eight in-band commands in flight, so that
@@ -47,6 +49,11 @@ pub struct SessionOptions {
     ///
     /// [`RequestId`]s are numbered the same way in both modes.
     pub in_band_ids: bool,
+    /// How many events are queued at most (default [`DEFAULT_MAX_EVENTS`], 65,536; at least
+    /// 1). Events that arrive while the queue is full are dropped and counted
+    /// ([`Session::events_dropped`], [`Session::take_overflow`]), except the one an
+    /// [event filter](Session::set_event_filter) is waiting for.
+    pub max_events: usize,
 }
 
 impl Default for SessionOptions {
@@ -56,6 +63,7 @@ impl Default for SessionOptions {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             in_band_ids: true,
+            max_events: DEFAULT_MAX_EVENTS,
         }
     }
 }
@@ -92,6 +100,17 @@ struct Pending {
     /// Whether the request carried its id on the wire; if not, its reply comes without id,
     /// in order (see `Session::unnumbered`).
     numbered: bool,
+    /// The caller stopped waiting ([`Session::abandon`]): the reply is discarded on arrival.
+    abandoned: bool,
+}
+
+/// An in-band command waiting for a free slot.
+#[derive(Debug, Clone)]
+struct Waiting {
+    id: u64,
+    request: Request,
+    /// The caller stopped waiting: it is still sent (in its turn), its reply discarded.
+    abandoned: bool,
 }
 
 /// A QMP (or guest agent) client session, without any I/O.
@@ -105,7 +124,10 @@ struct Pending {
 /// [`in_band_ids`](SessionOptions::in_band_ids) is off), keeps at most
 /// [`max_in_flight`](SessionOptions::max_in_flight) in-band commands in flight, matches
 /// replies to commands by id (or by order, for replies without id to commands sent without
-/// id), and queues the events that arrive at any time.
+/// id), discards the replies of commands the caller [abandoned](Session::abandon), and queues
+/// the events that arrive at any time, under a bound
+/// ([`max_events`](SessionOptions::max_events)), holding aside the one an
+/// [event filter](Session::set_event_filter) waits for.
 ///
 /// ```
 /// use qmp_proto::{Session, SessionOptions, SessionState};
@@ -135,8 +157,11 @@ struct Pending {
 /// message of unknown shape, a greeting where none is due, a reply before the greeting, an
 /// error reply without id when no command sent without id waits for one (QEMU could not read a
 /// request), a refused negotiation. A reply with an id the session does not wait for is
-/// dropped with a `log::warn!`. When the session closes, commands still waiting for a reply
-/// are forgotten; replies and events already received can still be taken.
+/// dropped with a `log::warn!`. When the session closes, every command still waiting for a
+/// reply gets [`ReplyError::Closed`] as its reply, except a QMP `quit` that was sent before
+/// the peer closed the stream cleanly, which gets `Ok({})` (see
+/// [`receive_eof`](Session::receive_eof)); replies and events already received can still be
+/// taken.
 ///
 /// Commands are checked before anything is sent: [`execute`](Session::execute) refuses a
 /// command name that QEMU cannot have ([`Error::InvalidCommandName`]: QAPI's naming rules, at
@@ -184,7 +209,7 @@ pub struct Session {
     tx: Vec<u8>,
     tx_pos: usize,
     /// In-band commands waiting for a free slot.
-    waiting: VecDeque<(u64, Request)>,
+    waiting: VecDeque<Waiting>,
     /// Commands sent whose reply has not arrived.
     sent: HashMap<u64, Pending>,
     /// The in-band commands sent without id whose reply has not arrived, oldest first: a
@@ -192,9 +217,7 @@ pub struct Session {
     unnumbered: VecDeque<u64>,
     in_band_sent: usize,
     replies: HashMap<u64, std::result::Result<Value, ReplyError>>,
-    events: VecDeque<Event>,
-    /// Events skipped for being over the size bound.
-    events_too_large: u64,
+    events: EventQueue,
 }
 
 impl Session {
@@ -210,6 +233,7 @@ impl Session {
     }
 
     fn with_mode(options: SessionOptions, mode: Mode, state: SessionState) -> Self {
+        let options_max_events = options.max_events;
         Session {
             decoder: Decoder::with_max_message_size(options.max_message_size),
             options,
@@ -227,8 +251,7 @@ impl Session {
             unnumbered: VecDeque::new(),
             in_band_sent: 0,
             replies: HashMap::new(),
-            events: VecDeque::new(),
-            events_too_large: 0,
+            events: EventQueue::new(options_max_events),
         }
     }
 
@@ -255,22 +278,28 @@ impl Session {
                 Err(error) => Err(error),
             };
             if let Err(error) = outcome {
-                self.shut();
+                self.shut(false);
                 return Err(error);
             }
         }
     }
 
-    /// The peer closed the stream. The session is [`Closed`](SessionState::Closed) after
-    /// this; the result is `Ok` when the stream ended between messages, and
-    /// [`Error::Truncated`] when it ended in the middle of one. Calling it again, or after a
-    /// fatal error, returns `Ok`.
+    /// The peer closed the stream (a driver also calls this when the connection was reset).
+    /// The session is [`Closed`](SessionState::Closed) after this; the result is `Ok` when
+    /// the stream ended between messages, and [`Error::Truncated`] when it ended in the middle
+    /// of one. Calling it again, or after a fatal error, returns `Ok`.
+    ///
+    /// Commands still waiting for their reply get one: a QMP `quit` that was sent gets
+    /// `Ok({})` when the stream ended between messages (QEMU closing the connection is what
+    /// `quit` does, and it may do so before its reply is read), every other command
+    /// [`ReplyError::Closed`]. Abandoned commands get nothing.
     pub fn receive_eof(&mut self) -> Result<()> {
         if self.state == SessionState::Closed {
             return Ok(());
         }
-        self.shut();
-        if self.decoder.is_mid_message() {
+        let truncated = self.decoder.is_mid_message();
+        self.shut(!truncated);
+        if truncated {
             return Err(Error::Truncated {
                 buffered: self.decoder.buffered(),
             });
@@ -278,10 +307,11 @@ impl Session {
         Ok(())
     }
 
-    /// Ends the session from the caller's side (e.g. after a socket error): pending commands
-    /// are forgotten and nothing more is sent or received.
+    /// Ends the session from the caller's side (e.g. after a socket error): commands still
+    /// waiting for a reply get [`ReplyError::Closed`] (`quit` too), and nothing more is sent
+    /// or received.
     pub fn close(&mut self) {
-        self.shut();
+        self.shut(false);
     }
 
     /// Bytes waiting to be written to the peer (may be empty).
@@ -337,7 +367,11 @@ impl Session {
             id: self.options.in_band_ids.then(|| Value::from(id)),
             oob: false,
         };
-        self.waiting.push_back((id, request));
+        self.waiting.push_back(Waiting {
+            id,
+            request,
+            abandoned: false,
+        });
         self.pump();
         Ok(RequestId(id))
     }
@@ -361,7 +395,7 @@ impl Session {
             id: Some(Value::from(id)),
             oob: true,
         };
-        self.send(id, &request);
+        self.send(id, &request, false);
         Ok(RequestId(id))
     }
 
@@ -388,6 +422,7 @@ impl Session {
                 "guest-sync-delimited resynchronization is for guest agent sessions".into(),
             ));
         }
+        // Forgotten, not answered: the agent drops what it had not answered yet.
         self.sent.clear();
         self.unnumbered.clear();
         self.waiting.clear();
@@ -402,14 +437,15 @@ impl Session {
             id: Some(Value::from(id)),
             oob: false,
         };
-        self.send(id, &request);
+        self.send(id, &request, false);
         Ok(RequestId(id))
     }
 
     /// Takes the reply to command `id`: `Ok` with the returned value, or `Err` with the error
-    /// QEMU reported ([`ReplyError::Qmp`]) or, when the reply was larger than the bound, its
-    /// size ([`ReplyError::TooLarge`]). `None` while the reply has not arrived (or was
-    /// already taken).
+    /// QEMU reported ([`ReplyError::Qmp`]), the size of a reply larger than the bound
+    /// ([`ReplyError::TooLarge`]), or [`ReplyError::Closed`] when the session ended first
+    /// (see [`receive_eof`](Session::receive_eof) for `quit`). `None` while the reply has not
+    /// arrived, once it was taken, and for an [abandoned](Session::abandon) command.
     pub fn take_reply(&mut self, id: RequestId) -> Option<std::result::Result<Value, ReplyError>> {
         self.replies.remove(&id.0)
     }
@@ -419,38 +455,32 @@ impl Session {
         self.replies.contains_key(&id.0)
     }
 
-    /// Whether command `id` was sent, or waits to be sent, and its reply has not arrived.
-    /// `false` once the session is closed.
+    /// Whether command `id` was sent, or waits to be sent, and its reply has not arrived
+    /// (an abandoned command too: it keeps its slot until then). `false` once the session is
+    /// closed.
     pub fn is_pending(&self, id: RequestId) -> bool {
-        self.sent.contains_key(&id.0) || self.waiting.iter().any(|(w, _)| *w == id.0)
+        self.sent.contains_key(&id.0) || self.waiting.iter().any(|w| w.id == id.0)
     }
 
-    /// The oldest queued event, if any. Events are kept in arrival order.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
-    /// Removes and returns the oldest queued event called `name` that matches `pattern`
-    /// (see [`Event::matches`]), leaving the others queued in order.
-    pub fn take_event(&mut self, name: &str, pattern: Option<&Value>) -> Option<Event> {
-        let index = self.events.iter().position(|e| e.matches(name, pattern))?;
-        self.events.remove(index)
-    }
-
-    /// The queued events, oldest first.
-    pub fn events(&self) -> impl Iterator<Item = &Event> {
-        self.events.iter()
-    }
-
-    /// How many events are queued.
-    pub fn events_queued(&self) -> usize {
-        self.events.len()
-    }
-
-    /// How many events were dropped for being larger than
-    /// [`max_message_size`](SessionOptions::max_message_size) (each with a `log::warn!`).
-    pub fn events_too_large(&self) -> u64 {
-        self.events_too_large
+    /// The caller stops waiting for command `id` (a driver's deadline passed): its reply is
+    /// discarded, with a `log::debug!`, whether it already arrived or comes later. The command
+    /// is not withdrawn: a command waiting for a slot is still sent in its turn, and one in
+    /// flight keeps its slot and its place in the order of replies without id until its reply
+    /// arrives, so that a late reply is never taken for another command's. When the session
+    /// closes first, it gets no [`ReplyError::Closed`] either. Nothing is kept for it beyond
+    /// its reply's arrival; an id that is not pending and has no reply is ignored.
+    pub fn abandon(&mut self, id: RequestId) {
+        if let Some(reply) = self.replies.remove(&id.0) {
+            log::debug!(
+                "QMP: discarding the reply to abandoned command {}: {}",
+                id.0,
+                describe_reply(&reply)
+            );
+        } else if let Some(pending) = self.sent.get_mut(&id.0) {
+            pending.abandoned = true;
+        } else if let Some(waiting) = self.waiting.iter_mut().find(|w| w.id == id.0) {
+            waiting.abandoned = true;
+        }
     }
 
     /// How many in-band commands were sent and wait for their reply (at most
@@ -488,12 +518,31 @@ impl Session {
         id
     }
 
-    fn shut(&mut self) {
+    /// Ends the session. Every command still waiting for its reply, unless abandoned, gets
+    /// one: `Ok({})` for a QMP `quit` that was sent when the peer closed the stream cleanly
+    /// (`clean`), [`ReplyError::Closed`] otherwise.
+    fn shut(&mut self, clean: bool) {
         self.state = SessionState::Closed;
         self.negotiation = None;
-        self.sent.clear();
+        let monitor = self.mode == Mode::Monitor;
+        for (id, pending) in self.sent.drain() {
+            if pending.abandoned {
+                continue;
+            }
+            let reply = if clean && monitor && pending.command == "quit" {
+                log::debug!("QMP: the peer closed the stream: that is quit's answer");
+                Ok(Value::Object(Default::default()))
+            } else {
+                Err(ReplyError::Closed)
+            };
+            self.replies.insert(id, reply);
+        }
+        for waiting in self.waiting.drain(..) {
+            if !waiting.abandoned {
+                self.replies.insert(waiting.id, Err(ReplyError::Closed));
+            }
+        }
         self.unnumbered.clear();
-        self.waiting.clear();
         self.in_band_sent = 0;
         self.tx.clear();
         self.tx_pos = 0;
@@ -506,8 +555,9 @@ impl Session {
         }
     }
 
-    /// Encodes `request` into the transmit buffer and records it as sent.
-    fn send(&mut self, id: u64, request: &Request) {
+    /// Encodes `request` into the transmit buffer and records it as sent (`abandoned`: the
+    /// caller no longer waits for it).
+    fn send(&mut self, id: u64, request: &Request, abandoned: bool) {
         self.compact_tx();
         Encoder::encode(request, &mut self.tx);
         if !request.oob {
@@ -524,6 +574,7 @@ impl Session {
                 command: request.command.clone(),
                 oob: request.oob,
                 numbered,
+                abandoned,
             },
         );
     }
@@ -532,14 +583,23 @@ impl Session {
     fn pump(&mut self) {
         let limit = self.options.max_in_flight.max(1);
         while self.in_band_sent < limit {
-            let Some((id, request)) = self.waiting.pop_front() else {
+            let Some(waiting) = self.waiting.pop_front() else {
                 break;
             };
-            self.send(id, &request);
+            self.send(waiting.id, &waiting.request, waiting.abandoned);
         }
     }
 }
 
+/// A reply in a few words, for log lines (a value may be megabytes).
+fn describe_reply(reply: &std::result::Result<Value, ReplyError>) -> String {
+    match reply {
+        Ok(_) => "a value".to_owned(),
+        Err(error) => error.to_string(),
+    }
+}
+
+mod events;
 mod incoming;
 mod names;
 #[cfg(test)]

@@ -101,6 +101,26 @@ fn error_reply(class: &str, desc: &str) -> Vec<u8> {
     line(json!({"error": {"class": class, "desc": desc}}))
 }
 
+/// `value` as a line, with `id` as its id unless it is null.
+fn with_optional_id(mut value: Value, id: Value) -> Vec<u8> {
+    if !id.is_null() {
+        value["id"] = id;
+    }
+    line(value)
+}
+
+/// A ready session with ids on the wire or not, as `options` say.
+fn ready_either(options: SessionOptions, capabilities: &[&str]) -> Session {
+    let mut session = Session::new(options);
+    session.receive(&greeting(capabilities)).unwrap();
+    let id = take_sent(&mut session)[0].id.clone().unwrap_or(Value::Null);
+    session
+        .receive(&with_optional_id(json!({"return": {}}), id))
+        .unwrap();
+    assert!(session.is_ready());
+    session
+}
+
 #[test]
 fn negotiation_without_oob() {
     let mut session = Session::new(SessionOptions::default());
@@ -609,5 +629,7 @@ fn any_split_of_a_conversation() {
     }
 }
 
+mod events;
 mod no_ids;
+mod outcomes;
 mod oversize;

@@ -17,31 +17,12 @@ fn big_error(size: usize, id: Value) -> Vec<u8> {
     )
 }
 
-fn with_optional_id(mut value: Value, id: Value) -> Vec<u8> {
-    if !id.is_null() {
-        value["id"] = id;
-    }
-    line(value)
-}
-
 fn too_large_reply(message: &[u8], limit: usize) -> Option<std::result::Result<Value, ReplyError>> {
     // The message's size, CRLF excluded.
     Some(Err(ReplyError::TooLarge {
         size: message.len() as u64 - 2,
         limit,
     }))
-}
-
-/// A ready session with ids on the wire or not, as `options` say.
-fn ready_either(options: SessionOptions, capabilities: &[&str]) -> Session {
-    let mut session = Session::new(options);
-    session.receive(&greeting(capabilities)).unwrap();
-    let id = take_sent(&mut session)[0].id.clone().unwrap_or(Value::Null);
-    session
-        .receive(&with_optional_id(json!({"return": {}}), id))
-        .unwrap();
-    assert!(session.is_ready());
-    session
 }
 
 fn bounded(limit: usize, in_band_ids: bool) -> SessionOptions {
