@@ -16,7 +16,6 @@ use crate::python::{self, Server};
 use crate::report::{met, table, Met, Row};
 use crate::stats::{fmt_bytes, fmt_ns, paired_ratios, Summary};
 use crate::sysinfo;
-use crate::tempdir::TempDir;
 
 /// How many iterations each group runs.
 #[derive(Clone, Copy, Debug)]
@@ -1026,7 +1025,11 @@ fn sizes(ctx: &mut Ctx<'_>) -> Result<Vec<Row>, String> {
     let so = release.join("libqemumachine.so");
     let archive = release.join("libqemumachine.a");
 
-    let scratch = TempDir::new("sizes").map_err(|e| format!("creating a temp dir: {e}"))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("qm-bench-sizes-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .map_err(|e| format!("creating a temp dir: {e}"))?;
     let dir = scratch.path();
 
     let so_size = stripped_size(&so, dir)?;

@@ -286,9 +286,9 @@ impl GuestFixture {
         if dir.join(MANIFEST).exists() {
             return Self::load(&dir);
         }
-        let staging = TempDir::create(cache_dir, "build")?;
-        build(cache_dir, &staging.0)?;
-        fs::rename(&staging.0, &dir).map_err(io_err(&dir))?;
+        let staging = work_dir(cache_dir, "build")?;
+        build(cache_dir, staging.path())?;
+        fs::rename(staging.path(), &dir).map_err(io_err(&dir))?;
         remove_stale(cache_dir, &dir);
         Self::load(&dir)
     }
@@ -454,26 +454,13 @@ impl Lock {
     }
 }
 
-/// A directory removed (with its contents) when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn create(parent: &Path, tag: &str) -> Result<TempDir, FixtureError> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = parent.join(format!(".{tag}-{}-{nanos}", std::process::id()));
-        fs::create_dir(&path).map_err(io_err(&path))?;
-        Ok(TempDir(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        // After a successful rename the path no longer exists; nothing to do then.
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// A directory `<parent>/.<tag>-<random>`, removed (with its contents) when dropped; after
+/// a successful rename its path no longer exists, and dropping it does nothing.
+fn work_dir(parent: &Path, tag: &str) -> Result<tempfile::TempDir, FixtureError> {
+    tempfile::Builder::new()
+        .prefix(&format!(".{tag}-"))
+        .tempdir_in(parent)
+        .map_err(io_err(parent))
 }
 
 /// Removes what earlier builds left in `cache_dir`: fixtures of other definitions, and the
@@ -782,9 +769,9 @@ fn build(cache_dir: &Path, out: &Path) -> Result<(), FixtureError> {
     let kernel_deb = obtain_deb(&debs, &kernel_package)?;
     let busybox_deb = obtain_deb(&debs, BUSYBOX_PACKAGE)?;
 
-    let work = TempDir::create(cache_dir, "unpack")?;
-    let kernel_root = work.0.join("kernel");
-    let busybox_root = work.0.join("busybox");
+    let work = work_dir(cache_dir, "unpack")?;
+    let kernel_root = work.path().join("kernel");
+    let busybox_root = work.path().join("busybox");
     unpack(&kernel_deb, &kernel_root)?;
     unpack(&busybox_deb, &busybox_root)?;
 
@@ -974,8 +961,8 @@ mod tests {
 
     #[test]
     fn resolves_dependencies_from_modinfo_in_load_order() {
-        let dir = TempDir::create(&std::env::temp_dir(), "qm-modinfo-test").unwrap();
-        let modules_dir = dir.0.join("6.1.0");
+        let dir = crate::support::scratch("modinfo-test");
+        let modules_dir = dir.path().join("6.1.0");
         let write = |rel: &str, modinfo: &[u8]| {
             let path = modules_dir.join(rel);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -1043,8 +1030,8 @@ mod tests {
 
     #[test]
     fn an_unknown_kernel_package_names_the_command_to_run() {
-        let dir = TempDir::create(&std::env::temp_dir(), "qm-apt-test").unwrap();
-        let err = kernel_package(&dir.0, "linux-image-qm-no-such-flavour").unwrap_err();
+        let dir = crate::support::scratch("apt-test");
+        let err = kernel_package(dir.path(), "linux-image-qm-no-such-flavour").unwrap_err();
         let message = err.to_string();
         assert!(
             message.contains("`apt-cache depends linux-image-qm-no-such-flavour` failed"),
@@ -1055,29 +1042,33 @@ mod tests {
             "{message}"
         );
         assert!(
-            message.contains(&format!("cd {} && apt-get download", dir.0.display())),
+            message.contains(&format!("cd {} && apt-get download", dir.path().display())),
             "{message}"
         );
         assert!(matches!(err, FixtureError::Command { .. }));
 
         // Offline, a kernel package of that flavour already downloaded is used.
-        fs::write(dir.0.join("linux-image-qm-no-such-flavour_1_all.deb"), "").unwrap();
         fs::write(
-            dir.0
+            dir.path().join("linux-image-qm-no-such-flavour_1_all.deb"),
+            "",
+        )
+        .unwrap();
+        fs::write(
+            dir.path()
                 .join("linux-image-6.1.0-9-qm-no-such-flavour_6.1.1-1_amd64.deb"),
             "",
         )
         .unwrap();
         assert_eq!(
-            kernel_package(&dir.0, "linux-image-qm-no-such-flavour").unwrap(),
+            kernel_package(dir.path(), "linux-image-qm-no-such-flavour").unwrap(),
             "linux-image-6.1.0-9-qm-no-such-flavour"
         );
     }
 
     #[test]
     fn an_unknown_package_download_names_the_command_to_run() {
-        let dir = TempDir::create(&std::env::temp_dir(), "qm-apt-test").unwrap();
-        let err = obtain_deb(&dir.0, "qm-no-such-package").unwrap_err();
+        let dir = crate::support::scratch("apt-test");
+        let err = obtain_deb(dir.path(), "qm-no-such-package").unwrap_err();
         let message = err.to_string();
         assert!(
             message.contains("apt-get download -q qm-no-such-package` failed"),
@@ -1086,36 +1077,36 @@ mod tests {
         assert!(
             message.contains(&format!(
                 "`cd {} && apt-get download qm-no-such-package`",
-                dir.0.display()
+                dir.path().display()
             )),
             "{message}"
         );
         // A package already there is used without apt.
-        fs::write(dir.0.join("qm-no-such-package_1.0_amd64.deb"), "").unwrap();
+        fs::write(dir.path().join("qm-no-such-package_1.0_amd64.deb"), "").unwrap();
         assert_eq!(
-            obtain_deb(&dir.0, "qm-no-such-package").unwrap(),
-            dir.0.join("qm-no-such-package_1.0_amd64.deb")
+            obtain_deb(dir.path(), "qm-no-such-package").unwrap(),
+            dir.path().join("qm-no-such-package_1.0_amd64.deb")
         );
     }
 
     #[test]
     fn a_corrupt_cached_fixture_is_a_clear_error() {
-        let dir = TempDir::create(&std::env::temp_dir(), "qm-fixture-test").unwrap();
-        let fx = dir.0.join(format!("fx-{:016x}", definition_hash()));
+        let dir = crate::support::scratch("fixture-test");
+        let fx = dir.path().join(format!("fx-{:016x}", definition_hash()));
         fs::create_dir(&fx).unwrap();
         fs::write(fx.join(MANIFEST), "{not json").unwrap();
-        let err = GuestFixture::get_in(&dir.0).unwrap_err();
+        let err = GuestFixture::get_in(dir.path()).unwrap_err();
         assert!(err.to_string().contains("not valid JSON"), "{err}");
         fs::write(
             fx.join(MANIFEST),
             r#"{"kernel_version":"6.1","modules":["vfat"]}"#,
         )
         .unwrap();
-        let err = GuestFixture::get_in(&dir.0).unwrap_err();
+        let err = GuestFixture::get_in(dir.path()).unwrap_err();
         assert!(err.to_string().contains("vmlinuz: missing"), "{err}");
         fs::write(fx.join(KERNEL_FILE), "k").unwrap();
         fs::write(fx.join(INITRD_FILE), "i").unwrap();
-        let f = GuestFixture::get_in(&dir.0).unwrap();
+        let f = GuestFixture::get_in(dir.path()).unwrap();
         assert_eq!(f.kernel_version, "6.1");
         assert_eq!(f.modules, ["vfat"]);
         assert_eq!(f.kernel, fx.join(KERNEL_FILE));
