@@ -1,9 +1,11 @@
-//! A writer for the SVR4 "newc" cpio format, the format the Linux kernel unpacks as an initramfs.
+//! The initramfs archive: the SVR4 "newc" cpio format, which the Linux kernel unpacks.
 //!
-//! Each entry is a 110-byte ASCII header (`070701` and thirteen 8-digit hex fields), the path
-//! with a NUL, padding to a multiple of 4 bytes, the data, and padding to a multiple of 4 bytes
-//! again. The archive ends with an entry named `TRAILER!!!`. The kernel does not create missing
-//! parent directories, so the writer emits every parent directory before its first child.
+//! The `cpio` crate encodes each entry (the 110-byte ASCII header, the name, the data, the
+//! padding to 4 bytes) and the `TRAILER!!!` entry that ends the archive. This writer adds what
+//! an initramfs needs on top: the kernel does not create missing parent directories, so every
+//! parent directory is written before its first child; inode numbers are unique (the kernel
+//! treats equal ones with `nlink > 1` as hard links); owner, group and mtime are 0, so that the
+//! archive is reproducible; bad and duplicate paths are refused.
 //!
 //! Entries are written uncompressed: the kernel accepts that directly, and an uncompressed
 //! archive costs nothing to build.
@@ -11,25 +13,12 @@
 use std::collections::BTreeSet;
 use std::io::{self, Write};
 
-/// File type bits of `st_mode`.
-const S_IFDIR: u32 = 0o040_000;
-const S_IFREG: u32 = 0o100_000;
-const S_IFLNK: u32 = 0o120_000;
-const S_IFCHR: u32 = 0o020_000;
-
-/// The magic at the start of every newc header (no checksum variant).
-pub(crate) const MAGIC: &[u8; 6] = b"070701";
-/// The name of the entry that ends an archive.
-pub(crate) const TRAILER: &str = "TRAILER!!!";
-/// Size of a newc header in bytes.
-pub(crate) const HEADER_LEN: usize = 110;
+use cpio::newc::{self, ModeFileType};
 
 /// Writes a newc archive entry by entry to `W`.
 #[derive(Debug)]
 pub(crate) struct NewcWriter<W: Write> {
     out: W,
-    /// Bytes written so far, for padding.
-    offset: u64,
     next_ino: u32,
     /// Directories already in the archive (paths without a leading `/`).
     dirs: BTreeSet<String>,
@@ -42,7 +31,6 @@ impl<W: Write> NewcWriter<W> {
     pub(crate) fn new(out: W) -> Self {
         NewcWriter {
             out,
-            offset: 0,
             next_ino: 1,
             dirs: BTreeSet::new(),
             names: BTreeSet::new(),
@@ -56,7 +44,7 @@ impl<W: Write> NewcWriter<W> {
             return Ok(());
         }
         self.parents(&path)?;
-        self.entry(&path, S_IFDIR | (perm & 0o7777), 2, (0, 0), &[])?;
+        self.entry(&path, ModeFileType::Directory, perm, 2, (0, 0), &[])?;
         self.dirs.insert(path);
         Ok(())
     }
@@ -65,7 +53,7 @@ impl<W: Write> NewcWriter<W> {
     pub(crate) fn file(&mut self, path: &str, perm: u32, data: &[u8]) -> io::Result<()> {
         let path = normalize(path)?;
         self.parents(&path)?;
-        self.entry(&path, S_IFREG | (perm & 0o7777), 1, (0, 0), data)
+        self.entry(&path, ModeFileType::Regular, perm, 1, (0, 0), data)
     }
 
     /// Adds a symbolic link at `path` pointing to `target`.
@@ -75,7 +63,8 @@ impl<W: Write> NewcWriter<W> {
             return Err(invalid(format!("symlink {path:?} has an empty target")));
         }
         self.parents(&path)?;
-        self.entry(&path, S_IFLNK | 0o777, 1, (0, 0), target.as_bytes())
+        let data = target.as_bytes();
+        self.entry(&path, ModeFileType::Symlink, 0o777, 1, (0, 0), data)
     }
 
     /// Adds a character device node `major:minor` with permission bits `perm`.
@@ -88,12 +77,12 @@ impl<W: Write> NewcWriter<W> {
     ) -> io::Result<()> {
         let path = normalize(path)?;
         self.parents(&path)?;
-        self.entry(&path, S_IFCHR | (perm & 0o7777), 1, (major, minor), &[])
+        self.entry(&path, ModeFileType::Char, perm, 1, (major, minor), &[])
     }
 
     /// Writes the trailer and returns the underlying writer (not flushed).
     pub(crate) fn finish(mut self) -> io::Result<W> {
-        self.raw_entry(TRAILER, 0, 0, 1, (0, 0), &[])?;
+        newc::trailer(&mut self.out)?;
         Ok(self.out)
     }
 
@@ -103,7 +92,7 @@ impl<W: Write> NewcWriter<W> {
             let parent = &path[..end + pos];
             if !self.dirs.contains(parent) {
                 let parent = parent.to_owned();
-                self.entry(&parent, S_IFDIR | 0o755, 2, (0, 0), &[])?;
+                self.entry(&parent, ModeFileType::Directory, 0o755, 2, (0, 0), &[])?;
                 self.dirs.insert(parent);
             }
             end += pos + 1;
@@ -114,65 +103,34 @@ impl<W: Write> NewcWriter<W> {
     fn entry(
         &mut self,
         path: &str,
-        mode: u32,
+        kind: ModeFileType,
+        perm: u32,
         nlink: u32,
-        rdev: (u32, u32),
+        (rdev_major, rdev_minor): (u32, u32),
         data: &[u8],
     ) -> io::Result<()> {
+        let size = u32::try_from(data.len()).map_err(|_| {
+            invalid(format!(
+                "{path:?} is larger than 4 GiB, which newc cannot hold"
+            ))
+        })?;
         if !self.names.insert(path.to_owned()) {
             return Err(invalid(format!("{path:?} is already in the archive")));
         }
         let ino = self.next_ino;
         self.next_ino += 1;
-        self.raw_entry(path, ino, mode, nlink, rdev, data)
-    }
-
-    fn raw_entry(
-        &mut self,
-        name: &str,
-        ino: u32,
-        mode: u32,
-        nlink: u32,
-        (rdev_major, rdev_minor): (u32, u32),
-        data: &[u8],
-    ) -> io::Result<()> {
-        let filesize = u32::try_from(data.len()).map_err(|_| {
-            invalid(format!(
-                "{name:?} is larger than 4 GiB, which newc cannot hold"
-            ))
-        })?;
-        // Name length includes the terminating NUL.
-        let namesize = name.len() as u32 + 1;
-        let fields: [u32; 13] = [
-            ino, mode, 0, // uid
-            0, // gid
-            nlink, 0, // mtime: fixed, so that the archive is reproducible
-            filesize, 0, // devmajor
-            0, // devminor
-            rdev_major, rdev_minor, namesize, 0, // check: unused by newc
-        ];
-        let mut header = Vec::with_capacity(HEADER_LEN + name.len() + 4);
-        header.extend_from_slice(MAGIC);
-        for field in fields {
-            header.extend_from_slice(format!("{field:08X}").as_bytes());
-        }
-        header.extend_from_slice(name.as_bytes());
-        header.push(0);
-        self.write(&header)?;
-        self.pad()?;
-        self.write(data)?;
-        self.pad()
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.out.write_all(bytes)?;
-        self.offset += bytes.len() as u64;
+        // uid, gid and mtime stay 0 (the builder's defaults): a reproducible archive.
+        let mut entry = newc::Builder::new(path)
+            .ino(ino)
+            .mode(perm & 0o7777)
+            .set_mode_file_type(kind)
+            .nlink(nlink)
+            .rdev_major(rdev_major)
+            .rdev_minor(rdev_minor)
+            .write(&mut self.out, size);
+        entry.write_all(data)?;
+        entry.finish()?;
         Ok(())
-    }
-
-    fn pad(&mut self) -> io::Result<()> {
-        let pad = (4 - (self.offset % 4) as usize) % 4;
-        self.write(&[0u8; 3][..pad])
     }
 }
 
@@ -197,6 +155,19 @@ fn invalid(message: String) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // What the checks below expect of the format, written down independently of the crate.
+    /// File type bits of `st_mode`.
+    const S_IFDIR: u32 = 0o040_000;
+    const S_IFREG: u32 = 0o100_000;
+    const S_IFLNK: u32 = 0o120_000;
+    const S_IFCHR: u32 = 0o020_000;
+    /// The magic at the start of every newc header (no checksum variant).
+    const MAGIC: &[u8; 6] = b"070701";
+    /// The name of the entry that ends an archive.
+    const TRAILER: &str = "TRAILER!!!";
+    /// Size of a newc header in bytes.
+    const HEADER_LEN: usize = 110;
 
     /// One entry as read back from an archive.
     #[derive(Debug, PartialEq)]
