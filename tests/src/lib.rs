@@ -10,8 +10,6 @@ use std::env;
 use std::path::{Path, PathBuf};
 
 pub mod fixture;
-mod modinfo;
-mod newc;
 pub mod support;
 
 /// Finds `name` in the directories of `PATH`, like a shell would.
