@@ -143,7 +143,9 @@ pub struct Machine {
     qmp_timeout: Duration,
     argv: Vec<OsString>,
     log_path: Option<PathBuf>,
-    read_buf: Box<[u8]>,
+    /// Where socket reads land (capacity [`READ_CHUNK`], never zeroed: an idle machine keeps
+    /// only the pages its reads touched resident).
+    read_buf: Vec<u8>,
     /// The launch description, for relaunching; `None` for an attached machine.
     config: Option<MachineConfig>,
     /// What a VM launch resolved (description, drives, forwards, VNC socket).
