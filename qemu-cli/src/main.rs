@@ -131,16 +131,23 @@ Examples:
 
 const IMAGE_HELP: &str = "\
 Long operations (convert, flash, dump) show a progress bar on a terminal, and a line per 10%
-otherwise. Files are written beside their destination and renamed into place when complete.
+otherwise. Files are written beside their destination and renamed into place when complete;
+convert and dump replace an existing file only with --force, and never their own source.
+Sizes are written as qemu-img writes them (512M, 8G, 1.5G). -U (--force-share) lets info,
+check, convert and dump read the disk of a running VM. `image check` exits as qemu-img check
+does (see `image check --help`).
 
 Examples:
   qemu-machine image create disk.qcow2 8G
   qemu-machine image create overlay.qcow2 -b base.qcow2 -F qcow2
   qemu-machine image info disk.qcow2 --json
+  qemu-machine image info -U disk.qcow2     # a running VM's disk
   qemu-machine image resize disk.qcow2 +2G
+  qemu-machine image resize disk.qcow2 -16M --shrink
   qemu-machine image convert disk.qcow2 disk.raw
   qemu-machine image flash debian-12.raw.xz disk.qcow2 --size 8G
-  qemu-machine image dump disk.qcow2 backup.qcow2";
+  qemu-machine image dump disk.qcow2 backup.qcow2
+  qemu-machine image snapshot disk.qcow2 list";
 
 const ARGV_HELP: &str = "\
 This is the command line of the spec as written. What `run` adds at launch is not shown: the

@@ -239,6 +239,7 @@ pub struct FlashReport {
 pub struct QemuImg {
     program: PathBuf,
     decompressors: [PathBuf; 4],
+    force_share: bool,
 }
 
 impl Default for QemuImg {
@@ -246,6 +247,7 @@ impl Default for QemuImg {
         QemuImg {
             program: PathBuf::from("qemu-img"),
             decompressors: Compression::ALL.map(|c| PathBuf::from(c.program())),
+            force_share: false,
         }
     }
 }
@@ -274,6 +276,15 @@ impl QemuImg {
         program: impl Into<PathBuf>,
     ) -> &mut Self {
         self.decompressors[compression.index()] = program.into();
+        self
+    }
+
+    /// Reads images even while a running QEMU holds them (qemu-img's `-U`, "force share"):
+    /// [`info`](QemuImg::info), [`check`](QemuImg::check) without repair, and the source of
+    /// [`convert`](QemuImg::convert) and [`dump`](QemuImg::dump). What is read may be stale or
+    /// inconsistent while the guest writes. Writes never share: a repair is refused with it.
+    pub fn force_share(&mut self, on: bool) -> &mut Self {
+        self.force_share = on;
         self
     }
 
@@ -310,7 +321,7 @@ impl QemuImg {
 
     /// `qemu-img info` of the image at `path`, probing its format, with its backing chain.
     pub fn info(&self, path: &Path) -> Result<ImageInfo, Error> {
-        self.info_with(path, None, false)
+        self.info_with(path, None, self.force_share)
     }
 
     /// `qemu-img info` with the format given (no probing) and, with `force_share`, on an image
@@ -324,7 +335,7 @@ impl QemuImg {
         exists(path, "image")?;
         let mut cmd = ImgInfo::new(path)
             .backing_chain(true)
-            .force_share(force_share);
+            .force_share(force_share || self.force_share);
         if let Some(f) = format {
             cmd = cmd.format(f.clone());
         }
@@ -422,7 +433,8 @@ impl QemuImg {
         let temp = TempPath::beside(dst)?;
         let cmd = ImgConvert::new(src, temp.path(), dst_format.clone())
             .src_format(src_format.clone())
-            .progress(true);
+            .progress(true)
+            .force_share(self.force_share);
         let argv = self.argv(&cmd)?;
         let mut parser = ProgressParser::default();
         let mut last = 0.0;
@@ -442,8 +454,17 @@ impl QemuImg {
     /// Checks an image's consistency (qcow2, qed, vdi, vhdx, vmdk), repairing when asked. Formats
     /// without metadata (raw) are [`Error::Unsupported`].
     pub fn check(&self, path: &Path, repair: Option<Repair>) -> Result<CheckReport, Error> {
+        if self.force_share && repair.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "repairing {} while sharing it with a running QEMU (force share): stop the VM \
+                 first",
+                path.display()
+            )));
+        }
         let info = self.info(path)?;
-        let mut cmd = ImgCheck::new(path).format(info.format.clone());
+        let mut cmd = ImgCheck::new(path)
+            .format(info.format.clone())
+            .force_share(self.force_share);
         if let Some(r) = repair {
             cmd = cmd.repair(r);
         }
