@@ -66,7 +66,8 @@ Logging: -v, -vv, -vvv (or RUST_LOG=qemu_process=debug).";
 )]
 struct Cli {
     /// More log output: -v warnings and progress, -vv debug, -vvv trace (errors are always
-    /// shown; RUST_LOG overrides).
+    /// shown; RUST_LOG overrides). In `qmp`, -v echoes each request (as qmp-shell -v) and
+    /// the log starts at -vv.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     /// Only errors: no banner, status or event lines.
@@ -118,15 +119,26 @@ Input lines are QMP commands, either as JSON or in qmp-shell's short form:
 Values are JSON when they look like JSON (numbers, true, false, null, [..], {..}, \"..\"),
 'single-quoted' text is taken literally, and a.b=1 builds nested objects.
 
+Transactions, as in qmp-shell: a line `transaction(` opens one (the prompt becomes TRANS>),
+each following line is an action (TYPE key=value ..., or {\"type\": .., \"data\": {..}}), and
+a line `)` (or an action line ending in ` )`) sends them all as one atomic `transaction`
+command. Nothing is sent before the `)`; a transaction with an invalid line is not sent.
+
 On a terminal: line editing, history (Up/Down, saved in ~/.qemu-machine_history, mode 0600), Tab
-completes command names, events are shown as they arrive, Ctrl-D leaves. From a pipe: each
-reply is printed as JSON ({\"return\": ..} or {\"error\": ..}), events too (--no-events hides
-them), and the exit code is 1 if any command failed.
+completes command names, events are shown as they arrive, the line is redrawn when the
+terminal is resized, Ctrl-C abandons the line (and an open transaction), Ctrl-D leaves. From a
+pipe: each reply is printed as JSON ({\"return\": ..} or {\"error\": ..}), events too
+(--no-events hides them), and the exit code is 1 if any command failed.
+
+-v prints each request before its reply; -l FILE appends every request, reply and event to
+FILE. --socket and --tcp fail at once when nothing is there to connect to (the system's
+error is printed), unless --wait gives QEMU time to create its socket.
 
 Examples:
   qemu-machine qmp                          # the default VM, interactively
   qemu-machine qmp vm.json --accel tcg
   qemu-machine qmp --socket /run/vm/qmp.sock
+  qemu-machine qmp --tcp localhost:4444 --wait 10s
   printf 'query-status\\nquery-version\\n' | qemu-machine qmp --compact";
 
 const IMAGE_HELP: &str = "\
@@ -208,15 +220,27 @@ struct QmpArgs {
     /// Connect to a running QEMU's QMP unix socket instead of launching a VM.
     #[arg(long, value_name = "PATH", conflicts_with = "tcp")]
     socket: Option<PathBuf>,
-    /// Connect to a running QEMU's QMP TCP server (HOST:PORT) instead of launching a VM.
-    #[arg(long, value_name = "ADDR")]
-    tcp: Option<std::net::SocketAddr>,
+    /// Connect to a running QEMU's QMP TCP server (HOST:PORT; HOST a name or an address)
+    /// instead of launching a VM.
+    #[arg(long, value_name = "HOST:PORT")]
+    tcp: Option<String>,
+    /// With --socket or --tcp: keep trying to connect for this long while the socket does not
+    /// exist yet or refuses (default: fail at once with the system's error).
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    wait: Option<Duration>,
     /// One line of JSON per reply and event (default: pretty-printed).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pretty")]
     compact: bool,
+    /// Pretty-print the JSON (the default; accepted for qmp-shell's -p).
+    #[arg(short = 'p', long)]
+    pretty: bool,
     /// Do not print events.
     #[arg(long)]
     no_events: bool,
+    /// Append every request, reply and event to this file, one JSON value per line (created
+    /// with mode 0600), like qmp-shell's -l.
+    #[arg(short = 'l', long = "logfile", value_name = "PATH")]
+    logfile: Option<PathBuf>,
     /// The history file (default ~/.qemu-machine_history; kept at mode 0600, since commands
     /// may carry secrets); `none` keeps no history.
     #[arg(long, value_name = "PATH")]
@@ -286,20 +310,47 @@ fn argv_command(args: &ArgvArgs) -> CliResult {
     Ok(exit::SUCCESS)
 }
 
+fn qmp_command(args: QmpArgs, verbose: u8, quiet: bool) -> CliResult {
+    let remote = |flag: &str| -> Result<(), Failure> {
+        if args.vm != VmArgs::default() {
+            return Err(Failure::usage(format!(
+                "{flag} connects to a running QEMU: VM flags and a spec do not apply"
+            )));
+        }
+        Ok(())
+    };
+    let target = if let Some(path) = args.socket.clone() {
+        remote("--socket")?;
+        qmp_shell::Target::Socket(path)
+    } else if let Some(addr) = args.tcp.clone() {
+        remote("--tcp")?;
+        qmp_shell::Target::Tcp(addr)
+    } else {
+        if args.wait.is_some() {
+            return Err(Failure::usage(
+                "--wait is for --socket and --tcp (waiting for a running QEMU)",
+            ));
+        }
+        qmp_shell::Target::Launch(Box::new(args.vm))
+    };
+    qmp_shell::main(qmp_shell::Options {
+        target,
+        wait: args.wait,
+        compact: args.compact,
+        events: !args.no_events,
+        echo: verbose > 0,
+        log: args.logfile,
+        history: args.history,
+        timeout: args.timeout,
+        quiet,
+    })
+}
+
 fn dispatch(cli: Cli) -> CliResult {
     match cli.command {
         Command::Argv(args) => argv_command(&args),
         Command::Image(command) => image::main(command, cli.quiet),
-        Command::Qmp(args) => qmp_shell::main(qmp_shell::Options {
-            vm: args.vm,
-            socket: args.socket,
-            tcp: args.tcp,
-            compact: args.compact,
-            events: !args.no_events,
-            history: args.history,
-            timeout: args.timeout,
-            quiet: cli.quiet,
-        }),
+        Command::Qmp(args) => qmp_command(args, cli.verbose, cli.quiet),
         Command::Run(args) => run::main(run::Options {
             vm: args.vm,
             run_for: args.run_for,
@@ -321,7 +372,12 @@ fn dispatch(cli: Cli) -> CliResult {
 fn main() -> ExitCode {
     term::install_panic_hook();
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.quiet);
+    // In `qmp`, the first -v echoes requests (qmp-shell's -v); more raise the log level.
+    let log_verbosity = match cli.command {
+        Command::Qmp(_) => cli.verbose.saturating_sub(1),
+        _ => cli.verbose,
+    };
+    init_logging(log_verbosity, cli.quiet);
     let code = match dispatch(cli) {
         Ok(code) => code,
         Err(failure) => {
