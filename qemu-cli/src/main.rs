@@ -9,11 +9,11 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success; `run`: the guest powered off, `--for` elapsed, or quit from the escape menu, and QEMU exited cleanly |
-//! | 1 | an operation failed: a QMP command returned an error (`qmp` from a pipe), an image operation failed, a file could not be read |
-//! | 2 | usage error: bad arguments, or a spec that does not parse or describes an impossible VM |
+//! | 1 | an operation failed: a QMP command returned an error (`qmp` from a pipe), an image operation failed, QEMU or a started VM could not be reached |
+//! | 2 | usage or input error: bad arguments, a spec that does not parse or describes an impossible VM, a file the command or the spec names that does not exist (a spec, a flash source, a disk, a kernel) |
 //! | 3 | QEMU could not be launched: not installed, exited during start-up (its own message is printed), or start-up timed out |
 //! | 4 | QEMU or the guest ended abnormally: QEMU exited with a failure status or was killed by a signal, the guest panicked, or QEMU did not shut down in time and was killed |
-//! | 129, 130, 143 | interrupted by SIGHUP, SIGINT (Ctrl-C) or SIGTERM; the VM was shut down gracefully first (an ungraceful end is 4) |
+//! | 129, 130, 143 | interrupted by SIGHUP, SIGINT or SIGTERM; the VM was stopped as for a quit first (an ungraceful end is 4) |
 
 mod duration;
 mod editor;
@@ -94,21 +94,28 @@ enum Command {
 }
 
 const RUN_HELP: &str = "\
-The terminal is attached to the guest's first serial port in raw mode. Keys:
-  Ctrl-C          shut the VM down and exit (130)
-  Ctrl-] q        shut the VM down and exit (0)
-  Ctrl-] ?        the escape menu: power button, reset, status, send Ctrl-C or Ctrl-]
-QEMU's lifecycle events are printed on stderr. The run ends when the guest powers off,
-on Ctrl-C or SIGTERM, on quit from the escape menu, or when --for elapses.
+The terminal is attached to the guest's first serial port in raw mode: everything typed goes
+to the guest, Ctrl-C included. Keys (when standard input is a terminal):
+  Ctrl-] q        stop the VM and exit (0)
+  Ctrl-] ?        the escape menu: power button, reset, status, send Ctrl-]
+QEMU's lifecycle events are printed on stderr. The run ends when the guest powers off, on
+quit from the escape menu, on SIGINT, SIGTERM or SIGHUP, or when --for elapses. The last
+three stop the VM: a VM with a writable disk is asked first (the ACPI power button, then up
+to --powerdown, 30s by default, for the guest to power off) before QEMU is told to quit;
+the last line says which happened (\"the guest powered off\" or \"QEMU was told to quit
+after N s\"). Disks created, grown or flashed at launch are shown as it happens (a flash with
+its progress).
 
 Examples:
   qemu-machine run --for 5s
   qemu-machine run vm.json --accel tcg
   qemu-machine run --kernel bzImage --initrd initrd --append 'console=ttyS0 quiet' -m 1G
   qemu-machine run --disk debian.qcow2 --user me --password secret --forward ssh=2222:22
+  qemu-machine run --disk root.qcow2,size=8G,flash=debian-12.raw.xz
 
-Exit codes: 0 the guest powered off or the VM was stopped as asked; 3 QEMU failed to start;
-4 QEMU or the guest ended abnormally; 130 Ctrl-C (after a clean shutdown).";
+Exit codes: 0 the guest powered off or the VM was stopped as asked; 2 bad arguments or a
+missing input file (a flash source, a kernel); 3 QEMU failed to start; 4 QEMU or the guest
+ended abnormally; 128+N stopped by signal N (130 SIGINT, 143 SIGTERM).";
 
 const QMP_HELP: &str = "\
 Input lines are QMP commands, either as JSON or in qmp-shell's short form:
@@ -180,16 +187,14 @@ struct RunArgs {
     /// Stop the VM (gracefully) after this long: 500ms, 5s, 2m, 1h.
     #[arg(long = "for", value_name = "DURATION", value_parser = duration::parse)]
     run_for: Option<Duration>,
-    /// On Ctrl-C, --for or quit, first press the ACPI power button and give the guest this
-    /// long to power off, before quitting QEMU.
+    /// When stopping the VM (quit, --for, a signal), first press the ACPI power button and
+    /// give the guest this long to power off before QEMU is told to quit (default: 30s for a
+    /// VM with a writable disk, 0 for one without: QEMU quits at once).
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
     powerdown: Option<Duration>,
     /// How long QEMU may take to exit after quit before it is killed.
     #[arg(long, value_name = "DURATION", value_parser = duration::parse, default_value = "10s")]
     shutdown_timeout: Duration,
-    /// Send Ctrl-C to the guest instead of shutting the VM down (quit with Ctrl-] q).
-    #[arg(long)]
-    pass_ctrl_c: bool,
     /// Which events to print: lifecycle (default), all or none.
     #[arg(long, value_name = "WHICH", default_value = "lifecycle")]
     events: EventFilter,
@@ -356,7 +361,6 @@ fn dispatch(cli: Cli) -> CliResult {
             run_for: args.run_for,
             powerdown: args.powerdown,
             shutdown_timeout: args.shutdown_timeout,
-            pass_ctrl_c: args.pass_ctrl_c,
             events: match args.events {
                 EventFilter::Lifecycle => run::Events::Lifecycle,
                 EventFilter::All => run::Events::All,

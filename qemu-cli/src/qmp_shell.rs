@@ -193,7 +193,7 @@ pub fn main(opts: Options) -> CliResult {
         Target::Launch(vm) => {
             let mut config = vm.to_config()?;
             config.console(false);
-            (crate::launch::launch(&config)?, String::new())
+            (crate::launch::launch(&config, opts.quiet)?, String::new())
         }
     };
     target.set_qmp_timeout(opts.timeout);
