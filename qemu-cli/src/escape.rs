@@ -21,6 +21,18 @@ escape keys (Ctrl-] then):
   ?        this help
 ";
 
+/// The help text of `console`'s escape menu.
+pub const CONSOLE_HELP: &str = "\
+escape keys (Ctrl-] then):
+  d, q or .  detach (the VM keeps running)
+  p          press the ACPI power button (the guest shuts down)
+  r          reset the VM
+  s          show the VM's status
+  c          send Ctrl-C to the guest (a plain Ctrl-C goes to the guest too)
+  Ctrl-]     send Ctrl-] to the guest
+  ?          this help
+";
+
 /// What the keyboard asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {

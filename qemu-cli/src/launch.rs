@@ -11,65 +11,98 @@ use crate::exit::{self, Failure};
 use crate::progress::Progress;
 use crate::term;
 
+/// What a launch reports about the work on its disks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// A line to show (a disk created or grown).
+    Line(String),
+    /// A flash's progress: its label and the fraction done.
+    Flash(String, f64),
+}
+
 /// Launches the VM, showing on stderr (unless `quiet`) the disks it creates and grows, and a
 /// flash's progress (a bar on a terminal, a line per 10% otherwise). Launch failures become
 /// exit code 3 with QEMU's own message; an invalid spec or a file it names that does not
 /// exist (a flash source, a disk, a kernel) is 2.
 pub fn launch(config: &MachineConfig, quiet: bool) -> Result<Machine, Failure> {
-    launch_reporting(
-        config,
-        &mut |line| {
-            if !quiet {
-                term::message(&format!("qemu-machine: {line}"));
-            }
-        },
-        quiet,
-    )
+    let mut shown = Shown::new(quiet);
+    let result = launch_reporting(config, &mut |r| shown.show(r));
+    drop(shown);
+    result
 }
 
-/// [`launch`], with the lines about disks given to `say` and a flash's progress drawn on
-/// stderr unless `quiet`.
+/// Reports shown on stderr.
+pub struct Shown {
+    quiet: bool,
+    flashing: Option<(String, Progress<Box<dyn Write>>)>,
+}
+
+impl Shown {
+    /// Nothing shown yet; nothing at all when `quiet`.
+    pub fn new(quiet: bool) -> Shown {
+        Shown {
+            quiet,
+            flashing: None,
+        }
+    }
+
+    /// Shows one report.
+    pub fn show(&mut self, report: Report) {
+        match report {
+            Report::Line(line) => {
+                if let Some((_, p)) = self.flashing.as_mut() {
+                    p.finish();
+                }
+                if !self.quiet {
+                    term::message(&format!("qemu-machine: {line}"));
+                }
+            }
+            Report::Flash(label, fraction) => {
+                if self.flashing.as_ref().is_none_or(|(l, _)| *l != label) {
+                    let label = format!("qemu-machine: {label}");
+                    self.flashing = Some((label.clone(), stderr_progress(&label, self.quiet)));
+                }
+                if let Some((_, p)) = self.flashing.as_mut() {
+                    p.update(fraction);
+                    if fraction >= 1.0 {
+                        p.finish();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`launch`], with what it does to disks given to `report` as it happens.
 pub fn launch_reporting(
     config: &MachineConfig,
-    say: &mut dyn FnMut(&str),
-    quiet: bool,
+    report: &mut dyn FnMut(Report),
 ) -> Result<Machine, Failure> {
     check_inputs(config)?;
-    let mut flashing: Option<(String, Progress<Box<dyn Write>>)> = None;
     let result = Machine::launch_with_progress(config, &mut |step| match *step {
         Preparing::Create {
             disk,
             path,
             format,
             size,
-        } => say(&format!(
+        } => report(Report::Line(format!(
             "creating disk {disk}: {} ({format}, {size})",
             path.display()
-        )),
-        Preparing::Grow { disk, size, .. } => say(&format!("growing disk {disk} to {size}")),
+        ))),
+        Preparing::Grow { disk, size, .. } => {
+            report(Report::Line(format!("growing disk {disk} to {size}")))
+        }
         Preparing::Flash {
             disk,
             source,
             fraction,
             ..
-        } => {
-            let label = format!(
-                "qemu-machine: flashing {} into disk {disk}",
-                source.display()
-            );
-            if flashing.as_ref().is_none_or(|(l, _)| *l != label) {
-                flashing = Some((label.clone(), stderr_progress(&label, quiet)));
-            }
-            if let Some((_, p)) = flashing.as_mut() {
-                p.update(fraction);
-                if fraction >= 1.0 {
-                    p.finish();
-                }
-            }
-        }
+        } => report(Report::Flash(
+            format!("flashing {} into disk {disk}", source.display()),
+            fraction,
+        )),
         _ => {}
     });
-    drop(flashing);
     result.map_err(|e| failure(config, e))
 }
 

@@ -28,6 +28,7 @@ mod run;
 mod sys;
 mod term;
 mod vmargs;
+mod vms;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -91,7 +92,82 @@ enum Command {
     /// Print the QEMU command line a spec produces, quoted for a POSIX shell.
     #[command(after_help = ARGV_HELP)]
     Argv(ArgvArgs),
+    /// Start a VM that outlives this command (returns once QMP is up).
+    #[command(after_help = START_HELP)]
+    Start(vms::StartArgs),
+    /// List the started VMs: name, QEMU's pid, state, uptime, forwards.
+    #[command(after_help = VMS_HELP)]
+    List(vms::ListArgs),
+    /// Attach the terminal to a started VM's serial console (detaching leaves it running).
+    #[command(after_help = CONSOLE_HELP)]
+    Console(vms::ConsoleArgs),
+    /// Run a command in a started VM through its guest agent.
+    #[command(after_help = EXEC_HELP)]
+    Exec(vms::ExecArgs),
+    /// Stop a started VM: the ACPI power button, then quit, then kill, each bounded.
+    #[command(after_help = VMS_HELP)]
+    Stop(vms::StopArgs),
+    /// Kill a started VM's QEMU at once.
+    #[command(after_help = VMS_HELP)]
+    Kill(vms::KillArgs),
+    /// The supervisor of a started VM (run by `start`).
+    #[command(name = "__supervise", hide = true)]
+    Supervise(vms::SuperviseArgs),
 }
+
+const START_HELP: &str = "\
+The VM is described as for `run` (a spec and flags) and named with --name (or the spec's
+name). A supervisor process, detached from the terminal, launches it and keeps it; `start`
+returns once QMP is up, after showing what `run` shows (pid, forwards). The VM runs until
+`stop`, `kill`, its guest powers off, or its supervisor is killed (which takes QEMU with it).
+State is kept in $XDG_RUNTIME_DIR/qemu-machine (else /run/user/UID/qemu-machine, else
+qemu-machine-UID in the temp dir), owner-only.
+
+Examples:
+  qemu-machine start --name web vm.json --forward ssh=0:22
+  qemu-machine list
+  qemu-machine console web          # Ctrl-] d detaches
+  qemu-machine qmp web              # the QMP shell on it
+  qemu-machine stop web             # power button, 30s, quit, kill
+
+Exit codes: as for `run`'s launch: 0 started; 1 a VM of that name already runs; 2 bad
+arguments or a missing input file; 3 QEMU failed to start.";
+
+const VMS_HELP: &str = "\
+Started VMs are found by name in $XDG_RUNTIME_DIR/qemu-machine (else
+/run/user/UID/qemu-machine, else qemu-machine-UID in the temp dir). An entry whose
+supervisor has gone is stale: it is removed when found, and said so.
+
+Examples:
+  qemu-machine list --json
+  qemu-machine stop web --timeout 1m
+  qemu-machine kill web
+
+Exit codes: 0 done; 1 no VM of that name, or its supervisor cannot be reached; 4 (stop) QEMU
+did not exit when told to quit and was killed.";
+
+const CONSOLE_HELP: &str = "\
+The terminal is attached in raw mode: everything typed goes to the guest, Ctrl-C included.
+Keys (when standard input is a terminal):
+  Ctrl-] d        detach; the VM keeps running
+  Ctrl-] ?        the escape menu: power button, reset, status, send Ctrl-]
+One console client at a time: --force takes the console over from another. The command
+ends on detach, --for, SIGINT or SIGTERM (the VM keeps running), or when the VM stops.
+
+Examples:
+  qemu-machine console web
+  qemu-machine console web --for 10s < commands.txt
+
+Exit codes: 0 detached or the VM stopped; 1 no VM of that name, or the console is attached
+elsewhere; 130/143 detached by SIGINT/SIGTERM.";
+
+const EXEC_HELP: &str = "\
+The command runs in the guest through the QEMU guest agent, and its output and exit code
+become this command's. A started VM does not have a guest agent channel yet: exec fails,
+saying so, with exit code 1.
+
+Examples:
+  qemu-machine exec web -- uname -a";
 
 const RUN_HELP: &str = "\
 The terminal is attached to the guest's first serial port in raw mode: everything typed goes
@@ -316,6 +392,35 @@ fn argv_command(args: &ArgvArgs) -> CliResult {
 }
 
 fn qmp_command(args: QmpArgs, verbose: u8, quiet: bool) -> CliResult {
+    // `qmp NAME`: a started VM of that name (it wins over a file of the same name).
+    let named = match (&args.vm.spec, args.socket.is_none() && args.tcp.is_none()) {
+        (Some(spec), true)
+            if {
+                let mut bare = args.vm.clone();
+                bare.spec = None;
+                bare == VmArgs::default()
+            } =>
+        {
+            match spec.to_str() {
+                Some(name) => vms::qmp_connection(name)?.map(|fd| (fd, name.to_owned())),
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    if let Some((fd, name)) = named {
+        return qmp_shell::main(qmp_shell::Options {
+            target: qmp_shell::Target::Stream(fd, format!("VM {name}")),
+            wait: None,
+            compact: args.compact,
+            events: !args.no_events,
+            echo: verbose > 0,
+            log: args.logfile,
+            history: args.history,
+            timeout: args.timeout,
+            quiet,
+        });
+    }
     let remote = |flag: &str| -> Result<(), Failure> {
         if args.vm != VmArgs::default() {
             return Err(Failure::usage(format!(
@@ -356,6 +461,17 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Argv(args) => argv_command(&args),
         Command::Image(command) => image::main(command, cli.quiet),
         Command::Qmp(args) => qmp_command(args, cli.verbose, cli.quiet),
+        Command::Start(args) => vms::start(args, cli.quiet),
+        Command::List(args) => vms::list(&args, cli.quiet),
+        Command::Console(args) => vms::console::main(&args, cli.quiet),
+        Command::Exec(args) => vms::exec(&args),
+        Command::Stop(args) => vms::stop(&args, cli.quiet),
+        Command::Kill(args) => vms::kill(&args, cli.quiet),
+        Command::Supervise(args) => Ok(vms::supervisor::main(vms::supervisor::Args {
+            name: args.name,
+            dir: args.dir,
+            lock_fd: args.lock_fd,
+        })),
         Command::Run(args) => run::main(run::Options {
             vm: args.vm,
             run_for: args.run_for,

@@ -40,6 +40,8 @@ pub enum Target {
     Socket(PathBuf),
     /// A running QEMU's QMP TCP server, `HOST:PORT` (a name or an address).
     Tcp(String),
+    /// An open connection that speaks QMP (a started VM's control socket), and what it is.
+    Stream(OwnedFd, String),
 }
 
 /// What `qmp` was asked to do.
@@ -190,6 +192,12 @@ pub fn main(opts: Options) -> CliResult {
             path.display().to_string(),
         ),
         Target::Tcp(addr) => (attach(connect_tcp(addr, opts.wait)?, addr)?, addr.clone()),
+        Target::Stream(fd, what) => {
+            let fd = fd
+                .try_clone()
+                .map_err(|e| Failure::failed(format!("{what}: {e}")))?;
+            (attach(fd, what)?, what.clone())
+        }
         Target::Launch(vm) => {
             let mut config = vm.to_config()?;
             config.console(false);

@@ -28,6 +28,11 @@ fn spawn_fixture(fixture: &GuestFixture, scratch: &Scratch) -> PtyChild {
     pty
 }
 
+/// A command for the guest's shell that prints [`SLEEPING`] and then sleeps until interrupted.
+const SLEEPER: &[u8] = b"sh -c 'echo zz-$((3+4)); exec sleep 600'\r";
+/// What [`SLEEPER`] prints once it runs.
+const SLEEPING: &str = "zz-7";
+
 /// The last line of the command's own messages (`qemu-machine: ...`) in a pty's output.
 fn last_message(text: &str) -> &str {
     text.lines()
@@ -175,13 +180,16 @@ fn ctrl_c_goes_to_the_guest_and_sigint_stops_the_vm_with_130() {
     let at = pty.expect_from(0, READY_LINE, BOOT);
     let at = pty.expect_from(at, PROMPT, BOOT);
     // A plain Ctrl-C goes to the guest: its shell abandons the running command and prompts.
-    pty.write(b"sleep 600\r");
+    // (The command says when it runs, so that Ctrl-C does not come before it.)
+    pty.write(SLEEPER);
+    let at = pty.expect_from(at, SLEEPING, BOOT);
     pty.write(b"\x03");
     let at = pty.expect_from(at, PROMPT, BOOT);
     pty.write(b"echo alive-$((1+1))\r");
     let at = pty.expect_from(at, "alive-2", BOOT);
     // So does Ctrl-] c.
-    pty.write(b"sleep 600\r");
+    pty.write(SLEEPER);
+    let at = pty.expect_from(at, SLEEPING, BOOT);
     pty.write(b"\x1dc");
     let at = pty.expect_from(at, PROMPT, BOOT);
     pty.write(b"echo still-$((2+1))\r");

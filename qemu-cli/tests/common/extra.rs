@@ -57,3 +57,65 @@ pub fn mode(path: &Path) -> u32 {
         .mode()
         & 0o7777
 }
+
+impl PtyChild {
+    /// Starts `qemu-machine ARGS` on a new pty with extra environment variables; with
+    /// `session`, in a session of its own whose controlling terminal the pty is, as a shell in
+    /// a terminal window runs it (closing the terminal then hangs that session up).
+    pub fn spawn_with<I, S>(args: I, env: &[(&str, &std::ffi::OsStr)], session: bool) -> PtyChild
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
+        let (master, slave) = super::openpty();
+        let probe = super::dup(&slave);
+        let mut command = Command::new(super::bin());
+        command
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::from(super::dup(&slave)))
+            .stdout(Stdio::from(super::dup(&slave)))
+            .stderr(Stdio::from(slave));
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        if session {
+            // SAFETY: setsid and ioctl are async-signal-safe; they run in the child between
+            // fork and exec and touch only its own session and its stdin (the pty).
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().expect("spawning qemu-machine on a pty");
+        drop(command);
+        PtyChild {
+            child,
+            master: std::fs::File::from(master),
+            slave_probe: probe,
+            output: Vec::new(),
+            diagnostics: None,
+        }
+    }
+}
+
+/// The session id of a process (field 6 of /proc/PID/stat), if it exists.
+pub fn session_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(3)?.parse().ok()
+}
+
+impl PtyChild {
+    /// Reads whatever output comes within `quiet` of the last (without failing).
+    pub fn drain(&mut self, quiet: Duration) {
+        while self.read_some(quiet) == Some(true) {}
+    }
+}
