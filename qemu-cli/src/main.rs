@@ -45,7 +45,7 @@ const ABOUT: &str = "Run QEMU virtual machines, talk QMP to them, and manage dis
 const AFTER_HELP: &str = "\
 Examples:
   qemu-machine run                         # the built-in demo VM: firmware on the console
-  qemu-machine run --for 5s                # ... stopped cleanly after five seconds
+  qemu-machine run --for 5s                # ... stopped (QEMU told to quit) after five seconds
   qemu-machine run vm.json                 # a VM described in JSON (see `argv --json`)
   qemu-machine run --accel tcg -m 512M --kernel vmlinuz --initrd initrd.img \\
       --append console=ttyS0 --forward ssh=0:22
@@ -53,6 +53,10 @@ Examples:
   echo query-status | qemu-machine qmp --compact
   qemu-machine image create disk.qcow2 8G
   qemu-machine argv vm.json
+  qemu-machine start --name web vm.json    # a VM that outlives this command
+  qemu-machine list
+  qemu-machine console web                 # Ctrl-] d detaches
+  qemu-machine stop web
 
 Logging: -v, -vv, -vvv (or RUST_LOG=qemu_process=debug).";
 
@@ -83,7 +87,7 @@ enum Command {
     /// Launch a VM with the terminal on its serial console.
     #[command(after_help = RUN_HELP)]
     Run(RunArgs),
-    /// A QMP shell on a VM it launches, or on a running QEMU's socket.
+    /// A QMP shell on a VM it launches, a started VM, or a running QEMU's socket.
     #[command(after_help = QMP_HELP)]
     Qmp(QmpArgs),
     /// Disk images: info, create, resize, convert, flash, dump, check, snapshot.
@@ -213,8 +217,9 @@ terminal is resized, Ctrl-C abandons the line (and an open transaction), Ctrl-D 
 pipe: each reply is printed as JSON ({\"return\": ..} or {\"error\": ..}), events too
 (--no-events hides them), and the exit code is 1 if any command failed.
 
--v prints each request before its reply; -l FILE appends every request, reply and event to
-FILE. --socket and --tcp fail at once when nothing is there to connect to (the system's
+`qmp NAME` is the shell on a VM started with `start --name NAME` (left running when the shell
+ends). -v prints each request before its reply; -l FILE appends every request, reply and
+event to FILE. --socket and --tcp fail at once when nothing is there to connect to (the system's
 error is printed), unless --wait gives QEMU time to create its socket.
 
 Examples:
@@ -222,6 +227,7 @@ Examples:
   qemu-machine qmp vm.json --accel tcg
   qemu-machine qmp --socket /run/vm/qmp.sock
   qemu-machine qmp --tcp localhost:4444 --wait 10s
+  qemu-machine qmp web                      # a VM started with `start --name web`
   printf 'query-status\\nquery-version\\n' | qemu-machine qmp --compact";
 
 const IMAGE_HELP: &str = "\

@@ -359,6 +359,24 @@ fn sigterm_shuts_down_gracefully_with_143() {
 }
 
 #[test]
+fn sighup_stops_the_vm_with_129() {
+    require_qemu();
+    let mut pty = PtyChild::spawn(["run", "--accel", "tcg"]);
+    let at = pty.expect_from(0, "status: running", BOOT);
+    let pid = pty.child.id() as libc::pid_t;
+    // SAFETY: kill(2) has no memory effects.
+    let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
+    assert_eq!(rc, 0);
+    let status = pty.finish(EXIT);
+    let text = pty.text();
+    assert_eq!(status.code(), Some(129), "{text}");
+    assert!(
+        text[at..].contains("interrupted (SIGHUP): QEMU was told to quit"),
+        "{text}"
+    );
+}
+
+#[test]
 fn qemu_killed_from_outside_is_an_abnormal_end() {
     require_qemu();
     let mut pty = PtyChild::spawn(["run", "--accel", "tcg"]);

@@ -82,10 +82,17 @@ fn help_has_examples_and_exit_codes() {
         "130",
         "image",
         "qmp",
+        "start",
+        "console",
+        "image check exits as qemu-img check",
     ] {
         assert!(text.contains(needle), "{needle}: {text}");
     }
-    for sub in ["run", "qmp", "image", "argv"] {
+    // The supervisor's mode is not a command for people.
+    assert!(!text.contains("__supervise"), "{text}");
+    for sub in [
+        "run", "qmp", "image", "argv", "start", "list", "console", "exec", "stop", "kill",
+    ] {
         let out = run_deadline(cmd([sub, "--help"]), T);
         assert_eq!(out.status.code(), Some(0), "{sub}");
         assert!(

@@ -530,3 +530,51 @@ fn an_unsafe_state_directory_is_refused() {
     };
     assert_eq!(mode(&expected), 0o700, "{}", expected.display());
 }
+
+/// Sends `signal` to `pid`.
+fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) has no memory effects.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill {pid}: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn stop_kills_a_qemu_that_does_not_quit_and_kill_gets_past_a_hung_supervisor() {
+    require_qemu();
+    let vms = Vms::new("hung");
+    vms.ok(["start", "--name", "frozen", "--accel", "tcg"]);
+    vms.ok(["start", "--name", "stuck", "--accel", "tcg"]);
+    // A QEMU that cannot answer (stopped): the power button is not even pressed (the command
+    // times out), quit is not heard, and after the quit timeout it is killed: exit code 4.
+    let frozen = vms.entry("frozen");
+    let qemu = frozen["pid"].as_u64().unwrap() as u32;
+    signal(qemu, libc::SIGSTOP);
+    let out = vms.run(["stop", "frozen", "--timeout", "0"]);
+    assert_eq!(out.status.code(), Some(4), "{}", show(&out));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "VM frozen: QEMU was told to quit but did not exit within 10s: it was killed"
+        ),
+        "{stderr}"
+    );
+    assert!(!process_exists(qemu));
+    // A supervisor that does not answer (stopped): `kill` kills it, and QEMU goes with it.
+    let stuck = vms.entry("stuck");
+    let (qemu, supervisor) = (
+        stuck["pid"].as_u64().unwrap() as u32,
+        stuck["supervisor_pid"].as_u64().unwrap() as u32,
+    );
+    signal(supervisor, libc::SIGSTOP);
+    let out = vms.ok(["kill", "stuck"]);
+    assert!(
+        text(&out.stderr)
+            .contains("VM stuck: its supervisor did not answer and was killed, and QEMU with it"),
+        "{}",
+        show(&out)
+    );
+    wait_until(T, "QEMU to die with its supervisor", || {
+        !process_exists(qemu)
+    });
+    assert!(vms.list().is_empty());
+}

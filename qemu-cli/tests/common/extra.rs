@@ -67,11 +67,26 @@ impl PtyChild {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
+        PtyChild::spawn_program(super::bin(), args, env, session)
+    }
+
+    /// [`spawn_with`](PtyChild::spawn_with) for another program (a script).
+    pub fn spawn_program<P, I, S>(
+        program: P,
+        args: I,
+        env: &[(&str, &std::ffi::OsStr)],
+        session: bool,
+    ) -> PtyChild
+    where
+        P: AsRef<std::ffi::OsStr>,
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
         use std::os::unix::process::CommandExt;
         use std::process::{Command, Stdio};
         let (master, slave) = super::openpty();
         let probe = super::dup(&slave);
-        let mut command = Command::new(super::bin());
+        let mut command = Command::new(program);
         command
             .args(args)
             .env_remove("RUST_LOG")
@@ -93,7 +108,7 @@ impl PtyChild {
                 });
             }
         }
-        let child = command.spawn().expect("spawning qemu-machine on a pty");
+        let child = command.spawn().expect("spawning a program on a pty");
         drop(command);
         PtyChild {
             child,
