@@ -414,6 +414,17 @@ fn qmp_command(args: QmpArgs, verbose: u8, quiet: bool) -> CliResult {
         }
         _ => None,
     };
+    if named.is_none() && args.socket.is_none() && args.tcp.is_none() {
+        if let Some(spec) = args.vm.spec.as_deref().and_then(|p| p.to_str()) {
+            let path = std::path::Path::new(spec);
+            if spec != "-" && !spec.contains('/') && !path.exists() {
+                return Err(Failure::usage(format!(
+                    "{spec}: no VM of that name is running (`qemu-machine list` lists them), \
+                     and there is no spec file of that name"
+                )));
+            }
+        }
+    }
     if let Some((fd, name)) = named {
         return qmp_shell::main(qmp_shell::Options {
             target: qmp_shell::Target::Stream(fd, format!("VM {name}")),

@@ -243,6 +243,13 @@ fn start_list_qmp_exec_stop() {
     let out = vms.run(["stop", "web"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(text(&out.stderr).contains("no VM named web is running"));
+    let out = vms.run(["qmp", "web"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_eq!(
+        text(&out.stderr),
+        "qemu-machine: error: web: no VM of that name is running (`qemu-machine list` lists \
+         them), and there is no spec file of that name\n"
+    );
 }
 
 #[test]
