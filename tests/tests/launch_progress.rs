@@ -6,6 +6,15 @@ use std::time::Duration;
 use qemu_cmdline::Size;
 use qemu_process::{AccelChoice, Machine, MachineConfig, Preparing, VmLaunch};
 
+/// A directory removed when dropped (also when the test fails).
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A step as the callback saw it, owned.
 #[derive(Debug, PartialEq)]
 enum Step {
@@ -18,9 +27,10 @@ enum Step {
 fn disk_work_is_reported_before_qemu_starts() {
     let _ = qemu_machine_tests::qemu_system_x86_64();
     let _ = qemu_machine_tests::qemu_img();
-    let dir = std::env::temp_dir().join(format!("qm-progress-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch(std::env::temp_dir().join(format!("qm-progress-{}", std::process::id())));
+    let dir = &scratch.0;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
     // A 4 MiB raw image to flash, and a description that flashes it into a disk grown to 8 MiB,
     // plus a new 2 MiB disk.
     let source = dir.join("source.raw");
@@ -53,7 +63,6 @@ fn disk_work_is_reported_before_qemu_starts() {
     assert!(machine.status().is_ok());
     machine.shutdown(Duration::from_secs(30)).unwrap();
     drop(machine);
-    std::fs::remove_dir_all(&dir).unwrap();
 
     let flashes: Vec<f64> = steps
         .iter()
