@@ -177,10 +177,27 @@ impl VmArgs {
             }
             Some(path) => (
                 std::fs::read_to_string(path)
-                    .map_err(|e| Failure::failed(format!("cannot read {}: {e}", path.display())))?,
+                    .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?,
                 path.display().to_string(),
             ),
         };
+        // A description is one JSON object; say so plainly for anything else that parses.
+        if let Ok(value) = serde_json::from_str::<Value>(&text) {
+            let kind = match value {
+                Value::Object(_) => None,
+                Value::Array(_) => Some("an array"),
+                Value::String(_) => Some("a string"),
+                Value::Number(_) => Some("a number"),
+                Value::Bool(_) => Some("a boolean"),
+                Value::Null => Some("null"),
+            };
+            if let Some(kind) = kind {
+                return Err(Failure::usage(format!(
+                    "{origin}: a VM description is a JSON object ({{\"memory\": \"1G\", ...}}), \
+                     not {kind}"
+                )));
+            }
+        }
         let mut vm =
             VmLaunch::from_json(&text).map_err(|e| Failure::usage(format!("{origin}: {e}")))?;
         self.apply(&mut vm)?;
@@ -252,6 +269,10 @@ impl VmArgs {
         }
         if let Some(machine) = &self.machine {
             spec.machine = Some(Machine::new(machine));
+            if machine == "none" && self.spec.is_none() && self.cpu.is_none() {
+                // `none` has no CPU: the default VM's x86 model would make QEMU refuse.
+                spec.cpu = None;
+            }
         }
         if let Some(cpu) = &self.cpu {
             spec.cpu = Some(Cpu::new(cpu));
@@ -461,6 +482,30 @@ mod tests {
     }
 
     #[test]
+    fn machine_none_drops_the_default_cpu() {
+        let none = VmArgs {
+            machine: Some("none".into()),
+            ..VmArgs::default()
+        };
+        let spec = none.to_launch().unwrap().spec;
+        assert_eq!(spec.cpu, None);
+        let with_cpu = VmArgs {
+            machine: Some("none".into()),
+            cpu: Some("max".into()),
+            ..VmArgs::default()
+        };
+        assert!(
+            with_cpu.to_launch().unwrap().spec.cpu.is_some(),
+            "asked for"
+        );
+        let pc = VmArgs {
+            machine: Some("pc".into()),
+            ..VmArgs::default()
+        };
+        assert!(pc.to_launch().unwrap().spec.cpu.is_some());
+    }
+
+    #[test]
     fn flags_override_the_base() {
         let args = VmArgs {
             memory: Some("1G".into()),
@@ -522,7 +567,7 @@ mod tests {
             ..VmArgs::default()
         };
         let e = missing.to_launch().unwrap_err();
-        assert_eq!(e.code, crate::exit::FAILURE);
+        assert_eq!(e.code, crate::exit::USAGE);
         assert!(e.message.contains("/no/such/spec.json"), "{}", e.message);
         let dir = std::env::temp_dir().join(format!("qm-cli-spec-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -533,9 +578,25 @@ mod tests {
             ..VmArgs::default()
         };
         let e = bad.to_launch().unwrap_err();
-        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(e.code, crate::exit::USAGE);
         assert!(e.message.contains("memroy"), "{}", e.message);
+        for (doc, kind) in [
+            ("[{\"memory\": \"1G\"}]", "an array"),
+            ("\"vm\"", "a string"),
+            ("3", "a number"),
+        ] {
+            std::fs::write(&file, doc).unwrap();
+            let e = bad.to_launch().unwrap_err();
+            assert_eq!(e.code, crate::exit::USAGE);
+            assert!(
+                e.message.ends_with(&format!(
+                    "a VM description is a JSON object ({{\"memory\": \"1G\", ...}}), not {kind}"
+                )),
+                "{}",
+                e.message
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -94,6 +94,6 @@ pub fn guardian_pid() -> Option<u32> {
     guardian::pid()
 }
 pub use vm::{
-    DiskLaunch, Drive, DriveKind, Forward, ScreenshotFormat, VmLaunch, DEFAULT_ROOT_SIZE,
-    SEED_DISK_ID,
+    DiskLaunch, Drive, DriveKind, Forward, Preparing, ProgressFn, ScreenshotFormat, VmLaunch,
+    DEFAULT_ROOT_SIZE, SEED_DISK_ID,
 };

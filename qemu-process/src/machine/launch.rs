@@ -40,10 +40,28 @@ impl Machine {
     ///
     /// If QEMU exits first, this returns [`Error::Launch`] at once, with the exit status, the
     /// argv and QEMU's output. A missing binary is [`Error::BinaryNotFound`]; a deadline that
-    /// passes is [`Error::Timeout`] (QEMU is killed).
+    /// passes is [`Error::Timeout`] (QEMU is killed). The deadline starts when QEMU is spawned:
+    /// the work on disks before (a long flash) does not count against it.
     pub fn launch(config: &MachineConfig) -> Result<Machine, Error> {
+        Machine::launch_inner(config, None)
+    }
+
+    /// [`launch`](Machine::launch), reporting the work a VM launch does on its disks before
+    /// QEMU starts (creating, flashing with its progress, growing) to `progress`, in the
+    /// calling thread, so that a program can show it.
+    pub fn launch_with_progress(
+        config: &MachineConfig,
+        progress: crate::vm::ProgressFn<'_>,
+    ) -> Result<Machine, Error> {
+        Machine::launch_inner(config, Some(progress))
+    }
+
+    fn launch_inner(
+        config: &MachineConfig,
+        progress: Option<crate::vm::ProgressFn<'_>>,
+    ) -> Result<Machine, Error> {
+        let mut machine = Machine::spawn_with(config, progress)?;
         let deadline = Deadline::after(config.launch_timeout);
-        let mut machine = Machine::spawn(config)?;
         machine.finish_launch(deadline)?;
         Ok(machine)
     }
@@ -51,6 +69,14 @@ impl Machine {
     /// Makes the temp dir, resolves a VM into it, spawns QEMU with its sockets and registers
     /// everything in the poll; does not wait.
     pub(crate) fn spawn(config: &MachineConfig) -> Result<Machine, Error> {
+        Machine::spawn_with(config, None)
+    }
+
+    /// [`spawn`](Machine::spawn), reporting the work on disks to `progress`.
+    fn spawn_with(
+        config: &MachineConfig,
+        progress: Option<crate::vm::ProgressFn<'_>>,
+    ) -> Result<Machine, Error> {
         config.check()?;
         let base = config.temp_base.clone().unwrap_or_else(std::env::temp_dir);
         let temp_dir = TempDir::new(&base).map_err(Error::io_with(format!(
@@ -65,6 +91,7 @@ impl Machine {
                 temp_dir.path(),
                 &mut created,
                 false,
+                progress,
             )?),
             None => None,
         };

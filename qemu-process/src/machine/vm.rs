@@ -13,7 +13,7 @@ use crate::config::MachineConfig;
 use crate::error::Error;
 use crate::image::{FlashReport, QemuImg};
 use crate::vm::resolve::{create_private, Created, Resolver};
-use crate::vm::{read_forwards, Drive, DriveKind, Forward, ScreenshotFormat, VmLaunch};
+use crate::vm::{read_forwards, Drive, DriveKind, Forward, ProgressFn, ScreenshotFormat, VmLaunch};
 
 /// What a VM launch resolved, kept for the machine's life (and its relaunches).
 #[derive(Debug)]
@@ -30,13 +30,15 @@ pub(crate) struct VmParts {
 }
 
 impl VmParts {
-    /// Resolves `launch` with its files in `temp` (made unless `dry_run`).
+    /// Resolves `launch` with its files in `temp` (made unless `dry_run`), reporting the work
+    /// on disks to `progress`.
     pub(crate) fn resolve(
         config: &MachineConfig,
         launch: &VmLaunch,
         temp: &Path,
         created: &mut Created,
         dry_run: bool,
+        progress: Option<ProgressFn<'_>>,
     ) -> Result<VmParts, Error> {
         let resolved = Resolver {
             temp,
@@ -45,6 +47,7 @@ impl VmParts {
             binary: config.binary.as_deref(),
             accel: config.accel,
             dry_run,
+            progress,
         }
         .resolve(launch)?;
         Ok(VmParts {
@@ -70,7 +73,7 @@ impl MachineConfig {
                 let base = self.temp_base.clone().unwrap_or_else(std::env::temp_dir);
                 let temp = base.join("qemu-machine.XXXXXX");
                 let mut created = Created::default();
-                Some(VmParts::resolve(self, launch, &temp, &mut created, true)?.resolved)
+                Some(VmParts::resolve(self, launch, &temp, &mut created, true, None)?.resolved)
             }
             None => None,
         };
