@@ -7,6 +7,7 @@
 use std::env;
 use std::path::{Path, PathBuf};
 
+pub mod clib;
 pub mod fixture;
 mod modinfo;
 mod newc;
