@@ -152,18 +152,25 @@ pub fn cc() -> Command {
     Command::new(find_program("cc").expect("no C compiler: apt-get install -y gcc libc6-dev"))
 }
 
-/// `pkg-config` with the given search path and nothing else.
-pub fn pkg_config(pc_dir: &Path, args: &[&str]) -> Vec<String> {
+/// `pkg-config ARGS qemumachine` searching `pc_dir` only (not the system's directories), with
+/// `sysroot` (`PKG_CONFIG_SYSROOT_DIR`) prefixed to the paths it prints when given: a tree
+/// installed under another root, like `dpkg --root`'s.
+pub fn pkg_config(pc_dir: &Path, sysroot: Option<&Path>, args: &[&str]) -> Vec<String> {
     let program =
         find_program("pkg-config").expect("pkg-config missing: apt-get install -y pkg-config");
-    let out = run_ok(
-        "pkg-config",
-        Command::new(program)
-            .env("PKG_CONFIG_PATH", pc_dir)
-            .env_remove("PKG_CONFIG_SYSROOT_DIR")
-            .args(args)
-            .arg("qemumachine"),
-    );
+    let mut cmd = Command::new(program);
+    cmd.env("PKG_CONFIG_LIBDIR", pc_dir)
+        .env_remove("PKG_CONFIG_PATH")
+        .env_remove("PKG_CONFIG_SYSROOT_DIR")
+        .args(args)
+        .arg("qemumachine");
+    if let Some(root) = sysroot {
+        // With a sysroot, /usr/include and /usr/lib are the tree's, not system directories.
+        cmd.env("PKG_CONFIG_SYSROOT_DIR", root)
+            .env("PKG_CONFIG_ALLOW_SYSTEM_CFLAGS", "1")
+            .env("PKG_CONFIG_ALLOW_SYSTEM_LIBS", "1");
+    }
+    let out = run_ok("pkg-config", &mut cmd);
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .map(str::to_string)

@@ -65,7 +65,7 @@ fn the_readme_example_builds_against_the_installed_library_every_way() {
     // pkg-config, shared: the loader finds the soname through the rpath.
     let pc = lib.join("pkgconfig");
     let exe = tmp.path().join("pc_shared");
-    let mut flags: Vec<_> = pkg_config(&pc, &["--cflags", "--libs"])
+    let mut flags: Vec<_> = pkg_config(&pc, None, &["--cflags", "--libs"])
         .into_iter()
         .map(Into::into)
         .collect();
@@ -78,7 +78,7 @@ fn the_readme_example_builds_against_the_installed_library_every_way() {
     let exe = tmp.path().join("pc_static");
     let mut flags: Vec<std::ffi::OsString> = vec!["-static".into()];
     flags.extend(
-        pkg_config(&pc, &["--static", "--cflags", "--libs"])
+        pkg_config(&pc, None, &["--static", "--cflags", "--libs"])
             .into_iter()
             .map(Into::into),
     );
