@@ -16,8 +16,9 @@
 # PREFIX defaults to /usr/local; LIBDIR is PREFIX/lib unless --libdir names another directory
 # relative to PREFIX (Debian's multiarch `lib/x86_64-linux-gnu`). --destdir DIR stages the
 # files under DIR (DIR/PREFIX/...) while the pkg-config file still names PREFIX: packaging.
-# --debug installs an unoptimised, unstripped build. The CMake files find the rest relative to
-# themselves, so an installed tree may be moved as a whole.
+# --debug installs an unoptimised, unstripped build. The CMake package finds the other files
+# relative to itself, so it still works after the tree is moved as a whole (the pkg-config
+# file names PREFIX).
 #
 # Then: cc prog.c $(pkg-config --cflags --libs qemumachine)
 # (with PKG_CONFIG_PATH=LIBDIR/pkgconfig when PREFIX is not a system prefix, and
