@@ -15,6 +15,8 @@
 //! | 4 | QEMU or the guest ended abnormally: QEMU exited with a failure status or was killed by a signal, the guest panicked, or QEMU did not shut down in time and was killed |
 //! | 129, 130, 143 | interrupted by SIGHUP, SIGINT or SIGTERM; the VM was stopped as for a quit first (an ungraceful end is 4) |
 
+#[cfg(test)]
+mod dist;
 mod duration;
 mod editor;
 mod escape;

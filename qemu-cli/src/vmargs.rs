@@ -84,6 +84,8 @@ pub struct VmArgs {
     /// A disk: PATH, or key=value pairs like QEMU's (a comma in a value is written ,,):
     /// PATH[,format=qcow2][,size=8G][,flash=IMAGE][,if=virtio|scsi|nvme|ide][,readonly]
     /// [,snapshot][,id=NAME][,cache=MODE][,bootindex=N][,serial=S]. Repeatable.
+    // This comment is the --help text, where brackets are option syntax, not rustdoc links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "DISK", help_heading = "Storage")]
     pub disk: Vec<String>,
     /// Grow the disk named root to this size at launch (never shrinks).
@@ -96,6 +98,8 @@ pub struct VmArgs {
     /// [NAME=][tcp:|udp:][HOSTADDR:]HOSTPORT:GUESTPORT. It listens on 127.0.0.1 unless
     /// HOSTADDR is given (0.0.0.0: every address, reachable from the network); host port 0
     /// picks a free port. What listens where is printed. Repeatable.
+    // The --help text: brackets are option syntax, not rustdoc links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long = "forward", value_name = "FORWARD", help_heading = "Network")]
     pub forwards: Vec<String>,
     /// A VNC server on a unix socket (its path is printed).

@@ -53,6 +53,12 @@
 //! # Ok::<(), qemu_process::Error>(())
 //! ```
 
+// The README's examples run as doc tests (`cargo test --doc`); the README is what
+// crates.io shows, the crate docs above are what docs.rs shows.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod cloudinit;
 mod config;
 mod console;

@@ -12,7 +12,7 @@ use qemu_machine_tests::support::{fixture, process_gone, scratch};
 use qemu_machine_tests::{find_program, qemu_system_x86_64, workspace_root, workspace_target_dir};
 
 /// Builds libqemumachine (debug) once per test process and returns the directory holding
-/// `libqemumachine.so` and `libqemumachine.a`.
+/// `libqemumachine.so` (with its soname link) and `libqemumachine.a`.
 fn library_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -29,6 +29,9 @@ fn library_dir() -> &'static Path {
             "no libqemumachine.so in {}",
             dir.display()
         );
+        // The programs record the library's soname (libqemumachine.so.0.1): give it a link
+        // there, as an install does, for the loader to follow through the rpath.
+        qemu_machine_tests::clib::link_soname(&dir);
         dir
     })
 }

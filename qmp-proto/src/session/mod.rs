@@ -173,8 +173,8 @@ struct Waiting {
 ///
 /// A message larger than [`max_message_size`](SessionOptions::max_message_size) is not fatal.
 /// The decoder skips it as it arrives, without buffering it, and notes its top-level members
-/// on the way (see [`Skipped`]); once its end has been skipped, the session handles it like
-/// the message it was, minus its content:
+/// on the way (see [`Skipped`](crate::Skipped)); once its end has been skipped, the session
+/// handles it like the message it was, minus its content:
 ///
 /// - a reply (value or error) answers its command as a small one would, by id, or by order for
 ///   a reply without id to a command sent without id (the oldest such command in flight).
