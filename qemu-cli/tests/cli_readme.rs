@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, require_qemu, run_deadline, show, Scratch};
+use common::{bin, require_qemu};
+use qemu_machine_tests::support::{run_deadline, scratch, show};
 
 /// The command lines of the README's example block (the first ```` ```sh ```` block after
 /// "## Example"), without their trailing comments.
@@ -32,7 +33,7 @@ fn the_readme_example_runs_as_written() {
         lines.len() >= 3 && lines.iter().all(|l| l.contains("qemu-machine ")),
         "{lines:?}"
     );
-    let dir = Scratch::new("readme");
+    let dir = scratch("readme");
     let bin_dir = Path::new(bin()).parent().unwrap().to_owned();
     let path = std::env::join_paths(
         std::iter::once(bin_dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
@@ -42,7 +43,7 @@ fn the_readme_example_runs_as_written() {
     for line in &lines {
         let mut cmd = Command::new("bash");
         cmd.args(["-o", "pipefail", "-c", line])
-            .current_dir(&dir.0)
+            .current_dir(dir.path())
             .env("PATH", &path)
             .env_remove("RUST_LOG")
             .stdin(std::process::Stdio::null());

@@ -16,8 +16,17 @@ _qemu__machine() {
             ",$1")
                 cmd="qemu__machine"
                 ;;
+            qemu__machine,__supervise)
+                cmd="qemu__machine__subcmd____supervise"
+                ;;
             qemu__machine,argv)
                 cmd="qemu__machine__subcmd__argv"
+                ;;
+            qemu__machine,console)
+                cmd="qemu__machine__subcmd__console"
+                ;;
+            qemu__machine,exec)
+                cmd="qemu__machine__subcmd__exec"
                 ;;
             qemu__machine,help)
                 cmd="qemu__machine__subcmd__help"
@@ -25,14 +34,35 @@ _qemu__machine() {
             qemu__machine,image)
                 cmd="qemu__machine__subcmd__image"
                 ;;
+            qemu__machine,kill)
+                cmd="qemu__machine__subcmd__kill"
+                ;;
+            qemu__machine,list)
+                cmd="qemu__machine__subcmd__list"
+                ;;
             qemu__machine,qmp)
                 cmd="qemu__machine__subcmd__qmp"
                 ;;
             qemu__machine,run)
                 cmd="qemu__machine__subcmd__run"
                 ;;
+            qemu__machine,start)
+                cmd="qemu__machine__subcmd__start"
+                ;;
+            qemu__machine,stop)
+                cmd="qemu__machine__subcmd__stop"
+                ;;
+            qemu__machine__subcmd__help,__supervise)
+                cmd="qemu__machine__subcmd__help__subcmd____supervise"
+                ;;
             qemu__machine__subcmd__help,argv)
                 cmd="qemu__machine__subcmd__help__subcmd__argv"
+                ;;
+            qemu__machine__subcmd__help,console)
+                cmd="qemu__machine__subcmd__help__subcmd__console"
+                ;;
+            qemu__machine__subcmd__help,exec)
+                cmd="qemu__machine__subcmd__help__subcmd__exec"
                 ;;
             qemu__machine__subcmd__help,help)
                 cmd="qemu__machine__subcmd__help__subcmd__help"
@@ -40,11 +70,23 @@ _qemu__machine() {
             qemu__machine__subcmd__help,image)
                 cmd="qemu__machine__subcmd__help__subcmd__image"
                 ;;
+            qemu__machine__subcmd__help,kill)
+                cmd="qemu__machine__subcmd__help__subcmd__kill"
+                ;;
+            qemu__machine__subcmd__help,list)
+                cmd="qemu__machine__subcmd__help__subcmd__list"
+                ;;
             qemu__machine__subcmd__help,qmp)
                 cmd="qemu__machine__subcmd__help__subcmd__qmp"
                 ;;
             qemu__machine__subcmd__help,run)
                 cmd="qemu__machine__subcmd__help__subcmd__run"
+                ;;
+            qemu__machine__subcmd__help,start)
+                cmd="qemu__machine__subcmd__help__subcmd__start"
+                ;;
+            qemu__machine__subcmd__help,stop)
+                cmd="qemu__machine__subcmd__help__subcmd__stop"
                 ;;
             qemu__machine__subcmd__help__subcmd__image,check)
                 cmd="qemu__machine__subcmd__help__subcmd__image__subcmd__check"
@@ -131,12 +173,38 @@ _qemu__machine() {
 
     case "${cmd}" in
         qemu__machine)
-            opts="-v -q -h -V --verbose --quiet --help --version run qmp image argv help"
+            opts="-v -q -h -V --verbose --quiet --help --version run qmp image argv start list console exec stop kill __supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qemu__subcmd__machine__subcmd____supervise)
+            opts="-v -q -h -V --name --dir --lock-fd --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --lock-fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -242,8 +310,44 @@ _qemu__machine() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        qemu__subcmd__machine__subcmd__console)
+            opts="-v -q -h -V --force --for --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --for)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qemu__subcmd__machine__subcmd__exec)
+            opts="-v -q -h -V --timeout --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         qemu__subcmd__machine__subcmd__help)
-            opts="run qmp image argv help"
+            opts="run qmp image argv start list console exec stop kill __supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -256,7 +360,49 @@ _qemu__machine() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        qemu__subcmd__machine__subcmd__help__subcmd____supervise)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         qemu__subcmd__machine__subcmd__help__subcmd__argv)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qemu__subcmd__machine__subcmd__help__subcmd__console)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qemu__subcmd__machine__subcmd__help__subcmd__exec)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -410,6 +556,34 @@ _qemu__machine() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        qemu__subcmd__machine__subcmd__help__subcmd__kill)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qemu__subcmd__machine__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         qemu__subcmd__machine__subcmd__help__subcmd__qmp)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -438,6 +612,34 @@ _qemu__machine() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        qemu__subcmd__machine__subcmd__help__subcmd__start)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qemu__subcmd__machine__subcmd__help__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         qemu__subcmd__machine__subcmd__image)
             opts="-v -q -h -V --verbose --quiet --help --version info create resize convert flash dump check snapshot help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -453,7 +655,7 @@ _qemu__machine() {
             return 0
             ;;
         qemu__subcmd__machine__subcmd__image__subcmd__check)
-            opts="-v -q -h -V --repair --verbose --quiet --help --version"
+            opts="-U -v -q -h -V --repair --force-share --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -471,7 +673,7 @@ _qemu__machine() {
             return 0
             ;;
         qemu__subcmd__machine__subcmd__image__subcmd__convert)
-            opts="-O -f -v -q -h -V --format --source-format --verbose --quiet --help --version"
+            opts="-O -f -U -v -q -h -V --format --source-format --force-share --force --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -547,7 +749,7 @@ _qemu__machine() {
             return 0
             ;;
         qemu__subcmd__machine__subcmd__image__subcmd__dump)
-            opts="-O -f -v -q -h -V --format --source-format --verbose --quiet --help --version"
+            opts="-O -f -U -v -q -h -V --format --source-format --force-share --force --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -743,7 +945,7 @@ _qemu__machine() {
             return 0
             ;;
         qemu__subcmd__machine__subcmd__image__subcmd__info)
-            opts="-v -q -h -V --json --verbose --quiet --help --version"
+            opts="-U -v -q -h -V --json --force-share --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -784,8 +986,36 @@ _qemu__machine() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        qemu__subcmd__machine__subcmd__kill)
+            opts="-v -q -h -V --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qemu__subcmd__machine__subcmd__list)
+            opts="-v -q -h -V --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         qemu__subcmd__machine__subcmd__qmp)
-            opts="-m -v -q -h -V --arch --qemu --machine --cpu --smp --memory --accel --name --kernel --initrd --append --bios --uefi --no-reboot --disk --disk-size --default-partitions --forward --vnc --user --password --ssh-key --hostname --qemu-arg --socket --tcp --compact --no-events --history --timeout --verbose --quiet --help --version"
+            opts="-m -p -l -v -q -h -V --arch --qemu --machine --cpu --smp --memory --accel --name --kernel --initrd --append --bios --uefi --no-reboot --disk --disk-size --default-partitions --forward --vnc --user --password --ssh-key --hostname --qemu-arg --socket --tcp --wait --compact --pretty --no-events --logfile --history --timeout --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -883,6 +1113,18 @@ _qemu__machine() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --logfile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -l)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --history)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -899,7 +1141,7 @@ _qemu__machine() {
             return 0
             ;;
         qemu__subcmd__machine__subcmd__run)
-            opts="-m -v -q -h -V --arch --qemu --machine --cpu --smp --memory --accel --name --kernel --initrd --append --bios --uefi --no-reboot --disk --disk-size --default-partitions --forward --vnc --user --password --ssh-key --hostname --qemu-arg --for --powerdown --shutdown-timeout --pass-ctrl-c --events --console-log --launch-timeout --verbose --quiet --help --version"
+            opts="-m -v -q -h -V --arch --qemu --machine --cpu --smp --memory --accel --name --kernel --initrd --append --bios --uefi --no-reboot --disk --disk-size --default-partitions --forward --vnc --user --password --ssh-key --hostname --qemu-arg --for --powerdown --shutdown-timeout --events --console-log --launch-timeout --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1010,6 +1252,130 @@ _qemu__machine() {
                     return 0
                     ;;
                 --launch-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qemu__subcmd__machine__subcmd__start)
+            opts="-m -v -q -h -V --arch --qemu --machine --cpu --smp --memory --accel --name --kernel --initrd --append --bios --uefi --no-reboot --disk --disk-size --default-partitions --forward --vnc --user --password --ssh-key --hostname --qemu-arg --console-log --launch-timeout --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --arch)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --qemu)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --machine)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smp)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -m)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --accel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kernel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --initrd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --append)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bios)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --disk)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --disk-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --forward)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --password)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --hostname)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --qemu-arg)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --console-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --launch-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qemu__subcmd__machine__subcmd__stop)
+            opts="-v -q -h -V --timeout --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
