@@ -52,9 +52,10 @@ fn the_readme_example_runs_as_written() {
         outputs.push(out);
     }
     // What the lines promise: a JSON spec written, and QMP answering from a script.
-    let spec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path("vm.json")).expect("vm.json written"))
-            .expect("vm.json is JSON");
+    let spec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("vm.json")).expect("vm.json written"),
+    )
+    .expect("vm.json is JSON");
     assert_eq!(spec["arch"], "x86_64", "{spec}");
     let (i, _) = lines
         .iter()
