@@ -196,6 +196,9 @@ pub struct Session {
     events: VecDeque<Event>,
     /// Events skipped for being over the size bound.
     events_too_large: u64,
+    /// Raw requests ([`Session::execute_raw`]) in flight or answered: the `id` their caller
+    /// gave, put back into the reply.
+    raw: HashMap<u64, Option<Value>>,
 }
 
 impl Session {
@@ -230,6 +233,7 @@ impl Session {
             replies: HashMap::new(),
             events: VecDeque::new(),
             events_too_large: 0,
+            raw: HashMap::new(),
         }
     }
 
@@ -390,6 +394,8 @@ impl Session {
             ));
         }
         self.sent.clear();
+        let replies = &self.replies;
+        self.raw.retain(|id, _| replies.contains_key(id));
         self.unnumbered.clear();
         self.waiting.clear();
         self.in_band_sent = 0;
@@ -407,12 +413,114 @@ impl Session {
         Ok(RequestId(id))
     }
 
+    /// Sends a request written by the caller, a JSON object sent as it is (QEMUMachine's
+    /// `cmd_obj`): normally `{"execute": NAME, "arguments": {...}}`, but any members go, so that
+    /// a test can send QEMU what a typed call never would (an unknown member, arguments of the
+    /// wrong type) and see QEMU's answer. Take the answer with
+    /// [`take_raw_reply`](Session::take_raw_reply): the whole reply object.
+    ///
+    /// The session keeps owning ids and order. The request is sent at once with the
+    /// session's own numeric `id` (whatever [`in_band_ids`](SessionOptions::in_band_ids)
+    /// says), so its reply is matched by id: even an error about a malformed request carries
+    /// the id, since QEMU reads it first, and an id-less reply can never be taken for it or
+    /// it for another command's. An `id` member the caller gave is taken out before sending
+    /// and put back into the reply, so it can be any JSON value and never collides with the
+    /// session's ids. A request with an `exec-oob` member counts as out-of-band (QEMU
+    /// answers it with an error unless `oob` was negotiated); any other counts as an in-band
+    /// command in flight, but is not held back by
+    /// [`max_in_flight`](SessionOptions::max_in_flight).
+    ///
+    /// Fails with [`Error::NotReady`] before negotiation finished and [`Error::Closed`] after
+    /// the session ended; nothing is sent then.
+    ///
+    /// ```
+    /// use qmp_proto::{Session, SessionOptions};
+    /// use serde_json::json;
+    ///
+    /// # let mut session = Session::new(SessionOptions { in_band_ids: false, ..SessionOptions::default() });
+    /// # session.receive(br#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7},
+    /// #     "package": ""}, "capabilities": []}}"#).unwrap();
+    /// # let n = session.transmit().len();
+    /// # session.advance_transmit(n);
+    /// # session.receive(b"{\"return\": {}}\r\n").unwrap();
+    /// let request = json!({"execute": "stop", "bogus": 1, "id": "mine"});
+    /// let id = session.execute_raw(request.as_object().unwrap().clone()).unwrap();
+    /// assert_eq!(session.transmit(), b"{\"execute\":\"stop\",\"bogus\":1,\"id\":2}\r\n");
+    /// session.receive(br#"{"id": 2, "error": {"class": "GenericError",
+    ///     "desc": "QMP input member 'bogus' is unexpected"}}"#).unwrap();
+    /// assert_eq!(
+    ///     session.take_raw_reply(id),
+    ///     Some(Ok(json!({"error": {"class": "GenericError",
+    ///         "desc": "QMP input member 'bogus' is unexpected"}, "id": "mine"})))
+    /// );
+    /// ```
+    pub fn execute_raw(
+        &mut self,
+        mut request: serde_json::Map<String, Value>,
+    ) -> Result<RequestId> {
+        self.check_ready()?;
+        let caller_id = request.remove("id");
+        let id = self.allocate_id();
+        let oob = request.contains_key("exec-oob");
+        let command = ["execute", "exec-oob"]
+            .iter()
+            .find_map(|k| request.get(*k).and_then(Value::as_str))
+            .unwrap_or("(raw request)")
+            .to_owned();
+        request.insert("id".into(), Value::from(id));
+        self.compact_tx();
+        Encoder::encode_value(&Value::Object(request), &mut self.tx);
+        if !oob {
+            self.in_band_sent += 1;
+        }
+        self.sent.insert(
+            id,
+            Pending {
+                command,
+                oob,
+                numbered: true,
+            },
+        );
+        self.raw.insert(id, caller_id);
+        Ok(RequestId(id))
+    }
+
+    /// Takes the reply to a raw request ([`execute_raw`](Session::execute_raw)) as the whole
+    /// reply object: `{"return": ...}` or `{"error": {"class": ..., "desc": ...}}`, with the
+    /// caller's `id`, if the request had one. `Err` only for a reply larger than the bound
+    /// ([`ReplyError::TooLarge`]); `None` while it has not arrived (or was already taken).
+    pub fn take_raw_reply(
+        &mut self,
+        id: RequestId,
+    ) -> Option<std::result::Result<Value, ReplyError>> {
+        let reply = self.replies.remove(&id.0)?;
+        let caller_id = self.raw.remove(&id.0).flatten();
+        let mut whole = serde_json::Map::new();
+        match reply {
+            Ok(value) => {
+                whole.insert("return".into(), value);
+            }
+            Err(ReplyError::Qmp(error)) => {
+                whole.insert("error".into(), error.to_value());
+            }
+            Err(too_large) => return Some(Err(too_large)),
+        }
+        if let Some(caller_id) = caller_id {
+            whole.insert("id".into(), caller_id);
+        }
+        Some(Ok(Value::Object(whole)))
+    }
+
     /// Takes the reply to command `id`: `Ok` with the returned value, or `Err` with the error
     /// QEMU reported ([`ReplyError::Qmp`]) or, when the reply was larger than the bound, its
     /// size ([`ReplyError::TooLarge`]). `None` while the reply has not arrived (or was
     /// already taken).
     pub fn take_reply(&mut self, id: RequestId) -> Option<std::result::Result<Value, ReplyError>> {
-        self.replies.remove(&id.0)
+        let reply = self.replies.remove(&id.0);
+        if reply.is_some() {
+            self.raw.remove(&id.0);
+        }
+        reply
     }
 
     /// Whether the reply to command `id` arrived and was not taken yet.
@@ -492,6 +600,8 @@ impl Session {
     fn shut(&mut self) {
         self.state = SessionState::Closed;
         self.negotiation = None;
+        let replies = &self.replies;
+        self.raw.retain(|id, _| replies.contains_key(id));
         self.sent.clear();
         self.unnumbered.clear();
         self.waiting.clear();
@@ -1395,6 +1505,135 @@ mod tests {
                 .collect();
             assert_eq!(names, ["STOP", "SHUTDOWN"]);
         }
+    }
+
+    // ---- raw requests ------------------------------------------------------------------------
+
+    #[test]
+    fn raw_requests_carry_the_sessions_id_and_get_the_callers_back() {
+        for in_band_ids in [false, true] {
+            let mut session = if in_band_ids {
+                ready_either(
+                    SessionOptions {
+                        oob: true,
+                        ..SessionOptions::default()
+                    },
+                    &["oob"],
+                )
+            } else {
+                ready_without_ids(&["oob"])
+            };
+            let first = session.execute("query-status", None).unwrap();
+            let raw = session
+                .execute_raw(
+                    json!({"execute": "stop", "arguments": {}, "id": {"mine": [1]}})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                )
+                .unwrap();
+            let bare = session
+                .execute_raw(json!({"execute": "cont"}).as_object().unwrap().clone())
+                .unwrap();
+            let last = session.execute("query-name", None).unwrap();
+            let wire = String::from_utf8(session.transmit().to_vec()).unwrap();
+            let id = |n: u64| {
+                if in_band_ids {
+                    format!(",\"id\":{n}")
+                } else {
+                    String::new()
+                }
+            };
+            assert_eq!(
+                wire,
+                format!(
+                    "{{\"execute\":\"query-status\"{}}}\r\n\
+                     {{\"execute\":\"stop\",\"arguments\":{{}},\"id\":{}}}\r\n\
+                     {{\"execute\":\"cont\",\"id\":{}}}\r\n\
+                     {{\"execute\":\"query-name\"{}}}\r\n",
+                    id(first.0),
+                    raw.0,
+                    bare.0,
+                    id(last.0)
+                )
+            );
+            let n = session.transmit().len();
+            session.advance_transmit(n);
+            // In order, as QEMU answers: the id-less replies go to the id-less commands.
+            let mut answer = |mut v: Value, id: Option<u64>| {
+                if let Some(n) = id {
+                    v["id"] = json!(n);
+                }
+                session.receive(&line(v)).unwrap();
+            };
+            answer(
+                json!({"return": {"status": "running"}}),
+                in_band_ids.then_some(first.0),
+            );
+            answer(
+                json!({"error": {"class": "GenericError", "desc": "nope"}}),
+                Some(raw.0),
+            );
+            answer(json!({"return": {}}), Some(bare.0));
+            answer(
+                json!({"return": {"name": "x"}}),
+                in_band_ids.then_some(last.0),
+            );
+            assert_eq!(
+                session.take_reply(first),
+                Some(Ok(json!({"status": "running"})))
+            );
+            assert_eq!(
+                session.take_raw_reply(raw),
+                Some(Ok(
+                    json!({"error": {"class": "GenericError", "desc": "nope"},
+                    "id": {"mine": [1]}})
+                ))
+            );
+            assert_eq!(session.take_raw_reply(raw), None);
+            assert_eq!(
+                session.take_raw_reply(bare),
+                Some(Ok(json!({"return": {}})))
+            );
+            assert_eq!(session.take_reply(last), Some(Ok(json!({"name": "x"}))));
+            assert!(session.raw.is_empty());
+            assert_eq!(session.in_flight(), 0);
+        }
+    }
+
+    #[test]
+    fn raw_requests_wait_for_readiness_and_oob_ones_count_apart() {
+        let mut session = Session::new(no_ids());
+        let request = json!({"execute": "stop"}).as_object().unwrap().clone();
+        assert!(matches!(
+            session.execute_raw(request.clone()),
+            Err(Error::NotReady)
+        ));
+        let mut session = ready_without_ids(&["oob"]);
+        let oob = session
+            .execute_raw(
+                json!({"exec-oob": "migrate-pause"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            )
+            .unwrap();
+        assert_eq!((session.in_flight(), session.pending()), (0, 1));
+        // A reply taken the plain way (as a driver discarding an abandoned one does) forgets
+        // the caller's id too.
+        session
+            .receive(&line(json!({"return": {}, "id": oob.0})))
+            .unwrap();
+        assert_eq!(session.take_reply(oob), Some(Ok(json!({}))));
+        assert!(session.raw.is_empty());
+        let pending = session.execute_raw(request).unwrap();
+        session.close();
+        assert!(session.raw.is_empty());
+        assert_eq!(session.take_raw_reply(pending), None);
+        assert!(matches!(
+            session.execute_raw(Default::default()),
+            Err(Error::Closed)
+        ));
     }
 
     // ---- in_band_ids: false ----------------------------------------------------------------
