@@ -68,11 +68,14 @@ mod vm;
 
 pub use config::{
     args_choose_accel, resolve_accel, AccelChoice, AttachTarget, MachineConfig, PassFd, ACCEL_ENV,
-    DEFAULT_BINARY, DEFAULT_CONSOLE_BUFFER, DEFAULT_CONSOLE_INPUT_BUFFER, DEFAULT_LAUNCH_TIMEOUT,
-    DEFAULT_MAX_EVENTS, DEFAULT_QMP_TIMEOUT,
+    DEFAULT_BINARY, DEFAULT_CONSOLE_BUFFER, DEFAULT_CONSOLE_INPUT_BUFFER, DEFAULT_LAUNCH_SETTLE,
+    DEFAULT_LAUNCH_TIMEOUT, DEFAULT_MAX_EVENTS, DEFAULT_QMP_TIMEOUT,
 };
 pub use error::Error;
-pub use machine::{FdsetEntry, Machine, PollSources};
+pub use machine::{FdsetEntry, Machine, PollSources, Qtest};
+pub use qemu_cmdline::MonitorAddress;
+pub use qmp_proto::qtest::{Endianness, Irq};
+pub use qmp_proto::QtestError;
 pub use qmp_proto::{Event, Greeting, QmpError, RunState, Timestamp};
 pub use set::MachineSet;
 

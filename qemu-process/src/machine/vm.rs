@@ -45,6 +45,7 @@ impl VmParts {
             binary: config.binary.as_deref(),
             accel: config.accel,
             dry_run,
+            qtest: config.qtest,
         }
         .resolve(launch)?;
         Ok(VmParts {
@@ -65,16 +66,18 @@ impl MachineConfig {
     /// them. Programs are shown as configured (not looked up in `PATH`).
     pub fn argv(&self) -> Result<Vec<std::ffi::OsString>, Error> {
         self.check()?;
+        let base = self.temp_base.clone().unwrap_or_else(std::env::temp_dir);
+        let temp = base.join("qemu-machine.XXXXXX");
         let resolved = match &self.vm {
             Some(launch) => {
-                let base = self.temp_base.clone().unwrap_or_else(std::env::temp_dir);
-                let temp = base.join("qemu-machine.XXXXXX");
                 let mut created = Created::default();
                 Some(VmParts::resolve(self, launch, &temp, &mut created, true)?.resolved)
             }
             None => None,
         };
-        super::launch::render_argv(self, resolved.as_ref(), false)
+        let name = self.name.as_deref().unwrap_or("qemu-machine.XXXXXX");
+        let console_log = self.log_paths_unmade(&temp, name).1;
+        super::launch::render_argv(self, resolved.as_ref(), false, &console_log)
     }
 }
 
