@@ -36,6 +36,8 @@
 //! the running [`Machine`] then reports port forwards with automatic host ports, flashes and
 //! dumps named drives, and takes screendumps. [`image`] wraps `qemu-img` (info, create,
 //! resize, convert with progress, check, snapshots) and flashing compressed images.
+//! [`qemumachine_map`] maps QEMU's Python `QEMUMachine` and `QEMUQtestMachine` onto all this
+//! (the qtest machine is [`MachineConfig::qtest`] and [`Machine::qtest`]).
 //!
 //! ```no_run
 //! use qemu_process::{Machine, MachineConfig};
@@ -52,6 +54,11 @@
 //! assert!(status.success());
 //! # Ok::<(), qemu_process::Error>(())
 //! ```
+
+/// The map from QEMU's Python `QEMUMachine`, `QEMUQtestMachine` and qemu.qmp's legacy client to
+/// this crate, the C library and the command line (the file `qemu-process/QEMUMACHINE.md`).
+#[doc = include_str!("../QEMUMACHINE.md")]
+pub mod qemumachine_map {}
 
 pub mod cloudinit;
 mod config;

@@ -122,7 +122,13 @@ fn qmp_servers_take_a_second_client_beside_the_librarys_connection() {
     );
     third.resume().unwrap();
     vm.event_wait("RESUME", None, WAIT).unwrap();
+    // Dropping an attached machine only disconnects.
     drop((second, third));
+    assert!(vm.is_running());
+    assert_eq!(
+        vm.execute("query-status", None).unwrap()["status"],
+        "running"
+    );
 
     // A killed QEMU leaves its socket behind; dropping the machine removes it.
     vm.kill().unwrap();
@@ -325,10 +331,17 @@ fn raw_requests_get_whole_replies_under_the_librarys_ids() {
             .execute_raw(&json!({"execute": "no-such-command"}), WAIT)
             .unwrap();
         assert_eq!(unknown["error"]["class"], "CommandNotFound", "{unknown}");
-        // A reply the caller stopped waiting for does not answer the next command.
+        // A reply the caller stopped waiting for does not answer the next command (a stopped
+        // QEMU cannot answer in time).
+        let pid = vm.pid().unwrap();
+        signal(pid, libc::SIGSTOP);
         let e = vm
-            .execute_raw(&json!({"execute": "query-name"}), Duration::ZERO)
+            .execute_raw(
+                &json!({"execute": "query-name"}),
+                Duration::from_millis(200),
+            )
             .unwrap_err();
+        signal(pid, libc::SIGCONT);
         assert!(e.is_timeout(), "{e}");
         assert_eq!(vm.status().unwrap(), qemu_process::RunState::Paused);
         let e = vm

@@ -307,17 +307,22 @@ fn failing_and_malformed_lines_are_typed_errors_naming_the_line_and_the_answer()
 #[test]
 fn a_timed_out_call_leaves_the_channel_in_order() {
     let mut vm = launch(&q35_qtest());
-    // A reply cannot come within zero time; the next call gets its own reply, not that one.
+    // A stopped QEMU cannot answer in time; once it runs again, the late answer is dropped and
+    // the next call gets its own.
+    let pid = vm.pid().unwrap();
+    process_common::signal(pid, libc::SIGSTOP);
     let e = vm
         .qtest()
         .unwrap()
-        .timeout(Duration::ZERO)
+        .timeout(Duration::from_millis(200))
         .inl(0xcfc)
         .unwrap_err();
+    process_common::signal(pid, libc::SIGCONT);
     assert!(e.is_timeout(), "{e}");
     let mut q = vm.qtest().unwrap();
     q.outl(0xcf8, 0x8000_0000).unwrap();
     assert_eq!(q.inw(0xcfe).unwrap(), 0x29c0);
+    assert_eq!(q.inl(0xcfc).unwrap(), 0x29c0_8086);
 }
 
 #[test]
