@@ -468,3 +468,17 @@ fn a_virtconsole_carries_the_console_as_the_guests_hvc0() {
     assert!(!ttys0.contains(ERROR_PREFIX), "{ttys0}");
     assert!(!ttys0.contains("QM-ON-HVC0"), "{ttys0}");
 }
+
+#[test]
+fn a_machine_set_launches_machines_without_qmp_beside_others() {
+    let mut without = none_config();
+    without.qmp(false);
+    let configs = [without, none_config()];
+    let mut set = qemu_process::MachineSet::launch(&configs, WAIT).unwrap();
+    assert!(!set.get(0).unwrap().is_connected());
+    assert!(set.get_mut(0).unwrap().is_running());
+    assert!(set.get(1).unwrap().is_connected());
+    for result in set.shutdown_all(WAIT) {
+        assert!(result.unwrap().success());
+    }
+}

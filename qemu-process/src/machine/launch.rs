@@ -316,7 +316,7 @@ impl Machine {
         let result = if self.qmp_enabled || self.qtest.is_some() {
             self.run_until(deadline, || what.to_owned(), |m| m.launch_check())
         } else {
-            self.settle(deadline)
+            self.settle()
         };
         if let Err(e) = &result {
             if !matches!(e, Error::Launch { .. }) {
@@ -356,7 +356,11 @@ impl Machine {
                 }
             }
         }
-        if let Some(status) = self.exit_status_now() {
+        let exited = self.exit_status_now();
+        if exited.is_none() && !self.qmp_enabled && self.qtest.is_none() && self.settled() {
+            return Some(Ok(()));
+        }
+        if let Some(status) = exited {
             let log = self.log().unwrap_or_default();
             log::warn!("QEMU exited during launch ({status}): {}", log.trim_end());
             return Some(Err(Error::Launch {

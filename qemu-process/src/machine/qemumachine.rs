@@ -6,7 +6,7 @@
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use qemu_cmdline::{qmp_listen_chardev, MonitorAddress, CONSOLE_CHARDEV};
 use qmp_proto::{Event, QtestError, ReplyError};
@@ -32,8 +32,9 @@ pub(super) struct Extras {
     ptys: Option<Vec<(String, PathBuf)>>,
     /// Whether the chardevs are read at launch (a pty, or a QMP server on port 0).
     read_chardevs: bool,
-    /// Without QMP or qtest: how long QEMU must run for the launch to count as done.
-    settle: Duration,
+    /// Without QMP or qtest: when QEMU will have run long enough for the launch to count as
+    /// done (the settle time from the spawn, at most the launch timeout).
+    pub(super) settle_at: Option<Instant>,
 }
 
 impl Extras {
@@ -76,7 +77,8 @@ impl Extras {
             console_pty: config.get_console() && config.console_pty,
             ptys: None,
             read_chardevs: config.qmp && (config.console_pty || vm_pty || raw_pty || port_zero),
-            settle: config.launch_settle,
+            settle_at: (!config.qmp && !config.qtest)
+                .then(|| Instant::now() + config.launch_settle.min(config.launch_timeout)),
         }
     }
 }
@@ -142,36 +144,41 @@ impl Machine {
     // Launch without QMP
     // ------------------------------------------------------------------------------------------
 
-    /// Without QMP and qtest: the launch is done once QEMU has run for the settle time (or
-    /// until `deadline`, if that comes first) without exiting.
-    pub(super) fn settle(&mut self, deadline: Deadline) -> Result<(), Error> {
-        let settle = match deadline.remaining() {
-            Some(left) => left.min(self.extras.settle),
-            None => self.extras.settle,
-        };
-        let result = self.run_until(
-            Deadline::after(settle),
+    /// Without QMP and qtest: the launch is done once QEMU has run for the settle time without
+    /// exiting (see [`settled`](Self::settled)); waits until then, or QEMU's exit.
+    pub(super) fn settle(&mut self) -> Result<(), Error> {
+        let until = self.extras.settle_at.map_or(Duration::ZERO, |at| {
+            at.saturating_duration_since(Instant::now())
+        });
+        self.run_until(
+            Deadline::after(until),
             || "QEMU to settle".to_owned(),
-            |m| {
-                let status = m.exit_status_now()?;
-                Some(Err(Error::Launch {
-                    status,
-                    argv: m.argv.clone(),
-                    log: m.log().unwrap_or_default(),
-                }))
-            },
-        );
-        match result {
-            Err(e) if e.is_timeout() => {
-                log::info!(
-                    "QEMU (pid {:?}) runs without QMP after {settle:?}: launched",
-                    self.pid()
-                );
-                self.created.keep();
-                Ok(())
-            }
-            other => other,
+            |m| m.launch_check(),
+        )
+    }
+
+    /// Without QMP and qtest: whether the settle time has passed (`launch_check` then counts
+    /// the launch as done, QEMU not having exited).
+    pub(super) fn settled(&mut self) -> bool {
+        let Some(at) = self.extras.settle_at else {
+            return false;
+        };
+        if Instant::now() < at {
+            return false;
         }
+        log::info!(
+            "QEMU (pid {:?}) runs without QMP after the settle time: launched",
+            self.pid()
+        );
+        self.extras.settle_at = None;
+        self.created.keep();
+        true
+    }
+
+    /// When a launch without QMP and qtest will have settled, for a caller driving launches
+    /// from its own poll ([`MachineSet`](crate::MachineSet)).
+    pub(crate) fn launch_wake(&self) -> Option<Instant> {
+        self.extras.settle_at
     }
 
     /// The error of a qtest channel that ended.
