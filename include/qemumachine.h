@@ -29,8 +29,11 @@
  * at its terminal) reaches neither; what to do about it is the program's choice.
  *
  * What is killed, and when. qm_machine_free() of a running machine kills QEMU's process group
- * with SIGKILL, reaps QEMU and removes its temp dir. qm_machine_shutdown() sends `quit`, waits,
- * then does the same if QEMU is still there. If the program dies in any way, SIGKILL included,
+ * with SIGKILL (never a graceful shutdown), reaps QEMU (waiting at most 10 s for the kernel to
+ * finish it) and removes its temp dir; logs in a log dir (qm_config_set_log_dir()) stay.
+ * qm_machine_shutdown() sends `quit` (SIGTERM to a machine launched without QMP), waits, then
+ * does the same if QEMU is still there; qm_machine_wait_or_kill() waits, then does the same.
+ * If the program dies in any way, SIGKILL included,
  * the guardian kills every QEMU's process group and removes every temp dir within moments.
  * What a `wrapper` forks is in QEMU's process group, and goes with it. An attached machine
  * (qm_machine_attach_*()) is not the library's to kill: freeing it only disconnects.
@@ -733,9 +736,11 @@ enum qm_status qm_machine_screendump(struct qm_machine *machine,
                                      const char *format,
                                      char **out_path);
 
-// Frees a machine: a launched QEMU still running has its process group killed (SIGKILL) and is
-// reaped, and its temp dir is removed; an attached one is only disconnected. Call
-// `qm_machine_shutdown()` first for a graceful stop. NULL, a handle already freed (it stays
+// Frees a machine: a launched QEMU still running has its process group killed (SIGKILL; never
+// a graceful shutdown, so that freeing a forgotten machine never waits for its guest) and is
+// reaped (waiting at most 10 s for the kernel to finish it), and its temp dir is removed (logs
+// in a log dir stay); an attached one is only disconnected. Call `qm_machine_shutdown()` first
+// for a graceful stop. NULL, a handle already freed (it stays
 // invalid for good: freeing it again never reaches a machine created after it), one not created
 // by this library and a `qm_config` are ignored.
 //

@@ -913,9 +913,11 @@ pub unsafe extern "C" fn qm_machine_screendump(
     }
 }
 
-/// Frees a machine: a launched QEMU still running has its process group killed (SIGKILL) and is
-/// reaped, and its temp dir is removed; an attached one is only disconnected. Call
-/// `qm_machine_shutdown()` first for a graceful stop. NULL, a handle already freed (it stays
+/// Frees a machine: a launched QEMU still running has its process group killed (SIGKILL; never
+/// a graceful shutdown, so that freeing a forgotten machine never waits for its guest) and is
+/// reaped (waiting at most 10 s for the kernel to finish it), and its temp dir is removed (logs
+/// in a log dir stay); an attached one is only disconnected. Call `qm_machine_shutdown()` first
+/// for a graceful stop. NULL, a handle already freed (it stays
 /// invalid for good: freeing it again never reaches a machine created after it), one not created
 /// by this library and a `qm_config` are ignored.
 ///

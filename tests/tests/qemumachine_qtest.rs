@@ -389,6 +389,11 @@ fn a_pty_console_is_reported_and_carries_the_guest_serial_port() {
         .iter()
         .any(|(label, path)| label == "qm-console" && *path == pty));
     assert!(!vm.has_console());
+    let e = vm.console_wait_for(b"x", Duration::ZERO).unwrap_err();
+    assert!(
+        matches!(&e, Error::Unsupported(m) if m.contains("console_pty")),
+        "{e:?}"
+    );
     // Open the terminal first: QEMU drops output while nobody has it open.
     let mut terminal = std::fs::File::open(&pty).unwrap();
     let mut q = vm.qtest().unwrap();

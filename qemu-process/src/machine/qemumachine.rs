@@ -27,7 +27,7 @@ pub(super) struct Extras {
     /// Unix sockets of QMP servers, removed on drop if QEMU left them (it was killed).
     listen_sockets: Vec<PathBuf>,
     /// The console is a pty.
-    console_pty: bool,
+    pub(super) console_pty: bool,
     /// Pty chardevs (label, path) read over QMP at launch; `None` when not read.
     ptys: Option<Vec<(String, PathBuf)>>,
     /// Whether the chardevs are read at launch (a pty, or a QMP server on port 0).

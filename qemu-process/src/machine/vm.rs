@@ -149,8 +149,8 @@ impl Machine {
         self.vm_ref().map_or(&[], |v| &v.drives)
     }
 
-    /// Whether QEMU is still running (handles pending I/O first, so a just-exited QEMU is
-    /// seen as exited).
+    /// Whether QEMU is still running (QEMUMachine's `is_running`; handles pending I/O first, so
+    /// a just-exited QEMU is seen as exited). Always `false` for an attached machine.
     pub fn is_running(&mut self) -> bool {
         let _ = self.process_io();
         self.child.is_some() && self.exit_status_now().is_none()
