@@ -229,7 +229,7 @@ impl Machine {
             }
             machine.qtest = Some(conn);
         }
-        machine.extras = Extras::for_launch(config, name, console_log);
+        machine.extras = Extras::for_launch(config, name);
         Ok(machine)
     }
 

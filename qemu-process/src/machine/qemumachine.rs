@@ -38,11 +38,7 @@ pub(super) struct Extras {
 }
 
 impl Extras {
-    pub(super) fn for_launch(
-        config: &MachineConfig,
-        name: &str,
-        _console_log: Option<PathBuf>,
-    ) -> Extras {
+    pub(super) fn for_launch(config: &MachineConfig, name: &str) -> Extras {
         let vm_pty = config.vm.as_ref().is_some_and(|vm| {
             vm.spec
                 .serial
