@@ -65,7 +65,10 @@ pub use device::{AddFd, Device, FwCfg, Object, Smbios, FW_CFG_NAME_MAX};
 pub use display::{Display, Firmware, Vga, Vnc};
 pub use error::{Error, IdKind};
 pub use escape::{escape_value, id_problem, is_qapi_name, shell_quote, shell_quote_arg};
-pub use harness::{Harness, CONSOLE_CHARDEV, QMP_CHARDEV};
+pub use harness::{
+    qmp_listen_chardev, ConsoleDevice, Harness, MonitorAddress, CONSOLE_CHARDEV,
+    CONSOLE_VIRTIO_SERIAL, QMP_CHARDEV, QTEST_CHARDEV,
+};
 pub use img::{
     img_path, ImgCheck, ImgCommand, ImgConvert, ImgCreate, ImgInfo, ImgResize, ImgSnapshot, Repair,
     SnapshotAction,

@@ -1,6 +1,6 @@
 //! Errors of the Rust crates, as statuses and messages for C.
 
-use qemu_process::Error;
+use qemu_process::{Error, QtestError};
 
 use crate::error::FfiError;
 use crate::status::QmStatus;
@@ -54,6 +54,14 @@ fn status_of(e: &Error) -> QmStatus {
         Error::ShrinkRefused { .. } => QmStatus::InvalidArgument,
         Error::VmRunning { .. } => QmStatus::InvalidState,
         Error::ConsoleWriteTimeout { .. } => QmStatus::Timeout,
+        Error::Qtest(e) => match e {
+            QtestError::Failed { .. } => QmStatus::QtestError,
+            // Refused before sending: the caller's line.
+            QtestError::InvalidCommand { .. } => QmStatus::InvalidArgument,
+            QtestError::Closed { .. } => QmStatus::Disconnected,
+            _ => QmStatus::Protocol,
+        },
+        Error::NoQtestClock { .. } => QmStatus::Unsupported,
         // The enum is non-exhaustive; a variant added later without a code here still fails
         // with its message rather than being mistaken for success.
         _ => QmStatus::Io,

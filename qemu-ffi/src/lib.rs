@@ -35,6 +35,8 @@ pub mod guardian;
 pub(crate) mod handle;
 pub mod image;
 pub mod machine;
+pub mod qemumachine;
+pub mod qtest;
 pub mod status;
 pub mod version;
 

@@ -147,6 +147,32 @@ fn assert_passed(what: &str, out: &Output) {
     ] {
         assert!(stdout.contains(line), "no `{line}` in\n{stdout}");
     }
+    // QEMUMachine's surface: the qtest machine, monitors, console, logs, events, raw requests.
+    for line in [
+        "ok   qtest reads the q35 host bridge's vendor and device ids through 0xcf8/0xcfc",
+        "ok   qtest drives the CMOS RTC through 0x70/0x71",
+        "ok   guest RAM written and read back",
+        "ok   a failing qtest line is QM_STATUS_QTEST_ERROR naming the line and QEMU's answer",
+        "ok   a line QEMU would abort on is refused before sending",
+        "ok   an intercepted IRQ is seen raised, as JSON",
+        "ok   the RTC's periodic interrupt arrives while waiting",
+        "ok   the console carries the second ISA serial port",
+        "ok   shutdown without QMP: SIGTERM, exit status 0",
+        "ok   a failing launch without QMP is QM_STATUS_LAUNCH_FAILED with QEMU's output",
+        "ok   the QMP servers as QEMU listens: loopback, the port it picked, the unix path",
+        "ok   a second client attaches and stops the VM",
+        "ok   qm_machine_events_wait takes the first of several events: STOP",
+        "ok   qm_machine_next_event takes the next event: RESUME",
+        "ok   -monitor null replaces the default monitor",
+        "ok   qm_machine_console_pty gives the console's terminal",
+        "ok   qm_machine_execute_raw returns the whole reply, with the caller's id",
+        "ok   wait_or_kill of a QEMU that does not exit kills it: QM_STATUS_NOT_GRACEFUL",
+        "ok   qm_machine_free removes it",
+        "ok   the log dir and logs are owner-only",
+        "ok   QEMU's log stays after the machine is gone",
+    ] {
+        assert!(stdout.contains(line), "no `{line}` in\n{stdout}");
+    }
 }
 
 #[test]
