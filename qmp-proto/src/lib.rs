@@ -13,6 +13,7 @@
 //! - the [`Session`] state machine: greeting, capability negotiation, ids, at most eight
 //!   in-band commands in flight, replies matched by id, events queued in order, a guest agent
 //!   mode;
+//! - [`guest`]: the QEMU guest agent's commands, typed, and the base64 its data travels in;
 //! - [`event_match`], with the semantics of QEMU's `QEMUMachine.event_match`;
 //! - typed [`commands`] through the [`Command`] trait, with raw execution by name still
 //!   available for every other command;
@@ -45,6 +46,7 @@ pub mod commands;
 mod decoder;
 mod encoder;
 mod error;
+pub mod guest;
 mod matching;
 pub mod qtest;
 mod session;

@@ -379,7 +379,12 @@ impl Session {
     /// `guest-sync-delimited` with `token`, forgets every command in flight, and drops all
     /// received bytes up to the `0xFF` the agent sends before its reply, so that output a
     /// previous client left unread is skipped. The reply's value is `token`: compare it, and
-    /// use a fresh random token each time.
+    /// use a fresh random token each time (QAPI's `int`: at most `i64::MAX`).
+    ///
+    /// What was not written yet of earlier requests is dropped too: those commands are
+    /// forgotten, so the agent must not run them. A request cut short that way leaves a partial
+    /// JSON text at the agent, which the `0xFF` makes it discard (it answers with a parse error
+    /// before the sentinel, which is skipped).
     pub fn guest_sync(&mut self, token: u64) -> Result<RequestId> {
         if self.state == SessionState::Closed {
             return Err(Error::Closed);
@@ -394,7 +399,8 @@ impl Session {
         self.waiting.clear();
         self.in_band_sent = 0;
         self.decoder.discard_until_sentinel();
-        self.compact_tx();
+        self.tx.clear();
+        self.tx_pos = 0;
         self.tx.push(0xFF);
         let id = self.allocate_id();
         let request = Request {
@@ -1349,6 +1355,35 @@ mod tests {
 
         let mut monitor = ready(SessionOptions::default(), &[]);
         assert!(matches!(monitor.guest_sync(1), Err(Error::Protocol(_))));
+    }
+
+    /// A resync drops what was not written yet of forgotten commands: the agent never runs
+    /// them, and the part of a request already written is ended by the `0xFF`.
+    #[test]
+    fn guest_sync_drops_unwritten_requests() {
+        let mut session = Session::guest_agent(SessionOptions::default());
+        session
+            .execute(
+                "guest-file-write",
+                Some(json!({"handle": 1, "buf-b64": "AAAA"})),
+            )
+            .unwrap();
+        session.execute("guest-ping", None).unwrap();
+        session.advance_transmit(10);
+        let sync = session.guest_sync(5).unwrap();
+        let mut expected = vec![0xFF];
+        expected.extend_from_slice(
+            b"{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":5},\"id\":3}\r\n",
+        );
+        assert_eq!(session.transmit(), &expected[..]);
+        assert_eq!(session.pending(), 1);
+        assert!(session.is_pending(sync));
+        // The agent's parse error for the cut request comes before its sentinel: skipped.
+        session
+            .receive(b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"JSON parse error\"}}\n\xff{\"return\": 5, \"id\": 3}\n")
+            .unwrap();
+        assert_eq!(session.take_reply(sync), Some(Ok(json!(5))));
+        assert!(session.is_ready());
     }
 
     /// One whole conversation, fed in every possible two-piece split (and byte by byte), gives
