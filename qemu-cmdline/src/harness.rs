@@ -6,6 +6,10 @@ use crate::{Accel, AddFd, Chardev, CommandLine, Display, Monitor};
 pub const QMP_CHARDEV: &str = "qm-qmp";
 /// The chardev id of the launcher's console.
 pub const CONSOLE_CHARDEV: &str = "qm-console";
+/// The chardev id of the guest agent's channel: the launcher's descriptor
+/// ([`Harness::guest_agent_fd`]), which the port of a [`VmSpec`](crate::VmSpec) with
+/// `guest_agent` connects to.
+pub const GUEST_AGENT_CHARDEV: &str = "qm-qga";
 
 /// The pieces a launcher adds to a command line so that it can drive QEMU: a QMP monitor and a
 /// console on socket descriptors QEMU inherits, `-display none`, an accelerator, and
@@ -43,6 +47,10 @@ pub struct Harness {
     pub accel: Option<Accel>,
     /// Descriptors QEMU inherits in fd sets (`-add-fd`).
     pub add_fds: Vec<AddFd>,
+    /// The guest agent's channel (chardev [`GUEST_AGENT_CHARDEV`]) on this inherited socket
+    /// descriptor. The device the guest sees is the VM description's
+    /// ([`VmSpec::guest_agent`](crate::VmSpec::guest_agent)): this is only its backend.
+    pub guest_agent_fd: Option<i32>,
 }
 
 impl CommandLine {
@@ -55,6 +63,9 @@ impl CommandLine {
         if let Some(fd) = h.console_fd {
             self.chardev(Chardev::socket_fd(CONSOLE_CHARDEV, fd))
                 .serial(CONSOLE_CHARDEV);
+        }
+        if let Some(fd) = h.guest_agent_fd {
+            self.chardev(Chardev::socket_fd(GUEST_AGENT_CHARDEV, fd));
         }
         if h.display_none {
             self.display(Display::None);
