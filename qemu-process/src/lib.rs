@@ -59,6 +59,7 @@ mod console;
 mod error;
 mod fat;
 mod guardian;
+pub mod guest;
 pub mod image;
 mod machine;
 mod set;
@@ -72,6 +73,7 @@ pub use config::{
     DEFAULT_MAX_EVENTS, DEFAULT_QMP_TIMEOUT,
 };
 pub use error::Error;
+pub use guest::{ExecCommand, ExecOutput, Guest, GuestAgent};
 pub use machine::{FdsetEntry, Machine, PollSources};
 pub use qmp_proto::{Event, Greeting, QmpError, RunState, Timestamp};
 pub use set::MachineSet;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 pub mod fixture;
 mod modinfo;
 mod newc;
+pub mod qga;
 
 /// Finds `name` in the directories of `PATH`, like a shell would.
 pub fn find_program(name: &str) -> Option<PathBuf> {

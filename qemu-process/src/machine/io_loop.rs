@@ -11,7 +11,7 @@ use mio::unix::SourceFd;
 use mio::Interest;
 use qmp_proto::{Event, SessionState};
 
-use super::{wanted_matches, Deadline, Machine, CHILD, CONSOLE, QMP};
+use super::{wanted_matches, Deadline, Machine, CHILD, CONSOLE, GUEST, QMP};
 use crate::error::Error;
 use crate::sys;
 
@@ -66,6 +66,7 @@ impl Machine {
     pub(super) fn turn(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
         self.flush_qmp();
         self.flush_console();
+        self.flush_guest();
         if let Err(e) = self.poll.poll(&mut self.mio_events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {
                 return Ok(());
@@ -75,6 +76,7 @@ impl Machine {
         let (mut qmp_read, mut qmp_write, mut con_read, mut con_write, mut child) =
             (false, false, false, false, false);
         let (mut qmp_closed, mut con_closed) = (false, false);
+        let (mut guest_read, mut guest_write, mut guest_closed) = (false, false, false);
         for event in self.mio_events.iter() {
             let closed = event.is_read_closed() || event.is_error();
             let read = event.is_readable() || closed;
@@ -91,6 +93,11 @@ impl Machine {
                     con_write |= write;
                 }
                 CHILD => child = true,
+                GUEST => {
+                    guest_read |= read;
+                    guest_closed |= closed;
+                    guest_write |= write;
+                }
                 _ => {}
             }
         }
@@ -105,6 +112,12 @@ impl Machine {
         }
         if con_write {
             self.flush_console();
+        }
+        if guest_read {
+            self.read_guest(guest_closed);
+        }
+        if guest_write {
+            self.flush_guest();
         }
         if child {
             self.reap_now();
@@ -195,6 +208,7 @@ impl Machine {
 
     pub(super) fn keep_event(&mut self, event: Event) {
         log::debug!("QMP event {} {}", event.name, event.data);
+        self.guest_observe(&event);
         if self.event_matched.is_none() {
             if let Some(wanted) = &self.event_waiter {
                 if wanted.iter().any(|(name, pattern)| {

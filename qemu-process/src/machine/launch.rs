@@ -150,6 +150,16 @@ impl Machine {
             inherit.push(theirs.as_fd());
         }
         inherit.extend(config.add_fds.iter().map(|a| a.fd.as_fd()));
+        // The guest agent's channel comes last (see `render_argv`).
+        let mut guest = None;
+        if vm.is_some_and(|v| v.resolved.guest_agent) {
+            let (ours, theirs) = sys::socketpair()
+                .map_err(Error::io_with("creating the guest agent's socketpair"))?;
+            guest = Some((ours, theirs));
+        }
+        if let Some((_, theirs)) = &guest {
+            inherit.push(theirs.as_fd());
+        }
 
         log::info!("launching QEMU: {}", qemu_cmdline::shell_quote(&argv));
         let child = ChildProc::spawn(&SpawnRequest {
@@ -168,6 +178,10 @@ impl Machine {
         // QEMU has its copies now; ours would only keep the sockets open after QEMU dies.
         drop(inherit);
         drop((qmp_theirs, console_theirs, log));
+        let guest = guest.map(|(ours, theirs)| {
+            drop(theirs);
+            ours
+        });
         log::debug!("QEMU started, pid {}", child.pid());
 
         let options = SessionOptions {
@@ -187,6 +201,15 @@ impl Machine {
             argv,
         )?;
         machine.log_path = Some(log_path);
+        if let Some(ours) = guest {
+            machine.attach_guest_channel(
+                ours,
+                SessionOptions {
+                    max_message_size: config.max_message_size,
+                    ..SessionOptions::default()
+                },
+            )?;
+        }
         Ok(machine)
     }
 
@@ -252,6 +275,7 @@ impl Machine {
             read_buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
             config: None,
             vm: None,
+            guest: None,
             created: Created::default(),
             temp_dir: None,
         })
@@ -386,7 +410,10 @@ fn pause_for(d: Duration) {
     }
 }
 
-fn connect_with_retry(target: &AttachTarget, deadline: Deadline) -> Result<(OwnedFd, bool), Error> {
+pub(crate) fn connect_with_retry(
+    target: &AttachTarget,
+    deadline: Deadline,
+) -> Result<(OwnedFd, bool), Error> {
     let mut backoff = Duration::from_millis(5);
     let mut last_error: Option<io::Error>;
     loop {
@@ -479,8 +506,8 @@ fn connect_tcp(addr: std::net::SocketAddr, deadline: Deadline) -> io::Result<Own
 }
 
 /// The full argv QEMU is started with (wrapper first): the launcher's harness (QMP on
-/// descriptor 3, the console on 4 when enabled, then the config's `add_fd`s, see
-/// [`inherited_fd`]) rendered by qemu-cmdline with the raw arguments or the resolved VM. With
+/// descriptor 3, the console on 4 when enabled, then the config's `add_fd`s, then the guest
+/// agent's channel when the VM has one, see [`inherited_fd`]) rendered by qemu-cmdline with the raw arguments or the resolved VM. With
 /// `find` the wrapper and binary are looked up in `PATH` (a missing one is
 /// [`Error::BinaryNotFound`]); without, they are shown as configured.
 pub(crate) fn render_argv(
@@ -516,6 +543,9 @@ pub(crate) fn render_argv(
         Some(spec) => {
             let mut spec = spec.clone();
             spec.binary = Some(binary);
+            if spec.guest_agent {
+                harness.guest_agent_fd = Some(inherited_fd(first_add + config.add_fds.len()));
+            }
             spec.to_command_line_with(&harness)?
         }
         None => {

@@ -2,11 +2,13 @@
 //!
 //! The type and its accessors are here; its calls are grouped by concern in the submodules:
 //! `launch` (spawn, attach), `io_loop` (the poll loop), `qmp` (commands, descriptors), `events`,
-//! `console`, `lifecycle` (power, shutdown), `vm` (a VM's forwards, drives, screendumps).
+//! `console`, `lifecycle` (power, shutdown), `vm` (a VM's forwards, drives, screendumps), `guest`
+//! (the guest agent's channel).
 //!
 //! Every blocking call runs the same loop ([`Machine::run_until`]): flush pending output, wait
-//! in `mio::Poll` for the QMP socket, the console socket or the child's exit watch, feed what arrived into the
-//! `qmp_proto` session, keep events, drain the console, reap the child; then check the call's own
+//! in `mio::Poll` for the QMP socket, the console socket, the guest agent's socket or the child's
+//! exit watch, feed what arrived into the `qmp_proto` sessions, keep events, drain the console,
+//! reap the child; then check the call's own
 //! condition, until it holds or the call's deadline passes.
 
 use std::collections::VecDeque;
@@ -32,6 +34,7 @@ use crate::vm::resolve::Created;
 const QMP: Token = Token(0);
 const CONSOLE: Token = Token(1);
 const CHILD: Token = Token(2);
+const GUEST: Token = Token(3);
 
 /// Bytes read from a socket per recv call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -169,6 +172,8 @@ pub struct Machine {
     config: Option<MachineConfig>,
     /// What a VM launch resolved (description, drives, forwards, VNC socket).
     vm: Option<vm::VmParts>,
+    /// The guest agent's channel, for a VM whose description asks for one.
+    guest: Option<crate::guest::channel::GuestChannel>,
     /// Files the launch made outside the temp dir, removed unless QMP comes up.
     created: Created,
     /// Dropped last (fields drop in order), after the child was killed in `Drop::drop`.
@@ -331,6 +336,7 @@ impl Drop for Machine {
 
 mod console;
 mod events;
+mod guest;
 mod io_loop;
 mod launch;
 mod lifecycle;
@@ -338,3 +344,5 @@ mod qmp;
 #[cfg(test)]
 mod tests;
 mod vm;
+
+pub(crate) use launch::connect_with_retry;
