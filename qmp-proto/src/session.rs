@@ -476,6 +476,14 @@ impl Session {
         self.sent.len() + self.waiting.len()
     }
 
+    /// Whether bytes of a message that has not been completed yet are buffered (see
+    /// [`Decoder::is_mid_message`]). For a guest agent with no command in flight, that is
+    /// stale output (a previous agent cut off in the middle of a reply, garbage): resynchronize
+    /// with [`guest_sync`](Session::guest_sync), whose `0xFF` ends it.
+    pub fn is_mid_message(&self) -> bool {
+        self.decoder.is_mid_message()
+    }
+
     /// The options the session was created with.
     pub fn options(&self) -> &SessionOptions {
         &self.options
@@ -1384,6 +1392,17 @@ mod tests {
             .unwrap();
         assert_eq!(session.take_reply(sync), Some(Ok(json!(5))));
         assert!(session.is_ready());
+
+        // Half a message with nothing in flight: stale, seen, and cut by the next resync.
+        assert!(!session.is_mid_message());
+        session.receive(b"{\"return\": {\"half").unwrap();
+        assert!(session.is_mid_message());
+        let sync = session.guest_sync(6).unwrap();
+        assert!(!session.is_mid_message());
+        session
+            .receive(b" way\"}}\n\xff{\"return\": 6, \"id\": 4}\n")
+            .unwrap();
+        assert_eq!(session.take_reply(sync), Some(Ok(json!(6))));
     }
 
     /// One whole conversation, fed in every possible two-piece split (and byte by byte), gives

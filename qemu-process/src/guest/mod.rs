@@ -395,6 +395,18 @@ impl<'a> Guest<'a> {
         arguments: Option<Value>,
         deadline: Deadline,
     ) -> Result<(RequestId, u64, u64), Error> {
+        // Take in what the agent sent since the last call first (without waiting): stale
+        // garbage resets the session and a closed connection is seen, before this request
+        // goes out rather than during its wait.
+        self.host
+            .guest_turns(Deadline::after(Duration::ZERO), &mut |_| false)?;
+        let c = self.host.guest_channel()?;
+        if c.sync == SyncState::Synced && c.session.pending() == 0 && c.session.is_mid_message() {
+            // Part of a message nobody asked for: a previous agent cut off mid-reply, or
+            // garbage. A reply would be swallowed by it; the resynchronization cuts it.
+            log::debug!("guest agent: stale partial output; resynchronizing");
+            c.sync = SyncState::Unsynced;
+        }
         self.ready(deadline)?;
         let c = self.host.guest_channel()?;
         log::debug!(
