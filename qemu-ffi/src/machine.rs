@@ -33,7 +33,7 @@ pub struct QmMachine {
 }
 
 impl QmMachine {
-    fn machine(&mut self) -> &mut Machine {
+    pub(crate) fn machine(&mut self) -> &mut Machine {
         &mut self.machine
     }
 }
@@ -55,7 +55,7 @@ fn new_machine(machine: Machine) -> Result<*mut QmMachine, FfiError> {
 /// None on `machine`: it is looked up in the registry of handles, never dereferenced. (The
 /// function stays `unsafe` so that its callers' `unsafe` blocks, which also cover the C
 /// arguments their closures read, are unchanged.)
-unsafe fn with_machine(
+pub(crate) unsafe fn with_machine(
     machine: *mut QmMachine,
     f: impl FnOnce(&mut QmMachine) -> Result<(), FfiError>,
 ) -> QmStatus {
@@ -65,7 +65,7 @@ unsafe fn with_machine(
     })
 }
 
-fn json_text(v: &Value) -> Vec<u8> {
+pub(crate) fn json_text(v: &Value) -> Vec<u8> {
     // Serializing a serde_json::Value cannot fail (all keys are strings).
     serde_json::to_vec(v).unwrap_or_default()
 }

@@ -336,6 +336,17 @@ fn no_agent_is_a_typed_timeout() {
         2
     );
     assert!(!String::from_utf8_lossy(&sent).contains("guest-ping"));
+    // An overall deadline wins over a longer call timeout.
+    match client
+        .guest()
+        .with_timeout(Duration::from_secs(600))
+        .with_deadline(Duration::from_millis(200))
+        .copy_out("/anything", &mut Vec::new())
+        .unwrap_err()
+    {
+        Error::Timeout { after, .. } => assert!(after <= Duration::from_millis(200), "{after:?}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
 
     // A socket that accepts connections (the kernel's backlog) but whose owner never reads.
     let scratch = Scratch::new("silent");

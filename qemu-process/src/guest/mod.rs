@@ -118,12 +118,15 @@ pub(crate) trait GuestHost {
 pub struct Guest<'a> {
     host: &'a mut dyn GuestHost,
     timeout: Duration,
+    /// A limit on everything done through this value ([`Guest::with_deadline`]).
+    overall: Option<Deadline>,
 }
 
 impl std::fmt::Debug for Guest<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guest")
             .field("timeout", &self.timeout)
+            .field("overall", &self.overall.map(|d| d.remaining()))
             .finish_non_exhaustive()
     }
 }
@@ -297,6 +300,7 @@ impl<'a> Guest<'a> {
         Guest {
             host,
             timeout: DEFAULT_GUEST_TIMEOUT,
+            overall: None,
         }
     }
 
@@ -304,6 +308,28 @@ impl<'a> Guest<'a> {
     pub fn with_timeout(mut self, timeout: Duration) -> Guest<'a> {
         self.timeout = timeout;
         self
+    }
+
+    /// The same guest with a limit on everything done through it from now: each call (each
+    /// chunk of a copy, each poll of [`exec_wait`](Guest::exec_wait)) ends by `timeout` from
+    /// now at the latest, whatever its own deadline. For a whole copy under one deadline.
+    pub fn with_deadline(mut self, timeout: Duration) -> Guest<'a> {
+        self.overall = Some(Deadline::after(timeout));
+        self
+    }
+
+    /// The deadline of one call: the call timeout, within the overall limit if any.
+    fn call_deadline(&self) -> Deadline {
+        self.limit(Deadline::after(self.timeout))
+    }
+
+    /// `deadline`, or the overall limit if that comes first.
+    fn limit(&self, deadline: Deadline) -> Deadline {
+        match (self.overall, deadline.remaining()) {
+            (Some(overall), Some(left)) => within(overall, left),
+            (Some(overall), None) => overall,
+            (None, _) => deadline,
+        }
     }
 
     /// The deadline of each call.
@@ -530,18 +556,18 @@ impl<'a> Guest<'a> {
                  synchronization is done by the library"
             )));
         }
-        self.call(command, arguments, Deadline::after(self.timeout))
+        self.call(command, arguments, self.call_deadline())
     }
 
     /// Runs a typed command (see [`qmp_proto::guest`]) and decodes its reply.
     pub fn command<C: Command>(&mut self, command: &C) -> Result<C::Returns, Error> {
-        self.typed_within(command, Deadline::after(self.timeout))
+        self.typed_within(command, self.call_deadline())
     }
 
     /// Synchronizes with the agent now (`guest-sync-delimited`), even if the stream looks
     /// synchronized.
     pub fn sync(&mut self) -> Result<(), Error> {
-        let deadline = Deadline::after(self.timeout);
+        let deadline = self.call_deadline();
         let c = self.host.guest_channel()?;
         if c.fd.is_some() {
             c.sync = SyncState::Unsynced;
@@ -587,7 +613,7 @@ impl<'a> Guest<'a> {
     /// One `guest-exec-status`: `None` while the process runs; its output once it has ended
     /// (the agent then forgets it: a second call for that pid is an agent error).
     pub fn exec_status(&mut self, pid: i64) -> Result<Option<ExecOutput>, Error> {
-        self.exec_status_within(pid, Deadline::after(self.timeout))
+        self.exec_status_within(pid, self.call_deadline())
     }
 
     fn exec_status_within(
@@ -609,7 +635,7 @@ impl<'a> Guest<'a> {
     /// the guest (kill it there, e.g. `exec` of `kill`), and a later `exec_wait` or
     /// `exec_status` can still collect it.
     pub fn exec_wait(&mut self, pid: i64, timeout: Duration) -> Result<ExecOutput, Error> {
-        let deadline = Deadline::after(timeout);
+        let deadline = self.limit(Deadline::after(timeout));
         let mut pause = EXEC_POLL_FIRST;
         let closed = self.host.guest_channel()?.closed_count;
         loop {
@@ -663,7 +689,7 @@ impl<'a> Guest<'a> {
     /// # Ok::<(), qemu_process::Error>(())
     /// ```
     pub fn exec(&mut self, command: &ExecCommand, timeout: Duration) -> Result<ExecOutput, Error> {
-        let deadline = Deadline::after(timeout);
+        let deadline = self.limit(Deadline::after(timeout));
         let started = self.typed_within(&command.request(), within(deadline, self.timeout))?;
         let left = deadline.remaining().unwrap_or(timeout);
         self.exec_wait(started.pid, left)
@@ -897,7 +923,7 @@ impl<'a> Guest<'a> {
     /// comes back with the guest; the next call resynchronizes). After
     /// [`ShutdownMode::Halt`] QEMU reports nothing and keeps running.
     pub fn shutdown(&mut self, mode: ShutdownMode) -> Result<(), Error> {
-        let deadline = Deadline::after(self.timeout);
+        let deadline = self.call_deadline();
         let (shutdown, epoch, closed) = self.send(
             "guest-shutdown",
             Some(serde_json::json!({"mode": mode.as_str()})),
