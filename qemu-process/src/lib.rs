@@ -34,7 +34,8 @@
 //! [`VmLaunch`] (a [`VmSpec`](qemu_cmdline::VmSpec) plus the launcher's work: disks created,
 //! probed, flashed and grown; a cloud-init seed; UEFI variables per VM; VNC in the temp dir);
 //! the running [`Machine`] then reports port forwards with automatic host ports, flashes and
-//! dumps named drives, and takes screendumps. [`image`] wraps `qemu-img` (info, create,
+//! dumps named drives, takes screendumps, and talks to the QEMU guest agent when the
+//! description asks for its port ([`Machine::guest`], see [`guest`]). [`image`] wraps `qemu-img` (info, create,
 //! resize, convert with progress, check, snapshots) and flashing compressed images.
 //!
 //! ```no_run

@@ -110,8 +110,8 @@ pub struct GuestExec {
     /// The arguments (without the program name).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub arg: Vec<String>,
-    /// The environment, as `NAME=value` strings. qemu-ga gives the process exactly these
-    /// (none: an empty environment).
+    /// The environment, as `NAME=value` strings. qemu-ga gives the process exactly these;
+    /// with none, the agent's own environment.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
     /// What the process reads on its standard input, base64-encoded ([`encode_base64`]);
