@@ -198,7 +198,8 @@ enum qm_status qm_config_new(struct qm_config **out);
 // out-of-band execution, default true), `qmp_ids` (bool: an id with every command, default
 // false), `display_none` (bool: add `-display none`, default true), `max_message_size` (bytes),
 // and `vm`: a VM description (`arch`, `memory`, `smp`, `kernel`, `disks`, `nics`, `forwards`,
-// `cloud_init`, `vnc`, `uefi`, ...) that the library turns into a command line, preparing
+// `cloud_init`, `vnc`, `uefi`, `guest_agent` (a port for the guest agent, for the
+// `qm_machine_guest_*()` functions), ...) that the library turns into a command line, preparing
 // disks, the cloud-init seed and firmware copies itself; with `vm`, `args` and `display_none`
 // are not allowed. Unknown fields, and JSON that is not valid, are `QM_STATUS_INVALID_JSON`
 // with a message naming what is wrong.

@@ -17,7 +17,6 @@ mod report;
 mod rss;
 mod stats;
 mod sysinfo;
-mod tempdir;
 
 use std::process::ExitCode;
 

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use qemu_machine_tests::support::{run_deadline, scratch, show};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(120);
@@ -32,8 +33,8 @@ fn p(path: &Path) -> &str {
 #[test]
 fn create_info_resize_convert_dump_check_snapshot() {
     require_qemu_img();
-    let s = Scratch::new("img");
-    let disk = s.path("disk.qcow2");
+    let s = scratch("img");
+    let disk = s.path().join("disk.qcow2");
     assert_eq!(
         ok(&["image", "create", p(&disk), "64M"]),
         format!("created {} (qcow2)\n", p(&disk))
@@ -53,7 +54,7 @@ fn create_info_resize_convert_dump_check_snapshot() {
     ok(&["image", "resize", p(&disk), "96M"]);
     assert_eq!(info(&disk)["virtual-size"], 96 << 20);
 
-    let raw = s.path("disk.raw");
+    let raw = s.path().join("disk.raw");
     let out = ok(&["image", "convert", p(&disk), p(&raw)]);
     assert!(
         out.contains(&format!("convert {}: 100%\n", p(&disk))),
@@ -62,7 +63,7 @@ fn create_info_resize_convert_dump_check_snapshot() {
     assert_eq!(info(&raw)["format"], "raw");
     assert_eq!(std::fs::metadata(&raw).unwrap().len(), 96 << 20);
 
-    let vmdk = s.path("copy.bin");
+    let vmdk = s.path().join("copy.bin");
     ok(&["image", "dump", p(&disk), p(&vmdk), "--format", "vmdk"]);
     assert_eq!(info(&vmdk)["format"], "vmdk");
 
@@ -75,7 +76,7 @@ fn create_info_resize_convert_dump_check_snapshot() {
     ok(&["image", "snapshot", p(&disk), "delete", "base"]);
     assert_eq!(ok(&["image", "snapshot", p(&disk), "list"]), "");
 
-    let overlay = s.path("overlay.qcow2");
+    let overlay = s.path().join("overlay.qcow2");
     ok(&[
         "image",
         "create",
@@ -94,15 +95,15 @@ fn create_info_resize_convert_dump_check_snapshot() {
 #[test]
 fn flash_a_compressed_image_and_dump_it_back() {
     require_qemu_img();
-    let s = Scratch::new("flash");
+    let s = scratch("flash");
     // A raw image with a recognisable pattern, gzip-compressed.
-    let raw = s.path("src.raw");
+    let raw = s.path().join("src.raw");
     let mut data = vec![0u8; 4 << 20];
     for (i, b) in data.iter_mut().enumerate().step_by(4096) {
         *b = (i / 4096) as u8 | 1;
     }
     std::fs::write(&raw, &data).unwrap();
-    let gz = s.path("src.raw.gz");
+    let gz = s.path().join("src.raw.gz");
     let status = Command::new("gzip")
         .arg("-kc")
         .arg(&raw)
@@ -111,7 +112,7 @@ fn flash_a_compressed_image_and_dump_it_back() {
         .expect("gzip is installed (apt-get install -y gzip)");
     assert!(status.success());
 
-    let target = s.path("target.qcow2");
+    let target = s.path().join("target.qcow2");
     let out = ok(&["image", "flash", p(&gz), p(&target), "--size", "8M"]);
     assert!(out.contains(&format!("flash {}: 100%", p(&gz))), "{out}");
     assert!(out.contains("(raw, gzip compressed)"), "{out}");
@@ -119,7 +120,7 @@ fn flash_a_compressed_image_and_dump_it_back() {
     assert_eq!(i["format"], "qcow2");
     assert_eq!(i["virtual-size"], 8 << 20, "grown to --size");
 
-    let back = s.path("back.raw");
+    let back = s.path().join("back.raw");
     ok(&["image", "dump", p(&target), p(&back)]);
     let got = std::fs::read(&back).unwrap();
     assert_eq!(got.len(), 8 << 20);
@@ -134,8 +135,8 @@ fn flash_a_compressed_image_and_dump_it_back() {
 #[test]
 fn image_failures_are_one_line_with_exit_codes() {
     require_qemu_img();
-    let s = Scratch::new("img-bad");
-    let disk = s.path("d.qcow2");
+    let s = scratch("img-bad");
+    let disk = s.path().join("d.qcow2");
     ok(&["image", "create", p(&disk), "16M"]);
     for (args, code, needle) in [
         (vec!["image", "info", "/no/such.qcow2"], 1, "does not exist"),
@@ -174,7 +175,7 @@ fn image_failures_are_one_line_with_exit_codes() {
         "untouched by the refused shrink"
     );
     // A corrupt qcow2 (a garbage header) is reported by qemu-img, not as a crash.
-    let bad = s.path("bad.qcow2");
+    let bad = s.path().join("bad.qcow2");
     let mut f = std::fs::File::create(&bad).unwrap();
     f.write_all(b"QFI\xfb\x00\x00\x00\x09garbage").unwrap();
     drop(f);
@@ -190,11 +191,11 @@ fn image_failures_are_one_line_with_exit_codes() {
 #[test]
 fn progress_bar_on_a_terminal() {
     require_qemu_img();
-    let s = Scratch::new("img-tty");
-    let disk = s.path("d.qcow2");
+    let s = scratch("img-tty");
+    let disk = s.path().join("d.qcow2");
     ok(&["image", "create", p(&disk), "32M"]);
-    let raw = s.path("d.raw");
-    let mut pty = PtyChild::spawn(["image", "convert", p(&disk), p(&raw)]);
+    let raw = s.path().join("d.raw");
+    let mut pty = pty(["image", "convert", p(&disk), p(&raw)]);
     let status = pty.finish(T);
     assert_eq!(status.code(), Some(0), "{}", pty.text());
     let text = pty.text();

@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use qemu_machine_tests::support::{run_deadline, scratch, show, wait_deadline};
 use serde_json::Value;
 
 /// Every JSON value in `text`, in order.
@@ -119,8 +120,8 @@ fn error_replies_and_bad_lines_give_exit_code_1() {
 #[test]
 fn script_on_a_running_qemus_socket_then_quit() {
     require_qemu();
-    let scratch = Scratch::new("qmp-sock");
-    let sock = scratch.path("qmp.sock");
+    let scratch = scratch("qmp-sock");
+    let sock = scratch.path().join("qmp.sock");
     let mut qemu = Command::new(qemu_machine_tests::qemu_system_x86_64())
         .args(["-machine", "none", "-nodefaults", "-display", "none"])
         .arg("-qmp")
@@ -167,10 +168,10 @@ fn socket_and_vm_flags_do_not_mix() {
 #[test]
 fn interactive_shell_on_a_pty() {
     require_qemu();
-    let scratch = Scratch::new("qmp-tty");
-    let history = scratch.path("history");
+    let scratch = scratch("qmp-tty");
+    let history = scratch.path().join("history");
     let history_arg = history.display().to_string();
-    let mut pty = PtyChild::spawn(["qmp", "--accel", "tcg", "--history", &history_arg]);
+    let mut pty = pty(["qmp", "--accel", "tcg", "--history", &history_arg]);
     let at = pty.expect_from(0, "(QEMU) ", Duration::from_secs(60));
     // Tab completes a unique command name.
     pty.write(b"query-stat\tus\r");
@@ -197,12 +198,12 @@ fn interactive_shell_on_a_pty() {
 #[test]
 fn a_history_file_open_to_others_is_made_private_and_said_so() {
     require_qemu();
-    let scratch = Scratch::new("qmp-history-mode");
-    let history = scratch.path("history");
+    let scratch = scratch("qmp-history-mode");
+    let history = scratch.path().join("history");
     std::fs::write(&history, "set_password protocol=vnc password=secret\n").unwrap();
     std::fs::set_permissions(&history, std::fs::Permissions::from_mode(0o644)).unwrap();
     let history_arg = history.display().to_string();
-    let mut pty = PtyChild::spawn(["qmp", "--accel", "tcg", "--history", &history_arg]);
+    let mut pty = pty(["qmp", "--accel", "tcg", "--history", &history_arg]);
     let at = pty.expect_from(0, "(QEMU) ", Duration::from_secs(60));
     // Restricted when loaded, before anything else happens.
     let mode = std::fs::metadata(&history).unwrap().permissions().mode() & 0o777;

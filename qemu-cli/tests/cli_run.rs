@@ -8,22 +8,21 @@ use std::time::Duration;
 
 use common::*;
 use qemu_machine_tests::fixture::{GuestFixture, POWER_BUTTON_LINE, PROMPT, READY_LINE};
+use qemu_machine_tests::support::{
+    find, fixture, process_exists, run_deadline, scratch, show, wait_deadline, PtyChild, TempDir,
+};
 
 const BOOT: Duration = Duration::from_secs(60);
 const EXIT: Duration = Duration::from_secs(60);
 
-fn fixture() -> GuestFixture {
-    GuestFixture::get().unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// Starts `run` booting the fixture to its shell under TCG, on a pty, with a console log
 /// (shown if the test fails).
-fn spawn_fixture(fixture: &GuestFixture, scratch: &Scratch) -> PtyChild {
-    let log = scratch.path("console.log");
+fn spawn_fixture(fixture: &GuestFixture, scratch: &TempDir) -> PtyChild {
+    let log = scratch.path().join("console.log");
     let mut args = fixture_args(fixture);
     args.push("--console-log".into());
     args.push(log.display().to_string());
-    let mut pty = PtyChild::spawn(args);
+    let mut pty = pty(args);
     pty.diagnostics = Some(log);
     pty
 }
@@ -80,7 +79,7 @@ fn default_vm_runs_for_a_while_and_stops_cleanly() {
 #[test]
 fn default_vm_with_the_default_accelerator_shows_the_firmware() {
     require_qemu();
-    let mut pty = PtyChild::spawn(["run"]);
+    let mut pty = pty(["run"]);
     let at = pty.expect_from(0, "status: running", BOOT);
     let at = pty.expect_from(at, "SeaBIOS", BOOT);
     pty.expect_from(at, "No bootable device", BOOT);
@@ -109,7 +108,7 @@ fn quiet_run_prints_only_the_console() {
 fn typing_a_command_on_the_console_through_a_pty() {
     require_qemu();
     let fx = fixture();
-    let scratch = Scratch::new("run-typing");
+    let scratch = scratch("run-typing");
     let mut pty = spawn_fixture(&fx, &scratch);
     let at = pty.expect_from(0, "Ctrl-C shuts the VM down", BOOT);
     let at = pty.expect_from(at, READY_LINE, BOOT);
@@ -146,7 +145,7 @@ fn typing_a_command_on_the_console_through_a_pty() {
 fn ctrl_c_shuts_the_vm_down_with_130_and_the_guest_can_get_ctrl_c() {
     require_qemu();
     let fx = fixture();
-    let scratch = Scratch::new("run-ctrlc");
+    let scratch = scratch("run-ctrlc");
     let mut pty = spawn_fixture(&fx, &scratch);
     let at = pty.expect_from(0, READY_LINE, BOOT);
     let at = pty.expect_from(at, PROMPT, BOOT);
@@ -172,7 +171,7 @@ fn ctrl_c_shuts_the_vm_down_with_130_and_the_guest_can_get_ctrl_c() {
 fn guest_power_off_ends_the_run_with_0() {
     require_qemu();
     let fx = fixture();
-    let scratch = Scratch::new("run-poweroff");
+    let scratch = scratch("run-poweroff");
     let mut pty = spawn_fixture(&fx, &scratch);
     let at = pty.expect_from(0, READY_LINE, BOOT);
     let at = pty.expect_from(at, PROMPT, BOOT);
@@ -191,12 +190,12 @@ fn guest_power_off_ends_the_run_with_0() {
 fn ctrl_c_with_powerdown_lets_the_guest_power_off_first() {
     require_qemu();
     let fx = fixture();
-    let scratch = Scratch::new("run-powerdown");
-    let log = scratch.path("console.log");
+    let scratch = scratch("run-powerdown");
+    let log = scratch.path().join("console.log");
     let mut args = fixture_args(&fx);
     args.extend(["--powerdown".into(), "60s".into()]);
     args.extend(["--console-log".into(), log.display().to_string()]);
-    let mut pty = PtyChild::spawn(args);
+    let mut pty = pty(args);
     pty.diagnostics = Some(log);
     let at = pty.expect_from(0, READY_LINE, BOOT);
     let at = pty.expect_from(at, PROMPT, BOOT);
@@ -220,7 +219,7 @@ fn ctrl_c_with_powerdown_lets_the_guest_power_off_first() {
 #[test]
 fn sigterm_shuts_down_gracefully_with_143() {
     require_qemu();
-    let mut pty = PtyChild::spawn(["run", "--accel", "tcg"]);
+    let mut pty = pty(["run", "--accel", "tcg"]);
     let at = pty.expect_from(0, "status: running", BOOT);
     let pid = pty.child.id();
     // SAFETY: kill(2) has no memory effects.
@@ -238,7 +237,7 @@ fn sigterm_shuts_down_gracefully_with_143() {
 #[test]
 fn qemu_killed_from_outside_is_an_abnormal_end() {
     require_qemu();
-    let mut pty = PtyChild::spawn(["run", "--accel", "tcg"]);
+    let mut pty = pty(["run", "--accel", "tcg"]);
     pty.expect_from(0, "status: running", BOOT);
     let qemu = banner_pid(&pty.text()).expect("banner pid");
     // SAFETY: kill(2) has no memory effects.
@@ -297,8 +296,8 @@ fn missing_qemu_binary_exits_3_with_a_hint() {
 #[test]
 fn console_log_and_forwarded_port_are_reported() {
     require_qemu();
-    let scratch = Scratch::new("run-log");
-    let log = scratch.path("console.log");
+    let scratch = scratch("run-log");
+    let log = scratch.path().join("console.log");
     let mut c = cmd([
         "run",
         "--accel",

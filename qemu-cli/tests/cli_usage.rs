@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use qemu_machine_tests::support::{run_deadline, scratch, show};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -43,8 +44,8 @@ fn bad_arguments_are_usage_errors_with_code_2() {
 
 #[test]
 fn a_bad_spec_file_names_the_field() {
-    let s = Scratch::new("usage-spec");
-    let spec = s.path("vm.json");
+    let s = scratch("usage-spec");
+    let spec = s.path().join("vm.json");
     std::fs::write(&spec, r#"{"memory": "1G", "memroy": "2G"}"#).unwrap();
     let out = run_deadline(cmd(["run", spec.to_str().unwrap()]), T);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
@@ -111,8 +112,8 @@ fn argv_prints_the_shell_quoted_command_line() {
         assert!(line.contains(needle), "{needle}: {line}");
     }
 
-    let s = Scratch::new("argv");
-    let spec = s.path("vm.json");
+    let s = scratch("argv");
+    let spec = s.path().join("vm.json");
     std::fs::write(
         &spec,
         r#"{"memory": "1G", "accel": ["kvm", "tcg"], "disks": [{"path": "/vm/my disk,1.qcow2", "format": "qcow2"}]}"#,
@@ -145,7 +146,7 @@ fn argv_prints_the_shell_quoted_command_line() {
         cmd(["argv", "--json", spec.to_str().unwrap(), "--smp", "2"]),
         T,
     );
-    let merged = s.path("merged.json");
+    let merged = s.path().join("merged.json");
     std::fs::write(&merged, &out.stdout).unwrap();
     let again = run_deadline(cmd(["argv", merged.to_str().unwrap()]), T);
     assert_eq!(again.stdout, line.as_bytes(), "{}", show(&again));

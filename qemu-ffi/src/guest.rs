@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use qemu_process::guest::{ShutdownMode, DEFAULT_GUEST_TIMEOUT};
 use qemu_process::{ExecCommand, Guest};
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::args::{
@@ -23,9 +22,10 @@ fn guest(m: &mut QmMachine, timeout_ms: i64) -> Result<Guest<'_>, FfiError> {
     Ok(m.machine().guest()?.with_timeout(timeout))
 }
 
-fn set_json(out: &mut *mut c_char, value: &impl Serialize) -> Result<(), FfiError> {
-    let value = serde_json::to_value(value)
-        .map_err(|e| FfiError::new(QmStatus::Protocol, format!("encoding the reply: {e}")))?;
+/// Stores a reply, already turned into JSON (`serde_json::to_value`), as text.
+fn set_json(out: &mut *mut c_char, value: serde_json::Result<Value>) -> Result<(), FfiError> {
+    let value =
+        value.map_err(|e| FfiError::new(QmStatus::Protocol, format!("encoding the reply: {e}")))?;
     set_string(out, &json_text(&value))
 }
 
@@ -74,7 +74,7 @@ pub unsafe extern "C" fn qm_machine_guest_info(
         with_machine(machine, |m| {
             let out = crate::args::out_arg(out_json, "out_json")?;
             let info = guest(m, timeout_ms)?.info()?;
-            set_json(out, &info)
+            set_json(out, serde_json::to_value(&info))
         })
     }
 }
@@ -97,7 +97,7 @@ pub unsafe extern "C" fn qm_machine_guest_osinfo(
         with_machine(machine, |m| {
             let out = crate::args::out_arg(out_json, "out_json")?;
             let os = guest(m, timeout_ms)?.osinfo()?;
-            set_json(out, &os)
+            set_json(out, serde_json::to_value(&os))
         })
     }
 }
@@ -120,7 +120,7 @@ pub unsafe extern "C" fn qm_machine_guest_interfaces(
         with_machine(machine, |m| {
             let out = crate::args::out_arg(out_json, "out_json")?;
             let interfaces = guest(m, timeout_ms)?.network_interfaces()?;
-            set_json(out, &interfaces)
+            set_json(out, serde_json::to_value(&interfaces))
         })
     }
 }

@@ -5,9 +5,9 @@
 
 use std::collections::VecDeque;
 use std::ffi::{c_char, CStr, CString};
-use std::path::PathBuf;
 use std::ptr::{null, null_mut};
 
+use qemu_machine_tests::support::{process_exists, scratch};
 use qemumachine::config::{
     qm_config_add_arg, qm_config_free, qm_config_from_json, qm_config_new, qm_config_set_binary,
     qm_config_set_launch_timeout_ms, qm_config_set_qmp_timeout_ms, QmConfig,
@@ -88,11 +88,6 @@ fn pid(machine: *mut QmMachine) -> Result<i32, QmStatus> {
         QmStatus::Ok => Ok(pid),
         s => Err(s),
     }
-}
-
-fn process_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
 }
 
 fn execute(machine: *mut QmMachine, command: &str) -> QmStatus {
@@ -228,7 +223,7 @@ fn stale_handles_never_reach_live_ones_over_100k_cycles() {
 
     // The live machine still runs and answers.
     assert_eq!(pid(machine), Ok(machine_pid));
-    assert!(process_alive(machine_pid));
+    assert!(process_exists(machine_pid as u32));
     assert_eq!(run_state(machine).as_deref(), Ok("running"));
     // The live config is unchanged: no bogus argument, no missing binary, its own timeouts (a
     // stale set to 1 ms would make this launch fail).
@@ -238,7 +233,7 @@ fn stale_handles_never_reach_live_ones_over_100k_cycles() {
     // SAFETY: a live config, freed once.
     unsafe { qm_config_free(live_config) };
     kill_and_free(machine);
-    assert!(!process_alive(machine_pid));
+    assert!(!process_exists(machine_pid as u32));
 }
 
 #[test]
@@ -249,13 +244,13 @@ fn a_stale_free_never_kills_a_newer_machine() {
         let v1_pid = pid(v1).unwrap();
         // SAFETY: a live machine, freed once.
         unsafe { qm_machine_free(v1) };
-        assert!(!process_alive(v1_pid));
+        assert!(!process_exists(v1_pid as u32));
         let v2 = launch_none();
         let v2_pid = pid(v2).unwrap();
         // SAFETY: any handle value is accepted; v1 is stale.
         unsafe { qm_machine_free(v1) };
         assert!(
-            process_alive(v2_pid),
+            process_exists(v2_pid as u32),
             "round {round}: the stale free killed v2"
         );
         assert_eq!(execute(v2, "query-status"), QmStatus::Ok, "round {round}");
@@ -263,7 +258,7 @@ fn a_stale_free_never_kills_a_newer_machine() {
         assert_eq!(pid(v1), Err(QmStatus::InvalidHandle));
         // SAFETY: a live machine, freed once.
         unsafe { qm_machine_free(v2) };
-        assert!(!process_alive(v2_pid));
+        assert!(!process_exists(v2_pid as u32));
     }
 }
 
@@ -297,23 +292,13 @@ fn frees_leave_the_last_error_alone() {
     // SAFETY: a live machine, freed once.
     unsafe { qm_machine_free(machine) };
     assert_eq!(last_error(), before, "after freeing a live machine");
-    assert!(!process_alive(machine_pid));
-}
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    assert!(!process_exists(machine_pid as u32));
 }
 
 #[test]
 fn a_handle_in_use_by_another_thread_is_refused_and_a_free_waits_for_the_call() {
-    let dir = TempDir(std::env::temp_dir().join(format!("qm-ffi-handles-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let socket = dir.0.join("second.qmp");
+    let dir = scratch("ffi-handles");
+    let socket = dir.path().join("second.qmp");
     // A second QMP monitor, to send `stop` while the machine's handle is busy.
     let json = serde_json::json!({
         "args": ["-machine", "none", "-nodefaults",
@@ -355,7 +340,7 @@ fn a_handle_in_use_by_another_thread_is_refused_and_a_free_waits_for_the_call() 
     unsafe { qm_machine_free(machine) };
     assert_eq!(pid(machine), Err(QmStatus::InvalidHandle));
     assert!(last_error().1.contains("already freed"));
-    assert!(process_alive(qemu_pid));
+    assert!(process_exists(qemu_pid as u32));
 
     let path = c(socket.to_str().unwrap());
     let mut second = null_mut();
@@ -372,7 +357,7 @@ fn a_handle_in_use_by_another_thread_is_refused_and_a_free_waits_for_the_call() 
     );
     assert_eq!(waiter.join().unwrap(), QmStatus::Ok);
     // The waiter's call returned, and with it went the freed machine: killed and reaped.
-    assert!(!process_alive(qemu_pid));
+    assert!(!process_exists(qemu_pid as u32));
     // SAFETY: a live machine, freed once.
     unsafe { qm_machine_free(second) };
 }

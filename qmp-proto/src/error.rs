@@ -151,8 +151,9 @@ impl fmt::Display for SkippedKind {
     }
 }
 
-/// Why a command got no value: QEMU reported an error, or its reply could not be read whole.
-/// What [`Session::take_reply`](crate::Session::take_reply) hands out in place of a value.
+/// Why a command got no value: QEMU reported an error, its reply could not be read whole, or
+/// the session ended before it came. What [`Session::take_reply`](crate::Session::take_reply)
+/// hands out in place of a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplyError {
     /// QEMU answered with an error.
@@ -166,6 +167,11 @@ pub enum ReplyError {
         /// The bound in bytes.
         limit: usize,
     },
+    /// The session ended (end of stream, a fatal error, or
+    /// [`Session::close`](crate::Session::close)) while the command waited for its reply. A
+    /// QMP `quit` sent before the peer closed the stream is the exception: the close is its
+    /// answer (see [`Session::receive_eof`](crate::Session::receive_eof)).
+    Closed,
 }
 
 impl ReplyError {
@@ -173,7 +179,7 @@ impl ReplyError {
     pub fn qmp(&self) -> Option<&QmpError> {
         match self {
             ReplyError::Qmp(e) => Some(e),
-            ReplyError::TooLarge { .. } => None,
+            ReplyError::TooLarge { .. } | ReplyError::Closed => None,
         }
     }
 }
@@ -192,6 +198,7 @@ impl fmt::Display for ReplyError {
                 f,
                 "the reply of {size} bytes exceeded the QMP message size limit of {limit} bytes"
             ),
+            ReplyError::Closed => f.write_str("the QMP session ended before the reply arrived"),
         }
     }
 }
@@ -200,7 +207,7 @@ impl std::error::Error for ReplyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ReplyError::Qmp(e) => Some(e),
-            ReplyError::TooLarge { .. } => None,
+            ReplyError::TooLarge { .. } | ReplyError::Closed => None,
         }
     }
 }

@@ -11,10 +11,12 @@
 //!   message's size, reports errors with their stream offset, and skips the guest agent's
 //!   `0xFF` resync bytes; and an [`Encoder`] for requests;
 //! - the [`Session`] state machine: greeting, capability negotiation, ids, at most eight
-//!   in-band commands in flight, replies matched by id, events queued in order, a guest agent
-//!   mode;
+//!   in-band commands in flight, replies matched by id (those of abandoned commands
+//!   discarded), an outcome for every command when the session ends, events queued in order
+//!   under a bound with a filter for the awaited one, a guest agent mode;
 //! - [`guest`]: the QEMU guest agent's commands, typed, and the base64 its data travels in;
-//! - [`event_match`], with the semantics of QEMU's `QEMUMachine.event_match`;
+//! - [`event_match`], with the semantics of QEMU's `QEMUMachine.event_match`, and
+//!   [`EventFilter`];
 //! - typed [`commands`] through the [`Command`] trait, with raw execution by name still
 //!   available for every other command;
 //! - [`qtest`]: QEMU's qtest device-test protocol as a sans-IO [`QtestSession`] with typed
@@ -56,7 +58,9 @@ pub use commands::{parse_reply, Command, RunState};
 pub use decoder::{Decoder, DEFAULT_MAX_MESSAGE_SIZE};
 pub use encoder::Encoder;
 pub use error::{Error, ReplyError, Result, Skipped, SkippedId, SkippedKind, MAX_COMMAND_NAME_LEN};
-pub use matching::event_match;
+pub use matching::{event_match, EventFilter};
 pub use qtest::{QtestError, QtestOptions, QtestSession};
-pub use session::{RequestId, Session, SessionOptions, SessionState, DEFAULT_MAX_IN_FLIGHT};
+pub use session::{
+    RequestId, Session, SessionOptions, SessionState, DEFAULT_MAX_EVENTS, DEFAULT_MAX_IN_FLIGHT,
+};
 pub use wire::{ErrorClass, Event, Greeting, Message, QmpError, Request, Timestamp, Version};

@@ -45,6 +45,77 @@ pub fn event_match(event: &Value, pattern: &Value) -> bool {
     }
 }
 
+/// The events a caller waits for: any of several names, each with an optional pattern
+/// (see [`Event::matches`]). An empty filter matches nothing.
+///
+/// ```
+/// use qmp_proto::{Event, EventFilter, Timestamp};
+/// use serde_json::json;
+///
+/// let filter = EventFilter::new()
+///     .or("SHUTDOWN", None)
+///     .or("DEVICE_DELETED", Some(json!({"data": {"device": "nic0"}})));
+/// let event = Event {
+///     name: "DEVICE_DELETED".into(),
+///     data: json!({"device": "nic0", "path": "/machine/peripheral/nic0"}),
+///     timestamp: Timestamp::UNKNOWN,
+/// };
+/// assert!(filter.matches(&event));
+/// assert_eq!(filter.names().collect::<Vec<_>>(), ["SHUTDOWN", "DEVICE_DELETED"]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    /// Each a name (`None`: any name) and an optional pattern.
+    wanted: Vec<(Option<String>, Option<Value>)>,
+}
+
+impl EventFilter {
+    /// A filter that matches nothing yet.
+    pub fn new() -> Self {
+        EventFilter::default()
+    }
+
+    /// This filter, also matching events called `name` that match `pattern` (any event of
+    /// that name when `None`).
+    pub fn or(mut self, name: impl Into<String>, pattern: Option<Value>) -> Self {
+        self.wanted.push((Some(name.into()), pattern));
+        self
+    }
+
+    /// This filter, also matching events of any name that match `pattern` (any event at all
+    /// when `None`).
+    pub fn or_any(mut self, pattern: Option<Value>) -> Self {
+        self.wanted.push((None, pattern));
+        self
+    }
+
+    /// Whether `event` matches any of the wanted names and patterns.
+    pub fn matches(&self, event: &Event) -> bool {
+        self.wanted.iter().any(|(name, pattern)| {
+            event.matches(name.as_deref().unwrap_or(&event.name), pattern.as_ref())
+        })
+    }
+
+    /// The wanted names, in the order they were added (for messages; `of any name` for an
+    /// entry that takes any).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.wanted
+            .iter()
+            .map(|(name, _)| name.as_deref().unwrap_or("of any name"))
+    }
+}
+
+impl<'a> FromIterator<(&'a str, Option<&'a Value>)> for EventFilter {
+    fn from_iter<I: IntoIterator<Item = (&'a str, Option<&'a Value>)>>(iter: I) -> Self {
+        EventFilter {
+            wanted: iter
+                .into_iter()
+                .map(|(name, pattern)| (Some(name.to_owned()), pattern.cloned()))
+                .collect(),
+        }
+    }
+}
+
 /// [`event_match`] against `event.to_value()`, without building that value.
 pub(crate) fn event_match_parts(event: &Event, pattern: &Value) -> bool {
     let wanted = match pattern {
@@ -177,6 +248,34 @@ mod tests {
             &json!({"n": [1, {"m": 2}]}),
             &json!({"n": [1.0, {"m": 2.0}]})
         ));
+    }
+
+    #[test]
+    fn a_filter_matches_any_of_its_names_and_patterns() {
+        let event = |name: &str, data: Value| Event {
+            name: name.into(),
+            data,
+            timestamp: Timestamp::UNKNOWN,
+        };
+        assert!(!EventFilter::new().matches(&event("STOP", Value::Null)));
+        let pattern = json!({"data": {"device": "nic0"}});
+        let filter: EventFilter = [("STOP", None), ("DEVICE_DELETED", Some(&pattern))]
+            .into_iter()
+            .collect();
+        assert!(filter.matches(&event("STOP", json!({"anything": 1}))));
+        assert!(filter.matches(&event("DEVICE_DELETED", json!({"device": "nic0"}))));
+        assert!(!filter.matches(&event("DEVICE_DELETED", json!({"device": "nic1"}))));
+        assert!(!filter.matches(&event("RESUME", Value::Null)));
+        assert_eq!(
+            filter,
+            EventFilter::new()
+                .or("STOP", None)
+                .or("DEVICE_DELETED", Some(pattern.clone()))
+        );
+        assert_eq!(
+            filter.names().collect::<Vec<_>>(),
+            ["STOP", "DEVICE_DELETED"]
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! metapackage, and `busybox-static`, kept in `<target>/guest-fixture/debs/`), unpacks them with
 //! `dpkg -x`, resolves module dependencies from the modules' own `.modinfo` sections, and
 //! writes an uncompressed newc initramfs. It takes a few seconds. The result lives in a
-//! directory named after a hash of everything that defines it (this module's source, the
+//! directory named after a hash of everything that defines it (this module's sources, the
 //! `/init` script, the module list), so a change to any of them builds a new one; an unchanged
 //! one is reused without running apt at all. Several test processes may call `get` at once: a
 //! lock file serialises building, and each build happens in a temporary directory renamed into
@@ -88,15 +88,16 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::fs;
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
-use std::time::Instant;
 
-use crate::modinfo;
-use crate::newc::NewcWriter;
+mod build;
+mod modinfo;
+mod modules;
+pub(crate) mod newc;
+mod packages;
 
 /// The line `/init` prints on the console when the guest is set up and ready.
 pub const READY_LINE: &str = "QM-GUEST-READY";
@@ -160,8 +161,11 @@ const DEFINITION: &[&str] = &[
     INITTAB,
     SHELL_SCRIPT,
     include_str!("fixture.rs"),
-    include_str!("newc.rs"),
-    include_str!("modinfo.rs"),
+    include_str!("fixture/build.rs"),
+    include_str!("fixture/modinfo.rs"),
+    include_str!("fixture/modules.rs"),
+    include_str!("fixture/newc.rs"),
+    include_str!("fixture/packages.rs"),
 ];
 
 /// A built guest fixture: a kernel and an initramfs to boot it with.
@@ -286,9 +290,9 @@ impl GuestFixture {
         if dir.join(MANIFEST).exists() {
             return Self::load(&dir);
         }
-        let staging = TempDir::create(cache_dir, "build")?;
-        build(cache_dir, &staging.0)?;
-        fs::rename(&staging.0, &dir).map_err(io_err(&dir))?;
+        let staging = work_dir(cache_dir, "build")?;
+        build::build(cache_dir, staging.path())?;
+        fs::rename(staging.path(), &dir).map_err(io_err(&dir))?;
         remove_stale(cache_dir, &dir);
         Self::load(&dir)
     }
@@ -454,26 +458,13 @@ impl Lock {
     }
 }
 
-/// A directory removed (with its contents) when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn create(parent: &Path, tag: &str) -> Result<TempDir, FixtureError> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = parent.join(format!(".{tag}-{}-{nanos}", std::process::id()));
-        fs::create_dir(&path).map_err(io_err(&path))?;
-        Ok(TempDir(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        // After a successful rename the path no longer exists; nothing to do then.
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// A directory `<parent>/.<tag>-<random>`, removed (with its contents) when dropped; after
+/// a successful rename its path no longer exists, and dropping it does nothing.
+fn work_dir(parent: &Path, tag: &str) -> Result<tempfile::TempDir, FixtureError> {
+    tempfile::Builder::new()
+        .prefix(&format!(".{tag}-"))
+        .tempdir_in(parent)
+        .map_err(io_err(parent))
 }
 
 /// Removes what earlier builds left in `cache_dir`: fixtures of other definitions, and the
@@ -492,401 +483,6 @@ fn remove_stale(cache_dir: &Path, keep: &Path) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
-}
-
-/// Runs `command`, returning its stdout; on failure an error with `fix` as the advice.
-fn run(command: &mut Command, fix: &str) -> Result<String, FixtureError> {
-    let shown = format!("{command:?}").replace('"', "");
-    let output = command.output().map_err(|e| FixtureError::Command {
-        command: shown.clone(),
-        detail: format!("cannot run it: {e}"),
-        fix: fix.to_owned(),
-    })?;
-    if !output.status.success() {
-        return Err(FixtureError::Command {
-            command: shown,
-            detail: format!(
-                "{}: {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
-            fix: fix.to_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-/// The `.deb` in `debs` for `package` (newest if several), if any.
-fn find_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>, FixtureError> {
-    let prefix = format!("{package}_");
-    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
-    for entry in fs::read_dir(debs).map_err(io_err(debs))? {
-        let entry = entry.map_err(io_err(debs))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(&prefix) && name.ends_with(".deb") {
-            let modified = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .map_err(io_err(&entry.path()))?;
-            if best.as_ref().is_none_or(|(time, _)| modified > *time) {
-                best = Some((modified, entry.path()));
-            }
-        }
-    }
-    Ok(best.map(|(_, path)| path))
-}
-
-/// The real kernel package behind `metapackage` (`linux-image-cloud-amd64` gives e.g.
-/// `linux-image-6.1.0-56-cloud-amd64`). Without apt's package lists, falls back to a kernel
-/// package of the same flavour already in `debs`.
-fn kernel_package(debs: &Path, metapackage: &str) -> Result<String, FixtureError> {
-    let fix = format!(
-        "run `apt-get update` as root and retry, or put the packages in {} by hand: \
-         `cd {} && apt-get download $(apt-cache depends {metapackage} | sed -n 's/.*Depends: //p') {BUSYBOX_PACKAGE}`",
-        debs.display(),
-        debs.display()
-    );
-    let flavour = metapackage
-        .strip_prefix("linux-image")
-        .unwrap_or(metapackage);
-    let resolved = run(
-        Command::new("apt-cache").args(["depends", metapackage]),
-        &fix,
-    )
-    .and_then(|out| {
-        out.lines()
-            .filter_map(|line| line.trim().strip_prefix("Depends:"))
-            .map(str::trim)
-            .find(|dep| dep.starts_with("linux-image-") && !dep.starts_with('<'))
-            .map(str::to_owned)
-            .ok_or_else(|| FixtureError::Command {
-                command: format!("apt-cache depends {metapackage}"),
-                detail: format!("no linux-image dependency in its output: {}", out.trim()),
-                fix: fix.clone(),
-            })
-    });
-    match resolved {
-        Ok(package) => Ok(package),
-        Err(err) => {
-            // Offline, or no package lists: a kernel package already downloaded will do.
-            for entry in fs::read_dir(debs).map_err(io_err(debs))? {
-                let name = entry.map_err(io_err(debs))?.file_name();
-                let name = name.to_string_lossy();
-                if let Some((package, _)) = name.split_once('_') {
-                    if package.starts_with("linux-image-")
-                        && package.ends_with(flavour)
-                        && package != metapackage
-                        && name.ends_with(".deb")
-                    {
-                        return Ok(package.to_owned());
-                    }
-                }
-            }
-            Err(err)
-        }
-    }
-}
-
-/// The `.deb` of `package` in `debs`, downloaded with `apt-get download` if not there.
-fn obtain_deb(debs: &Path, package: &str) -> Result<PathBuf, FixtureError> {
-    if let Some(path) = find_deb(debs, package)? {
-        return Ok(path);
-    }
-    let fix = format!(
-        "run `apt-get update` as root and retry, or download it by hand: `cd {} && apt-get download {package}`",
-        debs.display()
-    );
-    run(
-        Command::new("apt-get")
-            .args(["download", "-q", package])
-            .current_dir(debs),
-        &fix,
-    )?;
-    find_deb(debs, package)?.ok_or_else(|| FixtureError::Command {
-        command: format!("apt-get download {package}"),
-        detail: format!(
-            "it succeeded but left no {package}_*.deb in {}",
-            debs.display()
-        ),
-        fix,
-    })
-}
-
-/// Unpacks a `.deb` into `dest` with `dpkg -x`.
-fn unpack(deb: &Path, dest: &Path) -> Result<(), FixtureError> {
-    run(
-        Command::new("dpkg").arg("-x").arg(deb).arg(dest),
-        &format!(
-            "check that {} is a valid package, or delete it to download it again",
-            deb.display()
-        ),
-    )?;
-    Ok(())
-}
-
-/// A module found in the kernel package.
-#[derive(Debug)]
-struct Module {
-    /// Path relative to `lib/modules/<version>/`, always ending in `.ko` in the initramfs.
-    rel_path: String,
-    /// The uncompressed module.
-    data: Vec<u8>,
-    info: modinfo::ModInfo,
-}
-
-/// Walks `dir` for module files, mapping module names to their files.
-fn index_modules(
-    dir: &Path,
-    index: &mut std::collections::BTreeMap<String, PathBuf>,
-) -> Result<(), FixtureError> {
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let path = entry.path();
-        let file_type = entry.file_type().map_err(io_err(&path))?;
-        if file_type.is_dir() {
-            index_modules(&path, index)?;
-            continue;
-        }
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if let Some(stem) = name
-            .strip_suffix(".ko")
-            .or_else(|| name.strip_suffix(".ko.xz"))
-        {
-            index.insert(module_name(stem), path);
-        }
-    }
-    Ok(())
-}
-
-/// Reads a module file, decompressing `.ko.xz` with `xz`.
-fn read_module(path: &Path) -> Result<Vec<u8>, FixtureError> {
-    if path.extension().is_some_and(|ext| ext == "xz") {
-        let output = Command::new("xz")
-            .arg("-dc")
-            .arg(path)
-            .output()
-            .map_err(|e| FixtureError::Command {
-                command: format!("xz -dc {}", path.display()),
-                detail: format!("cannot run it: {e}"),
-                fix: "apt-get install -y xz-utils".to_owned(),
-            })?;
-        if !output.status.success() {
-            return Err(content_err(
-                path,
-                format!("xz -dc failed: {}", output.status),
-            ));
-        }
-        return Ok(output.stdout);
-    }
-    fs::read(path).map_err(io_err(path))
-}
-
-/// Loads `wanted` and, transitively, their dependencies. Returns them in load order
-/// (every module after all of its dependencies).
-fn resolve_modules(
-    modules_dir: &Path,
-    wanted: &[&str],
-) -> Result<Vec<(String, Module)>, FixtureError> {
-    let mut index = std::collections::BTreeMap::new();
-    index_modules(&modules_dir.join("kernel"), &mut index)?;
-    let mut loaded: std::collections::BTreeMap<String, Module> = std::collections::BTreeMap::new();
-    let mut pending: Vec<String> = wanted.iter().map(|m| module_name(m)).collect();
-    while let Some(name) = pending.pop() {
-        if loaded.contains_key(&name) {
-            continue;
-        }
-        let path = index.get(&name).ok_or_else(|| {
-            content_err(
-                modules_dir,
-                format!("the kernel package has no module {name}"),
-            )
-        })?;
-        let data = read_module(path)?;
-        let info = modinfo::parse(&data).map_err(|e| content_err(path, e.to_string()))?;
-        pending.extend(info.depends.iter().cloned());
-        let rel = path
-            .strip_prefix(modules_dir)
-            .expect("indexed under modules_dir")
-            .to_string_lossy()
-            .into_owned();
-        let rel_path = rel.strip_suffix(".xz").unwrap_or(&rel).to_owned();
-        loaded.insert(
-            name,
-            Module {
-                rel_path,
-                data,
-                info,
-            },
-        );
-    }
-    // Depth-first topological order over the (acyclic: the kernel refuses cycles) graph.
-    fn visit(
-        name: &str,
-        loaded: &std::collections::BTreeMap<String, Module>,
-        done: &mut std::collections::BTreeSet<String>,
-        order: &mut Vec<String>,
-    ) {
-        if !done.insert(name.to_owned()) {
-            return;
-        }
-        for dep in &loaded[name].info.depends {
-            visit(dep, loaded, done, order);
-        }
-        order.push(name.to_owned());
-    }
-    let mut order = Vec::new();
-    let mut done = std::collections::BTreeSet::new();
-    for name in loaded.keys() {
-        visit(name, &loaded, &mut done, &mut order);
-    }
-    Ok(order
-        .into_iter()
-        .map(|name| {
-            let module = loaded.remove(&name).expect("visited modules are loaded");
-            (name, module)
-        })
-        .collect())
-}
-
-/// The transitive dependencies of `name`, in `modules.dep` order: a module is listed before
-/// the modules it needs, so loading from the end of the list backwards works (busybox and kmod
-/// `modprobe` both read it that way).
-fn dependency_line(name: &str, modules: &[(String, Module)]) -> Vec<String> {
-    let position = |n: &str| modules.iter().position(|(m, _)| m == n).expect("resolved");
-    let mut needed = std::collections::BTreeSet::new();
-    let mut stack = vec![name.to_owned()];
-    while let Some(n) = stack.pop() {
-        for dep in &modules[position(&n)].1.info.depends {
-            if needed.insert(dep.clone()) {
-                stack.push(dep.clone());
-            }
-        }
-    }
-    let mut deps: Vec<usize> = needed.iter().map(|d| position(d)).collect();
-    // `modules` is in load order; modules.dep wants the reverse.
-    deps.sort_unstable_by(|a, b| b.cmp(a));
-    deps.into_iter()
-        .map(|i| modules[i].1.rel_path.clone())
-        .collect()
-}
-
-/// Builds the fixture into `out` (kernel, initramfs, manifest), downloading packages into
-/// `<cache_dir>/debs`.
-fn build(cache_dir: &Path, out: &Path) -> Result<(), FixtureError> {
-    let started = Instant::now();
-    let debs = cache_dir.join("debs");
-    fs::create_dir_all(&debs).map_err(io_err(&debs))?;
-    let kernel_package = kernel_package(&debs, KERNEL_METAPACKAGE)?;
-    let kernel_deb = obtain_deb(&debs, &kernel_package)?;
-    let busybox_deb = obtain_deb(&debs, BUSYBOX_PACKAGE)?;
-
-    let work = TempDir::create(cache_dir, "unpack")?;
-    let kernel_root = work.0.join("kernel");
-    let busybox_root = work.0.join("busybox");
-    unpack(&kernel_deb, &kernel_root)?;
-    unpack(&busybox_deb, &busybox_root)?;
-
-    let modules_root = kernel_root.join("lib/modules");
-    let mut versions: Vec<String> = fs::read_dir(&modules_root)
-        .map_err(io_err(&modules_root))?
-        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect::<Result<_, _>>()
-        .map_err(io_err(&modules_root))?;
-    let kernel_version = match versions.len() {
-        1 => versions.remove(0),
-        n => {
-            return Err(content_err(
-                &modules_root,
-                format!("expected one kernel version, found {n}: {versions:?}"),
-            ))
-        }
-    };
-    let modules_dir = modules_root.join(&kernel_version);
-    let vmlinuz = kernel_root.join(format!("boot/vmlinuz-{kernel_version}"));
-    fs::copy(&vmlinuz, out.join(KERNEL_FILE)).map_err(io_err(&vmlinuz))?;
-
-    let modules = resolve_modules(&modules_dir, MODULES)?;
-
-    let busybox_path = busybox_root.join("bin/busybox");
-    let busybox = fs::read(&busybox_path).map_err(io_err(&busybox_path))?;
-    let applets = run(
-        Command::new(&busybox_path).arg("--list-full"),
-        "the busybox-static package must run on this (amd64) machine",
-    )?;
-
-    let initrd_path = out.join(INITRD_FILE);
-    let file = fs::File::create(&initrd_path).map_err(io_err(&initrd_path))?;
-    let mut cpio = NewcWriter::new(BufWriter::new(file));
-    let write_err = io_err(&initrd_path);
-    (|| -> io::Result<()> {
-        for dir in [
-            "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "run", "tmp", "mnt",
-            "root", "var/log",
-        ] {
-            cpio.dir(dir, 0o755)?;
-        }
-        // The kernel opens /dev/console for /init before devtmpfs is mounted.
-        cpio.char_dev("dev/console", 0o600, 5, 1)?;
-        cpio.file("init", 0o755, INIT_SCRIPT.as_bytes())?;
-        cpio.file("bin/busybox", 0o755, &busybox)?;
-        for applet in applets.lines().map(str::trim) {
-            if applet.is_empty() || applet == "bin/busybox" || !applet.contains('/') {
-                continue; // `linuxrc` would only shadow nothing useful
-            }
-            cpio.symlink(applet, "/bin/busybox")?;
-        }
-        cpio.file(
-            "etc/acpi/PWRF/00000080",
-            0o755,
-            POWER_BUTTON_ACTION.as_bytes(),
-        )?;
-        cpio.file("etc/inittab", 0o644, INITTAB.as_bytes())?;
-        cpio.file("etc/qm-shell", 0o755, SHELL_SCRIPT.as_bytes())?;
-        cpio.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
-        cpio.file("etc/group", 0o644, b"root:x:0:\n")?;
-        let names: Vec<&str> = modules.iter().map(|(name, _)| name.as_str()).collect();
-        cpio.file(
-            "etc/qm-modules",
-            0o644,
-            format!("{}\n", names.join(" ")).as_bytes(),
-        )?;
-        let base = format!("lib/modules/{kernel_version}");
-        let mut dep = String::new();
-        let mut alias = String::new();
-        for (name, module) in &modules {
-            cpio.file(&format!("{base}/{}", module.rel_path), 0o644, &module.data)?;
-            dep.push_str(&module.rel_path);
-            dep.push(':');
-            for path in dependency_line(name, &modules) {
-                dep.push(' ');
-                dep.push_str(&path);
-            }
-            dep.push('\n');
-            for pattern in &module.info.aliases {
-                alias.push_str(&format!("alias {pattern} {name}\n"));
-            }
-        }
-        cpio.file(&format!("{base}/modules.dep"), 0o644, dep.as_bytes())?;
-        cpio.file(&format!("{base}/modules.alias"), 0o644, alias.as_bytes())?;
-        cpio.finish()?.flush()
-    })()
-    .map_err(write_err)?;
-
-    let mut names: Vec<&str> = modules.iter().map(|(name, _)| name.as_str()).collect();
-    names.sort_unstable();
-    let manifest = serde_json::json!({
-        "kernel_version": kernel_version,
-        "kernel_package": kernel_deb.file_name().map(|n| n.to_string_lossy().into_owned()),
-        "busybox_package": busybox_deb.file_name().map(|n| n.to_string_lossy().into_owned()),
-        "modules": names,
-        "build_seconds": started.elapsed().as_secs_f64(),
-    });
-    let manifest_path = out.join(MANIFEST);
-    let text = serde_json::to_string_pretty(&manifest).expect("a JSON value serialises");
-    fs::write(&manifest_path, text + "\n").map_err(io_err(&manifest_path))?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -960,162 +556,24 @@ mod tests {
         assert_ne!(definition_hash(), 0xcbf2_9ce4_8422_2325);
     }
 
-    fn module(rel_path: &str, depends: &[&str]) -> Module {
-        Module {
-            rel_path: rel_path.to_owned(),
-            data: Vec::new(),
-            info: modinfo::ModInfo {
-                name: None,
-                depends: depends.iter().map(|d| d.to_string()).collect(),
-                aliases: Vec::new(),
-            },
-        }
-    }
-
-    #[test]
-    fn resolves_dependencies_from_modinfo_in_load_order() {
-        let dir = TempDir::create(&std::env::temp_dir(), "qm-modinfo-test").unwrap();
-        let modules_dir = dir.0.join("6.1.0");
-        let write = |rel: &str, modinfo: &[u8]| {
-            let path = modules_dir.join(rel);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(path, modinfo::tests::elf_with_modinfo(modinfo)).unwrap();
-        };
-        write(
-            "kernel/fs/fat/vfat.ko",
-            b"depends=fat\0name=vfat\0alias=fs-vfat\0",
-        );
-        write("kernel/fs/fat/fat.ko", b"depends=\0name=fat\0");
-        write(
-            "kernel/fs/nls/nls_iso8859-1.ko",
-            b"depends=\0name=nls_iso8859_1\0",
-        );
-        write(
-            "kernel/drivers/virtio/virtio.ko",
-            b"depends=\0name=virtio\0",
-        );
-        write(
-            "kernel/drivers/virtio/virtio_ring.ko",
-            b"depends=virtio\0name=virtio_ring\0",
-        );
-        write(
-            "kernel/drivers/block/virtio_blk.ko",
-            b"depends=virtio,virtio_ring\0name=virtio_blk\0",
-        );
-        write("kernel/unused.ko", b"name=unused\0");
-
-        let modules =
-            resolve_modules(&modules_dir, &["virtio_blk", "vfat", "nls_iso8859-1"]).unwrap();
-        let names: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
-        let pos = |n: &str| names.iter().position(|m| *m == n).unwrap();
-        assert_eq!(names.len(), 6, "{names:?}");
-        assert!(pos("fat") < pos("vfat"));
-        assert!(pos("virtio") < pos("virtio_ring"));
-        assert!(pos("virtio_ring") < pos("virtio_blk"));
-        assert!(!names.contains(&"unused"));
-        let vfat = &modules[pos("vfat")].1;
-        assert_eq!(vfat.rel_path, "kernel/fs/fat/vfat.ko");
-        assert_eq!(vfat.info.aliases, ["fs-vfat"]);
-        assert_eq!(
-            dependency_line("virtio_blk", &modules),
-            [
-                "kernel/drivers/virtio/virtio_ring.ko",
-                "kernel/drivers/virtio/virtio.ko"
-            ]
-        );
-        assert!(dependency_line("fat", &modules).is_empty());
-
-        let err = resolve_modules(&modules_dir, &["e1000"]).unwrap_err();
-        assert!(err.to_string().contains("no module e1000"), "{err}");
-    }
-
-    #[test]
-    fn dependency_line_lists_transitive_dependencies_dependents_first() {
-        // a -> b -> c, a -> c; load order c, b, a.
-        let modules = vec![
-            ("c".to_owned(), module("c.ko", &[])),
-            ("b".to_owned(), module("b.ko", &["c"])),
-            ("a".to_owned(), module("a.ko", &["b"])),
-        ];
-        assert_eq!(dependency_line("a", &modules), ["b.ko", "c.ko"]);
-        assert_eq!(dependency_line("b", &modules), ["c.ko"]);
-    }
-
-    #[test]
-    fn an_unknown_kernel_package_names_the_command_to_run() {
-        let dir = TempDir::create(&std::env::temp_dir(), "qm-apt-test").unwrap();
-        let err = kernel_package(&dir.0, "linux-image-qm-no-such-flavour").unwrap_err();
-        let message = err.to_string();
-        assert!(
-            message.contains("`apt-cache depends linux-image-qm-no-such-flavour` failed"),
-            "{message}"
-        );
-        assert!(
-            message.contains("run `apt-get update` as root and retry"),
-            "{message}"
-        );
-        assert!(
-            message.contains(&format!("cd {} && apt-get download", dir.0.display())),
-            "{message}"
-        );
-        assert!(matches!(err, FixtureError::Command { .. }));
-
-        // Offline, a kernel package of that flavour already downloaded is used.
-        fs::write(dir.0.join("linux-image-qm-no-such-flavour_1_all.deb"), "").unwrap();
-        fs::write(
-            dir.0
-                .join("linux-image-6.1.0-9-qm-no-such-flavour_6.1.1-1_amd64.deb"),
-            "",
-        )
-        .unwrap();
-        assert_eq!(
-            kernel_package(&dir.0, "linux-image-qm-no-such-flavour").unwrap(),
-            "linux-image-6.1.0-9-qm-no-such-flavour"
-        );
-    }
-
-    #[test]
-    fn an_unknown_package_download_names_the_command_to_run() {
-        let dir = TempDir::create(&std::env::temp_dir(), "qm-apt-test").unwrap();
-        let err = obtain_deb(&dir.0, "qm-no-such-package").unwrap_err();
-        let message = err.to_string();
-        assert!(
-            message.contains("apt-get download -q qm-no-such-package` failed"),
-            "{message}"
-        );
-        assert!(
-            message.contains(&format!(
-                "`cd {} && apt-get download qm-no-such-package`",
-                dir.0.display()
-            )),
-            "{message}"
-        );
-        // A package already there is used without apt.
-        fs::write(dir.0.join("qm-no-such-package_1.0_amd64.deb"), "").unwrap();
-        assert_eq!(
-            obtain_deb(&dir.0, "qm-no-such-package").unwrap(),
-            dir.0.join("qm-no-such-package_1.0_amd64.deb")
-        );
-    }
-
     #[test]
     fn a_corrupt_cached_fixture_is_a_clear_error() {
-        let dir = TempDir::create(&std::env::temp_dir(), "qm-fixture-test").unwrap();
-        let fx = dir.0.join(format!("fx-{:016x}", definition_hash()));
+        let dir = crate::support::scratch("fixture-test");
+        let fx = dir.path().join(format!("fx-{:016x}", definition_hash()));
         fs::create_dir(&fx).unwrap();
         fs::write(fx.join(MANIFEST), "{not json").unwrap();
-        let err = GuestFixture::get_in(&dir.0).unwrap_err();
+        let err = GuestFixture::get_in(dir.path()).unwrap_err();
         assert!(err.to_string().contains("not valid JSON"), "{err}");
         fs::write(
             fx.join(MANIFEST),
             r#"{"kernel_version":"6.1","modules":["vfat"]}"#,
         )
         .unwrap();
-        let err = GuestFixture::get_in(&dir.0).unwrap_err();
+        let err = GuestFixture::get_in(dir.path()).unwrap_err();
         assert!(err.to_string().contains("vmlinuz: missing"), "{err}");
         fs::write(fx.join(KERNEL_FILE), "k").unwrap();
         fs::write(fx.join(INITRD_FILE), "i").unwrap();
-        let f = GuestFixture::get_in(&dir.0).unwrap();
+        let f = GuestFixture::get_in(dir.path()).unwrap();
         assert_eq!(f.kernel_version, "6.1");
         assert_eq!(f.modules, ["vfat"]);
         assert_eq!(f.kernel, fx.join(KERNEL_FILE));

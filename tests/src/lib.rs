@@ -2,15 +2,16 @@
 //!
 //! Tests that need QEMU call [`qemu_system_x86_64`] / [`qemu_img`]: when the program is
 //! missing they panic with the `apt-get install` command to run, so a test fails loudly and
-//! never passes by skipping. Tests that boot Linux use [`fixture::GuestFixture`].
+//! never passes by skipping. Tests that boot Linux use [`fixture::GuestFixture`]. What the
+//! test binaries share (scratch directories, `/proc`, launch configurations, the guest's shell,
+//! children under a deadline or on a pty) is in [`support`].
 
 use std::env;
 use std::path::{Path, PathBuf};
 
 pub mod fixture;
-mod modinfo;
-mod newc;
 pub mod qga;
+pub mod support;
 
 /// Finds `name` in the directories of `PATH`, like a shell would.
 pub fn find_program(name: &str) -> Option<PathBuf> {

@@ -27,8 +27,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use crate::fixture::newc::NewcWriter;
 use crate::fixture::GuestFixture;
-use crate::newc::NewcWriter;
 
 /// The commands blocked in every agent run on the host: those that would change the host
 /// (power, time, users, CPUs, memory, file systems).

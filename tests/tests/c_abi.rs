@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use qemu_machine_tests::fixture::GuestFixture;
 use qemu_machine_tests::qga;
+use qemu_machine_tests::support::{fixture, process_gone, scratch};
 use qemu_machine_tests::{find_program, qemu_system_x86_64, workspace_root, workspace_target_dir};
 
 /// Builds libqemumachine (debug) once per test process and returns the directory holding
@@ -32,23 +32,6 @@ fn library_dir() -> &'static Path {
         );
         dir
     })
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("qm-c-abi-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn cc() -> PathBuf {
@@ -85,7 +68,7 @@ fn dynamic_link() -> Vec<OsString> {
 /// Runs the program (optionally under a wrapper) with the guest fixture in its environment.
 fn run(program: &Path, wrapper: &[&str], env: &[(&str, &str)]) -> Output {
     qemu_system_x86_64();
-    let fixture = GuestFixture::get().unwrap_or_else(|e| panic!("guest fixture: {e}"));
+    let fixture = fixture();
     let append = fixture.kernel_cmdline(&[], "");
     let mut cmd = match wrapper.split_first() {
         Some((first, rest)) => {
@@ -196,8 +179,8 @@ fn assert_passed(what: &str, out: &Output) {
 
 #[test]
 fn c_program_against_the_shared_library() {
-    let dir = TempDir::new("shared");
-    let exe = dir.0.join("qm_test");
+    let dir = scratch("c-abi-shared");
+    let exe = dir.path().join("qm_test");
     compile(&exe, &[], &dynamic_link());
     let out = run(&exe, &[], &[]);
     assert_passed("qm_test", &out);
@@ -205,8 +188,8 @@ fn c_program_against_the_shared_library() {
 
 #[test]
 fn c_program_with_address_and_undefined_behaviour_sanitizers() {
-    let dir = TempDir::new("asan");
-    let exe = dir.0.join("qm_test_asan");
+    let dir = scratch("c-abi-asan");
+    let exe = dir.path().join("qm_test_asan");
     compile(
         &exe,
         &[
@@ -236,8 +219,8 @@ fn c_program_with_address_and_undefined_behaviour_sanitizers() {
 #[test]
 fn c_program_under_valgrind() {
     let valgrind = find_program("valgrind").expect("valgrind missing: apt-get install -y valgrind");
-    let dir = TempDir::new("valgrind");
-    let exe = dir.0.join("qm_test_vg");
+    let dir = scratch("c-abi-valgrind");
+    let exe = dir.path().join("qm_test_vg");
     compile(&exe, &[], &dynamic_link());
     let valgrind = valgrind.to_string_lossy().into_owned();
     let out = run(
@@ -264,8 +247,8 @@ fn c_program_under_valgrind() {
 
 #[test]
 fn c_program_linked_statically() {
-    let dir = TempDir::new("static");
-    let exe = dir.0.join("qm_test_static");
+    let dir = scratch("c-abi-static");
+    let exe = dir.path().join("qm_test_static");
     let archive = library_dir().join("libqemumachine.a");
     compile(
         &exe,
@@ -291,20 +274,13 @@ fn c_program_linked_statically() {
     assert_passed("static qm_test", &out);
 }
 
-/// Whether `pid` is gone (or a zombie about to be reaped).
-fn gone(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
-        s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
-    })
-}
-
 #[test]
 fn c_owner_sigkilled_leaves_no_qemu_no_temp_dir_no_forward() {
     use std::io::{BufRead, BufReader};
-    let dir = TempDir::new("owner");
-    let scratch = dir.0.join("scratch");
+    let dir = scratch("c-abi-owner");
+    let scratch = dir.path().join("scratch");
     std::fs::create_dir(&scratch).unwrap();
-    let exe = dir.0.join("qm_test");
+    let exe = dir.path().join("qm_test");
     compile(&exe, &[], &dynamic_link());
     qemu_system_x86_64();
     let mut owner = Command::new(&exe)
@@ -325,27 +301,27 @@ fn c_owner_sigkilled_leaves_no_qemu_no_temp_dir_no_forward() {
         .map(|w| w.parse().unwrap())
         .collect();
     let (pids, port, guardian) = (&words[..2], words[2] as u16, words[3]);
-    assert!(pids.iter().all(|&p| !gone(p)), "{line}");
+    assert!(pids.iter().all(|&p| !process_gone(p)), "{line}");
     assert!(port > 0, "{line}");
-    assert!(guardian > 0 && !gone(guardian), "{line}");
+    assert!(guardian > 0 && !process_gone(guardian), "{line}");
     let entries = || std::fs::read_dir(&scratch).unwrap().count();
     assert_eq!(entries(), 2, "one temp dir per machine");
     std::net::TcpStream::connect(("127.0.0.1", port)).expect("the forward listens");
     owner.kill().unwrap(); // SIGKILL
     owner.wait().unwrap();
     let start = std::time::Instant::now();
-    while !(pids.iter().all(|&p| gone(p)) && entries() == 0 && gone(guardian))
+    while !(pids.iter().all(|&p| process_gone(p)) && entries() == 0 && process_gone(guardian))
         && start.elapsed() < std::time::Duration::from_secs(10)
     {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let took = start.elapsed();
     assert!(
-        pids.iter().all(|&p| gone(p)),
+        pids.iter().all(|&p| process_gone(p)),
         "QEMU still runs after its C owner was SIGKILLed"
     );
     assert_eq!(entries(), 0, "temp dirs left after the owner was SIGKILLed");
-    assert!(gone(guardian), "the guardian outlived its owner");
+    assert!(process_gone(guardian), "the guardian outlived its owner");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     eprintln!("C owner SIGKILLed: QEMUs and temp dirs gone after {took:?}");
 }
@@ -353,8 +329,8 @@ fn c_owner_sigkilled_leaves_no_qemu_no_temp_dir_no_forward() {
 #[test]
 fn a_child_forked_without_exec_holds_the_machines_until_it_exits() {
     use std::io::{BufRead, BufReader};
-    let dir = TempDir::new("forker");
-    let exe = dir.0.join("qm_test");
+    let dir = scratch("c-abi-forker");
+    let exe = dir.path().join("qm_test");
     compile(&exe, &[], &dynamic_link());
     qemu_system_x86_64();
     let mut owner = Command::new(&exe)
@@ -375,33 +351,35 @@ fn a_child_forked_without_exec_holds_the_machines_until_it_exits() {
         .map(|w| w.parse().unwrap())
         .collect();
     let (qemu, child) = (pids[0], pids[1]);
-    assert!(!gone(qemu) && !gone(child), "{line}");
+    assert!(!process_gone(qemu) && !process_gone(child), "{line}");
     owner.kill().unwrap(); // SIGKILL
     owner.wait().unwrap();
     // The child holds copies of the owner's descriptors to the guardian: to the guardian the
     // owner is not gone yet. (It would have killed QEMU within milliseconds otherwise.)
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert!(
-        !gone(qemu),
+        !process_gone(qemu),
         "QEMU was killed although a child forked without exec still runs"
     );
     // The child sees end-of-file on stdin and exits: now the guardian cleans up.
     drop(stdin);
     let start = std::time::Instant::now();
-    while !(gone(qemu) && gone(child)) && start.elapsed() < std::time::Duration::from_secs(10) {
+    while !(process_gone(qemu) && process_gone(child))
+        && start.elapsed() < std::time::Duration::from_secs(10)
+    {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    assert!(gone(child), "the forked child did not exit");
+    assert!(process_gone(child), "the forked child did not exit");
     assert!(
-        gone(qemu),
+        process_gone(qemu),
         "QEMU still runs after the forked child exited too"
     );
 }
 
 #[test]
 fn c_program_reaping_with_waitpid_elsewhere_still_gets_qemus_exit_status() {
-    let dir = TempDir::new("reaper");
-    let exe = dir.0.join("qm_test");
+    let dir = scratch("c-abi-reaper");
+    let exe = dir.path().join("qm_test");
     compile(&exe, &[], &dynamic_link());
     let out = run(&exe, &[], &[("QM_TEST_MODE", "reaper")]);
     let stdout = String::from_utf8_lossy(&out.stdout);

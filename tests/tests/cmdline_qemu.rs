@@ -10,17 +10,16 @@ use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use qemu_cmdline::{
     Accel, Arch, Argv, CacheMode, Chardev, Disk, DiskInterface, Format, ImgCommand, ImgCreate,
     ImgInfo, Monitor, Nic, PortForward, Size,
 };
+use qemu_machine_tests::support::scratch;
 use qemu_machine_tests::{find_program, qemu_img, qemu_system_x86_64};
 use serde_json::{json, Value};
 
@@ -30,29 +29,6 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// A directory name and file names with everything that breaks naive command lines.
 const WEIRD_DIR: &str = "dir, with = and ü";
 const WEIRD_DISK: &str = "disk,1 = é ☃.qcow2";
-
-/// A private temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "qm-cmdline-{tag}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir(&path).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A running QEMU with a QMP connection; killed and reaped on drop, also when a test fails.
 struct Qemu {
@@ -215,8 +191,12 @@ fn node<'a>(nodes: &'a Value, name: &str) -> &'a Value {
 fn weird_disks_start_and_report_their_exact_file_names(json_syntax: bool) {
     let img = qemu_img();
     qemu_system_x86_64();
-    let dir = TempDir::new(if json_syntax { "json" } else { "keyval" });
-    let weird = dir.0.join(WEIRD_DIR);
+    let dir = scratch(if json_syntax {
+        "cmdline-json"
+    } else {
+        "cmdline-keyval"
+    });
+    let weird = dir.path().join(WEIRD_DIR);
     fs::create_dir(&weird).unwrap();
     let disk0 = weird.join(WEIRD_DISK);
     let disk1 = weird.join("raw, read-only=on ñ.img");
@@ -261,7 +241,7 @@ fn weird_disks_start_and_report_their_exact_file_names(json_syntax: bool) {
         "{info:#}"
     );
 
-    let qmp_sock = dir.0.join("qmp.sock");
+    let qmp_sock = dir.path().join("qmp.sock");
     let host = Ipv4Addr::new(127, 0, 0, if json_syntax { 3 } else { 2 });
     let port = free_port(host);
     let mut cmd = Arch::X86_64.profile().command_line(&[Accel::Tcg]);
@@ -295,7 +275,7 @@ fn weird_disks_start_and_report_their_exact_file_names(json_syntax: bool) {
     } else {
         assert!(s.contains("filename=") && s.contains(",,"), "{s}");
     }
-    let mut qemu = Qemu::launch(&argv, &qmp_sock, dir.0.join("qemu.log"));
+    let mut qemu = Qemu::launch(&argv, &qmp_sock, dir.path().join("qemu.log"));
 
     let path = |p: &Path| json!(p.to_str().unwrap());
     let nodes = qemu.execute("query-named-block-nodes", json!({}));
@@ -365,8 +345,8 @@ fn naive_string_joining_fails_where_the_builder_works() {
     // hand makes QEMU exit with an error instead of opening the file.
     let img = qemu_img();
     let qemu = qemu_system_x86_64();
-    let dir = TempDir::new("naive");
-    let disk = dir.0.join("a,b.raw");
+    let dir = scratch("cmdline-naive");
+    let disk = dir.path().join("a,b.raw");
     run_img(
         &ImgCreate::new(&disk, Format::Raw)
             .size(Size::mib(1))
@@ -397,8 +377,8 @@ fn naive_string_joining_fails_where_the_builder_works() {
 #[test]
 fn x86_64_q35_profile_starts_paused_and_answers_qmp() {
     qemu_system_x86_64();
-    let dir = TempDir::new("x86");
-    let qmp_sock = dir.0.join("qmp.sock");
+    let dir = scratch("cmdline-x86");
+    let qmp_sock = dir.path().join("qmp.sock");
     let mut cmd = Arch::X86_64.profile().command_line(&[Accel::Tcg]);
     cmd.memory(Size::mib(64))
         .nodefaults()
@@ -408,7 +388,7 @@ fn x86_64_q35_profile_starts_paused_and_answers_qmp() {
         .monitor(Monitor::qmp("qmp"));
     let argv = cmd.build().unwrap();
     assert_eq!(argv.program, "qemu-system-x86_64");
-    let mut qemu = Qemu::launch(&argv, &qmp_sock, dir.0.join("qemu.log"));
+    let mut qemu = Qemu::launch(&argv, &qmp_sock, dir.path().join("qemu.log"));
     let status = qemu.execute("query-status", json!({}));
     assert_eq!(status["running"], json!(false), "{status}");
     assert_eq!(status["status"], json!("prelaunch"), "{status}");
@@ -430,10 +410,10 @@ fn x86_64_q35_profile_with_uefi_pflash() {
         .iter()
         .find(|p| Path::new(p.code).exists() && Path::new(p.vars).exists())
         .unwrap_or_else(|| panic!("no OVMF firmware: install it with `apt-get install -y ovmf`"));
-    let dir = TempDir::new("uefi");
-    let vars = dir.0.join("VARS, of vm=1.fd");
+    let dir = scratch("cmdline-uefi");
+    let vars = dir.path().join("VARS, of vm=1.fd");
     fs::copy(fw.vars, &vars).unwrap();
-    let qmp_sock = dir.0.join("qmp.sock");
+    let qmp_sock = dir.path().join("qmp.sock");
     let mut cmd = profile.command_line(&[Accel::Tcg]);
     cmd.memory(Size::mib(128))
         .nodefaults()
@@ -442,7 +422,11 @@ fn x86_64_q35_profile_with_uefi_pflash() {
         .uefi(fw.code, &vars)
         .chardev(Chardev::unix_server("qmp", &qmp_sock, false))
         .monitor(Monitor::qmp("qmp"));
-    let mut qemu = Qemu::launch(&cmd.build().unwrap(), &qmp_sock, dir.0.join("qemu.log"));
+    let mut qemu = Qemu::launch(
+        &cmd.build().unwrap(),
+        &qmp_sock,
+        dir.path().join("qemu.log"),
+    );
     let blocks = qemu.execute("query-block", json!({}));
     let flash = |n: &str| {
         blocks
@@ -467,9 +451,9 @@ fn x86_64_q35_profile_with_uefi_pflash() {
 #[test]
 fn aarch64_virt_profile_starts_paused_and_answers_qmp() {
     qemu_system_aarch64();
-    let dir = TempDir::new("aarch64");
-    let qmp_sock = dir.0.join("qmp.sock");
-    let disk = dir.0.join("root, arm=ü.raw");
+    let dir = scratch("cmdline-aarch64");
+    let qmp_sock = dir.path().join("qmp.sock");
+    let disk = dir.path().join("root, arm=ü.raw");
     run_img(
         &ImgCreate::new(&disk, Format::Raw)
             .size(Size::mib(1))
@@ -487,7 +471,7 @@ fn aarch64_virt_profile_starts_paused_and_answers_qmp() {
         .monitor(Monitor::qmp("qmp"));
     let argv = cmd.build().unwrap();
     assert_eq!(argv.program, "qemu-system-aarch64");
-    let mut qemu = Qemu::launch(&argv, &qmp_sock, dir.0.join("qemu.log"));
+    let mut qemu = Qemu::launch(&argv, &qmp_sock, dir.path().join("qemu.log"));
     let status = qemu.execute("query-status", json!({}));
     assert_eq!(status["status"], json!("prelaunch"), "{status}");
     assert_eq!(
@@ -511,8 +495,8 @@ fn aarch64_virt_profile_starts_paused_and_answers_qmp() {
 #[test]
 fn qemu_img_info_reads_a_weird_path() {
     let img = qemu_img();
-    let dir = TempDir::new("img");
-    let weird = dir.0.join(WEIRD_DIR);
+    let dir = scratch("cmdline-img");
+    let weird = dir.path().join(WEIRD_DIR);
     fs::create_dir(&weird).unwrap();
     let path = weird.join(WEIRD_DISK);
     let create = ImgCreate::new(&path, Format::Qcow2)
@@ -535,13 +519,13 @@ fn qemu_img_info_reads_a_weird_path() {
     // A relative path that looks like a protocol is protected with ./ and still found.
     let odd: OsString = "nbd:x,1.raw".into();
     run_img(
-        &ImgCreate::new(dir.0.join(&odd), Format::Raw)
+        &ImgCreate::new(dir.path().join(&odd), Format::Raw)
             .size(Size::kib(64))
             .build_with(&img)
             .unwrap(),
     );
     let out = Command::new(&img)
-        .current_dir(&dir.0)
+        .current_dir(dir.path())
         .args(ImgInfo::new(&odd).format(Format::Raw).args().unwrap())
         .output()
         .unwrap();

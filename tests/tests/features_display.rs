@@ -1,15 +1,13 @@
 //! VNC on a unix socket and screendumps, and UEFI boot with per-VM variables (plain and secure
 //! boot), against a real QEMU with OVMF.
 
-mod features_common;
-
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use features_common::{launch, launch_json, options, Scratch, BOOT};
 use qemu_cmdline::{Format, UefiSpec, UefiVariant, VmSpec};
+use qemu_machine_tests::support::{launch, launch_json, options, scratch, BOOT};
 use qemu_process::{DriveKind, Machine as Vm, ScreenshotFormat};
 
 /// Width and height from a PNG's IHDR chunk.
@@ -35,9 +33,9 @@ fn ppm_size(bytes: &[u8]) -> (u32, u32) {
 
 #[test]
 fn vnc_socket_speaks_rfb_and_screendumps_have_the_screen_size() {
-    let s = Scratch::new("vnc");
+    let s = scratch("vnc");
     // Paused: the display keeps QEMU's initial 640x480 surface, whatever the firmware would do.
-    let mut vm = launch_json(r#"{"vnc": true, "paused": true}"#, &options(&s.0)).unwrap();
+    let mut vm = launch_json(r#"{"vnc": true, "paused": true}"#, &options(s.path())).unwrap();
     let sock = vm.vnc_socket().unwrap().to_owned();
     assert!(
         sock.starts_with(vm.temp_dir().unwrap()),
@@ -53,16 +51,19 @@ fn vnc_socket_speaks_rfb_and_screendumps_have_the_screen_size() {
     assert_eq!(&banner, b"RFB 003.008\n");
     drop(stream);
 
-    let png = vm.screendump(&s.path("screen.png"), None).unwrap();
-    assert_eq!(png, s.path("screen.png"), "QEMU 7.2 writes PNG");
+    let png = vm.screendump(&s.path().join("screen.png"), None).unwrap();
+    assert_eq!(png, s.path().join("screen.png"), "QEMU 7.2 writes PNG");
     assert_eq!(png_size(&std::fs::read(&png).unwrap()), (640, 480));
     let ppm = vm
-        .screendump(&s.path("screen.ppm"), Some(ScreenshotFormat::Ppm))
+        .screendump(&s.path().join("screen.ppm"), Some(ScreenshotFormat::Ppm))
         .unwrap();
     assert_eq!(ppm_size(&std::fs::read(&ppm).unwrap()), (640, 480));
     // A directory that does not exist: QEMU's error, as a QMP error.
     let e = vm
-        .screendump(&s.path("no/such/dir.png"), Some(ScreenshotFormat::Png))
+        .screendump(
+            &s.path().join("no/such/dir.png"),
+            Some(ScreenshotFormat::Png),
+        )
         .unwrap_err();
     assert!(matches!(e, qemu_process::Error::Qmp(_)), "{e:?}");
     vm.shutdown(Duration::from_secs(20)).unwrap();
@@ -92,12 +93,12 @@ fn wait_console(vm: &mut Vm, text: &str) {
 
 #[test]
 fn uefi_default_partitions_keep_variables_per_vm() {
-    let s = Scratch::new("uefi");
+    let s = scratch("uefi");
     let template = plain_vars_template();
     let before = std::fs::read(&template).unwrap();
     let mut vm = launch_json(
         r#"{"default_partitions": true, "disk_size": "64M"}"#,
-        &options(&s.0),
+        &options(s.path()),
     )
     .unwrap();
     let names: Vec<(&str, DriveKind)> = vm
@@ -126,7 +127,7 @@ fn uefi_default_partitions_keep_variables_per_vm() {
     // OVMF boots (the empty root disk fails, the built-in shell starts) and writes variables.
     wait_console(&mut vm, "UEFI Interactive Shell");
     vm.shutdown(Duration::from_secs(20)).unwrap();
-    let dumped = s.path("vars.fd");
+    let dumped = s.path().join("vars.fd");
     vm.dump("uefi_vars", &dumped, None, |_| {}).unwrap();
     let after = std::fs::read(&dumped).unwrap();
     assert_eq!(after.len(), before.len());
@@ -141,7 +142,7 @@ fn uefi_default_partitions_keep_variables_per_vm() {
 
 #[test]
 fn uefi_secure_boot_refuses_the_unsigned_shell() {
-    let s = Scratch::new("uefi-sb");
+    let s = scratch("uefi-sb");
     let spec = VmSpec {
         uefi: Some(UefiSpec {
             variant: UefiVariant::SecureBoot,
@@ -149,7 +150,7 @@ fn uefi_secure_boot_refuses_the_unsigned_shell() {
         }),
         ..VmSpec::default()
     };
-    let mut vm = launch(spec, &options(&s.0)).unwrap();
+    let mut vm = launch(spec, &options(s.path())).unwrap();
     let code = vm
         .resolved_spec()
         .unwrap()

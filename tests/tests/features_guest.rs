@@ -1,15 +1,15 @@
 //! VM features seen from inside the guest fixture: a flashed disk, the cloud-init seed, and
 //! port forwards to a guest server.
 
-mod features_common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use features_common::{guest_spec, launch, options, shell, wait_ready, Scratch};
 use qemu_cmdline::{DiskSpec, Format, PortForward, Size};
+use qemu_machine_tests::support::{
+    entries, guest_spec, launch, options, scratch, shell, wait_ready, TempDir,
+};
 use qemu_process::cloudinit::CloudInitSpec;
 use qemu_process::{DiskLaunch, DriveKind, Error, Machine as Vm, VmLaunch};
 
@@ -17,13 +17,13 @@ const MIB: usize = 1 << 20;
 
 /// A raw image of `size` bytes with `marker` at 3 MiB (sector 6144), compressed by `program`.
 fn compressed_image(
-    dir: &Scratch,
+    dir: &TempDir,
     name: &str,
     size: usize,
     marker: &str,
     program: &str,
 ) -> std::path::PathBuf {
-    let raw = dir.path(&format!("{name}.raw"));
+    let raw = dir.path().join(format!("{name}.raw"));
     let mut data = vec![0u8; size];
     data[3 * MIB..3 * MIB + marker.len()].copy_from_slice(marker.as_bytes());
     std::fs::write(&raw, &data).unwrap();
@@ -33,7 +33,7 @@ fn compressed_image(
         .output()
         .unwrap_or_else(|e| panic!("{program}: {e} (apt-get install -y gzip xz-utils)"));
     assert!(out.status.success(), "{out:?}");
-    let path = dir.path(&format!("{name}.raw.{program}"));
+    let path = dir.path().join(format!("{name}.raw.{program}"));
     std::fs::write(&path, out.stdout).unwrap();
     std::fs::remove_file(&raw).unwrap();
     path
@@ -48,14 +48,14 @@ fn read_marker(vm: &mut Vm) -> String {
 
 #[test]
 fn flashed_disk_is_read_by_the_guest_and_reflash_needs_the_vm_stopped() {
-    let s = Scratch::new("guest-flash");
+    let s = scratch("guest-flash");
     let first = format!("QM-MARKER-ONE-{}", std::process::id());
     let second = format!("QM-MARKER-TWO-{}", std::process::id());
     let gz = compressed_image(&s, "one", 8 * MIB, &first, "gzip");
     let xz = compressed_image(&s, "two", 8 * MIB, &second, "xz");
 
     // A comma and a space in the path: escaped on the way to QEMU.
-    let disk_path = s.path("data, 1.raw");
+    let disk_path = s.path().join("data, 1.raw");
     let mut spec = VmLaunch::new(guest_spec(&["virtio_blk"], ""));
     let mut disk = DiskSpec::new(&disk_path);
     disk.id = Some("data".into());
@@ -66,7 +66,7 @@ fn flashed_disk_is_read_by_the_guest_and_reflash_needs_the_vm_stopped() {
         flash_from: Some(gz.clone()),
     });
 
-    let mut vm = launch(spec, &options(&s.0)).unwrap();
+    let mut vm = launch(spec, &options(s.path())).unwrap();
     wait_ready(&mut vm);
     let out = read_marker(&mut vm);
     assert!(out.contains(&first), "{out}");
@@ -82,7 +82,9 @@ fn flashed_disk_is_read_by_the_guest_and_reflash_needs_the_vm_stopped() {
             .contains("flashing \"data\" is refused while the VM is running"),
         "{e}"
     );
-    let e = vm.dump("data", &s.path("x.raw"), None, |_| {}).unwrap_err();
+    let e = vm
+        .dump("data", &s.path().join("x.raw"), None, |_| {})
+        .unwrap_err();
     assert!(matches!(e, Error::VmRunning { .. }), "{e:?}");
 
     vm.powerdown(Duration::from_secs(60)).unwrap();
@@ -113,7 +115,7 @@ fn flashed_disk_is_read_by_the_guest_and_reflash_needs_the_vm_stopped() {
     vm.wait(Duration::from_secs(30)).unwrap();
 
     // Dump reads it back.
-    let dumped = s.path("dumped.raw");
+    let dumped = s.path().join("dumped.raw");
     vm.dump("data", &dumped, None, |_| {}).unwrap();
     let bytes = std::fs::read(&dumped).unwrap();
     assert_eq!(bytes.len(), 32 * MIB);
@@ -122,7 +124,7 @@ fn flashed_disk_is_read_by_the_guest_and_reflash_needs_the_vm_stopped() {
 
 #[test]
 fn cloud_init_seed_is_a_cidata_vfat_disk_with_the_configured_identity() {
-    let s = Scratch::new("guest-seed");
+    let s = scratch("guest-seed");
     let password = "p4ss: \"quoted\" 'single' # not a comment\nsecond line: yes\n  - indented";
     let mut spec = VmLaunch::new(guest_spec(&["virtio_blk", "vfat"], ""));
     spec.cloud_init = Some(CloudInitSpec {
@@ -132,7 +134,7 @@ fn cloud_init_seed_is_a_cidata_vfat_disk_with_the_configured_identity() {
         ssh_authorized_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIQM test@host".into()],
         ..CloudInitSpec::default()
     });
-    let mut vm = launch(spec, &options(&s.0)).unwrap();
+    let mut vm = launch(spec, &options(s.path())).unwrap();
     // The seed is this VM's own, in its temp dir, attached read-only.
     let seed = vm.temp_dir().unwrap().join("cidata.img");
     assert!(seed.is_file());
@@ -203,7 +205,7 @@ fn http_get(addr: std::net::SocketAddr) -> String {
 
 #[test]
 fn forwards_with_automatic_host_ports_reach_two_guests_at_once() {
-    let s = Scratch::new("guest-fwd");
+    let s = scratch("guest-fwd");
     let mut vms = Vec::new();
     for name in ["alpha", "beta"] {
         let mut spec = guest_spec(&[], "qm.net=1");
@@ -214,7 +216,7 @@ fn forwards_with_automatic_host_ports_reach_two_guests_at_once() {
                 .name("web"),
         )
         .unwrap();
-        vms.push((name, launch(spec, &options(&s.0)).unwrap()));
+        vms.push((name, launch(spec, &options(s.path())).unwrap()));
     }
     let mut ports = Vec::new();
     for (name, vm) in &mut vms {
@@ -244,7 +246,7 @@ fn forwards_with_automatic_host_ports_reach_two_guests_at_once() {
 
 #[test]
 fn bad_forwards_are_named() {
-    let s = Scratch::new("guest-fwd-bad");
+    let s = scratch("guest-fwd-bad");
     for (doc, needle) in [
         (
             r#"{"forwards": [{"host_port": 0, "guest_port": 0}]}"#,
@@ -261,11 +263,11 @@ fn bad_forwards_are_named() {
     // Built in code, a guest port 0 is refused before QEMU starts.
     let mut spec = qemu_cmdline::VmSpec::default();
     spec.forward(PortForward::tcp(2222, 0).name("ssh")).unwrap();
-    let e = launch(spec, &options(&s.0)).unwrap_err();
+    let e = launch(spec, &options(s.path())).unwrap_err();
     assert!(matches!(e, Error::Spec(_)), "{e:?}");
     assert!(
         e.to_string().contains("forward \"ssh\" guest_port: port 0"),
         "{e}"
     );
-    assert!(s.entries().is_empty(), "{:?}", s.entries());
+    assert!(entries(s.path()).is_empty(), "{:?}", entries(s.path()));
 }

@@ -1,13 +1,11 @@
 //! `qemu_process::image` against the real qemu-img: create, info, resize, convert with
 //! progress, check, snapshots, flashing compressed and uncompressed images, and bad input.
 
-mod features_common;
-
 use std::path::Path;
 use std::process::Command;
 
-use features_common::Scratch;
 use qemu_cmdline::{Format, Size};
+use qemu_machine_tests::support::{entries, scratch};
 use qemu_process::image::{self, Compression, QemuImg};
 use qemu_process::Error;
 
@@ -54,9 +52,9 @@ fn compress(program: &str, path: &Path) -> std::path::PathBuf {
 
 #[test]
 fn qcow2_create_resize_convert_check_and_snapshots() {
-    let s = Scratch::new("img-life");
+    let s = scratch("img-life");
     let img = qemu_img();
-    let q = s.path("a.qcow2");
+    let q = s.path().join("a.qcow2");
     img.create(&q, &Format::Qcow2, Size::mib(64)).unwrap();
     let info = img.info(&q).unwrap();
     assert_eq!(info.format, Format::Qcow2);
@@ -88,7 +86,7 @@ fn qcow2_create_resize_convert_check_and_snapshots() {
     img.snapshot_apply(&q, "before upgrade").unwrap();
 
     // Convert to raw with progress.
-    let raw = s.path("a.raw");
+    let raw = s.path().join("a.raw");
     let mut seen = Vec::new();
     img.convert(&q, &raw, &Format::Raw, |p| seen.push(p))
         .unwrap();
@@ -112,15 +110,15 @@ fn qcow2_create_resize_convert_check_and_snapshots() {
     // The free functions use qemu-img from PATH, with the same results.
     assert_eq!(image::info(&raw).unwrap().virtual_size, 128 * MIB);
     // No temporary files were left anywhere.
-    assert_eq!(s.entries(), ["a.qcow2", "a.raw"]);
+    assert_eq!(entries(s.path()), ["a.qcow2", "a.raw"]);
 }
 
 #[test]
 fn bad_input_is_a_clear_error_and_leaves_nothing() {
-    let s = Scratch::new("img-bad");
+    let s = scratch("img-bad");
     let img = qemu_img();
     // A missing image.
-    let e = img.info(&s.path("missing.qcow2")).unwrap_err();
+    let e = img.info(&s.path().join("missing.qcow2")).unwrap_err();
     assert!(
         matches!(&e, Error::NotFound { path, .. } if path.ends_with("missing.qcow2")),
         "{e:?}"
@@ -132,7 +130,7 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
     // An unknown format: qemu-img's own message, with the argv and status.
     let e = img
         .create(
-            &s.path("x.img"),
+            &s.path().join("x.img"),
             &Format::Other("nosuchfmt".into()),
             Size::mib(1),
         )
@@ -156,7 +154,7 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
 
     // A shrink without permission, and a growth past the free space: numbers in the errors,
     // the image unchanged.
-    let q = s.path("d.qcow2");
+    let q = s.path().join("d.qcow2");
     img.create(&q, &Format::Qcow2, Size::mib(64)).unwrap();
     let e = img.resize(&q, Size::mib(16), false).unwrap_err();
     match &e {
@@ -193,7 +191,7 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
     );
 
     // A raw image has nothing to check or snapshot.
-    let r = s.path("r.raw");
+    let r = s.path().join("r.raw");
     img.create(&r, &Format::Raw, Size::mib(1)).unwrap();
     assert!(matches!(img.check(&r, None), Err(Error::Unsupported(_))));
     let e = img.snapshot_create(&r, "s").unwrap_err();
@@ -211,19 +209,19 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
         e.to_string().contains("apt-get install -y qemu-utils"),
         "{e}"
     );
-    assert_eq!(s.entries(), ["d.qcow2", "r.raw"]);
+    assert_eq!(entries(s.path()), ["d.qcow2", "r.raw"]);
 }
 
 #[test]
 fn flash_streams_compressed_images_and_converts_formats() {
-    let s = Scratch::new("img-flash");
+    let s = scratch("img-flash");
     let img = qemu_img();
-    let src = s.path("src.raw");
+    let src = s.path().join("src.raw");
     let data = raw_image(&src, 8 * MIB, 5 * MIB + 3, b"QM-FLASH-MARKER");
 
     // gzip'd raw into a raw target: streamed, sparse, identical.
     let gz = compress("gzip", &src);
-    let target = s.path("disk.raw");
+    let target = s.path().join("disk.raw");
     std::fs::write(&target, b"old contents").unwrap();
     let mut seen = Vec::new();
     let report = img
@@ -243,10 +241,10 @@ fn flash_streams_compressed_images_and_converts_formats() {
     );
 
     // xz'd qcow2 into a qcow2 target: decompressed, recognised, converted.
-    let q = s.path("src.qcow2");
+    let q = s.path().join("src.qcow2");
     img.convert(&src, &q, &Format::Qcow2, |_| {}).unwrap();
     let xz = compress("xz", &q);
-    let qt = s.path("disk.qcow2");
+    let qt = s.path().join("disk.qcow2");
     let mut seen = Vec::new();
     let report = img
         .flash(&xz, &qt, &Format::Qcow2, |p| seen.push(p))
@@ -256,7 +254,7 @@ fn flash_streams_compressed_images_and_converts_formats() {
     assert_eq!(img.info(&qt).unwrap().format, Format::Qcow2);
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
     assert_eq!(*seen.last().unwrap(), 1.0);
-    let back = s.path("back.raw");
+    let back = s.path().join("back.raw");
     img.dump(&qt, None, &back, &Format::Raw, |_| {}).unwrap();
     assert!(std::fs::read(&back).unwrap() == data);
 
@@ -266,7 +264,7 @@ fn flash_streams_compressed_images_and_converts_formats() {
     assert_eq!(report.source_format, Format::Qcow2);
     assert!(std::fs::read(&target).unwrap() == data);
 
-    let mut entries = s.entries();
+    let mut entries = entries(s.path());
     entries.sort();
     assert_eq!(
         entries,
@@ -284,11 +282,11 @@ fn flash_streams_compressed_images_and_converts_formats() {
 
 #[test]
 fn flash_errors_name_the_problem_and_keep_the_target() {
-    let s = Scratch::new("img-flash-bad");
-    let src = s.path("src.raw");
+    let s = scratch("img-flash-bad");
+    let src = s.path().join("src.raw");
     raw_image(&src, MIB, 100, b"x");
     let gz = compress("gzip", &src);
-    let target = s.path("disk.raw");
+    let target = s.path().join("disk.raw");
     std::fs::write(&target, b"keep me").unwrap();
 
     // The decompressor is not installed: the program and the package to install.
@@ -308,7 +306,7 @@ fn flash_errors_name_the_problem_and_keep_the_target() {
     assert!(msg.contains("/nonexistent/bin/gzip") && msg.contains("apt-get install -y gzip"));
 
     // A corrupt stream: the decompressor's failure, with its message.
-    let bad = s.path("bad.gz");
+    let bad = s.path().join("bad.gz");
     let mut bytes = vec![0x1f, 0x8b, 8, 0];
     bytes.extend_from_slice(&[0xee; 4096]);
     std::fs::write(&bad, bytes).unwrap();
@@ -325,7 +323,7 @@ fn flash_errors_name_the_problem_and_keep_the_target() {
 
     // A missing source.
     let e = qemu_img()
-        .flash(&s.path("nope.img.xz"), &target, &Format::Raw, |_| {})
+        .flash(&s.path().join("nope.img.xz"), &target, &Format::Raw, |_| {})
         .unwrap_err();
     assert!(matches!(e, Error::NotFound { .. }), "{e:?}");
     assert!(e.to_string().contains("flash source"), "{e}");
@@ -337,5 +335,8 @@ fn flash_errors_name_the_problem_and_keep_the_target() {
     assert!(e.to_string().contains("nosuchfmt"), "{e}");
 
     assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
-    assert_eq!(s.entries(), ["bad.gz", "disk.raw", "src.raw", "src.raw.gz"]);
+    assert_eq!(
+        entries(s.path()),
+        ["bad.gz", "disk.raw", "src.raw", "src.raw.gz"]
+    );
 }

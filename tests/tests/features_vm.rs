@@ -1,22 +1,22 @@
 //! `qemu_process::Machine` against a real QEMU: a VM launched from a `VmSpec`, its argv, accelerator,
 //! console, temp dir, relaunch, and the errors of bad descriptions.
 
-mod features_common;
-
 use std::time::Duration;
 
-use features_common::{launch, launch_json, options, wait_ready, Scratch};
 use qemu_cmdline::VmSpec;
+use qemu_machine_tests::support::{
+    self, entries, launch, launch_json, options, scratch, wait_ready,
+};
 use qemu_process::{AccelChoice, Error, MachineConfig, RunState};
 
 #[test]
 fn default_spec_launches_firmware_only_and_cleans_up() {
-    let scratch = Scratch::new("vm-default");
+    let scratch = scratch("vm-default");
     let spec = VmSpec::default();
-    let mut vm = launch(spec.clone(), &options(&scratch.0)).unwrap();
+    let mut vm = launch(spec.clone(), &options(scratch.path())).unwrap();
     assert_eq!(vm.status().unwrap(), RunState::Running);
     let temp = vm.temp_dir().unwrap().to_owned();
-    assert!(temp.starts_with(&scratch.0));
+    assert!(temp.starts_with(scratch.path()));
     // The Machine's own temp dir (log, sockets) lives inside the VM's.
     assert!(vm.log_path().unwrap().starts_with(&temp));
 
@@ -58,12 +58,16 @@ fn default_spec_launches_firmware_only_and_cleans_up() {
     assert_eq!(vm.status().unwrap(), RunState::Running);
     drop(vm);
     assert!(!temp.exists(), "temp dir left behind");
-    assert!(scratch.entries().is_empty(), "{:?}", scratch.entries());
+    assert!(
+        entries(scratch.path()).is_empty(),
+        "{:?}",
+        entries(scratch.path())
+    );
 }
 
 #[test]
 fn an_accel_the_description_chooses_wins_over_auto() {
-    let scratch = Scratch::new("vm-accel");
+    let scratch = scratch("vm-accel");
     let specs = [
         VmSpec::from_json(r#"{"extra_args": ["-accel", "tcg"]}"#).unwrap(),
         VmSpec::from_json(r#"{"machine": {"type": "q35", "props": {"accel": "tcg"}}}"#).unwrap(),
@@ -71,13 +75,13 @@ fn an_accel_the_description_chooses_wins_over_auto() {
     for spec in &specs {
         // Auto given explicitly, and left to the default (an empty accel list).
         for explicit in [true, false] {
-            let mut o = options(&scratch.0);
+            let mut o = options(scratch.path());
             if explicit {
                 o.accel(AccelChoice::Auto);
             } else {
                 o = MachineConfig::default();
                 o.binary(qemu_machine_tests::qemu_system_x86_64())
-                    .temp_base_dir(&scratch.0);
+                    .temp_base_dir(scratch.path());
             }
             let mut vm = launch(spec.clone(), &o).unwrap_or_else(|e| panic!("{spec:?}: {e}"));
             assert!(vm.resolved_spec().unwrap().accel.is_empty(), "{spec:?}");
@@ -97,15 +101,15 @@ fn an_accel_the_description_chooses_wins_over_auto() {
 
 #[test]
 fn guest_console_is_the_first_serial_port_and_spec_serials_follow() {
-    let scratch = Scratch::new("vm-serial");
-    let mut spec = features_common::guest_spec(&[], "");
+    let scratch = scratch("vm-serial");
+    let mut spec = support::guest_spec(&[], "");
     // A second serial port from the spec: the guest sees it as ttyS1.
     spec.serial = vec![qemu_cmdline::ChardevBackend::Null {}];
-    let mut vm = launch(spec.clone(), &options(&scratch.0)).unwrap();
+    let mut vm = launch(spec.clone(), &options(scratch.path())).unwrap();
     wait_ready(&mut vm);
-    let out = features_common::shell(&mut vm, "cat /proc/tty/driver/serial | grep -c uart:16550A");
+    let out = support::shell(&mut vm, "cat /proc/tty/driver/serial | grep -c uart:16550A");
     assert!(out.contains('2'), "{out}");
-    let out = features_common::shell(&mut vm, "tty; echo $((6*7))");
+    let out = support::shell(&mut vm, "tty; echo $((6*7))");
     assert!(out.contains("42"), "{out}");
     vm.powerdown(Duration::from_secs(30)).unwrap();
     vm.wait(Duration::from_secs(30)).unwrap();
@@ -113,10 +117,10 @@ fn guest_console_is_the_first_serial_port_and_spec_serials_follow() {
 
 #[test]
 fn bad_descriptions_are_errors_and_leave_nothing() {
-    let scratch = Scratch::new("vm-bad");
-    let base = scratch.path("base");
+    let scratch = scratch("vm-bad");
+    let base = scratch.path().join("base");
     std::fs::create_dir(&base).unwrap();
-    let missing = scratch.path("no-such.qcow2");
+    let missing = scratch.path().join("no-such.qcow2");
     let spec = VmSpec::from_json(&format!(
         r#"{{"disks": [{{"name": "data", "path": {missing:?}}}]}}"#
     ))
@@ -141,7 +145,7 @@ fn bad_descriptions_are_errors_and_leave_nothing() {
     assert!(e.to_string().contains("-no-such-option"), "{e}");
 
     // A disk the launch created at the spec's path is removed when the launch fails.
-    let made = scratch.path("made, by launch.qcow2");
+    let made = scratch.path().join("made, by launch.qcow2");
     let e = launch_json(
         &format!(
             r#"{{"disks": [{{"name": "new", "path": {made:?}, "size": "1M"}}],

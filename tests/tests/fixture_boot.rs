@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use qemu_machine_tests::fixture::{
     self, GuestFixture, ERROR_PREFIX, POWER_BUTTON_LINE, PROMPT, READY_LINE, RUN_EXIT_PREFIX,
 };
+use qemu_machine_tests::support::{fixture, scratch_in, TempDir};
 
 /// Generous bounds: TCG on a loaded 2-core machine can be many times slower than the usual
 /// two seconds to the ready line.
@@ -22,27 +23,11 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn fixture() -> GuestFixture {
-    GuestFixture::get().unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// A scratch directory under the target dir, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let path = qemu_machine_tests::workspace_target_dir()
-            .join(format!("fixture-boot-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Scratch(path)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn scratch(tag: &str) -> TempDir {
+    let target = qemu_machine_tests::workspace_target_dir();
+    std::fs::create_dir_all(&target).unwrap();
+    scratch_in(&target, &format!("fixture-boot-{tag}"))
 }
 
 /// A QEMU running the fixture with its serial console on stdin/stdout. Dropping it kills and
@@ -287,8 +272,8 @@ fn qmp_until(
 #[test]
 fn the_acpi_power_button_powers_the_guest_off() {
     let fixture = fixture();
-    let scratch = Scratch::new("acpi");
-    let socket = scratch.0.join("qmp.sock");
+    let scratch = scratch("acpi");
+    let socket = scratch.path().join("qmp.sock");
     let qmp_arg = format!("unix:{},server=on,wait=off", socket.display());
     let mut guest = Guest::boot(
         &fixture,
@@ -334,8 +319,8 @@ fn a_run_script_loads_modules_uses_a_vfat_disk_and_the_network() {
             fixture.modules
         );
     }
-    let scratch = Scratch::new("run");
-    let disk = scratch.0.join("disk.raw");
+    let scratch = scratch("run");
+    let disk = scratch.path().join("disk.raw");
     std::fs::File::create(&disk)
         .unwrap()
         .set_len(32 << 20)
@@ -427,8 +412,8 @@ fn an_unknown_module_is_reported_and_the_guest_powers_off() {
 #[test]
 fn concurrent_builds_in_a_fresh_cache_make_one_fixture() {
     let built = fixture(); // provides the packages, so this needs no download
-    let scratch = Scratch::new("cache");
-    let debs = scratch.0.join("debs");
+    let scratch = scratch("cache");
+    let debs = scratch.path().join("debs");
     std::fs::create_dir(&debs).unwrap();
     let source = built.dir.parent().unwrap().join("debs");
     for entry in std::fs::read_dir(&source).unwrap() {
@@ -439,10 +424,10 @@ fn concurrent_builds_in_a_fresh_cache_make_one_fixture() {
         }
     }
     // What an older fixture definition and a killed build leave behind.
-    std::fs::create_dir(scratch.0.join("fx-0123456789abcdef")).unwrap();
-    std::fs::create_dir_all(scratch.0.join(".build-1-2/half")).unwrap();
-    std::fs::create_dir_all(scratch.0.join(".unpack-1-2/boot")).unwrap();
-    let cache: &Path = &scratch.0;
+    std::fs::create_dir(scratch.path().join("fx-0123456789abcdef")).unwrap();
+    std::fs::create_dir_all(scratch.path().join(".build-1-2/half")).unwrap();
+    std::fs::create_dir_all(scratch.path().join(".unpack-1-2/boot")).unwrap();
+    let cache: &Path = scratch.path();
     let results: Vec<GuestFixture> = thread::scope(|s| {
         let handles: Vec<_> = (0..3)
             .map(|_| s.spawn(|| GuestFixture::get_in(cache)))

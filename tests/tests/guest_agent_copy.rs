@@ -8,6 +8,7 @@ use std::io::{BufWriter, Read, Write};
 use std::time::{Duration, Instant};
 
 use qemu_machine_tests::qga::HostAgent;
+use qemu_machine_tests::support::scratch;
 use qemu_process::GuestAgent;
 
 const SIZE: u64 = 64 << 20;
@@ -87,15 +88,14 @@ fn same_content(a: &std::path::Path, b: &std::path::Path) -> bool {
 
 #[test]
 fn sixty_four_mib_both_ways_byte_exact_in_bounded_memory() {
-    let dir = std::env::temp_dir().join(format!("qm-qga-copy-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = scratch("qga-copy");
+    let dir = scratch.path();
     let source = dir.join("source");
     let inside = dir.join("inside");
     let back = dir.join("back");
     write_pattern(&source);
 
-    let host = HostAgent::start(&dir);
+    let host = HostAgent::start(dir);
     let mut agent = GuestAgent::connect(&host.socket, Duration::from_secs(10)).unwrap();
     agent.set_timeout(Duration::from_secs(60));
     agent.guest().ping().unwrap();
@@ -144,5 +144,4 @@ fn sixty_four_mib_both_ways_byte_exact_in_bounded_memory() {
     }
     drop(agent);
     drop(host);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

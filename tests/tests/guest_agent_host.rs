@@ -9,12 +9,13 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use qemu_machine_tests::qga::HostAgent;
+use qemu_machine_tests::support::{scratch, TempDir};
 use qemu_process::guest::{IpAddressType, ShutdownMode};
 use qemu_process::{Error, ExecCommand, GuestAgent};
 use qmp_proto::guest::GuestGetHostName;
@@ -23,28 +24,9 @@ use serde_json::{json, Value};
 const CALL: Duration = Duration::from_secs(30);
 const CONNECT: Duration = Duration::from_secs(10);
 
-/// A fresh directory for one test, removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("qm-qga-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-    fn str(&self, name: &str) -> String {
-        self.path(name).to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A path in `dir` as a string (the agent's protocol carries text).
+fn path_str(dir: &TempDir, name: &str) -> String {
+    dir.path().join(name).to_str().unwrap().to_owned()
 }
 
 fn connect(agent: &HostAgent) -> GuestAgent {
@@ -62,8 +44,8 @@ fn agent_error(e: Error) -> qmp_proto::QmpError {
 
 #[test]
 fn every_typed_call_against_qemu_ga() {
-    let scratch = Scratch::new("calls");
-    let host = HostAgent::start(&scratch.0);
+    let scratch = scratch("calls");
+    let host = HostAgent::start(scratch.path());
     let mut client = connect(&host);
     assert!(client.is_connected());
     let mut guest = client.guest();
@@ -163,7 +145,7 @@ fn every_typed_call_against_qemu_ga() {
     agent_error(guest.exec_status(pid).unwrap_err());
 
     // Files: open, write, flush, read in pieces, close; errors are the agent's.
-    let path = scratch.str("file");
+    let path = path_str(&scratch, "file");
     let h = guest.file_open(&path, "w").unwrap();
     assert_eq!(guest.file_write(h, b"hello, agent").unwrap(), 12);
     guest.file_flush(h).unwrap();
@@ -178,29 +160,44 @@ fn every_typed_call_against_qemu_ga() {
     guest.file_close(h).unwrap();
     let stale = agent_error(guest.file_close(h).unwrap_err());
     assert!(stale.desc.contains("not been found"), "{stale:?}");
-    let absent = agent_error(guest.file_open(&scratch.str("absent/x"), "r").unwrap_err());
+    let absent = agent_error(
+        guest
+            .file_open(&path_str(&scratch, "absent/x"), "r")
+            .unwrap_err(),
+    );
     assert!(absent.desc.contains("No such file"), "{absent:?}");
 
     // Copies, small (the 64 MiB one is guest_agent_copy.rs).
     let bytes: Vec<u8> = (0..=255u8).cycle().take(700_001).collect();
     assert_eq!(
-        guest.copy_in(&mut &bytes[..], &scratch.str("in")).unwrap(),
+        guest
+            .copy_in(&mut &bytes[..], &path_str(&scratch, "in"))
+            .unwrap(),
         700_001
     );
-    assert!(std::fs::read(scratch.path("in")).unwrap() == bytes);
+    assert!(std::fs::read(scratch.path().join("in")).unwrap() == bytes);
     let mut back = Vec::new();
     assert_eq!(
-        guest.copy_out(&scratch.str("in"), &mut back).unwrap(),
+        guest
+            .copy_out(&path_str(&scratch, "in"), &mut back)
+            .unwrap(),
         700_001
     );
     assert!(back == bytes);
     assert_eq!(
-        guest.copy_in(&mut &b""[..], &scratch.str("empty")).unwrap(),
+        guest
+            .copy_in(&mut &b""[..], &path_str(&scratch, "empty"))
+            .unwrap(),
         0
     );
-    assert_eq!(std::fs::metadata(scratch.path("empty")).unwrap().len(), 0);
+    assert_eq!(
+        std::fs::metadata(scratch.path().join("empty"))
+            .unwrap()
+            .len(),
+        0
+    );
     let err = guest
-        .copy_out(&scratch.str("absent"), &mut Vec::new())
+        .copy_out(&path_str(&scratch, "absent"), &mut Vec::new())
         .unwrap_err();
     agent_error(err);
 
@@ -230,8 +227,8 @@ fn every_typed_call_against_qemu_ga() {
 /// garbage written either way: the client resynchronizes.
 #[test]
 fn garbage_and_a_restart_mid_reply_are_resynchronized() {
-    let scratch = Scratch::new("resync");
-    let relay = Relay::start(HostAgent::start(&scratch.0));
+    let scratch = scratch("resync");
+    let relay = Relay::start(HostAgent::start(scratch.path()));
     let mut client = GuestAgent::from_socket(relay.client_end()).unwrap();
     client.set_timeout(Duration::from_secs(3));
     let mut guest = client.guest();
@@ -255,7 +252,7 @@ fn garbage_and_a_restart_mid_reply_are_resynchronized() {
     // The agent dies 100 kB into a 350 kB reply and a new one takes its place behind the same
     // stream: the call times out, the rest of the old reply never comes, and the next call
     // skips the partial message and synchronizes with the new agent.
-    let big = scratch.path("big");
+    let big = scratch.path().join("big");
     std::fs::write(&big, vec![0x5a; 4 << 20]).unwrap();
     relay.cut_after(100_000);
     let err = guest
@@ -280,8 +277,8 @@ fn garbage_and_a_restart_mid_reply_are_resynchronized() {
 /// killed during a call fails it with GuestAgentGone, and the next call reconnects.
 #[test]
 fn reconnects_by_path_after_the_agent_restarts() {
-    let scratch = Scratch::new("reconnect");
-    let mut host = HostAgent::start(&scratch.0);
+    let scratch = scratch("reconnect");
+    let mut host = HostAgent::start(scratch.path());
     let mut client = connect(&host);
     client.guest().ping().unwrap();
     host.restart();
@@ -349,15 +346,18 @@ fn no_agent_is_a_typed_timeout() {
     }
 
     // A socket that accepts connections (the kernel's backlog) but whose owner never reads.
-    let scratch = Scratch::new("silent");
-    let listener = UnixListener::bind(scratch.path("silent.sock")).unwrap();
-    let mut silent = GuestAgent::connect(scratch.path("silent.sock"), CONNECT).unwrap();
+    let scratch = scratch("silent");
+    let listener = UnixListener::bind(scratch.path().join("silent.sock")).unwrap();
+    let mut silent = GuestAgent::connect(scratch.path().join("silent.sock"), CONNECT).unwrap();
     silent.set_timeout(Duration::from_millis(300));
     assert!(silent.guest().ping().unwrap_err().is_timeout());
     drop(listener);
 
-    let err =
-        GuestAgent::connect(scratch.path("nobody.sock"), Duration::from_millis(200)).unwrap_err();
+    let err = GuestAgent::connect(
+        scratch.path().join("nobody.sock"),
+        Duration::from_millis(200),
+    )
+    .unwrap_err();
     match &err {
         Error::Timeout { what, .. } => assert!(what.contains("guest agent"), "{what}"),
         other => panic!("expected a timeout, got {other:?}"),

@@ -4,14 +4,12 @@
 //! ways, an agent restarted in the guest (the port closing and reopening), no agent at all,
 //! and guest-shutdown's power-down, reboot and halt with the events that follow.
 
-mod features_common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use features_common::{fixture, options, Scratch, BOOT};
 use qemu_machine_tests::fixture::READY_LINE;
 use qemu_machine_tests::qga::{agent_cmdline, guest_initrd_with_agent, AGENT_STARTED_LINE};
+use qemu_machine_tests::support::{fixture, options, scratch, TempDir, BOOT};
 use qemu_process::guest::ShutdownMode;
 use qemu_process::{Error, ExecCommand, Machine, MachineConfig, RunState, VmLaunch};
 use serde_json::json;
@@ -21,9 +19,9 @@ const CALL: Duration = Duration::from_secs(60);
 
 /// Launches the fixture with the agent overlay: `guest_agent` set, the agent started by the
 /// guest (unless `start_agent` is false), `no_reboot` as given.
-fn launch(scratch: &Scratch, start_agent: bool, no_reboot: bool) -> Machine {
+fn launch(scratch: &TempDir, start_agent: bool, no_reboot: bool) -> Machine {
     let f = fixture();
-    let initrd = guest_initrd_with_agent(&f, &scratch.0).unwrap();
+    let initrd = guest_initrd_with_agent(&f, scratch.path()).unwrap();
     let append = if start_agent {
         agent_cmdline(&f, &[], "")
     } else {
@@ -41,7 +39,7 @@ fn launch(scratch: &Scratch, start_agent: bool, no_reboot: bool) -> Machine {
         .to_string(),
     )
     .unwrap();
-    let mut config: MachineConfig = options(&scratch.0);
+    let mut config: MachineConfig = options(scratch.path());
     config.vm(vm);
     let mut vm = Machine::launch(&config).unwrap();
     let ready = if start_agent {
@@ -70,7 +68,7 @@ fn wait_agent(vm: &mut Machine) {
 
 #[test]
 fn typed_calls_exec_and_copies_through_a_real_guest() {
-    let scratch = Scratch::new("qga-vm-calls");
+    let scratch = scratch("qga-vm-calls");
     let mut vm = launch(&scratch, true, true);
     assert!(vm.has_guest_agent());
     assert!(vm
@@ -126,7 +124,7 @@ fn typed_calls_exec_and_copies_through_a_real_guest() {
         "{:?} vs {host_sum}",
         String::from_utf8_lossy(&sum.stdout)
     );
-    let back = scratch.path("back");
+    let back = scratch.path().join("back");
     assert_eq!(guest.copy_out_file("/tmp/blob", &back).unwrap(), n);
     assert!(std::fs::read(&back).unwrap() == data);
     vm.shutdown(Duration::from_secs(20)).unwrap();
@@ -136,7 +134,7 @@ fn typed_calls_exec_and_copies_through_a_real_guest() {
 /// port's `VSERPORT_CHANGE` closed event), the next call synchronizes with the restarted agent.
 #[test]
 fn an_agent_restarted_in_the_guest_is_resynchronized() {
-    let scratch = Scratch::new("qga-vm-restart");
+    let scratch = scratch("qga-vm-restart");
     let mut vm = launch(&scratch, true, true);
     wait_agent(&mut vm);
     // The port's opening at boot is not what this test waits for below.
@@ -184,7 +182,7 @@ fn an_agent_restarted_in_the_guest_is_resynchronized() {
 /// the machine stays usable, and a machine without a channel says so.
 #[test]
 fn no_agent_in_the_guest_is_a_typed_timeout() {
-    let scratch = Scratch::new("qga-vm-none");
+    let scratch = scratch("qga-vm-none");
     let mut vm = launch(&scratch, false, true);
     let err = vm
         .guest()
@@ -201,7 +199,7 @@ fn no_agent_in_the_guest_is_a_typed_timeout() {
     vm.shutdown(Duration::from_secs(20)).unwrap();
 
     let mut plain = Machine::launch(&{
-        let mut c = options(&scratch.0);
+        let mut c = options(scratch.path());
         c.args(["-machine", "none"]);
         c
     })
@@ -217,7 +215,7 @@ fn no_agent_in_the_guest_is_a_typed_timeout() {
 /// `SHUTDOWN` from the guest and exits 0.
 #[test]
 fn guest_shutdown_powers_down() {
-    let scratch = Scratch::new("qga-vm-powerdown");
+    let scratch = scratch("qga-vm-powerdown");
     let mut vm = launch(&scratch, true, true);
     wait_agent(&mut vm);
     vm.guest()
@@ -239,7 +237,7 @@ fn guest_shutdown_powers_down() {
 /// resynchronizes. Halt: `Ok`, QEMU keeps running and the agent no longer answers.
 #[test]
 fn guest_shutdown_reboots_and_halts() {
-    let scratch = Scratch::new("qga-vm-reboot");
+    let scratch = scratch("qga-vm-reboot");
     let mut vm = launch(&scratch, true, false);
     wait_agent(&mut vm);
     vm.guest()
@@ -283,8 +281,8 @@ fn guest_shutdown_reboots_and_halts() {
 }
 
 /// The SHA-256 of `data` as the host's `sha256sum` prints it.
-fn host_sha256(scratch: &Scratch, data: &[u8]) -> String {
-    let path = scratch.path("sum-input");
+fn host_sha256(scratch: &TempDir, data: &[u8]) -> String {
+    let path = scratch.path().join("sum-input");
     std::fs::write(&path, data).unwrap();
     let out = Command::new("sha256sum").arg(&path).output().unwrap();
     assert!(out.status.success());

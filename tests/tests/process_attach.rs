@@ -1,21 +1,19 @@
 //! Attach mode (a QEMU we did not launch: unix path, long path, TCP, refused connections
 //! retried, deadline), MachineSet, and driving machines from an external poll loop.
 
-mod process_common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use process_common::{none_config, process_exists, qemu, ScratchDir};
+use qemu_machine_tests::support::{self, none_config, process_exists, scratch};
 use qemu_process::{AttachTarget, Error, Machine, MachineSet, RunState};
 use serde_json::json;
 
 /// Starts QEMU the plain way, with a QMP server of its own.
 fn spawn_qemu_with_qmp(qmp: &str) -> Child {
-    Command::new(qemu())
+    Command::new(qemu_machine_tests::qemu_system_x86_64())
         .args(["-machine", "none", "-nodefaults", "-display", "none"])
         .args(["-qmp", qmp])
         .stdin(Stdio::null())
@@ -41,8 +39,8 @@ fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 
 #[test]
 fn attach_to_a_unix_socket_that_does_not_exist_yet() {
-    let scratch = ScratchDir::new("attach-unix");
-    let path = scratch.0.join("qmp.sock");
+    let scratch = scratch("attach-unix");
+    let path = scratch.path().join("qmp.sock");
     // Attach right away: the socket appears a little later, and refusals are retried.
     let mut child = spawn_qemu_with_qmp(&format!("unix:{},server=on,wait=off", path.display()));
     let mut vm = Machine::attach(AttachTarget::Unix(path.clone()), Duration::from_secs(20))
@@ -60,7 +58,7 @@ fn attach_to_a_unix_socket_that_does_not_exist_yet() {
         "STOP"
     );
     // Descriptors can be passed over a unix socket.
-    let file = tempfile_in(&scratch.0);
+    let file = tempfile_in(scratch.path());
     vm.send_fd(file.as_fd(), "f").unwrap();
     vm.execute("closefd", Some(json!({"fdname": "f"}))).unwrap();
     // No process of ours: stopping it is done with quit.
@@ -112,8 +110,8 @@ fn attach_over_tcp() {
 
 #[test]
 fn attach_reaches_a_socket_path_longer_than_sun_path() {
-    let scratch = ScratchDir::new("attach-long");
-    let mut dir = scratch.0.clone();
+    let scratch = scratch("attach-long");
+    let mut dir = scratch.path().to_path_buf();
     while dir.as_os_str().len() < 150 {
         dir.push("a-rather-long-directory-name");
     }
@@ -160,10 +158,10 @@ fn attach_reaches_a_socket_path_longer_than_sun_path() {
 
 #[test]
 fn attach_gives_up_at_its_deadline() {
-    let scratch = ScratchDir::new("attach-none");
+    let scratch = scratch("attach-none");
     let start = Instant::now();
     let err = Machine::attach(
-        AttachTarget::Unix(scratch.0.join("nobody-listens.sock")),
+        AttachTarget::Unix(scratch.path().join("nobody-listens.sock")),
         Duration::from_millis(300),
     )
     .unwrap_err();
@@ -172,7 +170,7 @@ fn attach_gives_up_at_its_deadline() {
     assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
     assert!(elapsed < Duration::from_millis(1300), "{elapsed:?}");
     // A socket file nobody accepts on: refused, retried, then the same timeout.
-    let path = scratch.0.join("stale.sock");
+    let path = scratch.path().join("stale.sock");
     drop(UnixListener::bind(&path).unwrap());
     let err = Machine::attach(AttachTarget::Unix(path), Duration::from_millis(200)).unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
@@ -271,7 +269,7 @@ fn machines_can_be_driven_from_an_external_poll() {
     assert!(sources.qmp.is_some() && sources.child.is_some());
     assert_eq!(sources.console, None);
     // SIGTERM makes QEMU report SHUTDOWN and exit on its own; wait for that in our own poll().
-    process_common::signal(vm.pid().unwrap(), libc::SIGTERM);
+    support::signal(vm.pid().unwrap(), libc::SIGTERM);
     let start = Instant::now();
     while vm.exit_status().is_none() {
         assert!(start.elapsed() < Duration::from_secs(10), "no exit seen");

@@ -5,12 +5,11 @@
 //!
 //! The tests of this binary run one at a time: they count the log lines of the whole process.
 
-mod process_common;
-
 use std::sync::{Mutex, MutexGuard, Once};
 use std::time::Duration;
 
 use qemu_machine_tests::fixture::{run_param, GuestFixture, READY_LINE, RUN_EXIT_PREFIX};
+use qemu_machine_tests::support::{self};
 use qemu_process::{AccelChoice, Error, Machine, MachineConfig, DEFAULT_CONSOLE_INPUT_BUFFER};
 
 /// Booting takes about 2 s under TCG; leave room for a loaded machine.
@@ -70,7 +69,7 @@ fn warnings_with(needle: &str) -> usize {
 /// (then powering off).
 fn script_config(script: &str) -> MachineConfig {
     let fixture = GuestFixture::get().unwrap_or_else(|e| panic!("{e}"));
-    let mut config = MachineConfig::new(process_common::qemu());
+    let mut config = MachineConfig::new(qemu_machine_tests::qemu_system_x86_64());
     config
         .args(["-machine", "q35", "-m", "256M", "-nodefaults", "-no-reboot"])
         .args(fixture.boot_args(&fixture.kernel_cmdline(&[], &run_param(script))))
@@ -189,7 +188,7 @@ fn console_writes_to_a_paused_guest_time_out_with_bounded_memory_and_deliver_wha
 #[test]
 fn console_write_without_a_console_or_after_exit_says_why() {
     let _serial = setup();
-    let mut vm = Machine::launch(&process_common::none_config()).unwrap();
+    let mut vm = Machine::launch(&support::none_config()).unwrap();
     match vm.console_write(b"x", Duration::from_secs(1)) {
         Err(Error::Unsupported(what)) => assert!(what.contains("console"), "{what}"),
         other => panic!("expected Unsupported, got {other:?}"),
@@ -197,7 +196,7 @@ fn console_write_without_a_console_or_after_exit_says_why() {
     vm.shutdown(Duration::from_secs(10)).unwrap();
 
     // A console whose QEMU has gone: Exited, whatever the timeout.
-    let mut config = MachineConfig::new(process_common::qemu());
+    let mut config = MachineConfig::new(qemu_machine_tests::qemu_system_x86_64());
     config
         .args(["-machine", "q35", "-nodefaults", "-S"])
         .accel(AccelChoice::Tcg)
@@ -252,7 +251,7 @@ fn events_beyond_the_queue_are_counted_and_logged_once_per_overflow() {
     const WARNING: &str = "event queue full (2 events)";
     let _serial = setup();
     let warned = warnings_with(WARNING);
-    let mut config = process_common::none_config();
+    let mut config = support::none_config();
     config.max_events(2);
     let mut vm = Machine::launch(&config).unwrap();
     for _ in 0..3 {

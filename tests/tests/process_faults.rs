@@ -2,8 +2,6 @@
 //! peer, and the owning process dying. Each must end in a typed error within its bound, never
 //! in a hang or a panic, and never leave QEMU behind.
 
-mod process_common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
@@ -11,7 +9,9 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
-use process_common::{none_config, process_exists, process_state, signal, ScratchDir};
+use qemu_machine_tests::support::{
+    entries, none_config, process_exists, process_state, scratch, signal,
+};
 use qemu_process::{Error, Machine, MachineConfig};
 
 #[test]
@@ -79,14 +79,14 @@ fn a_wrapper_runs_qemu() {
 
 #[test]
 fn a_program_that_never_greets_times_out_and_is_killed() {
-    let scratch = ScratchDir::new("never-greets");
-    let fake = scratch.0.join("fake-qemu");
+    let scratch = scratch("never-greets");
+    let fake = scratch.path().join("fake-qemu");
     std::fs::write(&fake, "#!/bin/sh\necho started >&2\nexec sleep 60\n").unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut config = MachineConfig::new(&fake);
     config
         .launch_timeout(Duration::from_millis(500))
-        .temp_base_dir(&scratch.0);
+        .temp_base_dir(scratch.path());
     let start = Instant::now();
     let err = Machine::launch(&config).unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
@@ -96,8 +96,7 @@ fn a_program_that_never_greets_times_out_and_is_killed() {
         start.elapsed()
     );
     // The fake QEMU was killed and reaped, and its temp dir removed.
-    let leftovers: Vec<String> = scratch
-        .entries()
+    let leftovers: Vec<String> = entries(scratch.path())
         .into_iter()
         .filter(|e| e != "fake-qemu")
         .collect();
@@ -106,8 +105,8 @@ fn a_program_that_never_greets_times_out_and_is_killed() {
 
 #[test]
 fn a_program_killed_by_a_signal_during_launch_reports_the_signal() {
-    let scratch = ScratchDir::new("signal-launch");
-    let fake = scratch.0.join("fake-qemu");
+    let scratch = scratch("signal-launch");
+    let fake = scratch.path().join("fake-qemu");
     std::fs::write(&fake, "#!/bin/sh\necho about to die\nkill -SEGV $$\n").unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     match Machine::launch(&MachineConfig::new(&fake)) {

@@ -1,13 +1,11 @@
 //! Descriptor passing: `-add-fd` at launch, `getfd` (SCM_RIGHTS) and `add-fd` at run time. Each
 //! test makes QEMU actually use the descriptor and checks the effect from outside.
 
-mod process_common;
-
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
-use process_common::{none_config, qemu, ScratchDir};
+use qemu_machine_tests::support::{none_config, scratch};
 use qemu_process::{AccelChoice, Machine, MachineConfig};
 use serde_json::{json, Value};
 
@@ -56,8 +54,8 @@ fn fdset(vm: &mut Machine, id: u64) -> Value {
 
 #[test]
 fn a_descriptor_added_at_launch_backs_a_block_node() {
-    let scratch = ScratchDir::new("fd-launch");
-    let mut file = rw_file(&scratch.0.join("disk.img"), 1 << 20);
+    let scratch = scratch("fd-launch");
+    let mut file = rw_file(&scratch.path().join("disk.img"), 1 << 20);
     let mut config = none_config();
     config.add_fd(
         OwnedFd::from(file.try_clone().unwrap()),
@@ -79,9 +77,9 @@ fn a_descriptor_added_at_launch_backs_a_block_node() {
 
 #[test]
 fn a_descriptor_sent_with_getfd_is_used_by_qemu() {
-    let scratch = ScratchDir::new("fd-getfd");
-    let mut dump = rw_file(&scratch.0.join("dump.elf"), 0);
-    let mut config = MachineConfig::new(qemu());
+    let scratch = scratch("fd-getfd");
+    let mut dump = rw_file(&scratch.path().join("dump.elf"), 0);
+    let mut config = MachineConfig::new(qemu_machine_tests::qemu_system_x86_64());
     config
         .args(["-machine", "q35", "-m", "16M", "-nodefaults", "-S"])
         .accel(AccelChoice::Tcg);
@@ -110,8 +108,8 @@ fn a_descriptor_sent_with_getfd_is_used_by_qemu() {
 
 #[test]
 fn a_descriptor_added_to_an_fdset_at_run_time_backs_a_block_node() {
-    let scratch = ScratchDir::new("fd-runtime");
-    let mut file = rw_file(&scratch.0.join("disk.img"), 1 << 20);
+    let scratch = scratch("fd-runtime");
+    let mut file = rw_file(&scratch.path().join("disk.img"), 1 << 20);
     let mut vm = Machine::launch(&none_config()).unwrap();
     let entry = vm
         .add_fd_at_runtime(file.as_fd(), Some(3), Some("runtime"))

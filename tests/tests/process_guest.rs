@@ -2,11 +2,10 @@
 //! line, expect-style commands, 50 MB of output while QMP runs), guest poweroff, ACPI
 //! powerdown, reset.
 
-mod process_common;
-
 use std::time::{Duration, Instant};
 
 use qemu_machine_tests::fixture::{GuestFixture, POWER_BUTTON_LINE, PROMPT, READY_LINE};
+use qemu_machine_tests::support::{self};
 use qemu_process::{AccelChoice, Error, Machine, MachineConfig, RunState};
 use serde_json::json;
 
@@ -16,7 +15,7 @@ const COMMAND: Duration = Duration::from_secs(60);
 
 fn guest_config(extra_args: &[&str]) -> MachineConfig {
     let fixture = GuestFixture::get().unwrap_or_else(|e| panic!("{e}"));
-    let mut config = MachineConfig::new(process_common::qemu());
+    let mut config = MachineConfig::new(qemu_machine_tests::qemu_system_x86_64());
     config
         .args(["-machine", "q35", "-m", "256M", "-nodefaults"])
         .args(extra_args)
@@ -50,8 +49,8 @@ fn run(vm: &mut Machine, command: &str) -> String {
 
 #[test]
 fn console_runs_commands_and_logs_everything() {
-    let scratch = process_common::ScratchDir::new("guest-console");
-    let log = scratch.0.join("console.log");
+    let scratch = support::scratch("guest-console");
+    let log = scratch.path().join("console.log");
     let mut config = guest_config(&[]);
     config.console_log(&log);
     let mut vm = boot(&config);
@@ -137,8 +136,8 @@ fn reset_gives_a_reset_event_and_the_ready_line_again() {
 #[test]
 fn fifty_megabytes_of_console_output_while_qmp_runs_lose_nothing() {
     const BYTES: usize = 50 << 20;
-    let scratch = process_common::ScratchDir::new("guest-flood");
-    let log = scratch.0.join("console.log");
+    let scratch = support::scratch("guest-flood");
+    let log = scratch.path().join("console.log");
     let mut config = guest_config(&[]);
     config.console_log(&log).console_buffer_bytes(64 << 10);
     let mut vm = boot(&config);

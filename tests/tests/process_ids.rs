@@ -1,13 +1,11 @@
 //! QMP commands with and without ids against a real QEMU: replies to in-band commands sent
 //! without id are matched by order, out-of-band ones by id, also when many are in flight.
 
-mod process_common;
-
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use process_common::{none_config, ScratchDir};
+use qemu_machine_tests::support::{none_config, scratch, TempDir};
 use qemu_process::{Error, Machine};
 use qmp_proto::{ErrorClass, Request, RequestId, Session, SessionOptions};
 use serde_json::{json, Value};
@@ -67,7 +65,7 @@ fn check(reply: Result<Value, qmp_proto::ReplyError>, expect: &Expect, what: &st
 /// `qmp_proto::Session` of its own so that it can put many commands in flight at once.
 struct SecondMonitor {
     _vm: Machine,
-    _dir: ScratchDir,
+    _dir: TempDir,
     stream: UnixStream,
     /// Everything QEMU was sent on the second monitor.
     wire: Vec<u8>,
@@ -75,8 +73,8 @@ struct SecondMonitor {
 
 impl SecondMonitor {
     fn launch(tag: &str) -> SecondMonitor {
-        let dir = ScratchDir::new(tag);
-        let path = dir.0.join("qmp.sock");
+        let dir = scratch(tag);
+        let path = dir.path().join("qmp.sock");
         let mut config = none_config();
         config
             .arg("-chardev")

@@ -3,11 +3,9 @@
 //! the process, and has no children left either), no temp dir is left. One test alone in its binary, so
 //! no other test's descriptors or children disturb the counts.
 
-mod process_common;
-
 use std::time::{Duration, Instant};
 
-use process_common::{none_config, ScratchDir};
+use qemu_machine_tests::support::{entries, none_config, scratch};
 use qemu_process::Machine;
 
 fn open_fds() -> Vec<String> {
@@ -55,9 +53,9 @@ fn children_of(parent: u32) -> Vec<String> {
 
 #[test]
 fn two_hundred_launch_shutdown_cycles_leak_nothing() {
-    let scratch = ScratchDir::new("leaks");
+    let scratch = scratch("leaks");
     let mut config = none_config();
-    config.temp_base_dir(&scratch.0).console(true);
+    config.temp_base_dir(scratch.path()).console(true);
     // One cycle first, so that lazily opened descriptors of the process are counted in the
     // baseline (the directory listing of /proc/self/fd itself is closed again).
     {
@@ -80,6 +78,10 @@ fn two_hundred_launch_shutdown_cycles_leak_nothing() {
     let fds_after = open_fds();
     assert_eq!(fds_before, fds_after, "descriptors leaked");
     assert!(children().is_empty(), "children left: {:?}", children());
-    assert!(scratch.entries().is_empty(), "{:?}", scratch.entries());
+    assert!(
+        entries(scratch.path()).is_empty(),
+        "{:?}",
+        entries(scratch.path())
+    );
     eprintln!("200 cycles in {elapsed:?} ({:?} each)", elapsed / 200);
 }

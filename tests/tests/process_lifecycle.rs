@@ -1,24 +1,22 @@
 //! Machine lifecycle against a real QEMU: launch (`-machine none`, q35), QMP commands, events,
 //! graceful shutdown, exit status and log afterwards, attach, MachineSet.
 
-mod process_common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use process_common::{none_config, qemu, ScratchDir};
+use qemu_machine_tests::support::{self, entries, none_config, scratch};
 use qemu_process::{AccelChoice, Error, Machine, MachineConfig, RunState};
 use serde_json::json;
 
 #[test]
 fn machine_none_launches_answers_and_shuts_down_gracefully() {
-    let scratch = ScratchDir::new("lifecycle-none");
+    let scratch = scratch("lifecycle-none");
     let mut config = none_config();
-    config.temp_base_dir(&scratch.0);
+    config.temp_base_dir(scratch.path());
     let mut vm = Machine::launch(&config).unwrap();
 
     let pid = vm.pid().expect("a launched machine has a pid");
-    assert!(process_common::process_exists(pid));
+    assert!(support::process_exists(pid));
     assert_eq!(vm.exit_status(), None);
     assert!(vm.is_connected());
     let greeting = vm.greeting().unwrap();
@@ -30,7 +28,7 @@ fn machine_none_launches_answers_and_shuts_down_gracefully() {
 
     // The private temp dir: under the base, mode 0700, holding the log.
     let temp = vm.temp_dir().unwrap().to_owned();
-    assert!(temp.starts_with(&scratch.0));
+    assert!(temp.starts_with(scratch.path()));
     let mode = std::fs::metadata(&temp).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
     assert!(vm.log_path().unwrap().starts_with(&temp));
@@ -79,13 +77,17 @@ fn machine_none_launches_answers_and_shuts_down_gracefully() {
     assert_eq!(vm.shutdown(Duration::from_secs(1)).unwrap(), status);
     drop(vm);
     assert!(!temp.exists(), "temp dir left behind");
-    assert!(!process_common::process_exists(pid));
-    assert!(scratch.entries().is_empty(), "{:?}", scratch.entries());
+    assert!(!support::process_exists(pid));
+    assert!(
+        entries(scratch.path()).is_empty(),
+        "{:?}",
+        entries(scratch.path())
+    );
 }
 
 #[test]
 fn q35_stop_cont_events_carry_timestamps_and_match_patterns() {
-    let mut config = MachineConfig::new(qemu());
+    let mut config = MachineConfig::new(qemu_machine_tests::qemu_system_x86_64());
     config
         .args(["-machine", "q35", "-nodefaults", "-m", "64M"])
         .accel(AccelChoice::Tcg);
@@ -262,7 +264,8 @@ fn auto_accel_resolves_to_a_concrete_choice() {
         .map(|w| w[1].clone())
         .expect("auto adds -accel");
     assert!(accel == "kvm" || accel == "tcg", "{accel}");
-    let expected = qemu_process::resolve_accel(AccelChoice::Auto, &qemu());
+    let expected =
+        qemu_process::resolve_accel(AccelChoice::Auto, &qemu_machine_tests::qemu_system_x86_64());
     assert_eq!(format!("{expected:?}").to_lowercase(), accel);
     // QEMU runs what was chosen (KVM only when /dev/kvm is usable: Auto checks).
     let kvm = vm.execute("query-kvm", None).unwrap();
@@ -283,7 +286,8 @@ fn an_accel_the_args_choose_wins_over_auto() {
     // On this machine Auto would pick KVM (/dev/kvm is usable and the guest is native), so a
     // TCG machine shows that the caller's choice was kept; elsewhere Auto would pick TCG and
     // the argv still shows that the library added no -accel of its own.
-    let auto = qemu_process::resolve_accel(AccelChoice::Auto, &qemu());
+    let auto =
+        qemu_process::resolve_accel(AccelChoice::Auto, &qemu_machine_tests::qemu_system_x86_64());
     eprintln!("Auto resolves to {auto:?} here");
     for args in [
         &["-machine", "none", "-nodefaults", "-accel", "tcg"][..],
@@ -292,7 +296,7 @@ fn an_accel_the_args_choose_wins_over_auto() {
         &["-machine", "none,accel=tcg", "-nodefaults"][..],
         &["-nodefaults", "-M", "type=none,accel=tcg"][..],
     ] {
-        let mut config = MachineConfig::new(qemu());
+        let mut config = MachineConfig::new(qemu_machine_tests::qemu_system_x86_64());
         config
             .args(args)
             .accel(AccelChoice::Auto)
@@ -376,7 +380,9 @@ fn a_qemu_cmdline_argv_launches() {
     cmd.nodefaults();
     let argv = cmd.build().unwrap();
     let mut config = MachineConfig::from_argv(&argv);
-    config.binary(qemu()).display_none(true);
+    config
+        .binary(qemu_machine_tests::qemu_system_x86_64())
+        .display_none(true);
     let mut vm = Machine::launch(&config).unwrap();
     // The argv's own accelerator is used, and the library adds none of its own.
     let accels = vm.argv().iter().filter(|a| *a == "-accel").count()

@@ -2,9 +2,7 @@
 //! command, a command name QEMU cannot have is refused before it is sent, and replies keep
 //! QEMU's member order.
 
-mod process_common;
-
-use process_common::none_config;
+use qemu_machine_tests::support::none_config;
 use qemu_process::{Error, Machine};
 use serde_json::Value;
 

@@ -6,15 +6,13 @@
 //! Tests that change process-wide state (signal dispositions) or that must be killed run in a
 //! child process: this test binary re-executed with [`HELPER_ENV`] naming the part to play.
 
-mod process_common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use process_common::{none_config, process_state, ScratchDir};
+use qemu_machine_tests::support::{entries, none_config, process_gone, scratch};
 use qemu_process::{AccelChoice, Machine, MachineConfig, VmLaunch};
 
 const HELPER_ENV: &str = "QM_TEST_OWNERSHIP_HELPER";
@@ -51,10 +49,6 @@ fn read_tagged(lines: &mut impl Iterator<Item = String>, tag: &str) -> Vec<Strin
     panic!("the helper never printed {tag}");
 }
 
-fn gone(pid: u32) -> bool {
-    matches!(process_state(pid), None | Some('Z'))
-}
-
 /// Pids of the processes whose command line contains `marker`.
 fn processes_with(marker: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -64,7 +58,7 @@ fn processes_with(marker: &str) -> Vec<u32> {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
         })
-        .filter(|&pid| !gone(pid))
+        .filter(|&pid| !process_gone(pid))
         .collect()
 }
 
@@ -140,11 +134,11 @@ fn the_owner_sigkilled_takes_its_machines_forwards_and_temp_dirs_along() {
     if std::env::var_os(HELPER_ENV).is_some() {
         return; // another helper part: not this test's
     }
-    let scratch = ScratchDir::new("owner-killed");
+    let scratch = scratch("owner-killed");
     let mut owner = helper(
         "the_owner_sigkilled_takes_its_machines_forwards_and_temp_dirs_along",
         "owner",
-        &scratch.0,
+        scratch.path(),
     );
     let mut lines = BufReader::new(owner.stdout.take().unwrap())
         .lines()
@@ -152,19 +146,24 @@ fn the_owner_sigkilled_takes_its_machines_forwards_and_temp_dirs_along() {
     let words = read_tagged(&mut lines, "OWNER ");
     let pids: Vec<u32> = words[..2].iter().map(|w| w.parse().unwrap()).collect();
     let port: u16 = words[2].parse().unwrap();
-    assert!(pids.iter().all(|&p| !gone(p)));
-    assert_eq!(scratch.entries().len(), 2, "{:?}", scratch.entries());
+    assert!(pids.iter().all(|&p| !process_gone(p)));
+    assert_eq!(
+        entries(scratch.path()).len(),
+        2,
+        "{:?}",
+        entries(scratch.path())
+    );
     TcpStream::connect(("127.0.0.1", port)).expect("the forward listens while the VM runs");
     owner.kill().unwrap(); // SIGKILL: no destructor runs in the owner
     owner.wait().unwrap();
     let took = wait_until(Duration::from_secs(10), || {
-        pids.iter().all(|&p| gone(p)) && scratch.entries().is_empty()
+        pids.iter().all(|&p| process_gone(p)) && entries(scratch.path()).is_empty()
     });
     assert!(
         took.is_some(),
         "after the owner was SIGKILLed: QEMUs {pids:?} alive: {:?}, temp dirs left: {:?}",
-        pids.iter().map(|&p| !gone(p)).collect::<Vec<_>>(),
-        scratch.entries()
+        pids.iter().map(|&p| !process_gone(p)).collect::<Vec<_>>(),
+        entries(scratch.path())
     );
     eprintln!(
         "QEMUs and temp dirs gone {:?} after the owner's SIGKILL",
@@ -263,7 +262,7 @@ fn ignoring_sigchld_or_reaping_elsewhere_does_not_hide_qemus_exit() {
         Ok(_) => return,
         Err(_) => {}
     }
-    let scratch = ScratchDir::new("sigchld");
+    let scratch = scratch("sigchld");
     for (part, tag) in [
         ("sigchld-ignored", "SIGCHLD-IGNORED "),
         ("reaper", "REAPER "),
@@ -271,7 +270,7 @@ fn ignoring_sigchld_or_reaping_elsewhere_does_not_hide_qemus_exit() {
         let mut child = helper(
             "ignoring_sigchld_or_reaping_elsewhere_does_not_hide_qemus_exit",
             part,
-            &scratch.0,
+            scratch.path(),
         );
         let mut out = String::new();
         child

@@ -6,14 +6,12 @@
 //! Files QEMU itself creates (the VNC socket) get their mode from QEMU's umask, which the
 //! launcher must set to 077 in QEMU's child: that assertion is a test of its own.
 
-mod features_common;
-
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use features_common::{launch, options, Scratch};
 use qemu_cmdline::{Format, Size, VmSpec};
+use qemu_machine_tests::support::{launch, options, scratch, TempDir};
 use qemu_process::{image, ScreenshotFormat, VmLaunch};
 
 /// Sets the process umask to the common default, so that an unrestricted file is visible.
@@ -55,7 +53,7 @@ fn open_to_others(paths: &[PathBuf]) -> Vec<String> {
 }
 
 /// A VM that makes every kind of file the launcher makes.
-fn spec(scratch: &Scratch) -> VmLaunch {
+fn spec(scratch: &TempDir) -> VmLaunch {
     VmLaunch::from_json(&format!(
         r#"{{
             "memory": "128M",
@@ -68,7 +66,7 @@ fn spec(scratch: &Scratch) -> VmLaunch {
             ],
             "cloud_init": {{"hostname": "safe", "username": "dev", "password": "secret"}}
         }}"#,
-        scratch.path("data.qcow2")
+        scratch.path().join("data.qcow2")
     ))
     .unwrap()
 }
@@ -76,9 +74,9 @@ fn spec(scratch: &Scratch) -> VmLaunch {
 #[test]
 fn every_file_the_library_makes_is_owner_only() {
     usual_umask();
-    let scratch = Scratch::new("files-lib");
-    let console_log = scratch.path("console.log");
-    let mut o = options(&scratch.0);
+    let scratch = scratch("files-lib");
+    let console_log = scratch.path().join("console.log");
+    let mut o = options(scratch.path());
     o.console_log(&console_log);
     let mut vm = launch(spec(&scratch), &o).unwrap();
     let temp = vm.temp_dir().unwrap().to_owned();
@@ -97,31 +95,34 @@ fn every_file_the_library_makes_is_owner_only() {
     assert!(names.iter().any(|n| n.ends_with("qemu.log")), "{names:?}");
     // The VNC socket is QEMU's: see the next test.
     paths.retain(|p| *p != vnc);
-    paths.extend([scratch.path("data.qcow2"), console_log.clone()]);
+    paths.extend([scratch.path().join("data.qcow2"), console_log.clone()]);
 
     // A screendump into a new file (the library creates it before QEMU writes it).
     let shot = vm
-        .screendump(&scratch.path("screen.ppm"), Some(ScreenshotFormat::Ppm))
+        .screendump(
+            &scratch.path().join("screen.ppm"),
+            Some(ScreenshotFormat::Ppm),
+        )
         .unwrap();
     assert!(std::fs::metadata(&shot).unwrap().len() > 0);
     paths.push(shot);
     // Into a directory that does not exist: QEMU's error, and nothing made.
     let missing = vm.screendump(
-        &scratch.path("no/such/dir.png"),
+        &scratch.path().join("no/such/dir.png"),
         Some(ScreenshotFormat::Png),
     );
     assert!(missing.is_err());
-    assert!(!scratch.path("no").exists());
+    assert!(!scratch.path().join("no").exists());
     let open = open_to_others(&paths);
     assert!(open.is_empty(), "open to group or others: {open:?}");
     vm.shutdown(Duration::from_secs(20)).unwrap();
 
     // Images: created, converted, flashed from a compressed file, dumped.
-    let created = scratch.path("made.qcow2");
+    let created = scratch.path().join("made.qcow2");
     image::create(&created, &Format::Qcow2, Size::mib(1)).unwrap();
-    let converted = scratch.path("converted.raw");
+    let converted = scratch.path().join("converted.raw");
     image::convert(&created, &converted, &Format::Raw, |_| {}).unwrap();
-    let raw = scratch.path("source.raw");
+    let raw = scratch.path().join("source.raw");
     std::fs::write(&raw, vec![7u8; 1 << 20]).unwrap();
     let gz = std::process::Command::new("gzip")
         .arg("-k")
@@ -130,10 +131,10 @@ fn every_file_the_library_makes_is_owner_only() {
         .expect("gzip: apt-get install -y gzip");
     assert!(gz.success());
     let report = vm
-        .flash("data", &scratch.path("source.raw.gz"), |_| {})
+        .flash("data", &scratch.path().join("source.raw.gz"), |_| {})
         .unwrap();
     assert!(report.compression.is_some());
-    let dumped = scratch.path("dumped.raw");
+    let dumped = scratch.path().join("dumped.raw");
     vm.dump("uefi_vars", &dumped, None, |_| {}).unwrap();
     // data.qcow2 was replaced by the flash: checked again as it is now.
     paths.extend([created, converted, dumped]);
@@ -145,8 +146,8 @@ fn every_file_the_library_makes_is_owner_only() {
 
     // A screendump QEMU refuses (no display device) leaves no file behind.
     let spec = VmSpec::from_json(r#"{"paused": true}"#).unwrap();
-    let mut vm = launch(spec, &options(&scratch.0)).unwrap();
-    let blank = scratch.path("blank.ppm");
+    let mut vm = launch(spec, &options(scratch.path())).unwrap();
+    let blank = scratch.path().join("blank.ppm");
     let e = vm
         .screendump(&blank, Some(ScreenshotFormat::Ppm))
         .unwrap_err();
@@ -160,9 +161,9 @@ fn the_files_qemu_creates_are_owner_only() {
     // QEMU's child umask 077 (as it does for qemu-img); with QEMU's inherited 022 the socket
     // is 0755.
     usual_umask();
-    let scratch = Scratch::new("files-qemu");
+    let scratch = scratch("files-qemu");
     let spec = VmLaunch::from_json(r#"{"paused": true, "vnc": true}"#).unwrap();
-    let vm = launch(spec, &options(&scratch.0)).unwrap();
+    let vm = launch(spec, &options(scratch.path())).unwrap();
     let vnc = vm.vnc_socket().unwrap().to_owned();
     assert!(vnc.symlink_metadata().unwrap().file_type().is_socket());
     let mut paths = Vec::new();

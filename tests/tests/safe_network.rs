@@ -2,13 +2,11 @@
 //! 127.0.0.1 by default, every address only when the spec says `0.0.0.0`, and what the library
 //! reports is what the kernel shows listening (/proc/net/tcp and /proc/net/udp).
 
-mod features_common;
-
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use features_common::{launch, options, Scratch};
 use qemu_cmdline::{Display, PortForward, Proto, VmSpec, Vnc};
+use qemu_machine_tests::support::{launch, options, scratch};
 
 /// The IPv4 addresses on which a socket of `proto` is bound to `port` (TCP: listening ones),
 /// from the kernel's own tables.
@@ -66,7 +64,7 @@ fn free_port(from: u16) -> u16 {
 
 #[test]
 fn forwards_listen_on_loopback_unless_every_address_is_asked_for() {
-    let scratch = Scratch::new("net-forwards");
+    let scratch = scratch("net-forwards");
     let fixed = free_port(20000 + (std::process::id() % 20000) as u16);
     let mut spec = VmSpec::default();
     for f in [
@@ -79,7 +77,7 @@ fn forwards_listen_on_loopback_unless_every_address_is_asked_for() {
     ] {
         spec.forward(f).unwrap();
     }
-    let mut vm = launch(spec, &options(&scratch.0)).unwrap();
+    let mut vm = launch(spec, &options(scratch.path())).unwrap();
 
     // Without an address: 127.0.0.1, as reported and as the kernel shows it.
     let ssh = vm.forwarded_port("ssh").unwrap();
@@ -147,7 +145,7 @@ fn forwards_listen_on_loopback_unless_every_address_is_asked_for() {
 
 #[test]
 fn a_tcp_vnc_display_listens_on_loopback_unless_a_host_is_given() {
-    let scratch = Scratch::new("net-vnc");
+    let scratch = scratch("net-vnc");
     let port = free_port(5900 + 200 + (std::process::id() % 1000) as u16);
     let spec = VmSpec {
         display: Display::Vnc(Vnc::Tcp {
@@ -156,7 +154,7 @@ fn a_tcp_vnc_display_listens_on_loopback_unless_a_host_is_given() {
         }),
         ..VmSpec::default()
     };
-    let mut vm = launch(spec, &options(&scratch.0)).unwrap();
+    let mut vm = launch(spec, &options(scratch.path())).unwrap();
     let vnc = vm.execute("query-vnc", None).unwrap();
     assert_eq!(vnc["enabled"], serde_json::json!(true), "{vnc}");
     assert_eq!(vnc["host"], serde_json::json!("127.0.0.1"), "{vnc}");

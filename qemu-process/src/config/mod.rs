@@ -142,7 +142,7 @@ pub const DEFAULT_CONSOLE_BUFFER: usize = 1 << 20;
 /// into the socket on every turn of the poll loop, at the pace QEMU reads it.
 pub const DEFAULT_CONSOLE_INPUT_BUFFER: usize = 64 << 10;
 /// Default bound of events kept until taken.
-pub const DEFAULT_MAX_EVENTS: usize = 65_536;
+pub const DEFAULT_MAX_EVENTS: usize = qmp_proto::DEFAULT_MAX_EVENTS;
 
 impl Default for MachineConfig {
     fn default() -> MachineConfig {

@@ -45,8 +45,6 @@ pub(crate) struct GuestChannel {
     /// Whether the agent's port is open in the guest, as far as events told (`None`: no event
     /// seen yet).
     pub(crate) port_open: Option<bool>,
-    /// Requests whose reply nobody will take: dropped when they arrive.
-    abandoned: Vec<(u64, RequestId)>,
     interest_write: bool,
     write_failed: bool,
     /// The last fault that reset the session, for error messages.
@@ -66,7 +64,6 @@ impl GuestChannel {
             down_count: 0,
             port_id,
             port_open: None,
-            abandoned: Vec::new(),
             interest_write: false,
             write_failed: false,
             last_fault: None,
@@ -116,11 +113,9 @@ impl GuestChannel {
         }
     }
 
-    /// Forgets the reply of `id` when it comes.
+    /// Forgets the reply of `id`, arrived or to come.
     pub(crate) fn abandon(&mut self, id: RequestId) {
-        if self.session.take_reply(id).is_none() && self.session.is_pending(id) {
-            self.abandoned.push((self.epoch, id));
-        }
+        self.session.abandon(id);
     }
 
     /// The agent's side closed (its port, or the connection): what was in flight is lost and
@@ -136,7 +131,6 @@ impl GuestChannel {
         self.session = Session::guest_agent(self.options.clone());
         self.epoch += 1;
         self.sync = SyncState::Unsynced;
-        self.abandoned.clear();
         self.last_fault = Some(fault);
     }
 
@@ -162,7 +156,6 @@ impl GuestChannel {
                             log::warn!("guest agent: {e}");
                         }
                     }
-                    self.drop_abandoned();
                     if n < buf.len() && !drain {
                         return false;
                     }
@@ -177,23 +170,6 @@ impl GuestChannel {
                 }
             }
         }
-    }
-
-    fn drop_abandoned(&mut self) {
-        if self.abandoned.is_empty() {
-            return;
-        }
-        let (session, epoch) = (&mut self.session, self.epoch);
-        self.abandoned.retain(|&(e, id)| {
-            if e != epoch {
-                return false;
-            }
-            if session.take_reply(id).is_some() {
-                log::debug!("guest agent: dropped the late reply to {id:?}");
-                return false;
-            }
-            session.is_pending(id)
-        });
     }
 
     /// Writes what the session has queued, until the socket would block; keeps write interest
@@ -253,10 +229,12 @@ impl GuestChannel {
         self.session = Session::guest_agent(self.options.clone());
         self.epoch += 1;
         self.sync = SyncState::Unsynced;
-        self.abandoned.clear();
         self.write_failed = false;
         self.interest_write = false;
     }
+
+    /// The QEMU events [`observe_event`](GuestChannel::observe_event) looks at.
+    pub(crate) const OBSERVED_EVENTS: [&'static str; 3] = ["VSERPORT_CHANGE", "SHUTDOWN", "RESET"];
 
     /// Notes a QEMU event that concerns the agent: its port opening or closing in the guest,
     /// or the guest going down.

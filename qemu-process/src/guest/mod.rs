@@ -284,6 +284,9 @@ fn reply_error(command: &str, e: ReplyError) -> Error {
             size,
             limit,
         },
+        ReplyError::Closed => Error::GuestAgentGone {
+            what: format!("the guest agent's channel closed before it answered {command}"),
+        },
     }
 }
 

@@ -1,11 +1,12 @@
-//! Events: kept in arrival order (bounded), taken, or awaited by name and pattern.
+//! Events: kept in arrival order (bounded, by the session), taken, or awaited by name and
+//! pattern.
 
 use std::time::Duration;
 
-use qmp_proto::Event;
+use qmp_proto::{Event, EventFilter};
 use serde_json::Value;
 
-use super::{wanted_matches, Deadline, Machine, Wanted};
+use super::{Deadline, Machine};
 use crate::error::Error;
 
 impl Machine {
@@ -20,8 +21,7 @@ impl Machine {
     /// and keep, bytes for the other one after it was already taken, with no wake-up left to
     /// announce them.)
     pub fn take_events(&mut self) -> Vec<Event> {
-        self.events_overflowing = false;
-        self.kept.drain(..).collect()
+        self.qmp.session.take_events()
     }
 
     /// Takes every kept event, oldest first (after reading whatever is ready without waiting).
@@ -32,14 +32,14 @@ impl Machine {
 
     /// How many events are kept, waiting to be taken.
     pub fn events_pending(&self) -> usize {
-        self.kept.len()
+        self.qmp.session.events_queued()
     }
 
     /// How many events were dropped because the queue was full (since launch). Each overflow is
     /// also logged (a warning when the first event is dropped, again only after the queue was
     /// emptied by taking its events).
     pub fn events_dropped(&self) -> u64 {
-        self.events_dropped
+        self.qmp.session.events_dropped()
     }
 
     /// How many events QEMU sent that were larger than
@@ -66,7 +66,7 @@ impl Machine {
         pattern: Option<&Value>,
         timeout: Duration,
     ) -> Result<Event, Error> {
-        self.wait_for_wanted(vec![(Some(name.to_owned()), pattern.cloned())], timeout)
+        self.events_wait(&[(name, pattern)], timeout)
     }
 
     /// Waits for the first event of any name whose JSON form matches `pattern` (`None`: the
@@ -87,7 +87,7 @@ impl Machine {
         pattern: Option<&Value>,
         timeout: Duration,
     ) -> Result<Event, Error> {
-        self.wait_for_wanted(vec![(None, pattern.cloned())], timeout)
+        self.wait_for_filter(EventFilter::new().or_any(pattern.cloned()), timeout)
     }
 
     /// Waits for the first event matching any of `wanted` (see [`event_wait`](Machine::event_wait)).
@@ -96,58 +96,39 @@ impl Machine {
         wanted: &[(&str, Option<&Value>)],
         timeout: Duration,
     ) -> Result<Event, Error> {
-        let wanted: Wanted = wanted
-            .iter()
-            .map(|(n, p)| (Some((*n).to_owned()), p.cloned()))
-            .collect();
-        self.wait_for_wanted(wanted, timeout)
+        self.wait_for_filter(wanted.iter().copied().collect(), timeout)
     }
 
-    fn wait_for_wanted(&mut self, wanted: Wanted, timeout: Duration) -> Result<Event, Error> {
+    fn wait_for_filter(&mut self, filter: EventFilter, timeout: Duration) -> Result<Event, Error> {
         let deadline = Deadline::after(timeout);
-        if let Some(pos) = self.kept.iter().position(|e| {
-            wanted
-                .iter()
-                .any(|(name, pattern)| wanted_matches(e, name.as_deref(), pattern.as_ref()))
-        }) {
-            let event = self.kept.remove(pos).expect("position is in range");
-            if self.kept.is_empty() {
-                self.events_overflowing = false;
-            }
+        let session = &mut self.qmp.session;
+        if let Some(event) = session.take_event_matching(&filter) {
             return Ok(event);
         }
-        if self.overflow_unreported {
-            self.overflow_unreported = false;
+        if session.take_overflow() {
             return Err(Error::EventQueueFull {
-                limit: self.max_events,
-                dropped: self.events_dropped,
+                limit: session.options().max_events.max(1),
+                dropped: session.events_dropped(),
             });
         }
-        self.set_event_waiter(wanted);
+        session.set_event_filter(filter);
         self.finish_event_wait(deadline)
     }
 
-    pub(super) fn set_event_waiter(&mut self, wanted: Wanted) {
-        self.event_matched = None;
-        self.event_waiter = Some(wanted);
-    }
-
+    /// Waits until the session's event filter (set by the caller) holds a match, and clears
+    /// the filter.
     pub(super) fn finish_event_wait(&mut self, deadline: Deadline) -> Result<Event, Error> {
         let names = self
-            .event_waiter
-            .as_ref()
-            .map(|w| {
-                w.iter()
-                    .map(|(n, _)| n.as_deref().unwrap_or("of any name"))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            })
+            .qmp
+            .session
+            .event_filter()
+            .map(|f| f.names().collect::<Vec<_>>().join(" or "))
             .unwrap_or_default();
         let result = self.run_until(
             deadline,
             || format!("event {names}"),
             |m| {
-                if let Some(event) = m.event_matched.take() {
+                if let Some(event) = m.qmp.session.take_matched() {
                     return Some(Ok(event));
                 }
                 if m.qmp.fd.is_none() {
@@ -156,8 +137,7 @@ impl Machine {
                 None
             },
         );
-        self.event_waiter = None;
-        match (result, self.event_matched.take()) {
+        match (result, self.qmp.session.clear_event_filter()) {
             (Err(_), Some(event)) => Ok(event),
             (result, _) => result,
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::Interest;
-use qmp_proto::{Event, SessionOptions};
+use qmp_proto::SessionOptions;
 
 use super::{Deadline, Machine, GUEST};
 use crate::error::Error;
@@ -50,6 +50,9 @@ impl Machine {
             .registry()
             .register(&mut SourceFd(&ours.as_raw_fd()), GUEST, Interest::READABLE)
             .map_err(Error::io_with("registering the guest agent's socket"))?;
+        self.qmp
+            .session
+            .observe_events(GuestChannel::OBSERVED_EVENTS);
         self.guest = Some(GuestChannel::new(
             ours,
             options,
@@ -75,11 +78,14 @@ impl Machine {
         }
     }
 
-    /// Tells the channel about an event that concerns it (the agent's port opening or
-    /// closing, the guest going down). The event is kept as any other.
-    pub(super) fn guest_observe(&mut self, event: &Event) {
+    /// Tells the channel about the events that concern it (the agent's port opening or
+    /// closing, the guest going down), from the copies the QMP session keeps of them; the
+    /// events themselves stay for the caller.
+    pub(super) fn guest_observe_events(&mut self) {
         if let Some(channel) = self.guest.as_mut() {
-            channel.observe_event(event);
+            while let Some(event) = self.qmp.session.take_observed() {
+                channel.observe_event(&event);
+            }
         }
     }
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::Interest;
-use qmp_proto::{Event, SessionState};
+use qmp_proto::SessionState;
 
-use super::{wanted_matches, Deadline, Machine, CHILD, CONSOLE, GUEST, QMP};
+use super::{Deadline, Machine, CHILD, CONSOLE, GUEST, QMP};
 use crate::error::Error;
 use crate::sys;
 
@@ -103,6 +103,8 @@ impl Machine {
         }
         if qmp_read {
             self.read_qmp(qmp_closed);
+            // Before the agent's bytes: its port closing or the guest going down counts first.
+            self.guest_observe_events();
         }
         if con_read {
             self.read_console(con_closed);
@@ -122,6 +124,8 @@ impl Machine {
         if child {
             self.reap_now();
         }
+        // What reaping read of QMP too.
+        self.guest_observe_events();
         Ok(())
     }
 
@@ -152,9 +156,7 @@ impl Machine {
                 }
                 Ok(n) => {
                     log::trace!("QMP: read {n} bytes");
-                    let result = self.qmp.session.receive(&self.read_buf[..n]);
-                    self.after_qmp_input();
-                    if let Err(e) = result {
+                    if let Err(e) = self.qmp.session.receive(&self.read_buf[..n]) {
                         // Only what ends the session ends the connection: a message over the
                         // size bound, for one, fails only the command it answers (the session
                         // handles it and stays ready).
@@ -188,64 +190,14 @@ impl Machine {
         }
     }
 
-    /// Moves new events out of the session, and drops replies nobody waits for any more.
-    pub(super) fn after_qmp_input(&mut self) {
-        while let Some(event) = self.qmp.session.poll_event() {
-            self.keep_event(event);
-        }
-        if !self.abandoned.is_empty() {
-            let session = &mut self.qmp.session;
-            self.abandoned.retain(|&id| {
-                if let Some(reply) = session.take_reply(id) {
-                    log::debug!("QMP: discarding late reply {id:?}: {reply:?}");
-                    false
-                } else {
-                    session.is_pending(id)
-                }
-            });
-        }
-    }
-
-    pub(super) fn keep_event(&mut self, event: Event) {
-        log::debug!("QMP event {} {}", event.name, event.data);
-        self.guest_observe(&event);
-        if self.event_matched.is_none() {
-            if let Some(wanted) = &self.event_waiter {
-                if wanted.iter().any(|(name, pattern)| {
-                    wanted_matches(&event, name.as_deref(), pattern.as_ref())
-                }) {
-                    self.event_matched = Some(event);
-                    return;
-                }
-            }
-        }
-        if self.kept.len() >= self.max_events {
-            self.events_dropped += 1;
-            if !self.events_overflowing {
-                self.events_overflowing = true;
-                log::warn!(
-                    "event queue full ({} events): dropping {} and later events until they are \
-                     taken (dropped since launch: {})",
-                    self.max_events,
-                    event.name,
-                    self.events_dropped
-                );
-            }
-            self.overflow_unreported = true;
-            return;
-        }
-        self.kept.push_back(event);
-    }
-
+    /// The peer closed the connection (or reset it): the session settles what waits for a
+    /// reply (`quit` answered, the rest closed).
     pub(super) fn qmp_eof(&mut self) {
         if let Err(e) = self.qmp.session.receive_eof() {
-            self.after_qmp_input();
             log::warn!("QMP connection ended mid-message: {e}");
             if self.qmp.fatal.is_none() {
                 self.qmp.fatal = Some(e);
             }
-        } else {
-            self.after_qmp_input();
         }
         log::debug!("QMP connection closed by QEMU");
         self.close_qmp();

@@ -1,6 +1,5 @@
 //! Launching QEMU (and attaching to a running one): spawn through the guardian, wait for QMP.
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
@@ -188,6 +187,7 @@ impl Machine {
             oob: config.oob,
             max_message_size: config.max_message_size,
             in_band_ids: config.qmp_ids,
+            max_events: config.max_events,
             ..SessionOptions::default()
         };
         let mut machine = Machine::from_parts(
@@ -196,7 +196,6 @@ impl Machine {
             Session::new(options),
             console,
             Some(child),
-            config.max_events,
             config.qmp_timeout,
             argv,
         )?;
@@ -220,7 +219,6 @@ impl Machine {
         session: Session,
         console: Option<Console>,
         child: Option<ChildProc>,
-        max_events: usize,
         qmp_timeout: Duration,
         argv: Vec<OsString>,
     ) -> Result<Machine, Error> {
@@ -261,14 +259,6 @@ impl Machine {
             child,
             child_registered,
             exit_handled: false,
-            kept: VecDeque::new(),
-            max_events: max_events.max(1),
-            events_dropped: 0,
-            overflow_unreported: false,
-            events_overflowing: false,
-            event_waiter: None,
-            event_matched: None,
-            abandoned: Vec::new(),
             qmp_timeout,
             argv,
             log_path: None,
@@ -348,7 +338,6 @@ impl Machine {
             attach_session(),
             None,
             None,
-            crate::config::DEFAULT_MAX_EVENTS,
             crate::config::DEFAULT_QMP_TIMEOUT,
             Vec::new(),
         )?;
@@ -371,7 +360,6 @@ impl Machine {
             attach_session(),
             None,
             None,
-            crate::config::DEFAULT_MAX_EVENTS,
             crate::config::DEFAULT_QMP_TIMEOUT,
             Vec::new(),
         )?;

@@ -3,8 +3,8 @@
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use qmp_proto::{Event, RunState};
-use serde_json::Value;
+use qmp_proto::commands::QueryStatus;
+use qmp_proto::{Event, EventFilter, RunState};
 
 use super::{Deadline, Machine, KILL_REAP_LIMIT};
 use crate::error::Error;
@@ -17,14 +17,7 @@ impl Machine {
 
     /// The VM's run state (`query-status`).
     pub fn status(&mut self) -> Result<RunState, Error> {
-        let reply = self.execute("query-status", None)?;
-        let status = reply.get("status").cloned().unwrap_or(Value::Null);
-        serde_json::from_value(status).map_err(|e| {
-            Error::Protocol(qmp_proto::Error::Reply {
-                command: "query-status".into(),
-                message: e.to_string(),
-            })
-        })
+        self.command(&QueryStatus).map(|info| info.status)
     }
 
     /// Pauses the VM (`stop`).
@@ -47,10 +40,11 @@ impl Machine {
     /// [`Error::Timeout`]. Only SHUTDOWN events that arrive after the request count.
     pub fn powerdown(&mut self, timeout: Duration) -> Result<Event, Error> {
         let deadline = Deadline::after(timeout);
-        self.set_event_waiter(vec![(Some("SHUTDOWN".to_owned()), None)]);
+        self.qmp
+            .session
+            .set_event_filter(EventFilter::new().or("SHUTDOWN", None));
         if let Err(e) = self.execute_with_timeout("system_powerdown", None, timeout) {
-            self.event_waiter = None;
-            self.event_matched = None;
+            self.qmp.session.clear_event_filter();
             return Err(e);
         }
         self.finish_event_wait(deadline)
@@ -79,7 +73,8 @@ impl Machine {
             log::debug!("QMP -> quit");
             match self.qmp.session.execute("quit", None) {
                 Ok(id) => {
-                    self.abandoned.push(id);
+                    // Nobody waits for its reply: QEMU's exit is the answer.
+                    self.qmp.session.abandon(id);
                     self.flush_qmp();
                     if !self.qmp.write_failed {
                         return;

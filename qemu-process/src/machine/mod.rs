@@ -7,11 +7,10 @@
 //!
 //! Every blocking call runs the same loop ([`Machine::run_until`]): flush pending output, wait
 //! in `mio::Poll` for the QMP socket, the console socket, the guest agent's socket or the child's
-//! exit watch, feed what arrived into the `qmp_proto` sessions, keep events, drain the console,
-//! reap the child; then check the call's own
-//! condition, until it holds or the call's deadline passes.
+//! exit watch, feed what arrived into the `qmp_proto` sessions (QMP's keeps the events, matches
+//! replies, discards those of abandoned commands), drain the console, reap the child; then check
+//! the call's own condition, until it holds or the call's deadline passes.
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::File;
 
@@ -22,8 +21,7 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
-use qmp_proto::{Event, Greeting, RequestId, Session};
-use serde_json::Value;
+use qmp_proto::{Event, Greeting, Session};
 
 use crate::config::MachineConfig;
 use crate::console::ConsoleBuffer;
@@ -127,16 +125,6 @@ struct Console {
     received: u64,
 }
 
-/// Wanted events: each a name (`None`: any name) and an optional pattern (QEMUMachine's
-/// `event_match` semantics).
-type Wanted = Vec<(Option<String>, Option<Value>)>;
-
-/// Whether `event` is one of `wanted`'s: its name (unless the name is `None`, which takes any)
-/// and its pattern both match.
-fn wanted_matches(event: &Event, name: Option<&str>, pattern: Option<&Value>) -> bool {
-    event.matches(name.unwrap_or(&event.name), pattern)
-}
-
 /// One QEMU, launched and owned ([`Machine::launch`]) or attached to ([`Machine::attach`]).
 ///
 /// Nothing here spawns a thread or sleeps: every call that waits does so in one `mio::Poll` under
@@ -154,16 +142,6 @@ pub struct Machine {
     child: Option<ChildProc>,
     child_registered: bool,
     exit_handled: bool,
-    kept: VecDeque<Event>,
-    max_events: usize,
-    events_dropped: u64,
-    overflow_unreported: bool,
-    /// Events were dropped since the queue was last emptied (the overflow was logged).
-    events_overflowing: bool,
-    event_waiter: Option<Wanted>,
-    event_matched: Option<Event>,
-    /// Requests whose caller gave up (timeout): their replies are discarded on arrival.
-    abandoned: Vec<RequestId>,
     qmp_timeout: Duration,
     argv: Vec<OsString>,
     log_path: Option<PathBuf>,
@@ -186,7 +164,7 @@ impl std::fmt::Debug for Machine {
             .field("pid", &self.pid())
             .field("exit_status", &self.exit_status())
             .field("qmp_connected", &self.qmp.fd.is_some())
-            .field("events_kept", &self.kept.len())
+            .field("events_kept", &self.qmp.session.events_queued())
             .field("temp_dir", &self.temp_dir())
             .finish_non_exhaustive()
     }
@@ -263,9 +241,9 @@ impl Machine {
         self.qmp_timeout = timeout;
     }
 
-    /// Changes the bound of kept events.
+    /// Changes the bound of kept events (at least 1).
     pub fn set_max_events(&mut self, limit: usize) {
-        self.max_events = limit.max(1);
+        self.qmp.session.set_max_events(limit);
     }
 
     /// The descriptors to wait on when driving this machine from an external loop: wait for
@@ -291,11 +269,7 @@ impl Machine {
 
     /// Takes the next kept event, if any (no I/O).
     pub(crate) fn pop_event(&mut self) -> Option<Event> {
-        let event = self.kept.pop_front();
-        if self.kept.is_empty() {
-            self.events_overflowing = false;
-        }
-        event
+        self.qmp.session.poll_event()
     }
 
     /// Whether this machine can still produce events (connection open).

@@ -5,8 +5,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use std::time::Duration;
 
-use qmp_proto::{ReplyError, RequestId};
-use serde_json::{json, Value};
+use qmp_proto::commands::{AddFd, Getfd};
+use qmp_proto::{Command, ReplyError, RequestId};
+use serde_json::Value;
 
 use super::{Deadline, FdsetEntry, Machine};
 use crate::error::Error;
@@ -82,7 +83,16 @@ impl Machine {
     }
 
     /// Executes a typed command (see `qmp_proto::commands`) and decodes its reply.
-    pub fn command<C: qmp_proto::Command>(&mut self, command: &C) -> Result<C::Returns, Error> {
+    pub fn command<C: Command>(&mut self, command: &C) -> Result<C::Returns, Error> {
+        self.command_until(command, Deadline::after(self.qmp_timeout))
+    }
+
+    /// [`command`](Machine::command) under `deadline`.
+    pub(super) fn command_until<C: Command>(
+        &mut self,
+        command: &C,
+        deadline: Deadline,
+    ) -> Result<C::Returns, Error> {
         self.ensure_qmp()?;
         log::debug!(
             "QMP -> {} {}",
@@ -93,7 +103,7 @@ impl Machine {
             Ok(id) => id,
             Err(e) => return Err(self.session_error(e)),
         };
-        let value = self.await_reply(id, C::NAME, Deadline::after(self.qmp_timeout))?;
+        let value = self.await_reply(id, C::NAME, deadline)?;
         qmp_proto::parse_reply::<C>(value).map_err(Error::Protocol)
     }
 
@@ -116,14 +126,13 @@ impl Machine {
                             size,
                             limit,
                         },
+                        ReplyError::Closed => m.connection_error(),
                     }));
                 }
+                // The session answers `quit` itself when QEMU closes the connection, and
+                // closes every other command, so this only guards against a wait on a command
+                // the session no longer knows.
                 if m.qmp.fd.is_none() {
-                    if name == "quit" && m.qmp.fatal.is_none() {
-                        // QEMU closed the socket before (or instead of) answering: that is
-                        // what quit does.
-                        return Some(Ok(Value::Object(Default::default())));
-                    }
                     return Some(Err(m.connection_error()));
                 }
                 None
@@ -134,7 +143,8 @@ impl Machine {
             Err(Error::Qmp(e)) => log::debug!("QMP <- {name}: error {e}"),
             Err(e) => {
                 if e.is_timeout() {
-                    self.abandoned.push(id);
+                    // Its reply, if it ever comes, is discarded by the session.
+                    self.qmp.session.abandon(id);
                 }
                 log::debug!("QMP {name}: {e}");
             }
@@ -149,45 +159,58 @@ impl Machine {
     /// Passes `fd` to QEMU over the QMP socket (SCM_RIGHTS) and names it with `getfd`, so that
     /// later commands can refer to it by `name` (`fd=name` in chardev/netdev options).
     pub fn send_fd(&mut self, fd: BorrowedFd<'_>, name: &str) -> Result<(), Error> {
-        self.execute_with_fd(fd, "getfd", Some(json!({ "fdname": name })))
-            .map(|_| ())
+        let getfd = Getfd {
+            fdname: name.to_owned(),
+        };
+        self.command_with_fd(fd, &getfd).map(|_| ())
     }
 
     /// Passes `fd` to QEMU and adds it to an fdset (`add-fd`): `fdset` picks the set (a new one
     /// when `None`), `opaque` is free-form text shown by `query-fdsets`.
+    ///
+    /// QEMU's fdset ids are 64-bit signed: a larger `fdset` is refused before anything is sent,
+    /// with [`Error::InvalidArgument`].
     pub fn add_fd_at_runtime(
         &mut self,
         fd: BorrowedFd<'_>,
         fdset: Option<u64>,
         opaque: Option<&str>,
     ) -> Result<FdsetEntry, Error> {
-        let mut args = serde_json::Map::new();
-        if let Some(set) = fdset {
-            args.insert("fdset-id".into(), json!(set));
-        }
-        if let Some(opaque) = opaque {
-            args.insert("opaque".into(), json!(opaque));
-        }
-        let reply = self.execute_with_fd(fd, "add-fd", Some(Value::Object(args)))?;
-        let fdset_id = reply.get("fdset-id").and_then(Value::as_u64);
-        let fd = reply.get("fd").and_then(Value::as_i64);
-        match (fdset_id, fd) {
-            (Some(fdset_id), Some(fd)) => Ok(FdsetEntry { fdset_id, fd }),
-            _ => Err(Error::Protocol(qmp_proto::Error::Reply {
-                command: "add-fd".into(),
-                message: format!("expected {{\"fdset-id\": N, \"fd\": M}}, got {reply}"),
-            })),
-        }
+        let fdset_id = fdset
+            .map(|set| {
+                i64::try_from(set).map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "fdset id {set} is larger than QEMU's largest, {}",
+                        i64::MAX
+                    ))
+                })
+            })
+            .transpose()?;
+        let add_fd = AddFd {
+            fdset_id,
+            opaque: opaque.map(str::to_owned),
+        };
+        let info = self.command_with_fd(fd, &add_fd)?;
+        let fdset_id = u64::try_from(info.fdset_id).map_err(|_| {
+            Error::Protocol(qmp_proto::Error::Reply {
+                command: AddFd::NAME.into(),
+                message: format!("a negative fdset-id, {}", info.fdset_id),
+            })
+        })?;
+        Ok(FdsetEntry {
+            fdset_id,
+            fd: info.fd,
+        })
     }
 
     /// Sends one space (harmless between JSON messages) carrying `fd`, after everything queued,
-    /// then the command that takes the descriptor.
-    pub(super) fn execute_with_fd(
+    /// then the typed command that takes the descriptor, all under the default deadline.
+    pub(super) fn command_with_fd<C: Command>(
         &mut self,
         fd: BorrowedFd<'_>,
-        name: &str,
-        arguments: Option<Value>,
-    ) -> Result<Value, Error> {
+        command: &C,
+    ) -> Result<C::Returns, Error> {
+        let name = C::NAME;
         self.ensure_qmp()?;
         if !self.qmp.unix {
             return Err(Error::Unsupported(
@@ -218,6 +241,6 @@ impl Machine {
         sent?;
         log::debug!("QMP: passed descriptor {} for {name}", fd.as_raw_fd());
         let timeout = deadline.remaining().unwrap_or(self.qmp_timeout);
-        self.execute_with_timeout(name, arguments, timeout)
+        self.command_until(command, Deadline::after(timeout))
     }
 }

@@ -1,57 +1,33 @@
-//! Helpers shared by the `features_*` integration tests (qemu-process's VM launches and `image`
-//! against a real QEMU, qemu-img and the guest fixture).
+//! The QEMU configurations the tests launch, and the guest fixture's serial shell.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use qemu_cmdline::VmSpec;
-use qemu_machine_tests::fixture::{self, GuestFixture};
 use qemu_process::{AccelChoice, Error, Machine, MachineConfig, VmLaunch};
 
-/// A machine launched from a VM description.
-pub type Vm = Machine;
+use crate::fixture::{self, GuestFixture};
 
 /// How long a guest may take to boot to its ready line under TCG on a loaded machine.
 pub const BOOT: Duration = Duration::from_secs(90);
 
-/// A fresh directory for one test, removed at the end (also on panic).
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    pub fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("qm-feat-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-    /// The names in the directory, sorted.
-    pub fn entries(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
+/// `-machine none -nodefaults` under TCG: the smallest QEMU that speaks QMP.
+pub fn none_config() -> MachineConfig {
+    let mut config = MachineConfig::new(crate::qemu_system_x86_64());
+    config
+        .args(["-machine", "none", "-nodefaults"])
+        .accel(AccelChoice::Tcg)
+        .launch_timeout(Duration::from_secs(20))
+        .qmp_timeout(Duration::from_secs(20));
+    config
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Launch options for tests: TCG (nested KVM crashes Linux guests here), the QEMU on PATH
-/// (failing with the install command when missing), temp dirs under `base`.
+/// Launch options for VM descriptions: TCG (nested KVM crashes Linux guests here), the QEMU on
+/// PATH (failing with the install command when missing), temp dirs under `base`.
 pub fn options(base: &Path) -> MachineConfig {
     let mut o = MachineConfig::default();
     o.accel(AccelChoice::Tcg)
-        .binary(qemu_machine_tests::qemu_system_x86_64())
+        .binary(crate::qemu_system_x86_64())
         .temp_base_dir(base)
         .launch_timeout(Duration::from_secs(30))
         .qmp_timeout(Duration::from_secs(30));
@@ -71,9 +47,9 @@ pub fn launch_json(json: &str, options: &MachineConfig) -> Result<Machine, Error
     launch(VmLaunch::from_json(json)?, options)
 }
 
-/// The guest fixture.
+/// The guest fixture; fails the test with the reason (and what to run) when it cannot be had.
 pub fn fixture() -> GuestFixture {
-    GuestFixture::get().unwrap_or_else(|e| panic!("guest fixture: {e}"))
+    GuestFixture::get().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A spec that boots the guest fixture with these modules and extra kernel parameters.
@@ -90,7 +66,7 @@ pub fn guest_spec(modules: &[&str], extra: &str) -> VmSpec {
 }
 
 /// Waits for the guest's ready line and then the shell's first prompt.
-pub fn wait_ready(vm: &mut Vm) {
+pub fn wait_ready(vm: &mut Machine) {
     for (what, pattern) in [
         ("ready line", fixture::READY_LINE),
         ("prompt", fixture::PROMPT),
@@ -107,7 +83,7 @@ pub fn wait_ready(vm: &mut Vm) {
 
 /// Runs a shell command in the guest (after [`wait_ready`] or another `shell`) and returns its
 /// output, up to the next prompt.
-pub fn shell(vm: &mut Vm, command: &str) -> String {
+pub fn shell(vm: &mut Machine, command: &str) -> String {
     let _ = vm.console_read();
     vm.console_write(format!("{command}\n").as_bytes(), BOOT)
         .unwrap();
