@@ -390,3 +390,37 @@ pub unsafe extern "C" fn qm_machine_guest_shutdown(
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use qemu_process::{Error, QmpError};
+
+    use crate::error::FfiError;
+    use crate::status::QmStatus;
+
+    #[test]
+    fn the_agents_errors_become_statuses() {
+        let answered = FfiError::from(Error::GuestAgent {
+            command: "guest-file-open".into(),
+            error: QmpError {
+                class: qmp_proto::ErrorClass::GenericError,
+                desc: "failed to open file".into(),
+            },
+        });
+        assert_eq!(answered.status, QmStatus::QmpError);
+        assert_eq!(
+            answered.qmp,
+            Some(("GenericError".into(), "failed to open file".into()))
+        );
+        assert!(
+            answered.message.contains("guest-file-open"),
+            "{}",
+            answered.message
+        );
+        let gone = FfiError::from(Error::GuestAgentGone {
+            what: "the guest agent's port closed".into(),
+        });
+        assert_eq!(gone.status, QmStatus::Disconnected);
+        assert!(gone.message.contains("port closed"), "{}", gone.message);
+    }
+}

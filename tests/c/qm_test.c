@@ -753,6 +753,8 @@ static void check_guest_agent(void) {
     free(again);
     CHECK_STATUS(qm_machine_guest_copy_out(vm, "/tmp/no-such-file", back, -1, NULL),
                  QM_STATUS_QMP_ERROR, "guest_copy_out of a missing file is the agent's error");
+    CHECK_STATUS(qm_machine_guest_copy_in(vm, "/nonexistent/host/file", "/tmp/x", -1, NULL),
+                 QM_STATUS_IO, "guest_copy_in of a host file that cannot be opened is QM_STATUS_IO");
     unlink(src);
     unlink(back);
     rmdir(dir);

@@ -124,6 +124,23 @@ fn every_typed_call_against_qemu_ga() {
     );
     assert!(missing.desc.contains("/no/such/program"), "{missing:?}");
 
+    // Output whose base64 is over the message bound: the status reply is skipped unread and
+    // the call fails with its size (the agent reported the end, so the status is gone).
+    match guest
+        .exec(
+            &ExecCommand::new("head").args(["-c", "9000000", "/dev/zero"]),
+            CALL,
+        )
+        .unwrap_err()
+    {
+        Error::ReplyTooLarge { command, size, .. } => {
+            assert_eq!(command, "guest-exec-status");
+            assert!(size > 12_000_000, "{size}");
+        }
+        other => panic!("expected ReplyTooLarge, got {other:?}"),
+    }
+    guest.ping().unwrap();
+
     // A process that outlives its wait: a typed timeout, and it can still be collected.
     let pid = guest
         .exec_spawn(&ExecCommand::new("sleep").arg("600"))
