@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a Debian 12 machine that has only the Rust toolchain:
-# QEMU (x86_64 and arm) and qemu-img, OVMF, Go for the cgo test, valgrind, pkg-config, FAT
-# tools for checking the cloud-init seed, the QEMU guest agent, and apt's package lists for the
-# guest fixture.
+# QEMU (x86_64 and arm) and qemu-img, OVMF, Go for the cgo test, valgrind, pkg-config, CMake
+# and binutils for the C library's install tests, dpkg-dev for the Debian packages, FAT tools
+# for checking the cloud-init seed, the QEMU guest agent, and apt's package lists for the guest fixture.
 # Installs nothing that is already present. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -18,6 +18,9 @@ checks=(
     "command -v valgrind|valgrind"
     "command -v pkg-config|pkg-config"
     "command -v cc|gcc"
+    "command -v readelf|binutils"
+    "command -v cmake|cmake"
+    "command -v dpkg-shlibdeps|dpkg-dev"
     "[ -e /usr/include/stdio.h ]|libc6-dev"
     "command -v gzip|gzip"
     "command -v xz|xz-utils"

@@ -15,6 +15,10 @@ cargo run -q -p qemu-machine-tests --bin build-fixture --locked
 echo "== cargo test --workspace"
 cargo test --workspace --locked
 
+# Every publishable crate packages and verifies from its own tarball, and documents cleanly.
+echo "== crates (cargo package, cargo doc -D warnings)"
+scripts/check-crates.sh
+
 # The Go program links libqemumachine through cgo and pkg-config, from a private prefix.
 echo "== go test (tests/go, cgo against libqemumachine)"
 target=${CARGO_TARGET_DIR:-$PWD/target}

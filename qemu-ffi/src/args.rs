@@ -173,8 +173,14 @@ impl OutZero for usize {
 impl OutZero for u64 {
     const ZERO: Self = 0;
 }
+impl OutZero for u32 {
+    const ZERO: Self = 0;
+}
 impl OutZero for i64 {
     const ZERO: Self = 0;
+}
+impl OutZero for bool {
+    const ZERO: Self = false;
 }
 
 /// Stores a new C string (free it with `qm_string_free()`) in an out-pointer.

@@ -1,6 +1,6 @@
 //! Errors of the Rust crates, as statuses and messages for C.
 
-use qemu_process::Error;
+use qemu_process::{Error, QtestError};
 
 use crate::error::FfiError;
 use crate::status::QmStatus;
@@ -60,6 +60,14 @@ fn status_of(e: &Error) -> QmStatus {
         Error::GuestAgent { .. } => QmStatus::QmpError,
         // The agent's port closed (or its connection ended) during the call.
         Error::GuestAgentGone { .. } => QmStatus::Disconnected,
+        Error::Qtest(e) => match e {
+            QtestError::Failed { .. } => QmStatus::QtestError,
+            // Refused before sending: the caller's line.
+            QtestError::InvalidCommand { .. } => QmStatus::InvalidArgument,
+            QtestError::Closed { .. } => QmStatus::Disconnected,
+            _ => QmStatus::Protocol,
+        },
+        Error::NoQtestClock { .. } => QmStatus::Unsupported,
         // The enum is non-exhaustive; a variant added later without a code here still fails
         // with its message rather than being mistaken for success.
         _ => QmStatus::Io,

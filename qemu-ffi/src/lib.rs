@@ -36,6 +36,8 @@ pub mod guest;
 pub(crate) mod handle;
 pub mod image;
 pub mod machine;
+pub mod qemumachine;
+pub mod qtest;
 pub mod status;
 pub mod version;
 

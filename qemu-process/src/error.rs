@@ -163,6 +163,22 @@ pub enum Error {
         /// What happened.
         what: String,
     },
+    /// A qtest command failed: QEMU answered `FAIL` or `ERR`
+    /// ([`QtestError::Failed`](qmp_proto::QtestError::Failed), naming the line sent and
+    /// QEMU's answer), its answer did not parse, the line was refused before sending because
+    /// QEMU would misread it or abort on it
+    /// ([`QtestError::InvalidCommand`](qmp_proto::QtestError::InvalidCommand)), or the qtest
+    /// stream broke or closed.
+    Qtest(qmp_proto::QtestError),
+    /// `clock_step` or `clock_set` on a qtest machine that does not run the qtest accelerator,
+    /// whose virtual clock they drive (Debian's QEMU 7.2 has none; see
+    /// [`MachineConfig::qtest`](crate::MachineConfig::qtest)). Nothing was sent.
+    NoQtestClock {
+        /// The command refused.
+        command: String,
+        /// The accelerator QEMU runs instead.
+        accel: String,
+    },
 }
 
 impl Error {
@@ -305,6 +321,12 @@ impl fmt::Display for Error {
                 write!(f, "the guest agent answered {command} with an error: {error}")
             }
             Error::GuestAgentGone { what } => write!(f, "the guest agent went away: {what}"),
+            Error::Qtest(e) => write!(f, "{e}"),
+            Error::NoQtestClock { command, accel } => write!(
+                f,
+                "qtest {command} needs the qtest accelerator, whose virtual clock it drives; this \
+                 QEMU does not have it (not in `-accel help`) and runs on {accel} with -S"
+            ),
         }
     }
 }
@@ -324,6 +346,7 @@ impl std::error::Error for Error {
             Error::Protocol(e) => Some(e),
             Error::InSet { source, .. } => Some(source.as_ref()),
             Error::Spec(e) => Some(e),
+            Error::Qtest(e) => Some(e),
             _ => None,
         }
     }

@@ -42,6 +42,12 @@
 //! assert_eq!(status.status, RunState::Prelaunch);
 //! ```
 
+// The README's examples run as doc tests (`cargo test --doc`); the README is what
+// crates.io shows, the crate docs above are what docs.rs shows.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 #[doc(hidden)]
 pub mod bench_stream;
 pub mod commands;

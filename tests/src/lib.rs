@@ -9,6 +9,7 @@
 use std::env;
 use std::path::{Path, PathBuf};
 
+pub mod clib;
 pub mod fixture;
 pub mod qga;
 pub mod support;

@@ -13,7 +13,7 @@ use qemu_machine_tests::support::{fixture, process_gone, scratch};
 use qemu_machine_tests::{find_program, qemu_system_x86_64, workspace_root, workspace_target_dir};
 
 /// Builds libqemumachine (debug) once per test process and returns the directory holding
-/// `libqemumachine.so` and `libqemumachine.a`.
+/// `libqemumachine.so` (with its soname link) and `libqemumachine.a`.
 fn library_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -30,6 +30,9 @@ fn library_dir() -> &'static Path {
             "no libqemumachine.so in {}",
             dir.display()
         );
+        // The programs record the library's soname (libqemumachine.so.0.1): give it a link
+        // there, as an install does, for the loader to follow through the rpath.
+        qemu_machine_tests::clib::link_soname(&dir);
         dir
     })
 }
@@ -150,6 +153,32 @@ fn assert_passed(what: &str, out: &Output) {
         "ok   the progress callback ran on the calling thread",
         "ok   the library installed no signal handler, changed no disposition",
         "ok   no thread of the library is left (it starts none)",
+    ] {
+        assert!(stdout.contains(line), "no `{line}` in\n{stdout}");
+    }
+    // QEMUMachine's surface: the qtest machine, monitors, console, logs, events, raw requests.
+    for line in [
+        "ok   qtest reads the q35 host bridge's vendor and device ids through 0xcf8/0xcfc",
+        "ok   qtest drives the CMOS RTC through 0x70/0x71",
+        "ok   guest RAM written and read back",
+        "ok   a failing qtest line is QM_STATUS_QTEST_ERROR naming the line and QEMU's answer",
+        "ok   a line QEMU would abort on is refused before sending",
+        "ok   an intercepted IRQ is seen raised, as JSON",
+        "ok   the RTC's periodic interrupt arrives while waiting",
+        "ok   the console carries the second ISA serial port",
+        "ok   shutdown without QMP: SIGTERM, exit status 0",
+        "ok   a failing launch without QMP is QM_STATUS_LAUNCH_FAILED with QEMU's output",
+        "ok   the QMP servers as QEMU listens: loopback, the port it picked, the unix path",
+        "ok   a second client attaches and stops the VM",
+        "ok   qm_machine_events_wait takes the first of several events: STOP",
+        "ok   qm_machine_next_event takes the next event: RESUME",
+        "ok   -monitor null replaces the default monitor",
+        "ok   qm_machine_console_pty gives the console's terminal",
+        "ok   qm_machine_execute_raw returns the whole reply, with the caller's id",
+        "ok   wait_or_kill of a QEMU that does not exit kills it: QM_STATUS_NOT_GRACEFUL",
+        "ok   qm_machine_free removes it",
+        "ok   the log dir and logs are owner-only",
+        "ok   QEMU's log stays after the machine is gone",
     ] {
         assert!(stdout.contains(line), "no `{line}` in\n{stdout}");
     }

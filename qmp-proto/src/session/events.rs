@@ -139,7 +139,7 @@ impl Session {
         self.events.queue.iter()
     }
 
-    /// How many events are queued (at most [`max_events`](SessionOptions::max_events)).
+    /// How many events are queued (at most [`max_events`](crate::SessionOptions::max_events)).
     ///
     /// [`SessionOptions::max_events`]: super::SessionOptions::max_events
     pub fn events_queued(&self) -> usize {

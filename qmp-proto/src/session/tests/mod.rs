@@ -673,3 +673,4 @@ mod events;
 mod no_ids;
 mod outcomes;
 mod oversize;
+mod raw;
