@@ -108,10 +108,12 @@ typedef enum qm_status {
   QM_STATUS_INVALID_JSON = 3,
   // The operation did not complete before its deadline.
   QM_STATUS_TIMEOUT = 4,
-  // QEMU answered a QMP command with an error; its class and description are available via
-  // `qm_last_error_qmp_class()` and `qm_last_error_qmp_desc()`.
+  // QEMU answered a QMP command (or the guest agent a `qm_machine_guest_*()` call) with an
+  // error; its class and description are available via `qm_last_error_qmp_class()` and
+  // `qm_last_error_qmp_desc()`.
   QM_STATUS_QMP_ERROR = 5,
-  // The QMP connection was closed (by QEMU, which may be exiting).
+  // The QMP connection was closed (by QEMU, which may be exiting), or the guest agent went
+  // away during a `qm_machine_guest_*()` call (its port closed in the guest).
   QM_STATUS_DISCONNECTED = 6,
   // The QEMU process has exited (its status: `qm_machine_exit_status()`).
   QM_STATUS_PROCESS_EXITED = 7,
@@ -207,7 +209,8 @@ enum qm_status qm_config_new(struct qm_config **out);
 // `console_device` (a device type, or `"virtconsole"`), `console_index`, `console_pty` (bool),
 // `qtest` (bool), `name`, `log_dir`, `launch_settle_ms` (see the matching setters below),
 // and `vm`: a VM description (`arch`, `memory`, `smp`, `kernel`, `disks`, `nics`, `forwards`,
-// `cloud_init`, `vnc`, `uefi`, ...) that the library turns into a command line, preparing
+// `cloud_init`, `vnc`, `uefi`, `guest_agent` (a port for the guest agent, for the
+// `qm_machine_guest_*()` functions), ...) that the library turns into a command line, preparing
 // disks, the cloud-init seed and firmware copies itself; with `vm`, `args` and `display_none`
 // are not allowed. Unknown fields, and JSON that is not valid, are `QM_STATUS_INVALID_JSON`
 // with a message naming what is wrong.
@@ -361,6 +364,160 @@ enum qm_status qm_guardian_start(int32_t *out_pid);
 // The pid of this process's guardian, or 0 if none was started yet. Leaves the last error
 // alone.
 int32_t qm_guardian_pid(void);
+
+// Asks the guest agent of `machine` whether it runs (`guest-ping`), waiting up to
+// `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s) for its answer.
+//
+// This and every `qm_machine_guest_*()` function: the machine must have been launched from a
+// VM description with `"guest_agent": true` (a virtio-serial port named
+// `org.qemu.guest_agent.0` on a socketpair the library owns), else `QM_STATUS_UNSUPPORTED`.
+// Before the first call, and after anything that may have desynchronized the stream (a
+// timeout, the agent restarting, the guest rebooting), the library synchronizes with the agent
+// (`guest-sync-delimited`), within the same timeout. A guest with no agent running is
+// `QM_STATUS_TIMEOUT`, never a hang; an error the agent answers is `QM_STATUS_QMP_ERROR`
+// with its class and description in `qm_last_error_qmp_class()` / `qm_last_error_qmp_desc()`;
+// an agent that goes away during the call (its port closed) is `QM_STATUS_DISCONNECTED`, and
+// `QM_STATUS_PROCESS_EXITED` once QEMU has exited. One answer is bounded like a QMP message
+// (`max_message_size`, 10 MiB by default): a larger one is `QM_STATUS_PROTOCOL`, and the next
+// call works. QMP events and console output that arrive meanwhile are kept. To wait for an
+// agent to come up, ping with a long enough timeout.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL.
+enum qm_status qm_machine_guest_ping(struct qm_machine *machine, int64_t timeout_ms);
+
+// Stores the guest agent's `guest-info` (`{"version": "7.2.22", "supported_commands":
+// [{"name", "enabled", "success-response"}, ...]}`) as JSON in `*out_json` (free with
+// `qm_string_free()`). Timeout and errors as for `qm_machine_guest_ping()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
+enum qm_status qm_machine_guest_info(struct qm_machine *machine,
+                                     int64_t timeout_ms,
+                                     char **out_json);
+
+// Stores the guest's operating system as its agent reports it (`guest-get-osinfo`: members
+// such as `kernel-release`, `machine`, `id`, `version-id`, `pretty-name`, each present only
+// when known) as a JSON object in `*out_json` (free with `qm_string_free()`). Timeout and
+// errors as for `qm_machine_guest_ping()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
+enum qm_status qm_machine_guest_osinfo(struct qm_machine *machine,
+                                       int64_t timeout_ms,
+                                       char **out_json);
+
+// Stores the guest's network interfaces (`guest-network-get-interfaces`: an array of
+// `{"name", "hardware-address", "ip-addresses": [{"ip-address", "ip-address-type", "prefix"}],
+// "statistics"}`) as JSON in `*out_json` (free with `qm_string_free()`). Timeout and errors
+// as for `qm_machine_guest_ping()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
+enum qm_status qm_machine_guest_interfaces(struct qm_machine *machine,
+                                           int64_t timeout_ms,
+                                           char **out_json);
+
+// Runs any guest agent command `command` (UTF-8) with `arguments_json` (a JSON object, or NULL
+// for none; anything else is `QM_STATUS_INVALID_JSON`) and stores its `return` value as JSON
+// in `*out_json` if `out_json` is not NULL (free with `qm_string_free()`). A name that cannot
+// be a command is `QM_STATUS_INVALID_ARGUMENT` before anything is sent, and so are
+// `guest-shutdown` (use `qm_machine_guest_shutdown()`: it answers nothing on success) and the
+// synchronization commands, which are the library's. Timeout and errors as for
+// `qm_machine_guest_ping()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `command` and `arguments_json` NULL or
+// NUL-terminated; `out_json` NULL or valid for a pointer.
+enum qm_status qm_machine_guest_execute(struct qm_machine *machine,
+                                        const char *command,
+                                        const char *arguments_json,
+                                        int64_t timeout_ms,
+                                        char **out_json);
+
+// Runs a program in the guest through its agent (`guest-exec`) and waits for it to end.
+//
+// `argv_json` is a JSON array of strings (UTF-8): the program (a path in the guest, or a name
+// the agent looks up in its `PATH`) and its arguments, e.g. `["/bin/sh", "-c", "uname -r"]`;
+// anything else is `QM_STATUS_INVALID_JSON`. The program reads `input_len` bytes from `input`
+// on its standard input (`input` may be NULL when `input_len` is 0: an empty input).
+// `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s) limits the whole call; on `QM_STATUS_TIMEOUT` the
+// program may still run in the guest.
+//
+// On success: `*out_exit_code` receives its exit code (-1 when a signal ended it),
+// `*out_signal` that signal (0 when none), and `*out_stdout` / `*out_stderr` what it wrote,
+// as written (any bytes, NUL-terminated by the library; free with `qm_string_free()`), with
+// their lengths in `*out_stdout_len` / `*out_stderr_len`. Every out-pointer may be NULL when
+// the value is not wanted. Output is captured by the agent (qemu-ga keeps at most 16 MiB of
+// each stream) and comes back in one answer, bounded like a QMP message: output larger than
+// about 7 MiB in all is `QM_STATUS_PROTOCOL` (write it to a file and use
+// `qm_machine_guest_copy_out()`). Errors otherwise as for `qm_machine_guest_ping()`; a
+// program the agent cannot start is `QM_STATUS_QMP_ERROR`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `argv_json` NULL or NUL-terminated;
+// `input` valid for `input_len` bytes (or NULL with 0); each out-pointer NULL or valid for
+// writing.
+enum qm_status qm_machine_guest_exec(struct qm_machine *machine,
+                                     const char *argv_json,
+                                     const uint8_t *input,
+                                     size_t input_len,
+                                     int64_t timeout_ms,
+                                     int64_t *out_exit_code,
+                                     int32_t *out_signal,
+                                     char **out_stdout,
+                                     size_t *out_stdout_len,
+                                     char **out_stderr,
+                                     size_t *out_stderr_len);
+
+// Copies the host file `host_path` (any bytes) into the file `guest_path` in the guest
+// (UTF-8: the agent's protocol carries text; created or truncated) through the guest agent,
+// in chunks of 256 KiB, never holding the whole file in memory; `*out_bytes` (if not NULL)
+// receives how many bytes were copied. `timeout_ms` limits the whole copy;
+// `QM_TIMEOUT_DEFAULT` sets no limit on the whole, and 30 s on each chunk (each call to the
+// agent). A host file that cannot be opened is `QM_STATUS_IO`; errors otherwise as for
+// `qm_machine_guest_ping()` (the guest file may then be partly written).
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `host_path` and `guest_path` NULL or
+// NUL-terminated; `out_bytes` NULL or valid for writing.
+enum qm_status qm_machine_guest_copy_in(struct qm_machine *machine,
+                                        const char *host_path,
+                                        const char *guest_path,
+                                        int64_t timeout_ms,
+                                        uint64_t *out_bytes);
+
+// Copies the file `guest_path` in the guest (UTF-8) into the host file `host_path` (any bytes;
+// created with mode 0600, or truncated) through the guest agent, in chunks of 256 KiB, never
+// holding the whole file in memory; `*out_bytes` (if not NULL) receives how many bytes were
+// copied. Timeout and errors as for `qm_machine_guest_copy_in()` (the host file may then be
+// partly written).
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `guest_path` and `host_path` NULL or
+// NUL-terminated; `out_bytes` NULL or valid for writing.
+enum qm_status qm_machine_guest_copy_out(struct qm_machine *machine,
+                                         const char *guest_path,
+                                         const char *host_path,
+                                         int64_t timeout_ms,
+                                         uint64_t *out_bytes);
+
+// Asks the guest to power down, reboot or halt through its agent (`guest-shutdown`): `mode`
+// is `"powerdown"` (also when NULL), `"reboot"` or `"halt"`; anything else is
+// `QM_STATUS_INVALID_ARGUMENT`. The agent answers nothing when it succeeds, so the library
+// sends a `guest-ping` behind it and returns `QM_STATUS_OK` when that is answered with no
+// error before it, or when the guest shows it is going down (its agent's port closes, QEMU
+// reports `SHUTDOWN` or `RESET`, or exits); an error answer is `QM_STATUS_QMP_ERROR`;
+// neither within `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s) is `QM_STATUS_TIMEOUT`. Then
+// wait for what follows with `qm_machine_event_wait()`: `SHUTDOWN` (and QEMU's exit,
+// `qm_machine_wait()`) after a power-down, `RESET` after a reboot; a halted guest makes QEMU
+// report nothing.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `mode` NULL or NUL-terminated.
+enum qm_status qm_machine_guest_shutdown(struct qm_machine *machine,
+                                         const char *mode,
+                                         int64_t timeout_ms);
 
 // Describes the image at `path` (any bytes; `qemu-img info`) as a JSON object with `filename`,
 // `format`, `virtual-size`, `actual-size`, `dirty-flag`, `backing-filename`, `snapshots`,

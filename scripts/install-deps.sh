@@ -2,7 +2,7 @@
 # Installs what the test suite needs on a Debian 12 machine that has only the Rust toolchain:
 # QEMU (x86_64 and arm) and qemu-img, OVMF, Go for the cgo test, valgrind, pkg-config, CMake
 # and binutils for the C library's install tests, dpkg-dev for the Debian packages, FAT tools
-# for checking the cloud-init seed, and apt's package lists for the guest fixture.
+# for checking the cloud-init seed, the QEMU guest agent, and apt's package lists for the guest fixture.
 # Installs nothing that is already present. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -26,6 +26,9 @@ checks=(
     "command -v xz|xz-utils"
     "command -v fsck.fat|dosfstools"
     "command -v mtype|mtools"
+    # The guest-agent tests run the host's qemu-ga as a peer, and pack it into the guest
+    # fixture (its systemd unit only starts on a guest's virtio port, so it stays idle here).
+    "[ -x /usr/sbin/qemu-ga ]|qemu-guest-agent"
 )
 
 missing() {

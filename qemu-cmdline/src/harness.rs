@@ -14,6 +14,10 @@ use crate::{
 pub const QMP_CHARDEV: &str = "qm-qmp";
 /// The chardev id of the launcher's console.
 pub const CONSOLE_CHARDEV: &str = "qm-console";
+/// The chardev id of the guest agent's channel: the launcher's descriptor
+/// ([`Harness::guest_agent_fd`]), which the port of a [`VmSpec`](crate::VmSpec) with
+/// `guest_agent` connects to.
+pub const GUEST_AGENT_CHARDEV: &str = "qm-qga";
 /// The chardev id (and `qtest` object id) of the launcher's qtest channel.
 pub const QTEST_CHARDEV: &str = "qm-qtest";
 /// The id of the virtio-serial controller that carries a [`ConsoleDevice::VirtConsole`]
@@ -229,6 +233,10 @@ pub struct Harness {
     pub accel: Option<Accel>,
     /// Descriptors QEMU inherits in fd sets (`-add-fd`).
     pub add_fds: Vec<AddFd>,
+    /// The guest agent's channel (chardev [`GUEST_AGENT_CHARDEV`]) on this inherited socket
+    /// descriptor. The device the guest sees is the VM description's
+    /// ([`VmSpec::guest_agent`](crate::VmSpec::guest_agent)): this is only its backend.
+    pub guest_agent_fd: Option<i32>,
     /// QMP servers for other clients (chardevs [`qmp_listen_chardev`]`(i)`), QEMU listening
     /// without waiting for a client.
     pub qmp_listen: Vec<MonitorAddress>,
@@ -314,6 +322,9 @@ impl CommandLine {
                     .prop("chardev", QTEST_CHARDEV)
                     .prop("log", "none"),
             );
+        }
+        if let Some(fd) = h.guest_agent_fd {
+            self.chardev(Chardev::socket_fd(GUEST_AGENT_CHARDEV, fd));
         }
         for add in &h.add_fds {
             self.add_fd(add.clone());

@@ -83,7 +83,8 @@ pub unsafe extern "C" fn qm_config_new(out: *mut *mut QmConfig) -> QmStatus {
 /// `console_device` (a device type, or `"virtconsole"`), `console_index`, `console_pty` (bool),
 /// `qtest` (bool), `name`, `log_dir`, `launch_settle_ms` (see the matching setters below),
 /// and `vm`: a VM description (`arch`, `memory`, `smp`, `kernel`, `disks`, `nics`, `forwards`,
-/// `cloud_init`, `vnc`, `uefi`, ...) that the library turns into a command line, preparing
+/// `cloud_init`, `vnc`, `uefi`, `guest_agent` (a port for the guest agent, for the
+/// `qm_machine_guest_*()` functions), ...) that the library turns into a command line, preparing
 /// disks, the cloud-init seed and firmware copies itself; with `vm`, `args` and `display_none`
 /// are not allowed. Unknown fields, and JSON that is not valid, are `QM_STATUS_INVALID_JSON`
 /// with a message naming what is wrong.

@@ -10,7 +10,9 @@ impl From<Error> for FfiError {
         let message = e.to_string();
         let status = status_of(&e);
         let qmp = match &e {
-            Error::Qmp(q) => Some((q.class.as_str().to_string(), q.desc.clone())),
+            Error::Qmp(q) | Error::GuestAgent { error: q, .. } => {
+                Some((q.class.as_str().to_string(), q.desc.clone()))
+            }
             Error::InSet { source, .. } => match source.as_ref() {
                 Error::Qmp(q) => Some((q.class.as_str().to_string(), q.desc.clone())),
                 _ => None,
@@ -54,6 +56,10 @@ fn status_of(e: &Error) -> QmStatus {
         Error::ShrinkRefused { .. } => QmStatus::InvalidArgument,
         Error::VmRunning { .. } => QmStatus::InvalidState,
         Error::ConsoleWriteTimeout { .. } => QmStatus::Timeout,
+        // The guest agent's answer to a qm_machine_guest_*() call: class and description kept.
+        Error::GuestAgent { .. } => QmStatus::QmpError,
+        // The agent's port closed (or its connection ended) during the call.
+        Error::GuestAgentGone { .. } => QmStatus::Disconnected,
         Error::Qtest(e) => match e {
             QtestError::Failed { .. } => QmStatus::QtestError,
             // Refused before sending: the caller's line.

@@ -32,6 +32,7 @@ pub mod config;
 mod convert;
 pub mod error;
 pub mod guardian;
+pub mod guest;
 pub(crate) mod handle;
 pub mod image;
 pub mod machine;

@@ -19,10 +19,12 @@ pub enum QmStatus {
     InvalidJson = 3,
     /// The operation did not complete before its deadline.
     Timeout = 4,
-    /// QEMU answered a QMP command with an error; its class and description are available via
-    /// `qm_last_error_qmp_class()` and `qm_last_error_qmp_desc()`.
+    /// QEMU answered a QMP command (or the guest agent a `qm_machine_guest_*()` call) with an
+    /// error; its class and description are available via `qm_last_error_qmp_class()` and
+    /// `qm_last_error_qmp_desc()`.
     QmpError = 5,
-    /// The QMP connection was closed (by QEMU, which may be exiting).
+    /// The QMP connection was closed (by QEMU, which may be exiting), or the guest agent went
+    /// away during a `qm_machine_guest_*()` call (its port closed in the guest).
     Disconnected = 6,
     /// The QEMU process has exited (its status: `qm_machine_exit_status()`).
     ProcessExited = 7,

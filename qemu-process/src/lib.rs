@@ -34,7 +34,8 @@
 //! [`VmLaunch`] (a [`VmSpec`](qemu_cmdline::VmSpec) plus the launcher's work: disks created,
 //! probed, flashed and grown; a cloud-init seed; UEFI variables per VM; VNC in the temp dir);
 //! the running [`Machine`] then reports port forwards with automatic host ports, flashes and
-//! dumps named drives, and takes screendumps. [`image`] wraps `qemu-img` (info, create,
+//! dumps named drives, takes screendumps, and talks to the QEMU guest agent when the
+//! description asks for its port ([`Machine::guest`], see [`guest`]). [`image`] wraps `qemu-img` (info, create,
 //! resize, convert with progress, check, snapshots) and flashing compressed images.
 //! [`qemumachine_map`] maps QEMU's Python `QEMUMachine` and `QEMUQtestMachine` onto all this
 //! (the qtest machine is [`MachineConfig::qtest`] and [`Machine::qtest`]).
@@ -72,6 +73,7 @@ mod console;
 mod error;
 mod fat;
 mod guardian;
+pub mod guest;
 pub mod image;
 mod machine;
 mod set;
@@ -85,6 +87,7 @@ pub use config::{
     DEFAULT_LAUNCH_TIMEOUT, DEFAULT_MAX_EVENTS, DEFAULT_QMP_TIMEOUT,
 };
 pub use error::Error;
+pub use guest::{ExecCommand, ExecOutput, Guest, GuestAgent};
 pub use machine::{FdsetEntry, Machine, PollSources, Qtest};
 pub use qemu_cmdline::MonitorAddress;
 pub use qmp_proto::qtest::{Endianness, Irq};

@@ -5,7 +5,8 @@
  * check failed.
  *
  * Environment: QM_TEST_KERNEL, QM_TEST_INITRD and QM_TEST_APPEND name the guest fixture
- * (tests/src/fixture.rs); QM_TEST_SKIP_GUEST=1 leaves the guest checks out (the static-link
+ * (tests/src/fixture.rs), QM_TEST_AGENT_INITRD and QM_TEST_AGENT_APPEND the same with qemu-ga
+ * running in it (tests/src/qga.rs); QM_TEST_SKIP_GUEST=1 leaves the guest checks out (the static-link
  * run, which only needs to show that the binary launches QEMU); QM_TEST_HANDLE_CYCLES sets the
  * number of new/free cycles of the stale-handle check (default 20000; fewer under valgrind).
  *
@@ -72,6 +73,7 @@ static int has_bytes(const char *hay, size_t len, const char *needle, size_t n);
 static long guardian; /* the guardian's pid, from check_guardian() */
 static qm_status launch_json(const char *json, qm_machine **out);
 static void sleep_ms(long ms);
+static const char *NONE_JSON; /* a `-machine none` machine's config, defined further down */
 
 static void check_version(void) {
     CHECK(qm_version() == QM_VERSION_NUMBER, "qm_version() matches QM_VERSION_NUMBER");
@@ -615,6 +617,169 @@ static void check_guest_console(void) {
     qm_machine_free(machine);
     unlink(log_path);
     rmdir(log_dir);
+}
+
+/* The guest agent (qm_machine_guest_*) through the guest fixture with qemu-ga packed into its
+ * initramfs (QM_TEST_AGENT_INITRD, booted with QM_TEST_AGENT_APPEND, which starts the agent and
+ * prints QM-QGA-STARTED). */
+static void check_guest_agent(void) {
+    const char *kernel = getenv("QM_TEST_KERNEL");
+    const char *initrd = getenv("QM_TEST_AGENT_INITRD");
+    const char *append = getenv("QM_TEST_AGENT_APPEND");
+    CHECK(kernel && initrd && append,
+          "QM_TEST_KERNEL, QM_TEST_AGENT_INITRD, QM_TEST_AGENT_APPEND are set");
+    if (!(kernel && initrd && append) || strpbrk(kernel, "\"\\") || strpbrk(initrd, "\"\\") ||
+        strpbrk(append, "\"\\")) {
+        return;
+    }
+
+    /* A machine without the agent's channel says so. */
+    qm_machine *plain = NULL;
+    CHECK_STATUS(launch_json(NONE_JSON, &plain), QM_STATUS_OK, "launch a machine without agent");
+    CHECK_STATUS(qm_machine_guest_ping(plain, 1000), QM_STATUS_UNSUPPORTED,
+                 "guest calls on a machine without guest_agent are QM_STATUS_UNSUPPORTED");
+    qm_machine_free(plain);
+
+    static char json[8192];
+    snprintf(json, sizeof json,
+             "{\"vm\": {\"memory\": \"512M\", \"kernel\": \"%s\", \"initrd\": \"%s\", "
+             "\"append\": \"%s\", \"no_reboot\": true, \"guest_agent\": true}, "
+             "\"accel\": \"tcg\"}",
+             kernel, initrd, append);
+    qm_machine *vm = NULL;
+    CHECK_STATUS(launch_json(json, &vm), QM_STATUS_OK, "launch a VM with \"guest_agent\": true");
+    if (vm == NULL) {
+        return;
+    }
+    CHECK_STATUS(qm_machine_console_wait_for(vm, "QM-QGA-STARTED", 120000, NULL, NULL),
+                 QM_STATUS_OK, "the guest starts its agent");
+    CHECK_STATUS(qm_machine_guest_ping(vm, 120000), QM_STATUS_OK, "the guest agent answers a ping");
+
+    char *out = NULL;
+    CHECK_STATUS(qm_machine_guest_info(vm, -1, &out), QM_STATUS_OK, "guest_info");
+    CHECK(out && strstr(out, "\"version\"") && strstr(out, "\"guest-exec\""),
+          "guest_info is the agent's version and commands as JSON");
+    qm_string_free(out);
+    out = NULL;
+    CHECK_STATUS(qm_machine_guest_osinfo(vm, -1, &out), QM_STATUS_OK, "guest_osinfo");
+    CHECK(out && strstr(out, "\"kernel-release\"") && strstr(out, "\"machine\":\"x86_64\""),
+          "guest_osinfo has the guest's kernel and machine");
+    qm_string_free(out);
+    out = NULL;
+    CHECK_STATUS(qm_machine_guest_interfaces(vm, -1, &out), QM_STATUS_OK, "guest_interfaces");
+    CHECK(out && out[0] == '[' && strstr(out, "\"name\":\"lo\"") && strstr(out, "127.0.0.1"),
+          "guest_interfaces lists lo with 127.0.0.1");
+    qm_string_free(out);
+    out = NULL;
+    CHECK_STATUS(qm_machine_guest_execute(vm, "guest-get-host-name", NULL, -1, &out),
+                 QM_STATUS_OK, "guest_execute of any agent command");
+    CHECK(out && strcmp(out, "{\"host-name\":\"qm-guest\"}") == 0,
+          "guest_execute returns the agent's return value as JSON");
+    qm_string_free(out);
+    out = NULL;
+    CHECK_STATUS(qm_machine_guest_execute(vm, "guest-no-such", NULL, -1, NULL),
+                 QM_STATUS_QMP_ERROR, "an unknown agent command is QM_STATUS_QMP_ERROR");
+    char cls[64] = {0};
+    qm_last_error_qmp_class(cls, sizeof cls);
+    CHECK(strcmp(cls, "CommandNotFound") == 0, "with the agent's error class");
+    CHECK_STATUS(qm_machine_guest_execute(vm, "guest-ping", "[1]", -1, NULL),
+                 QM_STATUS_INVALID_JSON, "guest_execute arguments that are not an object");
+    CHECK_STATUS(qm_machine_guest_execute(vm, "guest-shutdown", NULL, -1, NULL),
+                 QM_STATUS_INVALID_ARGUMENT, "guest-shutdown is not run through guest_execute");
+
+    /* exec: input, stdout with a NUL, stderr, exit code; a signal; bad argv. */
+    const char *script = "[\"/bin/sh\", \"-c\", \"cat; echo e >&2; printf 'a\\\\000b'; exit 5\"]";
+    int64_t code = 99;
+    int32_t sig = 99;
+    char *sout = NULL, *serr = NULL;
+    size_t sout_len = 0, serr_len = 0;
+    CHECK_STATUS(qm_machine_guest_exec(vm, script, (const uint8_t *)"in\n", 3, 60000, &code, &sig,
+                                       &sout, &sout_len, &serr, &serr_len),
+                 QM_STATUS_OK, "guest_exec runs a program");
+    CHECK(code == 5 && sig == 0, "guest_exec gives its exit code");
+    CHECK(sout && sout_len == 6 && memcmp(sout, "in\na\0b", 6) == 0 && sout[6] == 0,
+          "guest_exec gives its stdout as written (a NUL too) with its length");
+    CHECK(serr && serr_len == 2 && strcmp(serr, "e\n") == 0, "guest_exec gives its stderr");
+    qm_string_free(sout);
+    qm_string_free(serr);
+    CHECK_STATUS(qm_machine_guest_exec(vm, "[\"/bin/sh\", \"-c\", \"kill -9 $$\"]", NULL, 0, 60000,
+                                       &code, &sig, NULL, NULL, NULL, NULL),
+                 QM_STATUS_OK, "guest_exec of a program that is killed");
+    CHECK(code == -1 && sig == 9, "guest_exec gives -1 and the signal");
+    CHECK_STATUS(qm_machine_guest_exec(vm, "[]", NULL, 0, -1, NULL, NULL, NULL, NULL, NULL, NULL),
+                 QM_STATUS_INVALID_JSON, "guest_exec with an empty argv");
+    CHECK_STATUS(qm_machine_guest_exec(vm, NULL, NULL, 0, -1, NULL, NULL, NULL, NULL, NULL, NULL),
+                 QM_STATUS_NULL_ARGUMENT, "guest_exec with a NULL argv");
+    CHECK_STATUS(qm_machine_guest_exec(vm, "[\"/no/such/program\"]", NULL, 0, -1, NULL, NULL,
+                                       NULL, NULL, NULL, NULL),
+                 QM_STATUS_QMP_ERROR, "guest_exec of a missing program is the agent's error");
+
+    /* Copies both ways, byte-exact, through temp files. */
+    char dir[] = "/tmp/qm-c-guest-XXXXXX", src[64], back[64];
+    CHECK(mkdtemp(dir) != NULL, "make a dir for the copies");
+    snprintf(src, sizeof src, "%s/src", dir);
+    snprintf(back, sizeof back, "%s/back", dir);
+    size_t size = (1 << 20) + 3;
+    unsigned char *data = malloc(size);
+    for (size_t i = 0; data && i < size; i++) {
+        data[i] = (unsigned char)((i * 2654435761u) >> 13);
+    }
+    FILE *f = fopen(src, "wb");
+    if (f && data) {
+        fwrite(data, 1, size, f);
+        fclose(f);
+    }
+    uint64_t copied = 0;
+    CHECK_STATUS(qm_machine_guest_copy_in(vm, src, "/tmp/c-blob", -1, &copied), QM_STATUS_OK,
+                 "guest_copy_in of 1 MiB + 3 bytes");
+    CHECK(copied == size, "guest_copy_in reports the bytes copied");
+    copied = 0;
+    CHECK_STATUS(qm_machine_guest_copy_out(vm, "/tmp/c-blob", back, 60000, &copied), QM_STATUS_OK,
+                 "guest_copy_out of it");
+    CHECK(copied == size, "guest_copy_out reports the bytes copied");
+    unsigned char *again = malloc(size + 1);
+    size_t again_len = 0;
+    f = fopen(back, "rb");
+    if (f && again) {
+        again_len = fread(again, 1, size + 1, f);
+        fclose(f);
+    }
+    CHECK(data && again && again_len == size && memcmp(data, again, size) == 0,
+          "the file came back byte-exact");
+    struct stat st;
+    CHECK(stat(back, &st) == 0 && (st.st_mode & 0777) == 0600,
+          "the host file guest_copy_out made is owner-only (0600)");
+    free(data);
+    free(again);
+    CHECK_STATUS(qm_machine_guest_copy_out(vm, "/tmp/no-such-file", back, -1, NULL),
+                 QM_STATUS_QMP_ERROR, "guest_copy_out of a missing file is the agent's error");
+    CHECK_STATUS(qm_machine_guest_copy_in(vm, "/nonexistent/host/file", "/tmp/x", -1, NULL),
+                 QM_STATUS_IO, "guest_copy_in of a host file that cannot be opened is QM_STATUS_IO");
+    unlink(src);
+    unlink(back);
+    rmdir(dir);
+
+    /* 0 does not wait; the next call resynchronizes and works. */
+    CHECK_STATUS(qm_machine_guest_ping(vm, 0), QM_STATUS_TIMEOUT,
+                 "guest_ping with 0 does not wait for the answer");
+    CHECK_STATUS(qm_machine_guest_ping(vm, 60000), QM_STATUS_OK,
+                 "the next call resynchronizes with the agent");
+
+    /* Shutdown: a bad mode, then a power-down with the events that follow. */
+    CHECK_STATUS(qm_machine_guest_shutdown(vm, "sideways", -1), QM_STATUS_INVALID_ARGUMENT,
+                 "guest_shutdown with an unknown mode");
+    CHECK_STATUS(qm_machine_guest_shutdown(vm, "powerdown", 60000), QM_STATUS_OK,
+                 "guest_shutdown powerdown (the agent answers nothing on success)");
+    CHECK_STATUS(qm_machine_event_wait(vm, "SHUTDOWN", "{\"data\": {\"guest\": true}}", 60000,
+                                       NULL),
+                 QM_STATUS_OK, "QEMU reports SHUTDOWN from the guest");
+    CHECK_STATUS(qm_machine_wait(vm, 60000), QM_STATUS_OK, "QEMU exits after the power-down");
+    int32_t exit_code = -2;
+    qm_machine_exit_status(vm, &exit_code, NULL);
+    CHECK(exit_code == 0, "with status 0");
+    CHECK_STATUS(qm_machine_guest_ping(vm, 1000), QM_STATUS_PROCESS_EXITED,
+                 "a guest call after QEMU exited is QM_STATUS_PROCESS_EXITED");
+    qm_machine_free(vm);
 }
 
 static double max_progress = -1.0;
@@ -2493,6 +2658,7 @@ int main(void) {
     const char *skip = getenv("QM_TEST_SKIP_GUEST");
     if (!(skip && strcmp(skip, "1") == 0)) {
         check_guest_console();
+        check_guest_agent();
     }
     check_signals_and_threads_untouched();
     printf("%d checks, %d failed\n", checks, failures);

@@ -96,7 +96,7 @@ use std::sync::Mutex;
 mod build;
 mod modinfo;
 mod modules;
-mod newc;
+pub(crate) mod newc;
 mod packages;
 
 /// The line `/init` prints on the console when the guest is set up and ready.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 pub mod clib;
 pub mod fixture;
+pub mod qga;
 pub mod support;
 
 /// Finds `name` in the directories of `PATH`, like a shell would.

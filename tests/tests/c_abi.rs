@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use qemu_machine_tests::qga;
 use qemu_machine_tests::support::{fixture, process_gone, scratch};
 use qemu_machine_tests::{find_program, qemu_system_x86_64, workspace_root, workspace_target_dir};
 
@@ -80,9 +81,17 @@ fn run(program: &Path, wrapper: &[&str], env: &[(&str, &str)]) -> Output {
         }
         None => Command::new(program),
     };
+    // The fixture with qemu-ga running in it, written beside the program.
+    let agent_initrd = qga::guest_initrd_with_agent(&fixture, program.parent().unwrap())
+        .unwrap_or_else(|e| panic!("the guest agent's initramfs: {e}"));
     cmd.env("QM_TEST_KERNEL", &fixture.kernel)
         .env("QM_TEST_INITRD", &fixture.initrd)
         .env("QM_TEST_APPEND", append)
+        .env("QM_TEST_AGENT_INITRD", &agent_initrd)
+        .env(
+            "QM_TEST_AGENT_APPEND",
+            qga::agent_cmdline(&fixture, &[], ""),
+        )
         .env_remove("QEMU_MACHINE_ACCEL");
     for (k, v) in env {
         cmd.env(k, v);
@@ -170,6 +179,28 @@ fn assert_passed(what: &str, out: &Output) {
         "ok   qm_machine_free removes it",
         "ok   the log dir and logs are owner-only",
         "ok   QEMU's log stays after the machine is gone",
+    ] {
+        assert!(stdout.contains(line), "no `{line}` in\n{stdout}");
+    }
+    // And the guest agent, unless the guest checks were left out.
+    if what.contains("static") {
+        return;
+    }
+    for line in [
+        "ok   guest calls on a machine without guest_agent are QM_STATUS_UNSUPPORTED",
+        "ok   the guest agent answers a ping",
+        "ok   guest_osinfo has the guest's kernel and machine",
+        "ok   guest_interfaces lists lo with 127.0.0.1",
+        "ok   guest_execute returns the agent's return value as JSON",
+        "ok   with the agent's error class",
+        "ok   guest_exec gives its stdout as written (a NUL too) with its length",
+        "ok   guest_exec gives -1 and the signal",
+        "ok   the file came back byte-exact",
+        "ok   guest_ping with 0 does not wait for the answer",
+        "ok   the next call resynchronizes with the agent",
+        "ok   guest_shutdown powerdown (the agent answers nothing on success)",
+        "ok   QEMU reports SHUTDOWN from the guest",
+        "ok   a guest call after QEMU exited is QM_STATUS_PROCESS_EXITED",
     ] {
         assert!(stdout.contains(line), "no `{line}` in\n{stdout}");
     }

@@ -11,7 +11,7 @@ use mio::unix::SourceFd;
 use mio::Interest;
 use qmp_proto::SessionState;
 
-use super::{Deadline, Machine, CHILD, CONSOLE, QMP, QTEST};
+use super::{Deadline, Machine, CHILD, CONSOLE, GUEST, QMP, QTEST};
 use crate::error::Error;
 use crate::sys;
 
@@ -67,6 +67,7 @@ impl Machine {
         self.flush_qmp();
         self.flush_console();
         self.flush_qtest();
+        self.flush_guest();
         if let Err(e) = self.poll.poll(&mut self.mio_events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {
                 return Ok(());
@@ -77,6 +78,7 @@ impl Machine {
             (false, false, false, false, false);
         let (mut qmp_closed, mut con_closed) = (false, false);
         let (mut qtest_read, mut qtest_closed, mut qtest_write) = (false, false, false);
+        let (mut guest_read, mut guest_write, mut guest_closed) = (false, false, false);
         for event in self.mio_events.iter() {
             let closed = event.is_read_closed() || event.is_error();
             let read = event.is_readable() || closed;
@@ -98,11 +100,18 @@ impl Machine {
                     qtest_closed |= closed;
                     qtest_write |= write;
                 }
+                GUEST => {
+                    guest_read |= read;
+                    guest_closed |= closed;
+                    guest_write |= write;
+                }
                 _ => {}
             }
         }
         if qmp_read {
             self.read_qmp(qmp_closed);
+            // Before the agent's bytes: its port closing or the guest going down counts first.
+            self.guest_observe_events();
         }
         if con_read {
             self.read_console(con_closed);
@@ -119,9 +128,17 @@ impl Machine {
         if con_write {
             self.flush_console();
         }
+        if guest_read {
+            self.read_guest(guest_closed);
+        }
+        if guest_write {
+            self.flush_guest();
+        }
         if child {
             self.reap_now();
         }
+        // What reaping read of QMP too.
+        self.guest_observe_events();
         Ok(())
     }
 

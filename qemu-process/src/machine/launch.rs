@@ -209,6 +209,16 @@ impl Machine {
             inherit.push(theirs.as_fd());
         }
         inherit.extend(config.add_fds.iter().map(|a| a.fd.as_fd()));
+        // The guest agent's channel comes last (see `render_argv`).
+        let mut guest = None;
+        if vm.is_some_and(|v| v.resolved.guest_agent) {
+            let (ours, theirs) = sys::socketpair()
+                .map_err(Error::io_with("creating the guest agent's socketpair"))?;
+            guest = Some((ours, theirs));
+        }
+        if let Some((_, theirs)) = &guest {
+            inherit.push(theirs.as_fd());
+        }
 
         log::info!("launching QEMU: {}", qemu_cmdline::shell_quote(&argv));
         let child = ChildProc::spawn(&SpawnRequest {
@@ -227,6 +237,10 @@ impl Machine {
         // QEMU has its copies now; ours would only keep the sockets open after QEMU dies.
         drop(inherit);
         drop((qmp_theirs, console_theirs, qtest_theirs, log));
+        let guest = guest.map(|(ours, theirs)| {
+            drop(theirs);
+            ours
+        });
         log::debug!("QEMU started, pid {}", child.pid());
 
         let options = SessionOptions {
@@ -256,6 +270,15 @@ impl Machine {
             machine.qtest = Some(conn);
         }
         machine.extras = Extras::for_launch(config, name);
+        if let Some(ours) = guest {
+            machine.attach_guest_channel(
+                ours,
+                SessionOptions {
+                    max_message_size: config.max_message_size,
+                    ..SessionOptions::default()
+                },
+            )?;
+        }
         Ok(machine)
     }
 
@@ -314,6 +337,7 @@ impl Machine {
             read_buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
             config: None,
             vm: None,
+            guest: None,
             created: Created::default(),
             qtest: None,
             qmp_enabled: true,
@@ -477,7 +501,10 @@ fn pause_for(d: Duration) {
     }
 }
 
-fn connect_with_retry(target: &AttachTarget, deadline: Deadline) -> Result<(OwnedFd, bool), Error> {
+pub(crate) fn connect_with_retry(
+    target: &AttachTarget,
+    deadline: Deadline,
+) -> Result<(OwnedFd, bool), Error> {
     let mut backoff = Duration::from_millis(5);
     let mut last_error: Option<io::Error>;
     loop {
@@ -587,7 +614,8 @@ pub(crate) fn render_argv(
 
 /// The full argv QEMU is started with (wrapper first): the launcher's harness (QMP, the
 /// console and the qtest channel on descriptors 3, 4, ... in that order, each when enabled,
-/// then the config's `add_fd`s, see [`inherited_fd`]; QMP servers, `-monitor null`) rendered by
+/// then the config's `add_fd`s, then the guest agent's channel when the VM has one, see
+/// [`inherited_fd`]; QMP servers, `-monitor null`) rendered by
 /// qemu-cmdline with the raw arguments or the resolved VM. With `find` the wrapper and binary
 /// are looked up in `PATH` (a missing one is [`Error::BinaryNotFound`]); without, they are
 /// shown as configured. `console_log` is the file a pty console logs to.
@@ -630,6 +658,10 @@ pub(crate) fn render(
             opaque: a.opaque.clone(),
         })
         .collect();
+    // The guest agent's channel comes after the add_fds (see `Machine::start`).
+    harness.guest_agent_fd = resolved
+        .is_some_and(|spec| spec.guest_agent)
+        .then(&mut take);
     let transport = resolved.map_or(qemu_cmdline::VirtioTransport::Pci, |spec| {
         spec.virtio_transport
             .unwrap_or(spec.arch.profile().virtio_transport)

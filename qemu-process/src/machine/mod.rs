@@ -2,13 +2,14 @@
 //!
 //! The type and its accessors are here; its calls are grouped by concern in the submodules:
 //! `launch` (spawn, attach), `io_loop` (the poll loop), `qmp` (commands, descriptors), `events`,
-//! `console`, `lifecycle` (power, shutdown), `vm` (a VM's forwards, drives, screendumps).
+//! `console`, `lifecycle` (power, shutdown), `vm` (a VM's forwards, drives, screendumps), `guest`
+//! (the guest agent's channel).
 //!
 //! Every blocking call runs the same loop ([`Machine::run_until`]): flush pending output, wait
-//! in `mio::Poll` for the QMP socket, the console socket or the child's exit watch, feed what arrived into the
-//! `qmp_proto` session (which keeps the events, matches replies, discards those of abandoned
-//! commands), drain the console, reap the child; then check the call's own condition, until it
-//! holds or the call's deadline passes.
+//! in `mio::Poll` for the QMP socket, the console socket, the guest agent's socket or the child's
+//! exit watch, feed what arrived into the `qmp_proto` sessions (QMP's keeps the events, matches
+//! replies, discards those of abandoned commands), drain the console, reap the child; then check
+//! the call's own condition, until it holds or the call's deadline passes.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -32,6 +33,7 @@ const QMP: Token = Token(0);
 const CONSOLE: Token = Token(1);
 const CHILD: Token = Token(2);
 const QTEST: Token = Token(3);
+const GUEST: Token = Token(4);
 
 /// Bytes read from a socket per recv call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -157,6 +159,8 @@ pub struct Machine {
     config: Option<MachineConfig>,
     /// What a VM launch resolved (description, drives, forwards, VNC socket).
     vm: Option<vm::VmParts>,
+    /// The guest agent's channel, for a VM whose description asks for one.
+    guest: Option<crate::guest::channel::GuestChannel>,
     /// Files the launch made outside the temp dir, removed unless QMP comes up.
     created: Created,
     /// The qtest channel, for a machine launched with `MachineConfig::qtest`.
@@ -327,6 +331,7 @@ impl Drop for Machine {
 
 mod console;
 mod events;
+mod guest;
 mod io_loop;
 mod launch;
 mod lifecycle;
@@ -337,5 +342,6 @@ mod qtest;
 mod tests;
 mod vm;
 
+pub(crate) use launch::connect_with_retry;
 pub use qtest::Qtest;
 pub(crate) use qtest::QtestPlan;

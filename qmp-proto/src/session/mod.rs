@@ -416,7 +416,12 @@ impl Session {
     /// `guest-sync-delimited` with `token`, forgets every command in flight, and drops all
     /// received bytes up to the `0xFF` the agent sends before its reply, so that output a
     /// previous client left unread is skipped. The reply's value is `token`: compare it, and
-    /// use a fresh random token each time.
+    /// use a fresh random token each time (QAPI's `int`: at most `i64::MAX`).
+    ///
+    /// What was not written yet of earlier requests is dropped too: those commands are
+    /// forgotten, so the agent must not run them. A request cut short that way leaves a partial
+    /// JSON text at the agent, which the `0xFF` makes it discard (it answers with a parse error
+    /// before the sentinel, which is skipped).
     pub fn guest_sync(&mut self, token: u64) -> Result<RequestId> {
         if self.state == SessionState::Closed {
             return Err(Error::Closed);
@@ -434,7 +439,8 @@ impl Session {
         self.waiting.clear();
         self.in_band_sent = 0;
         self.decoder.discard_until_sentinel();
-        self.compact_tx();
+        self.tx.clear();
+        self.tx_pos = 0;
         self.tx.push(0xFF);
         let id = self.allocate_id();
         let request = Request {
@@ -508,6 +514,14 @@ impl Session {
     /// How many commands of any kind (in-band, out-of-band, not yet sent) wait for a reply.
     pub fn pending(&self) -> usize {
         self.sent.len() + self.waiting.len()
+    }
+
+    /// Whether bytes of a message that has not been completed yet are buffered (see
+    /// [`Decoder::is_mid_message`]). For a guest agent with no command in flight, that is
+    /// stale output (a previous agent cut off in the middle of a reply, garbage): resynchronize
+    /// with [`guest_sync`](Session::guest_sync), whose `0xFF` ends it.
+    pub fn is_mid_message(&self) -> bool {
+        self.decoder.is_mid_message()
     }
 
     /// The options the session was created with.
