@@ -49,6 +49,7 @@
 pub struct ReadmeDoctests;
 
 #[doc(hidden)]
+pub mod base64;
 pub mod bench_stream;
 pub mod commands;
 mod decoder;
