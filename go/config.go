@@ -227,13 +227,15 @@ func withFD(op string, conn syscall.Conn, f func(fd C.int) error) error {
 	if conn == nil {
 		return &Error{Op: op, Status: StatusNullArgument, Message: "argument `fd`: no descriptor (nil conn)"}
 	}
+	// A conn that has no usable descriptor (closed) is refused as the library refuses a
+	// closed fd: StatusInvalidArgument.
 	raw, err := conn.SyscallConn()
 	if err != nil {
-		return err
+		return argError(op, "argument `fd`: "+err.Error())
 	}
 	var callErr error
 	if err := raw.Control(func(fd uintptr) { callErr = f(C.int(fd)) }); err != nil {
-		return err
+		return argError(op, "argument `fd`: "+err.Error())
 	}
 	return callErr
 }

@@ -20,7 +20,7 @@ type Status int32
 
 // The status codes of include/qemumachine.h (see its comments for each code's details).
 const (
-	StatusOK              Status = C.QM_STATUS_OK              // the call succeeded; never in an *Error
+	StatusOK              Status = C.QM_STATUS_OK               // the call succeeded; never in an *Error
 	StatusNullArgument    Status = C.QM_STATUS_NULL_ARGUMENT    // a required argument was missing
 	StatusInvalidArgument Status = C.QM_STATUS_INVALID_ARGUMENT // an argument was out of range or form; the message names it
 	StatusInvalidJSON     Status = C.QM_STATUS_INVALID_JSON     // JSON text could not be parsed, or had the wrong shape
@@ -47,9 +47,9 @@ func (s Status) String() string {
 	return C.GoString(C.qm_status_name(C.int32_t(s)))
 }
 
-// Error makes a Status usable as a sentinel error.
+// Error makes a Status usable as a sentinel error; it is the code's name, as String.
 func (s Status) Error() string {
-	return "qemumachine: " + s.String()
+	return s.String()
 }
 
 // ErrClosed is returned by every method of a Machine or Config after its Close.
