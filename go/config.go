@@ -207,7 +207,7 @@ func (c *Config) SetTempDir(dir string) error {
 // AddFD passes a duplicate of conn's descriptor to QEMU at launch, in fdset fdset (`-add-fd`),
 // with optional opaque text ("" for none) (qm_config_add_fd). The duplicate is made now: the
 // caller may close conn at once. conn is an *os.File, a *net.UnixConn, a *net.TCPConn, ... (a
-// raw descriptor: os.NewFile).
+// raw descriptor: os.NewFile); a closed one is StatusInvalidArgument, nil StatusNullArgument.
 func (c *Config) AddFD(conn syscall.Conn, fdset uint32, opaque string) error {
 	const op = "qm_config_add_fd"
 	copaque, err := newOptCString(op, "opaque", opaque)

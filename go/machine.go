@@ -397,7 +397,7 @@ func (m *Machine) Screendump(path, format string) (string, error) {
 
 // SendFD passes a duplicate of conn's descriptor to QEMU over the QMP socket and names it name
 // (QMP getfd), for later commands (a chardev or netdev with fd=name, closefd)
-// (qm_machine_send_fd). The caller may close conn at once.
+// (qm_machine_send_fd). The caller may close conn at once. conn as for Config.AddFD.
 func (m *Machine) SendFD(conn syscall.Conn, name string) error {
 	const op = "qm_machine_send_fd"
 	cname, err := newCString(op, "name", name)
