@@ -1,6 +1,8 @@
 // Package qemumachine launches and controls QEMU virtual machines over QMP. It wraps the C
-// library libqemumachine (include/qemumachine.h of the qemu-machine project) with cgo: every
-// function of the header has a Go counterpart, named in its documentation.
+// library libqemumachine (include/qemumachine.h of the qemu-machine project) with cgo. Each
+// function of the header has a Go counterpart whose documentation names it, but for the
+// last-error accessors and qm_string_free, which every call uses to build its *Error and to
+// free what the library returns.
 //
 // # Getting it
 //
