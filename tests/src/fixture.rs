@@ -1,21 +1,27 @@
-//! The guest fixture: a Debian cloud kernel and a busybox initramfs that the integration tests
+//! The guest fixture: a Debian kernel and a busybox initramfs that the integration tests
 //! boot under QEMU (TCG) to have a real Linux guest on the other end of a serial console,
-//! a virtio disk or a NIC.
+//! a virtio disk or a NIC, on x86_64 and on aarch64.
 //!
 //! # Getting it
 //!
-//! [`GuestFixture::get`] returns the fixture, building it on first use under
-//! `<target>/guest-fixture/` (see [`crate::workspace_target_dir`]); `scripts/test.sh` builds it
-//! up front with `cargo run -p qemu-machine-tests --bin build-fixture`. Building downloads two
-//! Debian packages with `apt-get download` (the real package behind the `linux-image-cloud-amd64`
-//! metapackage, and `busybox-static`, kept in `<target>/guest-fixture/debs/`), unpacks them with
+//! [`GuestFixture::get`] returns the x86_64 fixture and [`GuestFixture::get_for`] the one of an
+//! architecture ([`Arch::X86_64`] or [`Arch::Aarch64`]), building it on first use under
+//! `<target>/guest-fixture/` (x86_64) or `<target>/guest-fixture-aarch64/` (see
+//! [`crate::workspace_target_dir`] and [`ArchSpec::cache_dir`]); `scripts/test.sh` builds
+//! both up front with `cargo run -p qemu-machine-tests --bin build-fixture`. Building downloads
+//! Debian packages of the fixture's architecture with `apt-get download` (the real package
+//! behind the kernel metapackage, [`ArchSpec::kernel_metapackage`], `busybox-static`, and
+//! for aarch64 GRUB's `grub-efi-arm64-bin`, kept in `<cache>/debs/`), unpacks them with
 //! `dpkg -x`, resolves module dependencies from the modules' own `.modinfo` sections, and
-//! writes an uncompressed newc initramfs. It takes a few seconds. The result lives in a
+//! writes an uncompressed newc initramfs. Packages of another architecture than the build
+//! machine's need that architecture enabled (`dpkg --add-architecture arm64 && apt-get
+//! update`; `scripts/install-deps.sh` does it). It takes a few seconds. The result lives in a
 //! directory named after a hash of everything that defines it (this module's source, the
-//! `/init` script, the module list), so a change to any of them builds a new one; an unchanged
-//! one is reused without running apt at all. Several test processes may call `get` at once: a
-//! lock file serialises building, and each build happens in a temporary directory renamed into
-//! place when complete. To pick up a newer kernel package, delete `<target>/guest-fixture/`.
+//! `/init` script, the module list, the architecture's definition), so a change to any of them
+//! builds a new one; an unchanged one is reused without running apt at all. Several test
+//! processes may call `get` at once: a lock file serialises building, and each build happens
+//! in a temporary directory renamed into place when complete. To pick up a newer kernel
+//! package, delete the cache directory.
 //!
 //! # Booting it
 //!
@@ -31,10 +37,31 @@
 //! ```
 //!
 //! Use TCG (`-accel tcg`): nested KVM on the development machines crashes Linux guests. The
-//! guest reaches [`READY_LINE`] in about two seconds. The console is the first serial port
-//! (`ttyS0`), so the machine needs one (`-serial ...`, or `-chardev` + `-serial chardev:ID`).
-//! The kernel has no SATA/AHCI and no e1000 driver: give the guest virtio devices
-//! (`virtio-blk-pci`, `virtio-net-pci`, `virtio-scsi-pci` + `scsi-hd`/`scsi-cd`, ...).
+//! x86_64 guest reaches [`READY_LINE`] in about two seconds. The console is the first serial
+//! port (`ttyS0`), so the machine needs one (`-serial ...`, or `-chardev` + `-serial
+//! chardev:ID`). The kernel has no SATA/AHCI and no e1000 driver: give the guest virtio
+//! devices (`virtio-blk-pci`, `virtio-net-pci`, `virtio-scsi-pci` + `scsi-hd`/`scsi-cd`, ...).
+//!
+//! ## aarch64
+//!
+//! The aarch64 fixture runs on QEMU's `virt` board (`qemu-system-aarch64 -machine virt -cpu
+//! cortex-a57`, or `max`), with its console on the board's PL011 UART, `ttyAMA0` (again the
+//! first serial port), and virtio devices on PCI (`virtio-blk-pci`, ...). Its kernel is Debian's
+//! generic arm64 one, not the cloud flavour, which lacks the `gpio_keys` driver the power button
+//! needs under a device tree (see [`AARCH64`]). It boots two ways:
+//!
+//! * direct kernel boot, as above (`-kernel`, `-initrd`, `-append`): QEMU gives the kernel a
+//!   device tree; the ready line comes after about 3 s;
+//! * by UEFI firmware (`qemu-efi-aarch64`'s AAVMF, as pflash) from [`GuestFixture::uefi_disk`]:
+//!   a GPT disk whose EFI system partition holds GRUB as `EFI/BOOT/BOOTAA64.EFI` (a
+//!   `grub-mkstandalone` image with its configuration inside), the kernel and the initramfs.
+//!   GRUB boots at once with [`kernel_cmdline(&[], "")`](GuestFixture::kernel_cmdline); the
+//!   firmware gives the kernel ACPI tables. The ready line comes after about 11 s. The command
+//!   line is fixed: `qm.run` and the other parameters need direct kernel boot.
+//!
+//! GRUB rather than the kernel's own EFI stub as the boot file: the stub would need its
+//! command line (with the initramfs) from the firmware's boot variables or an EFI shell
+//! script, while GRUB carries it in the image.
 //!
 //! # What the guest does
 //!
@@ -68,20 +95,24 @@
 //!
 //! # Power
 //!
-//! * `poweroff -f` powers the VM off through ACPI at once: QEMU reports `SHUTDOWN` and exits
+//! * `poweroff -f` powers the VM off at once (through ACPI on x86_64, PSCI on aarch64): QEMU reports `SHUTDOWN` and exits
 //!   with status 0. `reboot -f` resets the VM (QEMU exits instead when started with
 //!   `-no-reboot`). Plain `poweroff`/`reboot`/`halt` in the shell ask busybox init for a clean
 //!   shutdown (TERM then KILL to all processes, about 2 s longer). Inside a `qm.run` script use
 //!   the `-f` forms.
-//! * The ACPI power button (QMP `system_powerdown`) works: `/init` loads the `button` and
-//!   `evdev` modules and starts busybox `acpid`, which runs `/etc/acpi/PWRF/00000080` on the
-//!   power key: it prints [`POWER_BUTTON_LINE`], syncs and powers off.
+//! * The power button (QMP `system_powerdown`) works: `/init` loads the architecture's
+//!   [`ArchSpec::power_button_modules`] and starts busybox `acpid`, which runs
+//!   `/etc/acpi/PWRF/00000080` on the power key: it prints [`POWER_BUTTON_LINE`], syncs and
+//!   powers off. The key comes from the ACPI button on x86_64 (`button`) and on aarch64 booted
+//!   by UEFI (ACPI, the driver built in); on aarch64 booted with a device tree QEMU's `virt`
+//!   board raises a GPIO line instead, which `gpio_keys` reports as the same key.
 //! * `panic=-1`: a kernel panic reboots at once (and so ends QEMU under `-no-reboot`).
 //!
 //! # Modules
 //!
-//! The initramfs holds the modules in [`MODULES`] and everything they depend on
-//! ([`GuestFixture::modules`] lists them all), with a `modules.dep` and `modules.alias`, so
+//! The initramfs holds the modules in [`MODULES`], the power-button modules and everything they
+//! depend on ([`GuestFixture::modules`] lists them all; what the kernel has built in is not
+//! there, e.g. `virtio_ring` on aarch64), with a `modules.dep` and `modules.alias`, so
 //! `modprobe` works in the shell and the kernel loads filesystem and codepage modules on demand
 //! (mounting vfat pulls in `nls_cp437` and `nls_ascii`). ext4 is built into the kernel.
 
@@ -98,6 +129,8 @@ use std::time::Instant;
 use crate::modinfo;
 use crate::newc::NewcWriter;
 
+pub(crate) mod disk;
+
 /// The line `/init` prints on the console when the guest is set up and ready.
 pub const READY_LINE: &str = "QM-GUEST-READY";
 /// The prompt of the serial shell (no newline follows it).
@@ -109,8 +142,9 @@ pub const ERROR_PREFIX: &str = "QM-GUEST-ERROR: ";
 /// Printed by the guest when it powers off because of the ACPI power button.
 pub const POWER_BUTTON_LINE: &str = "QM-GUEST-POWER-BUTTON";
 
-/// The modules the initramfs carries (their dependencies are added). Names as the kernel
-/// spells them (underscores).
+/// The modules the initramfs carries on every architecture (their dependencies are added),
+/// besides the power-button modules of [`ArchSpec::power_button_modules`]. Names as the
+/// kernel spells them (underscores).
 pub const MODULES: &[&str] = &[
     // virtio transport and devices
     "virtio_pci",
@@ -132,10 +166,98 @@ pub const MODULES: &[&str] = &[
     "nls_ascii",
     "nls_iso8859_1",
     "nls_utf8",
-    // ACPI power button
-    "button",
-    "evdev",
 ];
+
+pub use qemu_cmdline::Arch;
+
+/// What the fixture is made of on one architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchSpec {
+    /// The guest architecture.
+    pub arch: Arch,
+    /// Debian's name for it (`amd64`, `arm64`): the packages' architecture.
+    pub debian_arch: &'static str,
+    /// The metapackage that names the current kernel package of the flavour used.
+    pub kernel_metapackage: &'static str,
+    /// The kernel's console device (`console=`), the board's first serial port.
+    pub console: &'static str,
+    /// The cache directory's name under the target dir.
+    pub cache_dir: &'static str,
+    /// The modules `/init` loads for the power button, in order (with [`MODULES`] in the
+    /// initramfs): the driver that reports `KEY_POWER`, then `evdev` for busybox `acpid`.
+    pub power_button_modules: &'static [&'static str],
+    /// How the fixture boots by UEFI, when it does: see [`GuestFixture::uefi_disk`].
+    pub uefi: Option<UefiBoot>,
+}
+
+/// How a fixture boots by UEFI: a GRUB standalone image on an EFI system partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UefiBoot {
+    /// The Debian package with GRUB's modules for the platform (of the fixture's
+    /// architecture; it is unpacked, not installed).
+    pub grub_package: &'static str,
+    /// GRUB's platform (`grub-mkstandalone --format`), e.g. `arm64-efi`.
+    pub grub_format: &'static str,
+    /// The removable-media boot file the firmware looks for in `EFI/BOOT/`.
+    pub boot_file: &'static str,
+}
+
+/// The x86_64 fixture: Debian's cloud kernel on a q35 board; the ACPI power button.
+pub const X86_64: ArchSpec = ArchSpec {
+    arch: Arch::X86_64,
+    debian_arch: "amd64",
+    kernel_metapackage: "linux-image-cloud-amd64",
+    console: "ttyS0",
+    cache_dir: "guest-fixture",
+    power_button_modules: &["button", "evdev"],
+    uefi: None,
+};
+
+/// The aarch64 fixture, for QEMU's `virt` board: Debian's generic arm64 kernel, because the
+/// cloud flavour (`linux-image-cloud-arm64`) has no `gpio_keys` driver, and on `virt` booted
+/// with a device tree (direct kernel boot) the power button is a GPIO key. Booted by UEFI the
+/// firmware gives the kernel ACPI tables instead, and the power button is an ACPI event that
+/// the (built-in) ACPI button driver reports; either way `acpid` sees `KEY_POWER`.
+pub const AARCH64: ArchSpec = ArchSpec {
+    arch: Arch::Aarch64,
+    debian_arch: "arm64",
+    kernel_metapackage: "linux-image-arm64",
+    console: "ttyAMA0",
+    cache_dir: "guest-fixture-aarch64",
+    power_button_modules: &["gpio_keys", "evdev"],
+    uefi: Some(UefiBoot {
+        grub_package: "grub-efi-arm64-bin",
+        grub_format: "arm64-efi",
+        boot_file: "BOOTAA64.EFI",
+    }),
+};
+
+impl ArchSpec {
+    /// The fixture's definition for `arch`; riscv64 has none.
+    pub fn of(arch: Arch) -> Result<&'static ArchSpec, FixtureError> {
+        match arch {
+            Arch::X86_64 => Ok(&X86_64),
+            Arch::Aarch64 => Ok(&AARCH64),
+            other => Err(FixtureError::Unsupported(format!(
+                "there is no guest fixture for {other} (only x86_64 and aarch64)"
+            ))),
+        }
+    }
+
+    /// Whether this machine can run the fixture's programs (its busybox) while building.
+    fn is_native(&self) -> bool {
+        self.debian_arch == HOST_DEBIAN_ARCH
+    }
+}
+
+/// Debian's name for the architecture the tests are built for.
+const HOST_DEBIAN_ARCH: &str = if cfg!(target_arch = "x86_64") {
+    "amd64"
+} else if cfg!(target_arch = "aarch64") {
+    "arm64"
+} else {
+    "unknown"
+};
 
 /// The `/init` script.
 const INIT_SCRIPT: &str = include_str!("fixture/init.sh");
@@ -147,12 +269,16 @@ const INITTAB: &str = "::respawn:/bin/cttyhack /etc/qm-shell\n";
 /// The serial shell: echo off, fixed prompt.
 const SHELL_SCRIPT: &str =
     "#!/bin/sh\nstty -echo\nexport HOME=/root PS1='qm# '\ncd /root\nexec sh -i\n";
-/// The metapackage that names the current cloud kernel package.
-const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 /// The busybox package (statically linked, so it needs no libraries in the initramfs).
 const BUSYBOX_PACKAGE: &str = "busybox-static";
-/// The kernel's console device.
-const CONSOLE: &str = "ttyS0";
+/// The FAT label of the UEFI disk's EFI system partition, which GRUB finds the kernel by.
+const ESP_LABEL: &str = "QM-FIXTURE";
+/// GRUB's configuration on the UEFI disk; `@CMDLINE@` is replaced by the kernel command line.
+const GRUB_CFG: &str = "set timeout=0\n\
+search --no-floppy --label QM-FIXTURE --set=root\n\
+linux /vmlinuz @CMDLINE@\n\
+initrd /initrd.cpio\n\
+boot\n";
 /// Everything that defines the fixture's content; hashed into its directory name.
 const DEFINITION: &[&str] = &[
     INIT_SCRIPT,
@@ -162,6 +288,7 @@ const DEFINITION: &[&str] = &[
     include_str!("fixture.rs"),
     include_str!("newc.rs"),
     include_str!("modinfo.rs"),
+    include_str!("fixture/disk.rs"),
 ];
 
 /// A built guest fixture: a kernel and an initramfs to boot it with.
@@ -175,9 +302,16 @@ pub struct GuestFixture {
     pub dir: PathBuf,
     /// The kernel release (`uname -r` in the guest), e.g. `6.1.0-56-cloud-amd64`.
     pub kernel_version: String,
-    /// The names of all modules in the initramfs (those of [`MODULES`] and their
-    /// dependencies), sorted.
+    /// The names of all modules in the initramfs (those of [`MODULES`], the power-button
+    /// modules and their dependencies), sorted.
     pub modules: Vec<String>,
+    /// The guest architecture.
+    pub arch: Arch,
+    /// A raw disk image (GPT, one EFI system partition) that boots the same kernel and
+    /// initramfs by UEFI firmware, through GRUB, with [`kernel_cmdline(&[], "")`]
+    /// (Self::kernel_cmdline) as its command line; for architectures whose
+    /// [`ArchSpec::uefi`] says how (aarch64), else `None`. Attach it read-only.
+    pub uefi_disk: Option<PathBuf>,
 }
 
 /// Why the fixture could not be built or loaded.
@@ -206,6 +340,8 @@ pub enum FixtureError {
         /// What is wrong with it.
         detail: String,
     },
+    /// The fixture cannot be built for what was asked (an architecture without one).
+    Unsupported(String),
 }
 
 impl fmt::Display for FixtureError {
@@ -227,6 +363,7 @@ impl fmt::Display for FixtureError {
             FixtureError::Content { path, detail } => {
                 write!(f, "guest fixture: {}: {detail}", path.display())
             }
+            FixtureError::Unsupported(what) => write!(f, "guest fixture: {what}"),
         }
     }
 }
@@ -240,61 +377,64 @@ impl std::error::Error for FixtureError {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FixtureError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FixtureError + '_ {
     move |source| FixtureError::Io {
         path: path.to_owned(),
         source,
     }
 }
 
-fn content_err(path: &Path, detail: impl Into<String>) -> FixtureError {
+pub(crate) fn content_err(path: &Path, detail: impl Into<String>) -> FixtureError {
     FixtureError::Content {
         path: path.to_owned(),
         detail: detail.into(),
     }
 }
 
-/// The fixture once this process has it.
-static CACHED: Mutex<Option<GuestFixture>> = Mutex::new(None);
+/// The fixtures this process has, by architecture.
+static CACHED: Mutex<Vec<GuestFixture>> = Mutex::new(Vec::new());
 
 impl GuestFixture {
-    /// Returns the fixture for this workspace, building it under
+    /// Returns the x86_64 fixture for this workspace, building it under
     /// `<target>/guest-fixture/` if it is not there yet.
     ///
     /// If a package cannot be obtained, the error says which command to run.
     pub fn get() -> Result<GuestFixture, FixtureError> {
+        Self::get_for(Arch::X86_64)
+    }
+
+    /// Returns the fixture for `arch` (x86_64 or aarch64), building it under
+    /// `<target>/<ArchSpec::cache_dir>/` if it is not there yet.
+    pub fn get_for(arch: Arch) -> Result<GuestFixture, FixtureError> {
+        let spec = ArchSpec::of(arch)?;
         let mut cached = CACHED
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(fixture) = cached.as_ref() {
+        if let Some(fixture) = cached.iter().find(|f| f.arch == arch) {
             return Ok(fixture.clone());
         }
-        let fixture = Self::get_in(&crate::workspace_target_dir().join("guest-fixture"))?;
-        *cached = Some(fixture.clone());
+        let fixture = Self::get_for_in(arch, &crate::workspace_target_dir().join(spec.cache_dir))?;
+        cached.push(fixture.clone());
         Ok(fixture)
     }
 
     /// Like [`get`](Self::get), with the cache in `cache_dir` instead of the target dir.
     pub fn get_in(cache_dir: &Path) -> Result<GuestFixture, FixtureError> {
-        let dir = cache_dir.join(format!("fx-{:016x}", definition_hash()));
-        if dir.join(MANIFEST).exists() {
-            return Self::load(&dir);
-        }
-        fs::create_dir_all(cache_dir).map_err(io_err(cache_dir))?;
-        let _lock = Lock::acquire(&cache_dir.join(".lock"))?;
-        // Another process may have built it while this one waited for the lock.
-        if dir.join(MANIFEST).exists() {
-            return Self::load(&dir);
-        }
-        let staging = TempDir::create(cache_dir, "build")?;
-        build(cache_dir, &staging.0)?;
-        fs::rename(&staging.0, &dir).map_err(io_err(&dir))?;
-        remove_stale(cache_dir, &dir);
-        Self::load(&dir)
+        Self::get_for_in(Arch::X86_64, cache_dir)
+    }
+
+    /// Like [`get_for`](Self::get_for), with the cache in `cache_dir`.
+    pub fn get_for_in(arch: Arch, cache_dir: &Path) -> Result<GuestFixture, FixtureError> {
+        let spec = ArchSpec::of(arch)?;
+        let name = format!("fx-{:016x}", definition_hash(spec));
+        let dir = cached_build(cache_dir, &name, "fx-", |staging| {
+            build(spec, cache_dir, staging)
+        })?;
+        Self::load(spec, &dir)
     }
 
     /// Reads a built fixture directory.
-    fn load(dir: &Path) -> Result<GuestFixture, FixtureError> {
+    fn load(spec: &ArchSpec, dir: &Path) -> Result<GuestFixture, FixtureError> {
         let manifest_path = dir.join(MANIFEST);
         let text = fs::read_to_string(&manifest_path).map_err(io_err(&manifest_path))?;
         let manifest: serde_json::Value = serde_json::from_str(&text)
@@ -313,8 +453,13 @@ impl GuestFixture {
             dir: dir.to_owned(),
             kernel_version,
             modules,
+            arch: spec.arch,
+            uefi_disk: spec.uefi.map(|_| dir.join(UEFI_DISK_FILE)),
         };
-        for file in [&fixture.kernel, &fixture.initrd] {
+        for file in [&fixture.kernel, &fixture.initrd]
+            .into_iter()
+            .chain(fixture.uefi_disk.as_ref())
+        {
             if !file.is_file() {
                 return Err(content_err(
                     file,
@@ -325,6 +470,11 @@ impl GuestFixture {
         Ok(fixture)
     }
 
+    /// The architecture's definition.
+    pub fn spec(&self) -> &'static ArchSpec {
+        ArchSpec::of(self.arch).expect("a fixture exists only for a supported architecture")
+    }
+
     /// The kernel command line: the serial console, `panic=-1`, `quiet`, `qm.modules=` with
     /// `modules` (omitted when empty), then `extra` (further `qm.*` or kernel parameters, e.g.
     /// `"qm.net=1"` or [`run_param`]'s result).
@@ -332,7 +482,7 @@ impl GuestFixture {
     /// A module that is not in the initramfs is reported by the guest: it prints an
     /// [`ERROR_PREFIX`] line and powers off ([`has_module`](Self::has_module) checks first).
     pub fn kernel_cmdline(&self, modules: &[&str], extra: &str) -> String {
-        let mut cmdline = format!("console={CONSOLE} panic=-1 quiet");
+        let mut cmdline = format!("console={} panic=-1 quiet", self.spec().console);
         if !modules.is_empty() {
             cmdline.push_str(" qm.modules=");
             cmdline.push_str(&modules.join(","));
@@ -380,14 +530,25 @@ const MANIFEST: &str = "manifest.json";
 const KERNEL_FILE: &str = "vmlinuz";
 const INITRD_FILE: &str = "initrd.cpio";
 
-/// FNV-1a over the fixture's definition: stable across Rust versions, unlike `DefaultHasher`.
-fn definition_hash() -> u64 {
+const UEFI_DISK_FILE: &str = "uefi-disk.img";
+
+/// The hash of the fixture's definition on one architecture.
+fn definition_hash(spec: &ArchSpec) -> u64 {
+    let spec = format!("{spec:?}");
+    fnv1a(
+        DEFINITION
+            .iter()
+            .chain(MODULES)
+            .chain([&spec.as_str()])
+            .map(|s| s.as_bytes()),
+    )
+}
+
+/// FNV-1a over `parts` (each followed by a 0xff byte, so that part boundaries count): stable
+/// across Rust versions, unlike `DefaultHasher`.
+pub(crate) fn fnv1a<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in DEFINITION
-        .iter()
-        .map(|s| s.as_bytes())
-        .chain(MODULES.iter().map(|s| s.as_bytes()))
-    {
+    for part in parts {
         for &byte in part.iter().chain(&[0xff]) {
             hash ^= u64::from(byte);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
@@ -424,12 +585,12 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 /// An exclusive `flock` on a file, released when dropped (or when the process dies).
-struct Lock {
+pub(crate) struct Lock {
     _file: fs::File,
 }
 
 impl Lock {
-    fn acquire(path: &Path) -> Result<Lock, FixtureError> {
+    pub(crate) fn acquire(path: &Path) -> Result<Lock, FixtureError> {
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -455,10 +616,10 @@ impl Lock {
 }
 
 /// A directory removed (with its contents) when dropped.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn create(parent: &Path, tag: &str) -> Result<TempDir, FixtureError> {
+    pub(crate) fn create(parent: &Path, tag: &str) -> Result<TempDir, FixtureError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -472,14 +633,48 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         // After a successful rename the path no longer exists; nothing to do then.
-        let _ = fs::remove_dir_all(&self.0);
+        if self.0.exists() {
+            remove_tree(&self.0);
+        }
     }
 }
 
-/// Removes what earlier builds left in `cache_dir`: fixtures of other definitions, and the
-/// temporary directories of builds that were killed. Called with the lock held, so no build is
-/// using them. Best effort: a directory that cannot be removed is left for the next time.
-fn remove_stale(cache_dir: &Path, keep: &Path) {
+/// Builds into `<cache_dir>/<name>` unless that is there already (its manifest written):
+/// `build` fills a temporary directory in `cache_dir`, which is renamed to `name` when it
+/// succeeds. Several processes may call this at once: a lock file in `cache_dir` lets one
+/// build and the others wait and reuse its result. Afterwards, older builds (other
+/// directories starting with `prefix`) and what killed builds left are removed.
+pub(crate) fn cached_build(
+    cache_dir: &Path,
+    name: &str,
+    prefix: &str,
+    build: impl FnOnce(&Path) -> Result<(), FixtureError>,
+) -> Result<PathBuf, FixtureError> {
+    let dir = cache_dir.join(name);
+    if dir.join(MANIFEST).exists() {
+        return Ok(dir);
+    }
+    fs::create_dir_all(cache_dir).map_err(io_err(cache_dir))?;
+    let _lock = Lock::acquire(&cache_dir.join(".lock"))?;
+    // Another process may have built it while this one waited for the lock.
+    if dir.join(MANIFEST).exists() {
+        return Ok(dir);
+    }
+    let staging = TempDir::create(cache_dir, "build")?;
+    build(&staging.0)?;
+    if !staging.0.join(MANIFEST).is_file() {
+        return Err(content_err(&staging.0, "the build wrote no manifest"));
+    }
+    fs::rename(&staging.0, &dir).map_err(io_err(&dir))?;
+    remove_stale(cache_dir, &dir, prefix);
+    Ok(dir)
+}
+
+/// Removes what earlier builds left in `cache_dir`: builds of other definitions (names
+/// starting with `prefix`), and the temporary directories of builds that were killed. Called
+/// with the lock held, so no build is using them. Best effort: a directory that cannot be
+/// removed is left for the next time.
+fn remove_stale(cache_dir: &Path, keep: &Path, prefix: &str) {
     let Ok(entries) = fs::read_dir(cache_dir) else {
         return;
     };
@@ -487,15 +682,82 @@ fn remove_stale(cache_dir: &Path, keep: &Path) {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         let stale =
-            name.starts_with("fx-") || name.starts_with(".build-") || name.starts_with(".unpack-");
+            name.starts_with(prefix) || name.starts_with(".build-") || name.starts_with(".unpack-");
         if stale && entry.path() != keep {
-            let _ = fs::remove_dir_all(entry.path());
+            remove_tree(&entry.path());
         }
     }
 }
 
+/// Removes a directory tree (or a file), after detaching whatever is mounted inside it (a killed
+/// `debootstrap` can leave `/proc` and `/sys` mounted in its target): never deletes through a
+/// mount point. Best effort: a tree with a mount that cannot be detached is left alone.
+pub(crate) fn remove_tree(path: &Path) {
+    let mounts = mounts_under(path);
+    for mount in mounts.iter().rev() {
+        if let Ok(c) = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()) {
+            // SAFETY: umount2 with a NUL-terminated path that outlives the call.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+    if !mounts_under(path).is_empty() {
+        return;
+    }
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            let _ = fs::remove_dir_all(path);
+        }
+        Ok(_) => {
+            let _ = fs::remove_file(path);
+        }
+        Err(_) => {}
+    }
+}
+
+/// The mount points at or below `path`, parents before children (from
+/// `/proc/self/mountinfo`).
+fn mounts_under(path: &Path) -> Vec<PathBuf> {
+    let Ok(path) = path.canonicalize() else {
+        return Vec::new();
+    };
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|mount| mount.starts_with(&path))
+        .collect();
+    found.sort_by_key(|m| m.components().count());
+    found
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && bytes.len() >= i + 4
+            && bytes[i + 1..i + 4].iter().all(u8::is_ascii_digit)
+        {
+            let code =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(code);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 /// Runs `command`, returning its stdout; on failure an error with `fix` as the advice.
-fn run(command: &mut Command, fix: &str) -> Result<String, FixtureError> {
+pub(crate) fn run(command: &mut Command, fix: &str) -> Result<String, FixtureError> {
     let shown = format!("{command:?}").replace('"', "");
     let output = command.output().map_err(|e| FixtureError::Command {
         command: shown.clone(),
@@ -516,15 +778,21 @@ fn run(command: &mut Command, fix: &str) -> Result<String, FixtureError> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// The `.deb` in `debs` for `package` (newest if several), if any.
-fn find_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>, FixtureError> {
+/// The `.deb` in `debs` for `package` of Debian architecture `arch` (or `all`), newest if
+/// several, if any.
+pub(crate) fn find_deb(
+    debs: &Path,
+    package: &str,
+    arch: &str,
+) -> Result<Option<PathBuf>, FixtureError> {
     let prefix = format!("{package}_");
+    let suffixes = [format!("_{arch}.deb"), "_all.deb".to_owned()];
     let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
     for entry in fs::read_dir(debs).map_err(io_err(debs))? {
         let entry = entry.map_err(io_err(debs))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(&prefix) && name.ends_with(".deb") {
+        if name.starts_with(&prefix) && suffixes.iter().any(|s| name.ends_with(s.as_str())) {
             let modified = entry
                 .metadata()
                 .and_then(|m| m.modified())
@@ -537,21 +805,36 @@ fn find_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>, FixtureError>
     Ok(best.map(|(_, path)| path))
 }
 
-/// The real kernel package behind `metapackage` (`linux-image-cloud-amd64` gives e.g.
-/// `linux-image-6.1.0-56-cloud-amd64`). Without apt's package lists, falls back to a kernel
-/// package of the same flavour already in `debs`.
-fn kernel_package(debs: &Path, metapackage: &str) -> Result<String, FixtureError> {
+/// What to do when apt knows no package of Debian architecture `arch`: update its lists, and
+/// for another architecture than this machine's, enable that architecture first.
+fn apt_fix(arch: &str) -> String {
+    if arch == HOST_DEBIAN_ARCH {
+        "run `apt-get update` as root and retry".to_owned()
+    } else {
+        format!(
+            "run `dpkg --add-architecture {arch} && apt-get update` as root \
+             (scripts/install-deps.sh does) and retry"
+        )
+    }
+}
+
+/// The real kernel package behind `metapackage` of Debian architecture `arch`
+/// (`linux-image-cloud-amd64` gives e.g. `linux-image-6.1.0-56-cloud-amd64`). Without apt's
+/// package lists, falls back to a kernel package of the same flavour already in `debs`.
+fn kernel_package(debs: &Path, metapackage: &str, arch: &str) -> Result<String, FixtureError> {
     let fix = format!(
-        "run `apt-get update` as root and retry, or put the packages in {} by hand: \
-         `cd {} && apt-get download $(apt-cache depends {metapackage} | sed -n 's/.*Depends: //p') {BUSYBOX_PACKAGE}`",
+        "{}, or put the packages in {} by hand: \
+         `cd {} && apt-get download $(apt-cache depends {metapackage}:{arch} | sed -n 's/.*Depends: //p') {BUSYBOX_PACKAGE}:{arch}`",
+        apt_fix(arch),
         debs.display(),
         debs.display()
     );
     let flavour = metapackage
         .strip_prefix("linux-image")
         .unwrap_or(metapackage);
+    let qualified = format!("{metapackage}:{arch}");
     let resolved = run(
-        Command::new("apt-cache").args(["depends", metapackage]),
+        Command::new("apt-cache").args(["depends", &qualified]),
         &fix,
     )
     .and_then(|out| {
@@ -559,9 +842,10 @@ fn kernel_package(debs: &Path, metapackage: &str) -> Result<String, FixtureError
             .filter_map(|line| line.trim().strip_prefix("Depends:"))
             .map(str::trim)
             .find(|dep| dep.starts_with("linux-image-") && !dep.starts_with('<'))
-            .map(str::to_owned)
+            // apt names packages of another architecture than its own `name:arch`.
+            .map(|dep| dep.split(':').next().unwrap_or(dep).to_owned())
             .ok_or_else(|| FixtureError::Command {
-                command: format!("apt-cache depends {metapackage}"),
+                command: format!("apt-cache depends {qualified}"),
                 detail: format!("no linux-image dependency in its output: {}", out.trim()),
                 fix: fix.clone(),
             })
@@ -570,6 +854,7 @@ fn kernel_package(debs: &Path, metapackage: &str) -> Result<String, FixtureError
         Ok(package) => Ok(package),
         Err(err) => {
             // Offline, or no package lists: a kernel package already downloaded will do.
+            let suffix = format!("_{arch}.deb");
             for entry in fs::read_dir(debs).map_err(io_err(debs))? {
                 let name = entry.map_err(io_err(debs))?.file_name();
                 let name = name.to_string_lossy();
@@ -577,7 +862,7 @@ fn kernel_package(debs: &Path, metapackage: &str) -> Result<String, FixtureError
                     if package.starts_with("linux-image-")
                         && package.ends_with(flavour)
                         && package != metapackage
-                        && name.ends_with(".deb")
+                        && name.ends_with(&suffix)
                     {
                         return Ok(package.to_owned());
                     }
@@ -588,25 +873,28 @@ fn kernel_package(debs: &Path, metapackage: &str) -> Result<String, FixtureError
     }
 }
 
-/// The `.deb` of `package` in `debs`, downloaded with `apt-get download` if not there.
-fn obtain_deb(debs: &Path, package: &str) -> Result<PathBuf, FixtureError> {
-    if let Some(path) = find_deb(debs, package)? {
+/// The `.deb` of `package` of Debian architecture `arch` in `debs`, downloaded with
+/// `apt-get download` if not there.
+pub(crate) fn obtain_deb(debs: &Path, package: &str, arch: &str) -> Result<PathBuf, FixtureError> {
+    if let Some(path) = find_deb(debs, package, arch)? {
         return Ok(path);
     }
+    let qualified = format!("{package}:{arch}");
     let fix = format!(
-        "run `apt-get update` as root and retry, or download it by hand: `cd {} && apt-get download {package}`",
+        "{}, or download it by hand: `cd {} && apt-get download {qualified}`",
+        apt_fix(arch),
         debs.display()
     );
     run(
         Command::new("apt-get")
-            .args(["download", "-q", package])
+            .args(["download", "-q", &qualified])
             .current_dir(debs),
         &fix,
     )?;
-    find_deb(debs, package)?.ok_or_else(|| FixtureError::Command {
-        command: format!("apt-get download {package}"),
+    find_deb(debs, package, arch)?.ok_or_else(|| FixtureError::Command {
+        command: format!("apt-get download {qualified}"),
         detail: format!(
-            "it succeeded but left no {package}_*.deb in {}",
+            "it succeeded but left no {package}_*_{arch}.deb in {}",
             debs.display()
         ),
         fix,
@@ -614,7 +902,7 @@ fn obtain_deb(debs: &Path, package: &str) -> Result<PathBuf, FixtureError> {
 }
 
 /// Unpacks a `.deb` into `dest` with `dpkg -x`.
-fn unpack(deb: &Path, dest: &Path) -> Result<(), FixtureError> {
+pub(crate) fn unpack(deb: &Path, dest: &Path) -> Result<(), FixtureError> {
     run(
         Command::new("dpkg").arg("-x").arg(deb).arg(dest),
         &format!(
@@ -704,7 +992,11 @@ fn resolve_modules(
             )
         })?;
         let data = read_module(path)?;
-        let info = modinfo::parse(&data).map_err(|e| content_err(path, e.to_string()))?;
+        let mut info = modinfo::parse(&data).map_err(|e| content_err(path, e.to_string()))?;
+        // `depends=` may spell a name as its file does (`t10-pi` for `t10_pi`).
+        for dep in &mut info.depends {
+            *dep = module_name(dep);
+        }
         pending.extend(info.depends.iter().cloned());
         let rel = path
             .strip_prefix(modules_dir)
@@ -774,13 +1066,18 @@ fn dependency_line(name: &str, modules: &[(String, Module)]) -> Vec<String> {
 
 /// Builds the fixture into `out` (kernel, initramfs, manifest), downloading packages into
 /// `<cache_dir>/debs`.
-fn build(cache_dir: &Path, out: &Path) -> Result<(), FixtureError> {
+fn build(spec: &ArchSpec, cache_dir: &Path, out: &Path) -> Result<(), FixtureError> {
     let started = Instant::now();
+    let arch = spec.debian_arch;
     let debs = cache_dir.join("debs");
     fs::create_dir_all(&debs).map_err(io_err(&debs))?;
-    let kernel_package = kernel_package(&debs, KERNEL_METAPACKAGE)?;
-    let kernel_deb = obtain_deb(&debs, &kernel_package)?;
-    let busybox_deb = obtain_deb(&debs, BUSYBOX_PACKAGE)?;
+    let kernel_package = kernel_package(&debs, spec.kernel_metapackage, arch)?;
+    let kernel_deb = obtain_deb(&debs, &kernel_package, arch)?;
+    let busybox_deb = obtain_deb(&debs, BUSYBOX_PACKAGE, arch)?;
+    let grub_deb = match &spec.uefi {
+        Some(uefi) => Some(obtain_deb(&debs, uefi.grub_package, arch)?),
+        None => None,
+    };
 
     let work = TempDir::create(cache_dir, "unpack")?;
     let kernel_root = work.0.join("kernel");
@@ -807,14 +1104,25 @@ fn build(cache_dir: &Path, out: &Path) -> Result<(), FixtureError> {
     let vmlinuz = kernel_root.join(format!("boot/vmlinuz-{kernel_version}"));
     fs::copy(&vmlinuz, out.join(KERNEL_FILE)).map_err(io_err(&vmlinuz))?;
 
-    let modules = resolve_modules(&modules_dir, MODULES)?;
+    let wanted: Vec<&str> = MODULES
+        .iter()
+        .chain(spec.power_button_modules)
+        .copied()
+        .collect();
+    let modules = resolve_modules(&modules_dir, &wanted)?;
 
     let busybox_path = busybox_root.join("bin/busybox");
     let busybox = fs::read(&busybox_path).map_err(io_err(&busybox_path))?;
-    let applets = run(
-        Command::new(&busybox_path).arg("--list-full"),
-        "the busybox-static package must run on this (amd64) machine",
-    )?;
+    // The applet links, from busybox itself when it runs here; a busybox of another
+    // architecture gets only `/bin/sh`, and `/init` makes the rest at boot.
+    let applets = if spec.is_native() {
+        run(
+            Command::new(&busybox_path).arg("--list-full"),
+            &format!("the {BUSYBOX_PACKAGE} package must run on this ({arch}) machine"),
+        )?
+    } else {
+        "bin/sh\n".to_owned()
+    };
 
     let initrd_path = out.join(INITRD_FILE);
     let file = fs::File::create(&initrd_path).map_err(io_err(&initrd_path))?;
@@ -846,6 +1154,11 @@ fn build(cache_dir: &Path, out: &Path) -> Result<(), FixtureError> {
         cpio.file("etc/qm-shell", 0o755, SHELL_SCRIPT.as_bytes())?;
         cpio.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
         cpio.file("etc/group", 0o644, b"root:x:0:\n")?;
+        cpio.file(
+            "etc/qm-power-modules",
+            0o644,
+            format!("{}\n", spec.power_button_modules.join(" ")).as_bytes(),
+        )?;
         let names: Vec<&str> = modules.iter().map(|(name, _)| name.as_str()).collect();
         cpio.file(
             "etc/qm-modules",
@@ -874,12 +1187,21 @@ fn build(cache_dir: &Path, out: &Path) -> Result<(), FixtureError> {
     })()
     .map_err(write_err)?;
 
+    if let (Some(uefi), Some(grub_deb)) = (&spec.uefi, &grub_deb) {
+        let grub_root = work.0.join("grub");
+        unpack(grub_deb, &grub_root)?;
+        let cmdline = format!("console={} panic=-1 quiet", spec.console);
+        build_uefi_disk(uefi, &grub_root, out, &work.0.join("uefi"), &cmdline)?;
+    }
+
     let mut names: Vec<&str> = modules.iter().map(|(name, _)| name.as_str()).collect();
     names.sort_unstable();
     let manifest = serde_json::json!({
+        "arch": spec.arch.name(),
         "kernel_version": kernel_version,
         "kernel_package": kernel_deb.file_name().map(|n| n.to_string_lossy().into_owned()),
         "busybox_package": busybox_deb.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "grub_package": grub_deb.and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned())),
         "modules": names,
         "build_seconds": started.elapsed().as_secs_f64(),
     });
@@ -887,6 +1209,61 @@ fn build(cache_dir: &Path, out: &Path) -> Result<(), FixtureError> {
     let text = serde_json::to_string_pretty(&manifest).expect("a JSON value serialises");
     fs::write(&manifest_path, text + "\n").map_err(io_err(&manifest_path))?;
     Ok(())
+}
+
+/// Writes the UEFI disk ([`GuestFixture::uefi_disk`]) into `out`: a GPT disk with one EFI
+/// system partition holding GRUB (a standalone image made from the unpacked GRUB package in
+/// `grub_root`, with its configuration inside) as the removable-media boot file, the kernel
+/// and the initramfs already in `out`. `work` is a scratch directory.
+fn build_uefi_disk(
+    uefi: &UefiBoot,
+    grub_root: &Path,
+    out: &Path,
+    work: &Path,
+    cmdline: &str,
+) -> Result<(), FixtureError> {
+    fs::create_dir_all(work).map_err(io_err(work))?;
+    let grub_modules = grub_root.join("usr/lib/grub").join(uefi.grub_format);
+    let grub_image = work.join(uefi.boot_file);
+    disk::grub_standalone(
+        uefi.grub_format,
+        &grub_modules,
+        &GRUB_CFG.replace("@CMDLINE@", cmdline),
+        &["part_gpt", "fat"],
+        &[
+            "normal",
+            "linux",
+            "part_gpt",
+            "fat",
+            "search",
+            "search_label",
+            "echo",
+            "test",
+        ],
+        &grub_image,
+        work,
+    )?;
+    let esp = work.join("esp.img");
+    let boot_file = format!("EFI/BOOT/{}", uefi.boot_file);
+    disk::fat_image(
+        &esp,
+        ESP_LABEL,
+        0,
+        &["EFI", "EFI/BOOT"],
+        &[
+            (grub_image.as_path(), boot_file.as_str()),
+            (&out.join(KERNEL_FILE), KERNEL_FILE),
+            (&out.join(INITRD_FILE), INITRD_FILE),
+        ],
+    )?;
+    disk::gpt_disk(
+        &out.join(UEFI_DISK_FILE),
+        &[disk::Partition {
+            name: "EFI system partition",
+            type_guid: disk::ESP_TYPE,
+            image: &esp,
+        }],
+    )
 }
 
 #[cfg(test)]
@@ -917,6 +1294,8 @@ mod tests {
             dir: "/".into(),
             kernel_version: "6.1.0-0-cloud-amd64".into(),
             modules: vec!["fat".into(), "nls_iso8859_1".into(), "vfat".into()],
+            arch: Arch::X86_64,
+            uefi_disk: None,
         }
     }
 
@@ -934,6 +1313,33 @@ mod tests {
         );
         let args = f.boot_args("x y");
         assert_eq!(args, ["-kernel", "/k", "-initrd", "/i", "-append", "x y"]);
+        let arm = GuestFixture {
+            arch: Arch::Aarch64,
+            ..f
+        };
+        assert_eq!(
+            arm.kernel_cmdline(&["vfat"], ""),
+            "console=ttyAMA0 panic=-1 quiet qm.modules=vfat"
+        );
+    }
+
+    #[test]
+    fn architectures_have_their_own_definitions() {
+        assert_eq!(ArchSpec::of(Arch::X86_64).unwrap(), &X86_64);
+        assert_eq!(ArchSpec::of(Arch::Aarch64).unwrap(), &AARCH64);
+        let err = ArchSpec::of(Arch::Riscv64).unwrap_err();
+        assert!(
+            err.to_string().contains("no guest fixture for riscv64"),
+            "{err}"
+        );
+        assert_ne!(definition_hash(&X86_64), definition_hash(&AARCH64));
+        assert_ne!(X86_64.cache_dir, AARCH64.cache_dir);
+        for spec in [&X86_64, &AARCH64] {
+            assert_eq!(spec.arch.profile().console, spec.console);
+            assert_eq!(spec.power_button_modules.last(), Some(&"evdev"));
+        }
+        assert!(GRUB_CFG.contains(&format!("--label {ESP_LABEL} ")));
+        assert!(X86_64.is_native() != AARCH64.is_native() || HOST_DEBIAN_ARCH == "unknown");
     }
 
     #[test]
@@ -956,8 +1362,10 @@ mod tests {
 
     #[test]
     fn definition_hash_is_stable_within_a_build() {
-        assert_eq!(definition_hash(), definition_hash());
-        assert_ne!(definition_hash(), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(definition_hash(&X86_64), definition_hash(&X86_64));
+        assert_ne!(definition_hash(&X86_64), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a([]), 0xcbf2_9ce4_8422_2325);
+        assert_ne!(fnv1a([&b"ab"[..], b""]), fnv1a([&b"a"[..], b"b"]));
     }
 
     fn module(rel_path: &str, depends: &[&str]) -> Module {
@@ -1044,10 +1452,10 @@ mod tests {
     #[test]
     fn an_unknown_kernel_package_names_the_command_to_run() {
         let dir = TempDir::create(&std::env::temp_dir(), "qm-apt-test").unwrap();
-        let err = kernel_package(&dir.0, "linux-image-qm-no-such-flavour").unwrap_err();
+        let err = kernel_package(&dir.0, "linux-image-qm-no-such-flavour", "amd64").unwrap_err();
         let message = err.to_string();
         assert!(
-            message.contains("`apt-cache depends linux-image-qm-no-such-flavour` failed"),
+            message.contains("`apt-cache depends linux-image-qm-no-such-flavour:amd64` failed"),
             "{message}"
         );
         assert!(
@@ -1059,8 +1467,16 @@ mod tests {
             "{message}"
         );
         assert!(matches!(err, FixtureError::Command { .. }));
+        // For another architecture, the fix enables it too.
+        let err = kernel_package(&dir.0, "linux-image-qm-no-such-flavour", "mips64el").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`dpkg --add-architecture mips64el && apt-get update` as root"),
+            "{err}"
+        );
 
-        // Offline, a kernel package of that flavour already downloaded is used.
+        // Offline, a kernel package of that flavour and architecture already downloaded is
+        // used.
         fs::write(dir.0.join("linux-image-qm-no-such-flavour_1_all.deb"), "").unwrap();
         fs::write(
             dir.0
@@ -1069,39 +1485,63 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            kernel_package(&dir.0, "linux-image-qm-no-such-flavour").unwrap(),
+            kernel_package(&dir.0, "linux-image-qm-no-such-flavour", "amd64").unwrap(),
             "linux-image-6.1.0-9-qm-no-such-flavour"
         );
+        assert!(kernel_package(&dir.0, "linux-image-qm-no-such-flavour", "arm64").is_err());
     }
 
     #[test]
     fn an_unknown_package_download_names_the_command_to_run() {
         let dir = TempDir::create(&std::env::temp_dir(), "qm-apt-test").unwrap();
-        let err = obtain_deb(&dir.0, "qm-no-such-package").unwrap_err();
+        let err = obtain_deb(&dir.0, "qm-no-such-package", "amd64").unwrap_err();
         let message = err.to_string();
         assert!(
-            message.contains("apt-get download -q qm-no-such-package` failed"),
+            message.contains("apt-get download -q qm-no-such-package:amd64` failed"),
             "{message}"
         );
         assert!(
             message.contains(&format!(
-                "`cd {} && apt-get download qm-no-such-package`",
+                "`cd {} && apt-get download qm-no-such-package:amd64`",
                 dir.0.display()
             )),
             "{message}"
         );
-        // A package already there is used without apt.
+        // A package already there is used without apt; only of the architecture asked for
+        // (or `all`).
         fs::write(dir.0.join("qm-no-such-package_1.0_amd64.deb"), "").unwrap();
         assert_eq!(
-            obtain_deb(&dir.0, "qm-no-such-package").unwrap(),
+            obtain_deb(&dir.0, "qm-no-such-package", "amd64").unwrap(),
             dir.0.join("qm-no-such-package_1.0_amd64.deb")
         );
+        assert_eq!(
+            find_deb(&dir.0, "qm-no-such-package", "arm64").unwrap(),
+            None
+        );
+        fs::write(dir.0.join("qm-no-such-package_1.0_all.deb"), "").unwrap();
+        assert_eq!(
+            find_deb(&dir.0, "qm-no-such-package", "arm64").unwrap(),
+            Some(dir.0.join("qm-no-such-package_1.0_all.deb"))
+        );
+    }
+
+    #[test]
+    fn mount_points_are_found_and_unescaped() {
+        assert_eq!(
+            unescape_mountinfo("/a\\040b\\134c"),
+            PathBuf::from("/a b\\c")
+        );
+        assert_eq!(unescape_mountinfo("/plain"), PathBuf::from("/plain"));
+        // /proc is a mount point under /, and nothing is mounted in a fresh directory.
+        assert!(mounts_under(Path::new("/")).contains(&PathBuf::from("/proc")));
+        let dir = TempDir::create(&std::env::temp_dir(), "qm-mount-test").unwrap();
+        assert!(mounts_under(&dir.0).is_empty());
     }
 
     #[test]
     fn a_corrupt_cached_fixture_is_a_clear_error() {
         let dir = TempDir::create(&std::env::temp_dir(), "qm-fixture-test").unwrap();
-        let fx = dir.0.join(format!("fx-{:016x}", definition_hash()));
+        let fx = dir.0.join(format!("fx-{:016x}", definition_hash(&X86_64)));
         fs::create_dir(&fx).unwrap();
         fs::write(fx.join(MANIFEST), "{not json").unwrap();
         let err = GuestFixture::get_in(&dir.0).unwrap_err();

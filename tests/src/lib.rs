@@ -2,7 +2,8 @@
 //!
 //! Tests that need QEMU call [`qemu_system_x86_64`] / [`qemu_img`]: when the program is
 //! missing they panic with the `apt-get install` command to run, so a test fails loudly and
-//! never passes by skipping. Tests that boot Linux use [`fixture::GuestFixture`].
+//! never passes by skipping. Tests that boot Linux use [`fixture::GuestFixture`] (x86_64 and
+//! aarch64).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,16 @@ fn required_program(name: &str, package: &str) -> PathBuf {
 /// "qemu-system-x86_64 not found: install it with `apt-get install -y qemu-system-x86`".
 pub fn qemu_system_x86_64() -> PathBuf {
     required_program("qemu-system-x86_64", "qemu-system-x86")
+}
+
+/// The `qemu-system-aarch64` binary on `PATH`.
+///
+/// # Panics
+///
+/// If there is none, with the message
+/// "qemu-system-aarch64 not found: install it with `apt-get install -y qemu-system-arm`".
+pub fn qemu_system_aarch64() -> PathBuf {
+    required_program("qemu-system-aarch64", "qemu-system-arm")
 }
 
 /// The `qemu-img` binary on `PATH`.
