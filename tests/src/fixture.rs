@@ -1,6 +1,7 @@
 //! The guest fixture: a Debian kernel and a busybox initramfs that the integration tests
 //! boot under QEMU (TCG) to have a real Linux guest on the other end of a serial console,
-//! a virtio disk or a NIC, on x86_64 and on aarch64.
+//! a virtio disk or a NIC, on x86_64 and on aarch64. (For a whole distribution, see
+//! [`crate::cloud_fixture`].)
 //!
 //! # Getting it
 //!

@@ -2,12 +2,13 @@
 //!
 //! Tests that need QEMU call [`qemu_system_x86_64`] / [`qemu_img`]: when the program is
 //! missing they panic with the `apt-get install` command to run, so a test fails loudly and
-//! never passes by skipping. Tests that boot Linux use [`fixture::GuestFixture`] (x86_64 and
-//! aarch64).
+//! never passes by skipping. Tests that boot Linux use [`fixture::GuestFixture`] (busybox, x86_64
+//! and aarch64) or [`cloud_fixture::CloudFixture`] (a Debian cloud image).
 
 use std::env;
 use std::path::{Path, PathBuf};
 
+pub mod cloud_fixture;
 pub mod fixture;
 mod modinfo;
 mod newc;
