@@ -287,29 +287,7 @@ fn check_prerequisites() -> Result<(), FixtureError> {
                 .into(),
         });
     }
-    let missing: Vec<&(&str, &str)> = TOOLS
-        .iter()
-        .filter(|(program, _)| {
-            crate::find_program(program).is_none()
-                && !Path::new("/usr/sbin").join(program).is_file()
-                && !Path::new("/sbin").join(program).is_file()
-        })
-        .collect();
-    if let Some((program, _)) = missing.first() {
-        let mut packages: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
-        packages.dedup();
-        return Err(FixtureError::Command {
-            command: (*program).to_owned(),
-            detail: format!(
-                "not found: {}",
-                missing.iter().map(|(p, _)| *p).collect::<Vec<_>>().join(", ")
-            ),
-            fix: format!(
-                "apt-get install -y {} (scripts/install-deps.sh installs everything the tests need)",
-                packages.join(" ")
-            ),
-        });
-    }
+    missing_tools(TOOLS)?;
     if !Path::new(GRUB_MODULES).join("linux.mod").is_file() {
         return Err(FixtureError::Command {
             command: "grub-mkstandalone --format=x86_64-efi".into(),
@@ -318,6 +296,40 @@ fn check_prerequisites() -> Result<(), FixtureError> {
         });
     }
     Ok(())
+}
+
+/// An error naming every program of `tools` (program, package) that is not installed, with the
+/// `apt-get install` command for their packages.
+fn missing_tools(tools: &[(&str, &str)]) -> Result<(), FixtureError> {
+    let missing: Vec<&(&str, &str)> = tools
+        .iter()
+        .filter(|(program, _)| {
+            crate::find_program(program).is_none()
+                && !["/usr/sbin", "/sbin"]
+                    .iter()
+                    .any(|dir| Path::new(dir).join(program).is_file())
+        })
+        .collect();
+    let Some((program, _)) = missing.first() else {
+        return Ok(());
+    };
+    let mut packages: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+    packages.dedup();
+    Err(FixtureError::Command {
+        command: (*program).to_owned(),
+        detail: format!(
+            "not installed: {}",
+            missing
+                .iter()
+                .map(|(p, _)| *p)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        fix: format!(
+            "apt-get install -y {} (scripts/install-deps.sh installs everything the tests need)",
+            packages.join(" ")
+        ),
+    })
 }
 
 /// A directory tree removed when dropped, through [`remove_tree`]: a root file system that
@@ -594,6 +606,31 @@ mod tests {
         assert_eq!(f.package_version("sudo"), Some("1.9"));
         assert_eq!(f.package_version("emacs"), None);
         assert_eq!(f.kernel_version, "6.1");
+    }
+
+    #[test]
+    fn missing_tools_are_named_with_their_packages() {
+        missing_tools(&[("sh", "dash")]).unwrap();
+        let err = missing_tools(&[
+            ("sh", "dash"),
+            ("qm-no-such-tool", "qm-tools"),
+            ("qm-no-such-tool-2", "qm-tools"),
+            ("qm-other", "qm-other-package"),
+        ])
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains(
+                "`qm-no-such-tool` failed: not installed: qm-no-such-tool, qm-no-such-tool-2, qm-other"
+            ),
+            "{message}"
+        );
+        assert!(
+            message.contains("to fix: apt-get install -y qm-tools qm-other-package "),
+            "{message}"
+        );
+        // The tools of a real build are all installed on a machine set up by install-deps.sh.
+        missing_tools(TOOLS).unwrap();
     }
 
     #[test]
