@@ -2,8 +2,8 @@
 # Installs what the test suite needs on a Debian 12 machine that has only the Rust toolchain:
 # QEMU (x86_64 and arm) and qemu-img, UEFI firmware (OVMF, AAVMF), Go for the cgo test,
 # valgrind, pkg-config, FAT tools for checking the cloud-init seed, the tools that build the
-# cloud image fixture (debootstrap, mkfs.ext4, sfdisk, mtools, GRUB), and apt's package lists
-# (with the arm64 architecture enabled) for the guest fixtures' packages.
+# cloud image fixture (debootstrap, mkfs.ext4, sfdisk, mtools, GRUB, zstd), and apt's package
+# lists (with the arm64 architecture enabled) for the guest fixtures' packages.
 # Installs nothing that is already present. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -33,6 +33,7 @@ checks=(
     "command -v mkfs.ext4 || [ -x /usr/sbin/mkfs.ext4 ] || [ -x /sbin/mkfs.ext4 ]|e2fsprogs"
     "command -v sfdisk || [ -x /usr/sbin/sfdisk ] || [ -x /sbin/sfdisk ]|fdisk"
     "command -v grub-mkstandalone && [ -e /usr/lib/grub/x86_64-efi/linux.mod ]|grub-efi-amd64-bin"
+    "command -v zstd|zstd"
 )
 # Installed without their recommendations: grub-efi-amd64-bin would bring the signed boot
 # loaders (shim, grub-efi-amd64-signed), which only a machine that boots with them needs.

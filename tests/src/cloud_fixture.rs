@@ -19,7 +19,7 @@
 //!    configuration inside; mtools put it on a FAT EFI system partition as
 //!    `EFI/BOOT/BOOTX64.EFI`;
 //! 5. `sfdisk` writes a GPT into a sparse file of [`DISK_SIZE`] and `dd` copies both
-//!    partitions in; `qemu-img convert -c` makes [`CloudFixture::qcow2`] and `gzip`
+//!    partitions in; `qemu-img convert -c` makes [`CloudFixture::qcow2`] and `zstd`
 //!    [`CloudFixture::compressed`].
 //!
 //! debootstrap and `chroot` need root: building as another user fails with an error that says
@@ -152,7 +152,7 @@ pub fn login_prompt(hostname: &str) -> String {
 const ESP_SIZE: u64 = 32 << 20;
 const MIB: u64 = 1 << 20;
 const QCOW2_FILE: &str = "disk.qcow2";
-const COMPRESSED_FILE: &str = "disk.img.gz";
+const COMPRESSED_FILE: &str = "disk.img.zst";
 const MANIFEST: &str = "manifest.json";
 /// The chroot script.
 const CONFIGURE_SCRIPT: &str = include_str!("cloud_fixture/configure.sh");
@@ -177,7 +177,7 @@ pub struct CloudFixture {
     /// The disk as qcow2 (compressed clusters). Never boot it directly: use a snapshot
     /// overlay or a copy.
     pub qcow2: PathBuf,
-    /// The same disk, raw and gzip-compressed (`.img.gz`): what a flasher writes.
+    /// The same disk, raw and zstd-compressed (`.img.zst`): what a flasher writes.
     pub compressed: PathBuf,
     /// The directory holding both and `manifest.json`.
     pub dir: PathBuf,
@@ -269,7 +269,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("mcopy", "mtools"),
     ("sfdisk", "fdisk"),
     ("qemu-img", "qemu-utils"),
-    ("gzip", "gzip"),
+    ("zstd", "zstd"),
 ];
 /// GRUB's modules for x86_64 UEFI.
 const GRUB_MODULES: &str = "/usr/lib/grub/x86_64-efi";
@@ -519,17 +519,18 @@ fn build(cache_dir: &Path, out: &Path) -> Result<(), FixtureError> {
         "apt-get install -y qemu-utils",
     )?;
     step("qcow2", &mut since);
+    // zstd rather than gzip or xz: on two cores it compresses the 2 GiB in a third of gzip's
+    // time, to a smaller file, and decompresses four times as fast.
     let compressed = out.join(COMPRESSED_FILE);
-    let gz = fs::File::create(&compressed).map_err(io_err(&compressed))?;
     run(
-        command("gzip")
-            .args(["-1", "-n", "-c"])
-            .arg(&raw.0)
-            .stdout(gz),
-        "apt-get install -y gzip",
+        command("zstd")
+            .args(["-q", "-T0", "-3", "-o"])
+            .arg(&compressed)
+            .arg(&raw.0),
+        "apt-get install -y zstd",
     )?;
     drop(raw);
-    step("gzip", &mut since);
+    step("zstd", &mut since);
 
     let manifest = serde_json::json!({
         "suite": SUITE,

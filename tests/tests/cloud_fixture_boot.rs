@@ -31,13 +31,13 @@ const HOSTNAME: &str = "qm-cloud";
 const USER: &str = "dev";
 const PASSWORD: &str = "correct horse: \"battery\"";
 
-/// A short directory under the system temp dir (socket paths must fit in 107 bytes), removed
-/// when dropped.
+/// A short directory under the system temp dir (socket paths must fit in 107 bytes), one per
+/// test (`tag`), removed when dropped.
 struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new() -> Scratch {
-        let path = std::env::temp_dir().join(format!("qm-cloud-{}", std::process::id()));
+    fn new(tag: &str) -> Scratch {
+        let path = std::env::temp_dir().join(format!("qm-cloud-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir(&path).unwrap();
         Scratch(path)
@@ -60,7 +60,7 @@ fn the_cloud_image_boots_takes_a_console_login_and_has_what_it_promises() {
             fixture.packages.keys()
         );
     }
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("boot");
     let qga_socket = scratch.0.join("qga.sock");
     let disk_size = DISK_SIZE + (1 << 30);
     let spec = VmSpec::from_json(
@@ -205,11 +205,11 @@ fn the_cloud_image_boots_takes_a_console_login_and_has_what_it_promises() {
 }
 
 /// The two forms of the image hold the same disk: the compressed one, flashed by the library
-/// (gzip, then `qemu-img convert`), compares equal to the qcow2.
+/// (zstd, then `qemu-img convert`), compares equal to the qcow2.
 #[test]
 fn the_compressed_image_and_the_qcow2_hold_the_same_disk() {
     let fixture = CloudFixture::get().unwrap_or_else(|e| panic!("{e}"));
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("flash");
     let flashed = scratch.0.join("flashed.raw");
     let report = qemu_process::image::flash(
         &fixture.compressed,
