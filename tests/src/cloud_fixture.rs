@@ -360,11 +360,16 @@ fn command(program: &str) -> Command {
 
 /// Builds the image into `out`, keeping downloaded packages in `<cache_dir>/debs`.
 fn build(cache_dir: &Path, out: &Path) -> Result<(), FixtureError> {
+    let mirror = std::env::var(MIRROR_ENV).unwrap_or_else(|_| DEFAULT_MIRROR.to_owned());
+    build_from(cache_dir, out, &mirror)
+}
+
+/// [`build`] with packages from `mirror`.
+fn build_from(cache_dir: &Path, out: &Path, mirror: &str) -> Result<(), FixtureError> {
     let started = Instant::now();
     check_prerequisites()?;
     let debs = cache_dir.join("debs");
     fs::create_dir_all(&debs).map_err(io_err(&debs))?;
-    let mirror = std::env::var(MIRROR_ENV).unwrap_or_else(|_| DEFAULT_MIRROR.to_owned());
 
     let rootfs = Tree(out.join("rootfs"));
     let mut timings = serde_json::Map::new();
@@ -380,24 +385,25 @@ fn build(cache_dir: &Path, out: &Path) -> Result<(), FixtureError> {
             .arg(format!("--cache-dir={}", debs.display()))
             .arg(SUITE)
             .arg(&rootfs.0)
-            .arg(&mirror),
+            .arg(mirror),
         &format!(
             "check that {mirror} is reachable (set {MIRROR_ENV} to use another Debian mirror)"
         ),
     );
     if let Err(FixtureError::Command {
         command,
-        mut detail,
+        detail,
         fix,
     }) = bootstrapped
     {
-        // Its log goes with the tree; keep the end of it in the error.
+        // debootstrap reports its progress on stderr: keep its end, and the end of its log,
+        // which goes with the tree.
         let log =
             fs::read_to_string(rootfs.0.join("debootstrap/debootstrap.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(30)..].join("\n");
-        if !tail.is_empty() {
-            detail.push_str(&format!("\n--- end of debootstrap.log ---\n{tail}"));
+        let mut detail = last_lines(&detail, 20);
+        if !log.is_empty() {
+            detail.push_str("\n--- end of debootstrap.log ---\n");
+            detail.push_str(&last_lines(&log, 30));
         }
         return Err(FixtureError::Command {
             command,
@@ -429,7 +435,7 @@ fn build(cache_dir: &Path, out: &Path) -> Result<(), FixtureError> {
         command("chroot")
             .arg(&rootfs.0)
             .args(["/bin/sh", "/qm-configure.sh", ROOT_LABEL]),
-        "see the script's output above; it is tests/src/cloud_fixture/configure.sh",
+        "see what tests/src/cloud_fixture/configure.sh printed (quoted here), and fix it",
     )?;
     fs::remove_file(&script).map_err(io_err(&script))?;
     step("configure", &mut since);
@@ -547,6 +553,12 @@ fn build(cache_dir: &Path, out: &Path) -> Result<(), FixtureError> {
     Ok(())
 }
 
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// The release of the one kernel in `rootfs/boot`.
 fn kernel_version(rootfs: &Path) -> Result<String, FixtureError> {
     let boot = rootfs.join("boot");
@@ -632,6 +644,43 @@ mod tests {
         );
         // The tools of a real build are all installed on a machine set up by install-deps.sh.
         missing_tools(TOOLS).unwrap();
+    }
+
+    /// A mirror that cannot be reached (nothing listens on loopback port 9): debootstrap fails
+    /// at once, the error quotes it and says how to pick another mirror, and the partial tree
+    /// is gone. Needs root, like every build.
+    #[test]
+    fn an_unreachable_mirror_is_a_clear_error_and_leaves_nothing() {
+        let dir = crate::fixture::TempDir::create(&std::env::temp_dir(), "qm-cloud-test").unwrap();
+        let out = dir.0.join("out");
+        fs::create_dir(&out).unwrap();
+        let err = build_from(&dir.0, &out, "http://127.0.0.1:9/debian").unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("debootstrap --variant=minbase"),
+            "{message}"
+        );
+        assert!(message.contains("127.0.0.1:9"), "{message}");
+        assert!(
+            message.contains(
+                "check that http://127.0.0.1:9/debian is reachable (set QM_DEBIAN_MIRROR"
+            ),
+            "{message}"
+        );
+        assert!(message.lines().count() < 60, "{message}");
+        assert_eq!(
+            fs::read_dir(&out).unwrap().count(),
+            0,
+            "left in {}",
+            out.display()
+        );
+    }
+
+    #[test]
+    fn last_lines_keeps_the_end() {
+        assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(last_lines("a", 5), "a");
+        assert_eq!(last_lines("", 5), "");
     }
 
     #[test]

@@ -757,7 +757,8 @@ fn unescape_mountinfo(field: &str) -> PathBuf {
     PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
-/// Runs `command`, returning its stdout; on failure an error with `fix` as the advice.
+/// Runs `command`, returning its stdout; on failure an error quoting what it printed, with `fix`
+/// as the advice.
 pub(crate) fn run(command: &mut Command, fix: &str) -> Result<String, FixtureError> {
     let shown = format!("{command:?}").replace('"', "");
     let output = command.output().map_err(|e| FixtureError::Command {
@@ -766,13 +767,15 @@ pub(crate) fn run(command: &mut Command, fix: &str) -> Result<String, FixtureErr
         fix: fix.to_owned(),
     })?;
     if !output.status.success() {
+        // What it said about the failure: its error output, or its output when that is empty
+        // (debootstrap and some others report errors there).
+        let mut said = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        if said.is_empty() {
+            said = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        }
         return Err(FixtureError::Command {
             command: shown,
-            detail: format!(
-                "{}: {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
+            detail: format!("{}: {said}", output.status),
             fix: fix.to_owned(),
         });
     }
