@@ -135,6 +135,7 @@ fn the_cloud_image_boots_takes_a_console_login_and_has_what_it_promises() {
         ("rootsize", "df -B1 --output=size / | tail -n 1 | tr -d ' '"),
         ("machineid", "cat /etc/machine-id"),
         ("failed", "systemctl --failed --plain --no-legend | wc -l"),
+        ("rootpw", "sudo -n passwd -S root | cut -d ' ' -f 2"),
     ]
     .iter()
     .map(|(key, expr)| format!("echo \"QM-{key}=$({expr})\""))
@@ -175,6 +176,8 @@ fn the_cloud_image_boots_takes_a_console_login_and_has_what_it_promises() {
         "machine id {machine_id:?}"
     );
     assert_eq!(answer("failed"), "0", "failed units: {output}");
+    // root has no password: locked (L), so nobody logs in as root with one.
+    assert_eq!(answer("rootpw"), "L");
 
     // sshd answers through the port forward.
     let ssh = guest.vm.forwards()[0].connect_addr();
