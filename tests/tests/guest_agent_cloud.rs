@@ -1,10 +1,3 @@
-//! PENDING: not compiled or run yet. It needs the Debian 12 cloud-image fixture
-//! (`qemu_machine_tests::cloud_fixture::CloudFixture`, branch w-cloudimg), which is not on main.
-//! Once it is, move this file to `tests/tests/guest_agent_cloud.rs` (and delete this paragraph
-//! and `tests/pending/`). It uses only `CloudFixture::get`, `.qcow2`, `.kernel_version` and
-//! `login_prompt`. It was run once, with w-cloudimg's fixture ported onto main for the run (not
-//! committed): it passed in 435 s, the fixture's build included, on a loaded two-core machine.
-//!
 //! The guest agent end to end through a real distribution: the cloud image (UEFI, systemd,
 //! Debian's own qemu-guest-agent started by udev when its virtio-serial port appears), booted
 //! under TCG from a VM description with `"guest_agent": true` and a cloud-init seed. Typed
