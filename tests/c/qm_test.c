@@ -759,9 +759,14 @@ static void check_guest_agent(void) {
     unlink(back);
     rmdir(dir);
 
-    /* 0 does not wait; the next call resynchronizes and works. */
-    CHECK_STATUS(qm_machine_guest_ping(vm, 0), QM_STATUS_TIMEOUT,
-                 "guest_ping with 0 does not wait for the answer");
+    /* 0 does not wait: the answer counts only if it is already there when the library
+     * looks (a fast agent can manage that), so either status is right; anything else is not.
+     * Either way the next call resynchronizes and works. */
+    {
+        enum qm_status st = qm_machine_guest_ping(vm, 0);
+        CHECK(st == QM_STATUS_TIMEOUT || st == QM_STATUS_OK,
+              "guest_ping with 0 does not wait: QM_STATUS_TIMEOUT, or OK if the answer was there");
+    }
     CHECK_STATUS(qm_machine_guest_ping(vm, 60000), QM_STATUS_OK,
                  "the next call resynchronizes with the agent");
 
