@@ -83,8 +83,8 @@
 // without losing anything run in slices of at most 20 ms and return ctx.Err() within one slice
 // of the cancellation: NextEvent, EventWait, EventsWait, ConsoleWaitFor, ConsoleWrite, the
 // Console reader and writer, Wait and QtestIRQs. The other calls (Execute, ExecuteOOB,
-// ExecuteRaw, Shutdown, Powerdown, WaitOrKill, the qtest commands, AttachUnix, AttachTCP,
-// Launch) are one C call each that cannot be abandoned safely half-way (a QMP reply that came
+// ExecuteRaw, Shutdown, Powerdown, WaitOrKill, the qtest commands, the guest agent calls,
+// AttachUnix, AttachTCP, Launch) are one C call each that cannot be abandoned safely half-way (a QMP reply that came
 // later would be lost, a shutdown half done): they honour the context's deadline, not an
 // earlier cancellation. Calls that take no context (RunState, Pause, Screendump, ...) are
 // bounded by the machine's QMP timeout.
@@ -116,6 +116,20 @@
 // With a console (Config.SetConsole), Machine.Console is an io.Reader and io.Writer on the
 // guest's first serial port; ConsoleWaitFor waits for text in the output; ConsoleRead and
 // ConsoleWrite are the non-blocking and deadline-bound primitives.
+//
+// # Guest agent
+//
+// A machine launched from a VM description with "guest_agent": true (a virtio-serial port for
+// the QEMU guest agent, qemu-ga, on a channel the library owns) runs commands in its guest
+// through the agent: GuestPing (also to wait for the agent after boot), GuestInfo,
+// GuestOSInfo, GuestInterfaces (typed structs; members this package does not name are kept in
+// their Extra maps), GuestExec (a program with its arguments and standard input; its exit
+// code, signal and output), GuestCopyIn and GuestCopyOut (files, in chunks), GuestShutdown,
+// and GuestExecute for any other agent command. An error the agent answers is
+// StatusQMPError with the agent's class and description in QMPClass and QMPDesc; an agent that
+// goes away during a call is StatusDisconnected; no agent answering by the deadline is
+// StatusTimeout, after which the next call synchronizes with the agent again; a machine
+// without the channel is StatusUnsupported.
 //
 // # Memory
 //

@@ -47,7 +47,7 @@ if [ -z "${DEMO_BIN:-}" ]; then
     # speed is QEMU's, not this command's.
     cargo build --locked -q -p qemu-cli -p qemu-machine-tests --bin qemu-machine --bin build-fixture
     out=${CARGO_TARGET_DIR:-target}/debug
-    fixture=$("$out/build-fixture")
+    fixture=$("$out/build-fixture" x86_64)
     DEMO_BIN=$out/qemu-machine
     DEMO_KERNEL=$(sed -n 's/^kernel: *//p' <<<"$fixture")
     DEMO_INITRD=$(sed -n 's/^initrd: *//p' <<<"$fixture")

@@ -17,12 +17,17 @@ prefix="$target/qm-prefix"
 scripts/install-lib.sh --debug "$prefix" >/dev/null
 prefix=$(cd "$prefix" && pwd)
 
-# The guest fixture's kernel, initrd and command line, for the console tests.
-fixture=$(cargo run -q -p qemu-machine-tests --bin build-fixture --locked)
+# The guest fixture's kernel, initrd and command line, for the console tests; and its initrd
+# with the host's qemu-ga packed in, with the command line that starts the agent, for the guest
+# agent tests (written into target/go-guest-agent).
+fixture=$(cargo run -q -p qemu-machine-tests --bin build-fixture --locked -- x86_64 \
+    --agent-initrd "$target/go-guest-agent")
 QM_TEST_KERNEL=$(sed -n 's/^kernel: *//p' <<<"$fixture")
 QM_TEST_INITRD=$(sed -n 's/^initrd: *//p' <<<"$fixture")
 QM_TEST_APPEND=$(sed -n 's/^cmdline: *//p' <<<"$fixture")
-export QM_TEST_KERNEL QM_TEST_INITRD QM_TEST_APPEND
+QM_TEST_AGENT_INITRD=$(sed -n 's/^agent-initrd: *//p' <<<"$fixture")
+QM_TEST_AGENT_APPEND=$(sed -n 's/^agent-cmdline: *//p' <<<"$fixture")
+export QM_TEST_KERNEL QM_TEST_INITRD QM_TEST_APPEND QM_TEST_AGENT_INITRD QM_TEST_AGENT_APPEND
 
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 export LD_LIBRARY_PATH="$prefix/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
