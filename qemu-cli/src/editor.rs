@@ -69,6 +69,17 @@ impl Editor {
         }
     }
 
+    /// Changes the terminal width (after a resize); the next [`render`](Editor::render) fits
+    /// the line into it.
+    pub fn set_width(&mut self, width: usize) {
+        self.width = width.max(10);
+    }
+
+    /// Changes the prompt (shown from the next [`render`](Editor::render)).
+    pub fn set_prompt(&mut self, prompt: &str) {
+        prompt.clone_into(&mut self.prompt);
+    }
+
     /// Sets the words Tab completes (command names).
     pub fn set_completions(&mut self, mut words: Vec<String>) {
         words.sort();
@@ -315,10 +326,10 @@ impl Editor {
         self.esc = Esc::None;
     }
 
-    /// Clears the prompt line, so that something can be printed in its place (then call
-    /// [`render`](Editor::render)).
+    /// Clears the prompt line and what is below it (a line a narrowed terminal wrapped), so
+    /// that something can be printed in its place (then call [`render`](Editor::render)).
     pub fn clear(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"\r\x1b[K");
+        out.extend_from_slice(b"\r\x1b[J");
     }
 
     /// Draws the prompt and the visible part of the line, and places the cursor.
@@ -454,6 +465,19 @@ mod tests {
         assert_eq!(ed.line(), "zzz");
         type_in(&mut ed, b" q\t");
         assert_eq!(ed.line(), "zzz q", "only the command name is completed");
+    }
+
+    #[test]
+    fn a_narrower_terminal_and_another_prompt_are_drawn_next_time() {
+        let mut ed = Editor::new("> ", 40);
+        let mut out = Vec::new();
+        ed.feed(b"abcdefghijklmnopqrstuvwxyz", &mut out);
+        ed.set_width(12);
+        ed.set_prompt("T> ");
+        out.clear();
+        ed.render(&mut out);
+        // 12 columns: prompt (3) + 8 characters + the cursor column.
+        assert_eq!(String::from_utf8_lossy(&out), "\rT> stuvwxyz\x1b[K");
     }
 
     #[test]

@@ -1,22 +1,36 @@
-//! The console's escape key: `Ctrl-]` followed by a command key, and Ctrl-C handling.
+//! The console's escape key: `Ctrl-]` followed by a command key.
 //!
-//! Everything else typed goes to the guest unchanged.
+//! Everything else typed goes to the guest unchanged, Ctrl-C included (as with `virsh console`
+//! and QEMU's `-nographic`): stopping the VM is on the escape menu.
 
 /// The escape key: Ctrl-] (the telnet and virsh console escape).
 pub const ESCAPE: u8 = 0x1d;
 /// Ctrl-C.
 pub const CTRL_C: u8 = 0x03;
 
-/// The help text of the escape menu (lines end in `\n`; the caller adapts them to raw mode).
+/// The help text of `run`'s escape menu (lines end in `\n`; the caller adapts them to raw
+/// mode).
 pub const HELP: &str = "\
 escape keys (Ctrl-] then):
-  q or .   shut the VM down and quit
+  q or .   stop the VM and quit (a VM with a disk is asked to power off first)
   p        press the ACPI power button (the guest shuts down)
   r        reset the VM
   s        show the VM's status
-  c        send Ctrl-C to the guest
+  c        send Ctrl-C to the guest (a plain Ctrl-C goes to the guest too)
   Ctrl-]   send Ctrl-] to the guest
   ?        this help
+";
+
+/// The help text of `console`'s escape menu.
+pub const CONSOLE_HELP: &str = "\
+escape keys (Ctrl-] then):
+  d, q or .  detach (the VM keeps running)
+  p          press the ACPI power button (the guest shuts down)
+  r          reset the VM
+  s          show the VM's status
+  c          send Ctrl-C to the guest (a plain Ctrl-C goes to the guest too)
+  Ctrl-]     send Ctrl-] to the guest
+  ?          this help
 ";
 
 /// What the keyboard asked for.
@@ -24,10 +38,8 @@ escape keys (Ctrl-] then):
 pub enum Action {
     /// Bytes for the guest.
     Send(Vec<u8>),
-    /// Shut the VM down and quit.
+    /// Quit: stop the VM (`run`) or detach (`console`).
     Quit,
-    /// Ctrl-C: interrupt (shut down, exit 130).
-    Interrupt,
     /// Press the ACPI power button.
     PowerButton,
     /// Reset the VM.
@@ -41,20 +53,15 @@ pub enum Action {
 }
 
 /// Splits keyboard input into bytes for the guest and commands.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EscapeParser {
     pending: bool,
-    ctrl_c_interrupts: bool,
 }
 
 impl EscapeParser {
-    /// A parser; with `ctrl_c_interrupts`, Ctrl-C is [`Action::Interrupt`] instead of a byte
-    /// for the guest.
-    pub fn new(ctrl_c_interrupts: bool) -> EscapeParser {
-        EscapeParser {
-            pending: false,
-            ctrl_c_interrupts,
-        }
+    /// A parser with no escape key pending.
+    pub fn new() -> EscapeParser {
+        EscapeParser::default()
     }
 
     /// Handles input; consecutive guest bytes are merged into one [`Action::Send`].
@@ -70,7 +77,7 @@ impl EscapeParser {
             if self.pending {
                 self.pending = false;
                 let action = match b {
-                    b'q' | b'Q' | b'.' => Action::Quit,
+                    b'q' | b'Q' | b'.' | b'd' | b'D' => Action::Quit,
                     b'p' | b'P' => Action::PowerButton,
                     b'r' | b'R' => Action::Reset,
                     b's' | b'S' => Action::Status,
@@ -91,10 +98,6 @@ impl EscapeParser {
             }
             match b {
                 ESCAPE => self.pending = true,
-                CTRL_C if self.ctrl_c_interrupts => {
-                    flush(&mut send, &mut actions);
-                    actions.push(Action::Interrupt);
-                }
                 b => send.push(b),
             }
         }
@@ -109,14 +112,14 @@ mod tests {
 
     #[test]
     fn plain_input_goes_to_the_guest() {
-        let mut p = EscapeParser::new(true);
+        let mut p = EscapeParser::new();
         assert_eq!(p.feed(b"ls -l\r"), vec![Action::Send(b"ls -l\r".to_vec())]);
         assert!(p.feed(b"").is_empty());
     }
 
     #[test]
     fn escape_commands_even_across_reads() {
-        let mut p = EscapeParser::new(true);
+        let mut p = EscapeParser::new();
         assert_eq!(
             p.feed(b"ab\x1d"),
             vec![Action::Send(b"ab".to_vec())],
@@ -139,7 +142,7 @@ mod tests {
 
     #[test]
     fn literal_escape_and_ctrl_c_through_the_menu() {
-        let mut p = EscapeParser::new(true);
+        let mut p = EscapeParser::new();
         assert_eq!(
             p.feed(b"a\x1d\x1db\x1dc"),
             vec![Action::Send(vec![b'a', ESCAPE, b'b', CTRL_C])]
@@ -147,17 +150,13 @@ mod tests {
     }
 
     #[test]
-    fn ctrl_c_interrupts_or_passes_through() {
-        let mut p = EscapeParser::new(true);
-        assert_eq!(
-            p.feed(b"x\x03y"),
-            vec![
-                Action::Send(b"x".to_vec()),
-                Action::Interrupt,
-                Action::Send(b"y".to_vec())
-            ]
-        );
-        let mut p = EscapeParser::new(false);
+    fn ctrl_c_goes_to_the_guest() {
+        let mut p = EscapeParser::new();
         assert_eq!(p.feed(b"x\x03y"), vec![Action::Send(b"x\x03y".to_vec())]);
+        assert_eq!(
+            p.feed(b"\x1dd"),
+            vec![Action::Quit],
+            "d detaches in `console`"
+        );
     }
 }

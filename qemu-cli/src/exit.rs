@@ -2,12 +2,12 @@
 //!
 //! | code | meaning |
 //! |---|---|
-//! | 0 | success; for `run`: the VM ended the way it was asked to (guest powered off, `--for` elapsed, the escape sequence's quit) and QEMU exited cleanly |
-//! | 1 | an operation failed (a QMP command returned an error in a script, an image operation failed, a file could not be read, QEMU could not be reached) |
-//! | 2 | usage error: bad arguments, a spec that does not parse or describes an impossible VM |
+//! | 0 | success; for `run`: the VM ended the way it was asked to (guest powered off, `--for` elapsed, the escape menu's quit) and QEMU exited cleanly |
+//! | 1 | an operation failed (a QMP command returned an error in a script, an image operation failed, QEMU or a started VM could not be reached) |
+//! | 2 | usage or input error: bad arguments, a spec that does not parse or describes an impossible VM, a file the command or the spec names that does not exist (a spec, a flash source, a disk, a kernel) |
 //! | 3 | QEMU could not be launched: binary not found, QEMU exited during start-up (its own message is printed), start-up timed out |
 //! | 4 | QEMU or the guest ended abnormally: QEMU crashed or exited with a failure status, the guest panicked, or QEMU had to be killed because it did not shut down in time |
-//! | 129, 130, 143 | interrupted by SIGHUP, SIGINT (Ctrl-C) or SIGTERM (128 + the signal number), after a graceful shutdown of the VM |
+//! | 129, 130, 143 | interrupted by SIGHUP, SIGINT or SIGTERM (128 + the signal number), after the VM was stopped as for a quit |
 
 use std::fmt;
 
@@ -32,10 +32,11 @@ pub const HELP_TABLE: &str = "\
 Exit codes:
   0    success (run: the guest powered off, --for elapsed, or quit from the escape menu)
   1    an operation failed (QMP error in a script, image operation, I/O)
-  2    usage error (bad arguments or an invalid spec)
+  2    usage or input error (bad arguments, an invalid spec, a file it names is missing)
   3    QEMU could not be launched (its own message is printed)
   4    QEMU or the guest ended abnormally (crash, failure status, guest panic, killed)
-  130  interrupted by Ctrl-C (129 SIGHUP, 143 SIGTERM); the VM was shut down first";
+  130  interrupted by SIGINT (129 SIGHUP, 143 SIGTERM); the VM was stopped first
+  image check exits as qemu-img check (see `image check --help`)";
 
 /// A failure: the exit code and one line (or, for launch failures, QEMU's own output after it).
 #[derive(Debug)]
@@ -94,7 +95,9 @@ impl Failure {
                 )
                 .with_detail(detail)
             }
-            e @ (E::Spec(_) | E::InvalidArgument(_)) => Failure::usage(e.to_string()),
+            e @ (E::Spec(_) | E::InvalidArgument(_) | E::NotFound { .. }) => {
+                Failure::usage(e.to_string())
+            }
             e => Failure::new(LAUNCH, format!("cannot launch the VM: {e}")),
         }
     }
@@ -145,6 +148,12 @@ mod tests {
         assert_eq!(missing.code, LAUNCH);
         assert!(missing.to_string().contains("/no/q"));
         assert!(missing.detail.is_none());
+        let source = Failure::from_launch(qemu_process::Error::NotFound {
+            what: "flash source".into(),
+            path: "/no/src.img".into(),
+        });
+        assert_eq!(source.code, USAGE);
+        assert_eq!(source.message, "flash source: /no/src.img does not exist");
     }
 
     #[test]

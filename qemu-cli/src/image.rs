@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use qemu_cmdline::{Format, ImgCreate, Repair, Size};
-use qemu_process::image::{CheckReport, ImageInfo, QemuImg};
+use qemu_process::image::{CheckReport, ImageInfo, QemuImg, SnapshotInfo};
 use serde_json::{json, Value};
 
 use crate::exit::{self, CliResult, Failure};
@@ -19,16 +19,21 @@ pub enum ImageCommand {
     Info(InfoArgs),
     /// Create a new image (the file must not exist).
     Create(CreateArgs),
-    /// Change an image's virtual size: SIZE, or +SIZE to grow by that much.
+    /// Change an image's virtual size: SIZE, +SIZE to grow or -SIZE to shrink by that much.
     Resize(ResizeArgs),
-    /// Convert an image into a new one of another format.
+    /// Convert an image into a new one of another format (an existing file is replaced only
+    /// with --force).
     Convert(ConvertArgs),
     /// Write an image (any format; gzip, xz, bzip2 or zstd compressed or not) into a disk
     /// image, replacing its contents.
     Flash(FlashArgs),
-    /// Read a disk image into a new file (e.g. to save a VM's disk or UEFI variables).
+    /// Read a disk image into a new file (e.g. to save a VM's disk or UEFI variables; an
+    /// existing file is replaced only with --force).
     Dump(DumpArgs),
-    /// Check an image's consistency (qcow2, qed, vdi, vhdx, vmdk); exit code 1 if not clean.
+    /// Check an image's consistency (qcow2, qed, vdi, vhdx, vmdk). Exits like qemu-img check:
+    /// 0 clean, 2 corruptions found, 3 only leaked clusters found, 1 the check itself failed,
+    /// 63 the format has nothing to check.
+    #[command(after_help = CHECK_HELP)]
     Check(CheckArgs),
     /// Internal snapshots of a qcow2 image.
     Snapshot(SnapshotArgs),
@@ -42,6 +47,10 @@ pub struct InfoArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Read the image even while a running VM has it open (qemu-img -U; what is shown may be
+    /// stale).
+    #[arg(short = 'U', long)]
+    force_share: bool,
 }
 
 /// `image create`.
@@ -49,7 +58,8 @@ pub struct InfoArgs {
 pub struct CreateArgs {
     /// The new image.
     image: PathBuf,
-    /// Its virtual size (1G, 512M, ...); optional with --backing (the backing file's).
+    /// Its virtual size in qemu-img's syntax (1G, 512M, 1.5G, 65536; suffixes K M G T P E);
+    /// optional with --backing (the backing file's).
     size: Option<String>,
     /// The format (default: from the name's extension, .qcow2 .vmdk .vdi .vhdx .vhd .qed,
     /// else raw).
@@ -71,9 +81,11 @@ pub struct CreateArgs {
 pub struct ResizeArgs {
     /// The image.
     image: PathBuf,
-    /// The new virtual size, or +SIZE to grow by.
+    /// The new virtual size, +SIZE to grow by that much, or -SIZE to shrink by that much
+    /// (with --shrink), in qemu-img's syntax (16M, 1.5G; suffixes K M G T P E).
+    #[arg(allow_hyphen_values = true)]
     size: String,
-    /// Allow a smaller size (the data at the end is lost).
+    /// Allow a smaller size (the data at the end is lost), as qemu-img resize --shrink.
     #[arg(long)]
     shrink: bool,
 }
@@ -91,6 +103,13 @@ pub struct ConvertArgs {
     /// The source's format (default: probed).
     #[arg(short = 'f', long, value_name = "FORMAT")]
     source_format: Option<String>,
+    /// Read the source even while a running VM has it open (qemu-img -U; the copy is
+    /// inconsistent if the guest writes meanwhile).
+    #[arg(short = 'U', long)]
+    force_share: bool,
+    /// Replace the new image's file if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 /// `image flash`.
@@ -104,7 +123,7 @@ pub struct FlashArgs {
     /// raw).
     #[arg(short = 'f', long, value_name = "FORMAT")]
     format: Option<String>,
-    /// Grow the target to at least this virtual size afterwards.
+    /// Grow the target to at least this virtual size afterwards (qemu-img's syntax: 8G).
     #[arg(long, value_name = "SIZE")]
     size: Option<String>,
 }
@@ -122,6 +141,13 @@ pub struct DumpArgs {
     /// The source's format (default: probed).
     #[arg(short = 'f', long, value_name = "FORMAT")]
     source_format: Option<String>,
+    /// Read the source even while a running VM has it open (qemu-img -U; the copy is
+    /// inconsistent if the guest writes meanwhile).
+    #[arg(short = 'U', long)]
+    force_share: bool,
+    /// Replace the new file if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 /// `image check`.
@@ -130,9 +156,23 @@ pub struct CheckArgs {
     /// The image.
     image: PathBuf,
     /// Repair: leaks (safe) or all.
-    #[arg(long, value_name = "WHAT")]
+    #[arg(long, value_name = "WHAT", conflicts_with = "force_share")]
     repair: Option<RepairArg>,
+    /// Check the image even while a running VM has it open (qemu-img -U; a running guest's
+    /// writes can look like errors).
+    #[arg(short = 'U', long)]
+    force_share: bool,
 }
+
+const CHECK_HELP: &str = "\
+Exit codes (those of qemu-img check):
+  0    the image is clean
+  1    the check could not be done (an unreadable image, an I/O error)
+  2    the image is corrupted (--repair all may fix it; back it up first)
+  3    the image only has leaked clusters: space is wasted, no data is lost
+       (--repair leaks reclaims it)
+  63   the format has no metadata to check (raw)
+  (and 2 for bad arguments, as for every command)";
 
 /// What `check --repair` repairs.
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -169,17 +209,20 @@ pub enum SnapshotVerb {
 
 /// Runs an image verb.
 pub fn main(command: ImageCommand, quiet: bool) -> CliResult {
-    let img = QemuImg::default();
+    let mut img = QemuImg::default();
     match command {
-        ImageCommand::Info(a) => info(&img, &a),
+        ImageCommand::Info(a) => info(img.force_share(a.force_share), &a),
         ImageCommand::Create(a) => create(&img, &a, quiet),
         ImageCommand::Resize(a) => resize(&img, &a, quiet),
         ImageCommand::Convert(a) => {
+            img.force_share(a.force_share);
             let format = new_format(a.format.as_deref(), &a.dest)?;
+            let src = a.source_format.as_deref().map(parse_format).transpose()?;
+            check_destination("convert", &a.source, &a.dest, a.force)?;
             let label = format!("convert {}", a.source.display());
             let mut p = progress(&label, quiet);
-            let result = match a.source_format.as_deref().map(parse_format).transpose()? {
-                Some(src) => img.convert_known(&a.source, &src, &a.dest, &format, |f| p.update(f)),
+            let result = match &src {
+                Some(src) => img.convert_known(&a.source, src, &a.dest, &format, |f| p.update(f)),
                 None => img.convert(&a.source, &a.dest, &format, |f| p.update(f)),
             };
             p.finish();
@@ -188,8 +231,10 @@ pub fn main(command: ImageCommand, quiet: bool) -> CliResult {
         }
         ImageCommand::Flash(a) => flash(&img, &a, quiet),
         ImageCommand::Dump(a) => {
+            img.force_share(a.force_share);
             let format = new_format(a.format.as_deref(), &a.dest)?;
             let src = a.source_format.as_deref().map(parse_format).transpose()?;
+            check_destination("dump", &a.source, &a.dest, a.force)?;
             let label = format!("dump {}", a.source.display());
             let mut p = progress(&label, quiet);
             let result = img.dump(&a.source, src.as_ref(), &a.dest, &format, |f| p.update(f));
@@ -197,9 +242,40 @@ pub fn main(command: ImageCommand, quiet: bool) -> CliResult {
             result.map_err(op_failure("dump"))?;
             done(quiet, &format!("wrote {} ({format})", a.dest.display()))
         }
-        ImageCommand::Check(a) => check(&img, &a),
+        ImageCommand::Check(a) => check(img.force_share(a.force_share), &a),
         ImageCommand::Snapshot(a) => snapshot(&img, &a, quiet),
     }
+}
+
+/// Refuses a destination that is the source itself (always), or an existing file (unless
+/// `force`): qemu-img would overwrite it without asking.
+fn check_destination(verb: &str, source: &Path, dest: &Path, force: bool) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(existing) = std::fs::metadata(dest) else {
+        return Ok(());
+    };
+    if let Ok(src) = std::fs::metadata(source) {
+        if (src.dev(), src.ino()) == (existing.dev(), existing.ino()) {
+            return Err(Failure::usage(format!(
+                "image {verb}: {} and {} are the same file; write the result to a new file",
+                source.display(),
+                dest.display()
+            )));
+        }
+    }
+    if !force {
+        return Err(Failure::usage(format!(
+            "image {verb}: {} already exists (--force replaces it)",
+            dest.display()
+        )));
+    }
+    if !existing.is_file() {
+        return Err(Failure::usage(format!(
+            "image {verb}: {} is not a regular file; only files are replaced",
+            dest.display()
+        )));
+    }
+    Ok(())
 }
 
 fn progress(label: &str, quiet: bool) -> Progress<Box<dyn std::io::Write>> {
@@ -240,9 +316,23 @@ fn parse_format(text: &str) -> Result<Format, Failure> {
         .map_err(|e| Failure::usage(format!("format {text:?}: {e}")))
 }
 
+/// A size as qemu-img reads one: a number (a fraction allowed) with an optional suffix B, K,
+/// M, G, T, P or E (either case, binary multiples). qemu-img refuses `64MB` or `64MiB`, and so
+/// does this.
 fn parse_size(text: &str) -> Result<Size, Failure> {
-    text.parse::<Size>()
-        .map_err(|e| Failure::usage(format!("size {text:?}: {e}")))
+    let bad = |why: &str| {
+        Failure::usage(format!(
+            "size {text:?}: {why} (qemu-img's syntax: a number with an optional suffix K, M, \
+             G, T, P or E, e.g. 512M or 1.5G)"
+        ))
+    };
+    let number = text
+        .strip_suffix(|c: char| "bBkKmMgGtTpPeE".contains(c))
+        .unwrap_or(text);
+    if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(bad("not a size"));
+    }
+    text.parse::<Size>().map_err(|e| bad(&e.to_string()))
 }
 
 /// The format of a new image: the flag, else the name's extension, else raw.
@@ -436,17 +526,29 @@ fn create(img: &QemuImg, a: &CreateArgs, quiet: bool) -> CliResult {
 }
 
 fn resize(img: &QemuImg, a: &ResizeArgs, quiet: bool) -> CliResult {
-    let size = match a.size.strip_prefix('+') {
-        Some(delta) => {
-            let delta = parse_size(delta)?;
-            let current = img.info(&a.image).map_err(op_failure("resize"))?;
-            let total = current
-                .virtual_size
-                .checked_add(delta.bytes())
-                .ok_or_else(|| Failure::usage(format!("image resize: +{delta} is too large")))?;
-            Size::from(total)
-        }
-        None => parse_size(&a.size)?,
+    let relative = |delta: &str, grow: bool| -> Result<Size, Failure> {
+        let delta = parse_size(delta)?;
+        let current = img.info(&a.image).map_err(op_failure("resize"))?;
+        let total = if grow {
+            current.virtual_size.checked_add(delta.bytes())
+        } else {
+            current.virtual_size.checked_sub(delta.bytes())
+        };
+        let total = total.ok_or_else(|| {
+            Failure::usage(format!(
+                "image resize: {}{delta} from {} bytes is out of range",
+                if grow { '+' } else { '-' },
+                current.virtual_size
+            ))
+        })?;
+        Ok(Size::from(total))
+    };
+    let size = if let Some(delta) = a.size.strip_prefix('+') {
+        relative(delta, true)?
+    } else if let Some(delta) = a.size.strip_prefix('-') {
+        relative(delta, false)?
+    } else {
+        parse_size(&a.size)?
     };
     let info = img
         .resize(&a.image, size, a.shrink)
@@ -525,18 +627,99 @@ fn check_text(r: &CheckReport) -> String {
     parts.join("; ")
 }
 
+/// `qemu-img check`'s exit codes.
+const CHECK_CORRUPT: u8 = 2;
+const CHECK_LEAKS: u8 = 3;
+const CHECK_UNSUPPORTED: u8 = 63;
+
 fn check(img: &QemuImg, a: &CheckArgs) -> CliResult {
     let repair = a.repair.map(|r| match r {
         RepairArg::Leaks => Repair::Leaks,
         RepairArg::All => Repair::All,
     });
-    let report = img.check(&a.image, repair).map_err(op_failure("check"))?;
+    let report = match img.check(&a.image, repair) {
+        Ok(report) => report,
+        Err(e @ qemu_process::Error::Unsupported(_)) => {
+            return Err(Failure::new(CHECK_UNSUPPORTED, format!("check: {e}")))
+        }
+        Err(e) => return Err(op_failure("check")(e)),
+    };
     crate::print_stdout(&format!("{}\n", check_text(&report)))?;
-    Ok(if report.is_clean() {
-        exit::SUCCESS
-    } else {
+    Ok(if report.check_errors > 0 {
         exit::FAILURE
+    } else if report.corruptions > 0 {
+        CHECK_CORRUPT
+    } else if report.leaks > 0 {
+        CHECK_LEAKS
+    } else {
+        exit::SUCCESS
     })
+}
+
+/// A snapshot table like `qemu-img snapshot -l`: id, tag, VM state size, date (local time),
+/// guest clock.
+fn snapshot_table(list: &[SnapshotInfo]) -> String {
+    use std::fmt::Write;
+    let tag_width = list
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(3);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<4} {:<tag_width$} {:>10} {:<19} {:>12}",
+        "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK"
+    );
+    for s in list {
+        let _ = writeln!(
+            out,
+            "{:<4} {:<tag_width$} {:>10} {:<19} {:>12}",
+            s.id,
+            s.name,
+            human(s.vm_state_size),
+            local_time(s.date_sec),
+            vm_clock(s.vm_clock_sec, s.vm_clock_nsec)
+        );
+    }
+    out
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in the local time zone.
+fn local_time(secs: u64) -> String {
+    let Ok(t) = libc::time_t::try_from(secs) else {
+        return secs.to_string();
+    };
+    // SAFETY: all-zero is a valid `tm`; localtime_r writes into the one it is given and reads
+    // only `t`.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return secs.to_string();
+        }
+        tm
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// The guest clock as `HH:MM:SS.mmm` (hours may exceed 24).
+fn vm_clock(secs: u64, nsecs: u64) -> String {
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        nsecs / 1_000_000
+    )
 }
 
 fn snapshot(img: &QemuImg, a: &SnapshotArgs, quiet: bool) -> CliResult {
@@ -558,11 +741,9 @@ fn snapshot(img: &QemuImg, a: &SnapshotArgs, quiet: bool) -> CliResult {
                 return Err(Failure::usage("image snapshot list takes no NAME"));
             }
             let list = img.snapshot_list(image).map_err(op_failure("snapshot"))?;
-            let mut text = String::new();
-            for s in &list {
-                text.push_str(&format!("{}\t{}\n", s.id, s.name));
+            if !list.is_empty() {
+                crate::print_stdout(&snapshot_table(&list))?;
             }
-            crate::print_stdout(&text)?;
             Ok(exit::SUCCESS)
         }
         SnapshotVerb::Create => {
@@ -606,6 +787,51 @@ mod tests {
         assert_eq!(f(None, "disk"), Format::Raw);
         assert_eq!(f(Some("vmdk"), "a.qcow2"), Format::Vmdk);
         assert!(new_format(Some("no such"), Path::new("a")).is_err());
+    }
+
+    #[test]
+    fn sizes_in_qemu_imgs_syntax() {
+        let ok = |t: &str| parse_size(t).unwrap().bytes();
+        assert_eq!(ok("64M"), 64 << 20);
+        assert_eq!(ok("64m"), 64 << 20);
+        assert_eq!(ok("1.5G"), 3 << 29);
+        assert_eq!(ok("65536"), 65536);
+        assert_eq!(ok("512b"), 512);
+        assert_eq!(ok("2k"), 2048);
+        for bad in ["64MB", "64MiB", "64 M", "M", "", "-1M", "1.2.3G", "lots"] {
+            let e = parse_size(bad).unwrap_err();
+            assert_eq!(e.code, exit::USAGE, "{bad}");
+            assert!(
+                e.message.contains("qemu-img's syntax"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn snapshot_columns() {
+        assert_eq!(vm_clock(3725, 45_000_000), "01:02:05.045");
+        assert_eq!(vm_clock(0, 0), "00:00:00.000");
+        let table = snapshot_table(&[SnapshotInfo {
+            id: "1".into(),
+            name: "before-upgrade".into(),
+            vm_state_size: 3 << 20,
+            date_sec: 0,
+            date_nsec: 0,
+            vm_clock_sec: 61,
+            vm_clock_nsec: 0,
+        }]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2, "{table}");
+        for column in ["ID", "TAG", "VM SIZE", "DATE", "VM CLOCK"] {
+            assert!(lines[0].contains(column), "{table}");
+        }
+        assert!(
+            lines[1].starts_with("1    before-upgrade      3 MiB 19"),
+            "{table}"
+        );
+        assert!(lines[1].ends_with("00:01:01.000"), "{table}");
     }
 
     #[test]

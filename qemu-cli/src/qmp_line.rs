@@ -7,6 +7,12 @@
 //! `blockdev-add driver=file node-name=f0 filename=/tmp/a.img` or
 //! `device_add driver=virtio-net-pci id=n1 netdev=u1`, and
 //! `object-add qom-type=secret id=s0 data='a b'`; `a.b=1 a.c=2` gives `{"a": {"b": 1, "c": 2}}`.
+//!
+//! qmp-shell's transaction syntax is read by [`Reader`]: a line `transaction(` opens a
+//! transaction, each following line is one action (`TYPE key=value ...`, or a JSON object
+//! `{"type": ..., "data": ...}`), and a line `)` (or an action line ending in ` )`) closes it;
+//! only then is the whole transaction one `transaction` command. A transaction is never run
+//! action by action: an invalid action line poisons it, and it is not sent when it closes.
 
 use serde_json::{Map, Value};
 
@@ -22,6 +28,154 @@ pub enum Line {
         /// Its arguments, if any.
         arguments: Option<Value>,
     },
+}
+
+/// What a line of input gives, read with the transaction syntax.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Nothing to do: a blank line or a comment.
+    Empty,
+    /// A command to execute now (a transaction, once closed, is one).
+    Command {
+        /// The command name.
+        name: String,
+        /// Its arguments, if any.
+        arguments: Option<Value>,
+    },
+    /// A line taken into the open transaction (nothing is sent yet).
+    Pending,
+}
+
+/// Reads lines with qmp-shell's transaction syntax (see the module docs).
+#[derive(Debug, Default)]
+pub struct Reader {
+    transaction: Option<Transaction>,
+}
+
+#[derive(Debug, Default)]
+struct Transaction {
+    actions: Vec<Value>,
+    /// The first invalid action line, if any: the transaction will not be sent.
+    poisoned: Option<String>,
+}
+
+impl Reader {
+    /// A reader outside any transaction.
+    pub fn new() -> Reader {
+        Reader::default()
+    }
+
+    /// Whether a transaction is open (the prompt says `TRANS>`).
+    pub fn in_transaction(&self) -> bool {
+        self.transaction.is_some()
+    }
+
+    /// Drops an open transaction without sending it; returns whether there was one.
+    pub fn abandon(&mut self) -> bool {
+        self.transaction.take().is_some()
+    }
+
+    /// Reads one line. An error is about this line; inside a transaction it also means the
+    /// transaction will not be sent (its closing line says so again).
+    pub fn feed(&mut self, line: &str) -> Result<Input, String> {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            return Ok(Input::Empty);
+        }
+        let mut rest = trimmed;
+        if self.transaction.is_none() {
+            match rest.strip_prefix("transaction(") {
+                Some(after) if after.is_empty() || after.starts_with(char::is_whitespace) => {
+                    self.transaction = Some(Transaction::default());
+                    rest = after.trim_start();
+                }
+                _ => {
+                    return parse(line).map(|l| match l {
+                        Line::Empty => Input::Empty,
+                        Line::Command { name, arguments } => Input::Command { name, arguments },
+                    })
+                }
+            }
+        } else if rest.starts_with("transaction(") {
+            self.poison("a transaction inside a transaction".into());
+            return Err("a transaction inside a transaction (close the open one with ')')".into());
+        }
+        // Inside a transaction: an action, then perhaps the closing parenthesis.
+        let (action, closes) = match rest.strip_suffix(')') {
+            Some(before) if before.is_empty() || before.ends_with(char::is_whitespace) => {
+                (before.trim_end(), true)
+            }
+            _ => (rest, false),
+        };
+        let mut error = None;
+        if !action.is_empty() {
+            match parse_action(action) {
+                Ok(a) => {
+                    if let Some(t) = self.transaction.as_mut() {
+                        t.actions.push(a);
+                    }
+                }
+                Err(e) => {
+                    self.poison(e.clone());
+                    error = Some(e);
+                }
+            }
+        }
+        if !closes {
+            return match error {
+                Some(e) => Err(format!("{e}; the transaction will not be sent")),
+                None => Ok(Input::Pending),
+            };
+        }
+        let t = self.transaction.take().unwrap_or_default();
+        if let Some(first) = t.poisoned {
+            return Err(format!(
+                "transaction not sent: an action was invalid ({first})"
+            ));
+        }
+        Ok(Input::Command {
+            name: "transaction".into(),
+            arguments: Some(serde_json::json!({ "actions": t.actions })),
+        })
+    }
+
+    fn poison(&mut self, why: String) {
+        if let Some(t) = self.transaction.as_mut() {
+            t.poisoned.get_or_insert(why);
+        }
+    }
+}
+
+/// One action of a transaction: `TYPE key=value ...` or `{"type": ..., "data": {...}}`.
+fn parse_action(text: &str) -> Result<Value, String> {
+    if text.starts_with('{') {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| format!("not a valid JSON action: {e}"))?;
+        let Value::Object(map) = &value else {
+            unreachable!("starts with a brace");
+        };
+        if !map.get("type").is_some_and(Value::is_string) {
+            return Err("a JSON action needs \"type\": \"ACTION\"".into());
+        }
+        if let Some(key) = map.keys().find(|k| *k != "type" && *k != "data") {
+            return Err(format!(
+                "unknown member {key:?} in the action (expected type, data)"
+            ));
+        }
+        let mut value = value;
+        if let Value::Object(map) = &mut value {
+            map.entry("data")
+                .or_insert_with(|| Value::Object(Map::new()));
+        }
+        return Ok(value);
+    }
+    match parse(text)? {
+        Line::Command { name, arguments } => Ok(serde_json::json!({
+            "type": name,
+            "data": arguments.unwrap_or_else(|| Value::Object(Map::new())),
+        })),
+        Line::Empty => Err("an empty action".into()),
+    }
 }
 
 /// Parses one line of input.
@@ -270,6 +424,97 @@ mod tests {
                 Some(json!({"command-line": "info"}))
             )
         );
+    }
+
+    fn feed_all(reader: &mut Reader, lines: &[&str]) -> Vec<Result<Input, String>> {
+        lines.iter().map(|l| reader.feed(l)).collect()
+    }
+
+    #[test]
+    fn a_transaction_is_one_command_when_it_closes() {
+        let mut r = Reader::new();
+        let got = feed_all(
+            &mut r,
+            &[
+                "transaction(",
+                "block-dirty-bitmap-add node=d0 name=b0",
+                "# a comment",
+                r#"{"type": "block-dirty-bitmap-clear", "data": {"node": "d0", "name": "b1"}}"#,
+                "abort",
+            ],
+        );
+        assert!(r.in_transaction());
+        assert_eq!(
+            got,
+            [
+                Ok(Input::Pending),
+                Ok(Input::Pending),
+                Ok(Input::Empty),
+                Ok(Input::Pending),
+                Ok(Input::Pending)
+            ]
+        );
+        assert_eq!(
+            r.feed(")").unwrap(),
+            Input::Command {
+                name: "transaction".into(),
+                arguments: Some(json!({"actions": [
+                    {"type": "block-dirty-bitmap-add", "data": {"node": "d0", "name": "b0"}},
+                    {"type": "block-dirty-bitmap-clear", "data": {"node": "d0", "name": "b1"}},
+                    {"type": "abort", "data": {}},
+                ]})),
+            }
+        );
+        assert!(!r.in_transaction());
+        // Opening and closing on action lines; a plain command afterwards.
+        assert_eq!(
+            r.feed("transaction( abort").unwrap(),
+            Input::Pending,
+            "an action on the opening line"
+        );
+        assert_eq!(
+            r.feed("abort )").unwrap(),
+            Input::Command {
+                name: "transaction".into(),
+                arguments: Some(json!({"actions": [
+                    {"type": "abort", "data": {}}, {"type": "abort", "data": {}}
+                ]})),
+            }
+        );
+        assert_eq!(
+            r.feed("query-status").unwrap(),
+            Input::Command {
+                name: "query-status".into(),
+                arguments: None
+            }
+        );
+        // A value ending in a parenthesis does not close it.
+        r.feed("transaction(").unwrap();
+        assert_eq!(r.feed("abort x=a)").unwrap(), Input::Pending);
+        assert!(r.in_transaction());
+        assert!(r.abandon());
+        assert!(!r.abandon());
+    }
+
+    #[test]
+    fn an_invalid_action_keeps_the_whole_transaction_from_being_sent() {
+        let mut r = Reader::new();
+        r.feed("transaction(").unwrap();
+        let e = r.feed("abort junk").unwrap_err();
+        assert!(e.contains("\"junk\" is not key=value"), "{e}");
+        assert!(e.contains("will not be sent"), "{e}");
+        // The following lines are still taken into the transaction, never run on their own.
+        assert_eq!(r.feed("abort").unwrap(), Input::Pending);
+        assert_eq!(
+            r.feed(r#"{"data": {}}"#).unwrap_err(),
+            "a JSON action needs \"type\": \"ACTION\"; the transaction will not be sent"
+        );
+        let e = r.feed(")").unwrap_err();
+        assert!(e.starts_with("transaction not sent"), "{e}");
+        assert!(!r.in_transaction());
+        r.feed("transaction(").unwrap();
+        assert!(r.feed("transaction(").is_err());
+        assert!(r.feed(")").is_err());
     }
 
     #[test]

@@ -1,44 +1,65 @@
-//! `qemu-machine qmp`: a QMP shell on a VM it launches or on a running QEMU's socket.
+//! `qemu-machine qmp`: a QMP shell on a VM it launches, on a running QEMU's socket, or on a
+//! VM started with `qemu-machine start`.
 //!
 //! On a terminal it edits lines itself ([`crate::editor`]) in raw mode, so it can wait on the
-//! keyboard and on QEMU in one `poll` and print events above the prompt as they arrive. From
-//! a pipe it reads lines as they come, executes each, and prints every reply and event as
-//! JSON on stdout; the exit code says whether every command succeeded.
+//! keyboard and on QEMU in one `poll`, print events above the prompt as they arrive, and redraw
+//! when the terminal is resized (SIGWINCH). From a pipe it reads lines as they come, executes
+//! each, and prints every reply and event as JSON on stdout; the exit code says whether every
+//! command succeeded. Both read qmp-shell's transaction syntax ([`crate::qmp_line::Reader`]).
 
 use std::io::{self, Read, Write};
-use std::os::fd::RawFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::fd::{OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use qemu_process::{AttachTarget, Event, Machine};
+use qemu_process::{Event, Machine};
 use serde_json::{json, Value};
 
 use crate::editor::{Edit, Editor};
 use crate::exit::{self, CliResult, Failure};
-use crate::qmp_line::{self, Line};
+use crate::qmp_line::{Input, Reader};
 use crate::sys::{self, PollFd, Signals};
 use crate::term::{self, RawMode};
 use crate::vmargs::VmArgs;
 
 const PROMPT: &str = "(QEMU) ";
+const TRANSACTION_PROMPT: &str = "TRANS> ";
 const HISTORY_MAX: usize = 1000;
 const STDIN: RawFd = 0;
 const STDOUT: RawFd = 1;
+/// How long the QMP greeting and negotiation may take once connected.
+const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the shell talks to.
+#[derive(Debug)]
+pub enum Target {
+    /// A VM it launches (and shuts down at the end).
+    Launch(Box<VmArgs>),
+    /// A running QEMU's QMP unix socket.
+    Socket(PathBuf),
+    /// A running QEMU's QMP TCP server, `HOST:PORT` (a name or an address).
+    Tcp(String),
+    /// An open connection that speaks QMP (a started VM's control socket), and what it is.
+    Stream(OwnedFd, String),
+}
 
 /// What `qmp` was asked to do.
 #[derive(Debug)]
 pub struct Options {
-    /// The VM to launch when no socket is given.
-    pub vm: VmArgs,
-    /// A QMP unix socket to attach to.
-    pub socket: Option<PathBuf>,
-    /// A QMP TCP address to attach to.
-    pub tcp: Option<std::net::SocketAddr>,
+    /// What to talk to.
+    pub target: Target,
+    /// Retry connecting to a socket for this long (a socket that does not exist yet, or
+    /// refuses); without it, the first failure is the answer.
+    pub wait: Option<Duration>,
     /// One line per JSON value.
     pub compact: bool,
     /// Print events.
     pub events: bool,
+    /// Print each request before its reply (qmp-shell's `-v`).
+    pub echo: bool,
+    /// Append every request, reply and event to this file (qmp-shell's `-l`).
+    pub log: Option<PathBuf>,
     /// The history file (`none`: no history).
     pub history: Option<PathBuf>,
     /// The deadline of one command.
@@ -49,7 +70,7 @@ pub struct Options {
 
 /// What the banner says of the QEMU the shell talks to: a running QEMU it connected to (left
 /// running when the shell ends), or one it launched (shut down when the shell ends).
-fn describe(machine: &Machine) -> String {
+fn describe(machine: &Machine, target: &str) -> String {
     let version = machine
         .greeting()
         .map(|g| {
@@ -60,46 +81,148 @@ fn describe(machine: &Machine) -> String {
         })
         .unwrap_or_else(|| "QEMU".into());
     match machine.pid() {
-        None => format!("connected to {version}"),
+        None => format!("connected to {version} at {target}"),
         Some(pid) => format!("launched {version} (pid {pid})"),
     }
 }
 
+/// Retries `attempt` until it succeeds, fails for good (`Err((e, false))`), or `wait` passes
+/// (no `wait`: one attempt).
+fn with_wait<T>(
+    wait: Option<Duration>,
+    mut attempt: impl FnMut() -> Result<T, (Failure, bool)>,
+) -> Result<T, Failure> {
+    let end = wait.map(|w| Instant::now() + w);
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        match attempt() {
+            Ok(t) => return Ok(t),
+            Err((e, retry)) => {
+                let now = Instant::now();
+                match end {
+                    Some(end) if retry && now < end => {
+                        std::thread::sleep(backoff.min(end - now));
+                        backoff = (backoff * 2).min(Duration::from_millis(250));
+                    }
+                    Some(_) if retry => {
+                        return Err(Failure::failed(format!(
+                            "{} (still, after waiting {})",
+                            e.message,
+                            crate::duration::show(wait.unwrap_or_default())
+                        )))
+                    }
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Connects to a QMP unix socket: a path that does not exist or is not a socket is an error
+/// at once (the former retried with `--wait`), as is a refused connection (retried too).
+fn connect_unix(path: &Path, wait: Option<Duration>) -> Result<OwnedFd, Failure> {
+    let fail = |why: String, retry: bool| {
+        (
+            Failure::failed(format!("cannot connect to {}: {why}", path.display())),
+            retry,
+        )
+    };
+    with_wait(wait, || {
+        let meta = std::fs::metadata(path).map_err(|e| {
+            let retry = e.kind() == io::ErrorKind::NotFound;
+            fail(e.to_string(), retry)
+        })?;
+        if !meta.file_type().is_socket() {
+            return Err(fail("not a socket".into(), false));
+        }
+        std::os::unix::net::UnixStream::connect(path)
+            .map(OwnedFd::from)
+            .map_err(|e| {
+                let retry = matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+                );
+                fail(e.to_string(), retry)
+            })
+    })
+}
+
+/// Connects to `HOST:PORT` (a name is resolved; each address is tried in turn).
+fn connect_tcp(target: &str, wait: Option<Duration>) -> Result<OwnedFd, Failure> {
+    use std::net::ToSocketAddrs;
+    let fail = |why: String, retry: bool| {
+        (
+            Failure::failed(format!("cannot connect to {target}: {why}")),
+            retry,
+        )
+    };
+    with_wait(wait, || {
+        let addrs: Vec<_> = target
+            .to_socket_addrs()
+            .map_err(|e| fail(e.to_string(), false))?
+            .collect();
+        let mut last = None;
+        for addr in &addrs {
+            match std::net::TcpStream::connect_timeout(addr, NEGOTIATION_TIMEOUT) {
+                Ok(stream) => return Ok(OwnedFd::from(stream)),
+                Err(e) => last = Some((addr.to_string(), e)),
+            }
+        }
+        match last {
+            Some((addr, e)) => {
+                let retry = e.kind() == io::ErrorKind::ConnectionRefused;
+                Err(fail(format!("{addr}: {e}"), retry))
+            }
+            None => Err(fail("the name has no address".into(), false)),
+        }
+    })
+}
+
+/// Negotiates QMP on a connected socket.
+fn attach(fd: OwnedFd, what: &str) -> Result<Machine, Failure> {
+    Machine::attach_socket(fd, NEGOTIATION_TIMEOUT)
+        .map_err(|e| Failure::failed(format!("cannot talk QMP to {what}: {e}")))
+}
+
 /// Runs the shell.
 pub fn main(opts: Options) -> CliResult {
-    let attach_timeout = Duration::from_secs(10);
-    let mut target = if let Some(path) = &opts.socket {
-        if opts.vm != VmArgs::default() {
-            return Err(Failure::usage(
-                "--socket connects to a running QEMU: VM flags and a spec do not apply",
-            ));
+    let (mut target, name) = match &opts.target {
+        Target::Socket(path) => (
+            attach(connect_unix(path, opts.wait)?, &path.display().to_string())?,
+            path.display().to_string(),
+        ),
+        Target::Tcp(addr) => (attach(connect_tcp(addr, opts.wait)?, addr)?, addr.clone()),
+        Target::Stream(fd, what) => {
+            let fd = fd
+                .try_clone()
+                .map_err(|e| Failure::failed(format!("{what}: {e}")))?;
+            (attach(fd, what)?, what.clone())
         }
-        Machine::attach(AttachTarget::Unix(path.clone()), attach_timeout)
-            .map_err(|e| Failure::failed(format!("cannot connect to {}: {e}", path.display())))?
-    } else if let Some(addr) = opts.tcp {
-        if opts.vm != VmArgs::default() {
-            return Err(Failure::usage(
-                "--tcp connects to a running QEMU: VM flags and a spec do not apply",
-            ));
+        Target::Launch(vm) => {
+            let mut config = vm.to_config()?;
+            config.console(false);
+            (crate::launch::launch(&config, opts.quiet)?, String::new())
         }
-        Machine::attach(AttachTarget::Tcp(addr), attach_timeout)
-            .map_err(|e| Failure::failed(format!("cannot connect to {addr}: {e}")))?
-    } else {
-        let mut config = opts.vm.to_config()?;
-        config.console(false);
-        crate::launch::launch(&config)?
     };
     target.set_qmp_timeout(opts.timeout);
-    let signals = Signals::install().map_err(|e| Failure::failed(format!("signals: {e}")))?;
+    let log = match &opts.log {
+        Some(path) => Some(open_log(path)?),
+        None => None,
+    };
+    let signals = Signals::install_with(&[libc::SIGWINCH])
+        .map_err(|e| Failure::failed(format!("signals: {e}")))?;
     let interactive = term::is_tty(STDIN) && term::is_tty(STDOUT);
     let mut shell = Shell {
         opts: &opts,
         signals: &signals,
         failed: 0,
         interrupted: None,
+        resized: false,
+        reader: Reader::new(),
+        log,
     };
     let result = if interactive {
-        shell.interactive(&mut target)
+        shell.interactive(&mut target, &name)
     } else {
         shell.script(&mut target)
     };
@@ -110,6 +233,18 @@ pub fn main(opts: Options) -> CliResult {
         return Ok(exit::for_signal(signal));
     }
     Ok(code)
+}
+
+/// Opens the log file for appending, created owner-only (QMP commands may carry secrets).
+fn open_log(path: &Path) -> Result<std::fs::File, Failure> {
+    let file = std::fs::File::options()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Failure::failed(format!("cannot open the log {}: {e}", path.display())))?;
+    make_private(&file, path, "log", false);
+    Ok(file)
 }
 
 /// Shuts a launched VM down (a VM that has already exited is fine).
@@ -138,6 +273,12 @@ struct Shell<'a> {
     failed: usize,
     /// The signal that ended the shell.
     interrupted: Option<i32>,
+    /// The terminal was resized (SIGWINCH) since the last redraw.
+    resized: bool,
+    /// Lines, with the transaction syntax.
+    reader: Reader,
+    /// The `-l` log.
+    log: Option<std::fs::File>,
 }
 
 /// An event as QEMU sends it, members in its order.
@@ -174,13 +315,47 @@ impl Shell<'_> {
         }
     }
 
-    /// Executes one command and renders the reply.
-    fn execute(&mut self, machine: &mut Machine, name: &str, arguments: Option<Value>) -> Outcome {
-        match machine.execute_with_timeout(name, arguments, self.opts.timeout) {
-            Ok(value) => Outcome::Reply(self.to_json(&json!({ "return": value }))),
+    /// Appends a message to the `-l` log, one line of JSON each.
+    fn log(&mut self, value: &Value) {
+        if let Some(file) = &mut self.log {
+            if let Err(e) = writeln!(file, "{value}") {
+                term::message(&format!(
+                    "qemu-machine: writing the log failed ({e}); logging stops"
+                ));
+                self.log = None;
+            }
+        }
+    }
+
+    /// Executes one command and renders the reply; the first string is the request itself
+    /// with `-v` (empty otherwise), to print before anything else.
+    fn execute(
+        &mut self,
+        machine: &mut Machine,
+        name: &str,
+        arguments: Option<Value>,
+    ) -> (String, Outcome) {
+        let request = match &arguments {
+            Some(a) => json!({ "execute": name, "arguments": a }),
+            None => json!({ "execute": name }),
+        };
+        self.log(&request);
+        let echo = if self.opts.echo {
+            format!("{}\n", self.to_json(&request))
+        } else {
+            String::new()
+        };
+        let outcome = match machine.execute_with_timeout(name, arguments, self.opts.timeout) {
+            Ok(value) => {
+                let reply = json!({ "return": value });
+                self.log(&reply);
+                Outcome::Reply(self.to_json(&reply))
+            }
             Err(qemu_process::Error::Qmp(e)) => {
                 self.failed += 1;
-                Outcome::Reply(self.to_json(&json!({ "error": e.to_value() })))
+                let reply = json!({ "error": e.to_value() });
+                self.log(&reply);
+                Outcome::Reply(self.to_json(&reply))
             }
             Err(e) => {
                 self.failed += 1;
@@ -190,10 +365,14 @@ impl Shell<'_> {
                     Outcome::Gone(format!("{name}: {e}"))
                 }
             }
-        }
+        };
+        (echo, outcome)
     }
 
-    fn render_events(&self, events: Vec<Event>) -> String {
+    fn render_events(&mut self, events: Vec<Event>) -> String {
+        for event in &events {
+            self.log(&event.to_value());
+        }
         if !self.opts.events {
             return String::new();
         }
@@ -230,8 +409,8 @@ impl Shell<'_> {
         })
     }
 
-    /// Waits for input, events or a signal; returns what is ready: (stdin, machine).
-    fn wait(&mut self, machine: &mut Machine, stdin_open: bool) -> Result<(bool, bool), Failure> {
+    /// Waits for input, events or a signal; returns whether stdin is ready.
+    fn wait(&mut self, machine: &mut Machine, stdin_open: bool) -> Result<bool, Failure> {
         let mut fds = [
             if stdin_open {
                 PollFd::new(STDIN, libc::POLLIN)
@@ -243,16 +422,43 @@ impl Shell<'_> {
         ];
         sys::poll(&mut fds, None).map_err(|e| Failure::failed(format!("poll: {e}")))?;
         if fds[2].readable() {
-            if let Some(&signal) = self.signals.take().first() {
-                self.interrupted = Some(signal);
+            for signal in self.signals.take() {
+                if signal == libc::SIGWINCH {
+                    self.resized = true;
+                } else if self.interrupted.is_none() {
+                    self.interrupted = Some(signal);
+                }
             }
         }
-        Ok((fds[0].readable(), fds[1].readable()))
+        Ok(fds[0].readable())
     }
 
-    /// Reading a script from a pipe: every line a command, every reply and event on stdout.
-    /// Commands after QEMU has gone (after `quit`, say) fail one by one, so that the exit
-    /// code does not depend on when the exit was noticed.
+    /// Reads one line and, when it completes a command, runs it; returns the text for stdout
+    /// (the request with `-v`, events, the reply) and an error message (empty if none).
+    fn line(&mut self, machine: &mut Machine, line: &str, where_: &str) -> (String, String) {
+        match self.reader.feed(line) {
+            Ok(Input::Empty | Input::Pending) => (String::new(), String::new()),
+            Ok(Input::Command { name, arguments }) => {
+                let (echo, outcome) = self.execute(machine, &name, arguments);
+                let events = self.render_events(machine.events());
+                let (out, err) = match outcome {
+                    Outcome::Reply(reply) => (format!("{echo}{events}{reply}\n"), String::new()),
+                    Outcome::Failed(why) | Outcome::Gone(why) => {
+                        (format!("{echo}{events}"), format!("{where_}{why}"))
+                    }
+                };
+                (out, err)
+            }
+            Err(e) => {
+                self.failed += 1;
+                (String::new(), format!("{where_}{e}"))
+            }
+        }
+    }
+
+    /// Reading a script from a pipe: every line a command (a transaction: its lines), every
+    /// reply and event on stdout. Commands after QEMU has gone (after `quit`, say) fail one by
+    /// one, so that the exit code does not depend on when the exit was noticed.
     fn script(&mut self, target: &mut Machine) -> CliResult {
         let mut pending: Vec<u8> = Vec::new();
         let mut stdin_open = true;
@@ -263,9 +469,15 @@ impl Shell<'_> {
             let events = self.render_events(machine.events());
             write_out(&events)?;
             if !stdin_open {
+                if self.reader.abandon() {
+                    self.failed += 1;
+                    term::message(
+                        "qemu-machine: the input ended inside a transaction (no ')'): it was not sent",
+                    );
+                }
                 return Ok(self.code());
             }
-            let (input, _) = self.wait(machine, stdin_open)?;
+            let input = self.wait(machine, stdin_open)?;
             if self.interrupted.is_some() {
                 return Ok(self.code());
             }
@@ -288,25 +500,11 @@ impl Shell<'_> {
             while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=pos).collect();
                 line_no += 1;
-                let text = String::from_utf8_lossy(&line);
-                match qmp_line::parse(&text) {
-                    Ok(Line::Empty) => {}
-                    Ok(Line::Command { name, arguments }) => {
-                        let machine = &mut *target;
-                        let outcome = self.execute(machine, &name, arguments);
-                        let events = self.render_events(machine.events());
-                        write_out(&events)?;
-                        match outcome {
-                            Outcome::Reply(reply) => write_out(&format!("{reply}\n"))?,
-                            Outcome::Failed(why) | Outcome::Gone(why) => {
-                                term::message(&format!("qemu-machine: line {line_no}: {why}"))
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        self.failed += 1;
-                        term::message(&format!("qemu-machine: line {line_no}: {e}"));
-                    }
+                let text = String::from_utf8_lossy(&line).into_owned();
+                let (out, err) = self.line(target, &text, &format!("line {line_no}: "));
+                write_out(&out)?;
+                if !err.is_empty() {
+                    term::message(&format!("qemu-machine: {err}"));
                 }
             }
         }
@@ -321,7 +519,7 @@ impl Shell<'_> {
     }
 
     /// The interactive shell on a terminal.
-    fn interactive(&mut self, target: &mut Machine) -> CliResult {
+    fn interactive(&mut self, target: &mut Machine, name: &str) -> CliResult {
         let names = command_names(target);
         let history_path = history_path(self.opts.history.as_ref());
         let width = term::width(STDOUT).unwrap_or(80);
@@ -335,7 +533,7 @@ impl Shell<'_> {
         if !self.opts.quiet {
             let banner = format!(
                 "qemu-machine: {}; Tab completes, Up/Down for history, Ctrl-D leaves",
-                describe(target)
+                describe(target, name)
             );
             write_out(&format!("{banner}\n"))?;
         }
@@ -350,6 +548,15 @@ impl Shell<'_> {
             save_history(path, editor.history(), self.opts.quiet);
         }
         result
+    }
+
+    /// The prompt for the reader's state.
+    fn prompt(&self) -> &'static str {
+        if self.reader.in_transaction() {
+            TRANSACTION_PROMPT
+        } else {
+            PROMPT
+        }
     }
 
     fn edit_loop(&mut self, target: &mut Machine, editor: &mut Editor) -> CliResult {
@@ -372,7 +579,15 @@ impl Shell<'_> {
                 term::message(&format!("qemu-machine: {why}"));
                 return Ok(self.code());
             }
-            let (input, _) = self.wait(machine, true)?;
+            if std::mem::take(&mut self.resized) {
+                if let Some(width) = term::width(STDOUT) {
+                    editor.set_width(width);
+                }
+                editor.clear(&mut out);
+                editor.render(&mut out);
+                flush_raw(&mut out)?;
+            }
+            let input = self.wait(machine, true)?;
             if self.interrupted.is_some() {
                 return Ok(self.code());
             }
@@ -394,26 +609,28 @@ impl Shell<'_> {
                 flush_raw(&mut out)?;
                 let submitted = edit.is_some();
                 match edit {
-                    None | Some(Edit::Interrupted) => {}
-                    Some(Edit::Eof) => return Ok(self.code()),
+                    None | Some(Edit::Interrupted) if !self.reader.in_transaction() => {}
+                    None => {}
+                    Some(Edit::Interrupted) => {
+                        self.reader.abandon();
+                        out.extend_from_slice(b"the transaction was abandoned\r\n");
+                    }
+                    Some(Edit::Eof) => {
+                        if self.reader.abandon() {
+                            self.failed += 1;
+                            out.extend_from_slice(
+                                b"the transaction was not closed with ')': it was not sent\r\n",
+                            );
+                            flush_raw(&mut out)?;
+                        }
+                        return Ok(self.code());
+                    }
                     Some(Edit::Line(line)) => {
-                        let text = match qmp_line::parse(&line) {
-                            Ok(Line::Empty) => String::new(),
-                            Ok(Line::Command { name, arguments }) => {
-                                let machine = &mut *target;
-                                let outcome = self.execute(machine, &name, arguments);
-                                let mut text = self.render_events(machine.events());
-                                match outcome {
-                                    Outcome::Reply(reply) => text.push_str(&reply),
-                                    Outcome::Failed(why) | Outcome::Gone(why) => {
-                                        text.push_str(&format!("error: {why}"))
-                                    }
-                                }
-                                text.push('\n');
-                                text
-                            }
-                            Err(e) => format!("error: {e}\n"),
-                        };
+                        let (text, err) = self.line(target, &line, "");
+                        let mut text = text;
+                        if !err.is_empty() {
+                            text.push_str(&format!("error: {err}\n"));
+                        }
                         out.extend_from_slice(text.replace('\n', "\r\n").as_bytes());
                     }
                 }
@@ -422,6 +639,7 @@ impl Shell<'_> {
                         flush_raw(&mut out)?;
                         break;
                     }
+                    editor.set_prompt(self.prompt());
                     editor.render(&mut out);
                     flush_raw(&mut out)?;
                 }
@@ -457,7 +675,7 @@ fn history_path(option: Option<&PathBuf>) -> Option<PathBuf> {
 /// of a `secret`), so a warning alone would leave them readable. `None` when there is none.
 fn load_history(path: &Path, quiet: bool) -> Option<String> {
     let mut file = std::fs::File::open(path).ok()?;
-    make_private(&file, path, quiet);
+    make_private(&file, path, "history", quiet);
     let mut text = String::new();
     file.read_to_string(&mut text).ok()?;
     Some(text)
@@ -477,7 +695,7 @@ fn save_history<'a>(path: &Path, lines: impl Iterator<Item = &'a str>, quiet: bo
         .mode(0o600)
         .open(path)
         .and_then(|mut file| {
-            make_private(&file, path, quiet);
+            make_private(&file, path, "history", quiet);
             file.write_all(text.as_bytes())
         });
     if let Err(e) = written {
@@ -487,7 +705,7 @@ fn save_history<'a>(path: &Path, lines: impl Iterator<Item = &'a str>, quiet: bo
 
 /// Clears the group and other permission bits of an open file, saying so on stderr (unless
 /// `quiet`); says so too when it cannot (a file owned by someone else).
-fn make_private(file: &std::fs::File, path: &Path, quiet: bool) {
+fn make_private(file: &std::fs::File, path: &Path, what: &str, quiet: bool) {
     let Ok(mode) = file.metadata().map(|m| m.permissions().mode() & 0o7777) else {
         return;
     };
@@ -497,12 +715,12 @@ fn make_private(file: &std::fs::File, path: &Path, quiet: bool) {
     let private = mode & 0o700;
     let notice = match file.set_permissions(std::fs::Permissions::from_mode(private)) {
         Ok(()) => format!(
-            "qemu-machine: the history file {} was open to others (mode {mode:04o}); its mode \
+            "qemu-machine: the {what} file {} was open to others (mode {mode:04o}); its mode \
              is now {private:04o}",
             path.display()
         ),
         Err(e) => format!(
-            "qemu-machine: the history file {} is open to others (mode {mode:04o}) and could \
+            "qemu-machine: the {what} file {} is open to others (mode {mode:04o}) and could \
              not be restricted: {e}",
             path.display()
         ),

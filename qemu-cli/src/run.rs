@@ -2,10 +2,12 @@
 //!
 //! One thread, one `poll`: the keyboard (stdin), the machine's poll descriptor (QMP, console,
 //! QEMU's exit watch) and the signal pipe, with the `--for` or power-down deadline as the timeout.
-//! The run ends when QEMU exits (the guest powered off), on Ctrl-C or a signal, on the escape
-//! menu's quit, or when `--for` elapses; the last three shut the VM down gracefully (optionally
-//! through the ACPI power button first). The terminal is restored on every path: the raw-mode
-//! guard's `Drop`, the panic hook, and `main` before it exits.
+//! The run ends when QEMU exits (the guest powered off), on a signal, on the escape menu's quit,
+//! or when `--for` elapses; the last three stop the VM: a VM with a writable disk is asked
+//! first (the ACPI power button, then `--powerdown` to power off) before QEMU is told to quit,
+//! and the last line says which happened. In raw mode Ctrl-C goes to the guest. The terminal
+//! is restored on every path: the raw-mode guard's `Drop`, the panic hook, and `main` before it
+//! exits.
 //!
 //! Keyboard input goes to the console without ever waiting for the guest: what the console does
 //! not take at once (a paused guest, one that does not read its serial port) waits here, and
@@ -34,9 +36,12 @@ const STDOUT: RawFd = 1;
 /// Keyboard input kept for a console that does not take it, above which stdin is not read.
 /// Large enough that the escape keys keep working while a person types into a paused guest.
 const TO_GUEST_LIMIT: usize = 64 * 1024;
+/// How long a guest with a writable disk is given to power off when the VM is stopped, unless
+/// `--powerdown` says otherwise.
+pub const DISK_POWERDOWN: Duration = Duration::from_secs(30);
 
 /// The events `--events lifecycle` prints.
-const LIFECYCLE: &[&str] = &[
+pub const LIFECYCLE: &[&str] = &[
     "SHUTDOWN",
     "POWERDOWN",
     "RESET",
@@ -68,12 +73,11 @@ pub struct Options {
     pub vm: VmArgs,
     /// Stop after this long.
     pub run_for: Option<Duration>,
-    /// Press the power button first and wait this long.
+    /// When stopping, press the power button first and wait this long (`None`: 30 s for a VM
+    /// with a writable disk, none for one without).
     pub powerdown: Option<Duration>,
     /// How long QEMU may take to exit after `quit`.
     pub shutdown_timeout: Duration,
-    /// Ctrl-C goes to the guest.
-    pub pass_ctrl_c: bool,
     /// Which events to print.
     pub events: Events,
     /// A console log file.
@@ -91,18 +95,33 @@ enum Reason {
     Timer,
     /// The escape menu's quit.
     Quit,
-    /// Ctrl-C or a signal.
+    /// A signal.
     Signal(i32),
+}
+
+/// Waiting for the guest to power off after the power button was pressed.
+#[derive(Clone, Copy, Debug)]
+struct Stopping {
+    reason: Reason,
+    pressed: Instant,
+    deadline: Instant,
 }
 
 /// How the loop ended.
 enum End {
-    /// QEMU exited (the guest powered off, or QEMU failed); `Some` if we had asked for it.
-    Exited(ExitStatus, Option<Reason>),
-    /// We stop it now with `quit`.
-    Stop(Reason),
+    /// QEMU exited (the guest powered off, or QEMU failed); with what we were doing then.
+    Exited(ExitStatus, Option<Stopping>),
+    /// We tell QEMU to quit now; how long the guest had to power off, if it was asked.
+    Stop(Reason, Option<Duration>),
     /// Writing the console out failed.
     Output(std::io::Error),
+}
+
+/// Whether the VM has a disk the guest writes to (and could lose data on if QEMU quits under
+/// it): a disk that is neither read-only nor a snapshot.
+pub fn has_writable_disk(vm: &Machine) -> bool {
+    vm.resolved_spec()
+        .is_some_and(|s| s.disks.iter().any(|d| !d.read_only && !d.snapshot))
 }
 
 /// Runs the command.
@@ -114,25 +133,32 @@ pub fn main(opts: Options) -> CliResult {
     if let Some(log) = &opts.console_log {
         config.console_log(log);
     }
-    let mut vm = launch::launch(&config)?;
+    let mut vm = launch::launch(&config, opts.quiet)?;
     let interactive = term::is_tty(STDIN);
+    let disk = has_writable_disk(&vm);
+    let powerdown = opts
+        .powerdown
+        .unwrap_or(if disk { DISK_POWERDOWN } else { Duration::ZERO });
     if !opts.quiet {
         let status = vm
             .status()
-            .map(|s| format!("{s:?}").to_lowercase())
+            .map(|s| s.as_str().to_owned())
             .unwrap_or_else(|e| format!("unknown ({e})"));
         for line in launch::describe(&vm) {
             term::message(&format!("qemu-machine: {line}"));
         }
         term::message(&format!("qemu-machine: status: {status}"));
-        let ctrl_c = if opts.pass_ctrl_c || !interactive {
-            ""
+        if interactive {
+            term::message(
+                "qemu-machine: console attached; Ctrl-] q stops the VM, Ctrl-] ? lists the keys, \
+                 Ctrl-C goes to the guest",
+            );
         } else {
-            ", Ctrl-C shuts the VM down"
-        };
-        term::message(&format!(
-            "qemu-machine: console attached; Ctrl-] q quits, Ctrl-] ? lists the keys{ctrl_c}"
-        ));
+            term::message(
+                "qemu-machine: console attached; standard input goes to the guest; SIGINT or \
+                 SIGTERM stops the VM",
+            );
+        }
         if let Some(d) = opts.run_for {
             term::message(&format!(
                 "qemu-machine: stopping after {}",
@@ -145,7 +171,9 @@ pub fn main(opts: Options) -> CliResult {
     let mut console = Console {
         opts: &opts,
         signals: &signals,
-        parser: EscapeParser::new(interactive && !opts.pass_ctrl_c),
+        parser: interactive.then(EscapeParser::new),
+        powerdown,
+        disk,
         panicked: false,
         shutdown_reason: None,
         wrote_console: false,
@@ -165,7 +193,12 @@ pub fn main(opts: Options) -> CliResult {
 struct Console<'a> {
     opts: &'a Options,
     signals: &'a Signals,
-    parser: EscapeParser,
+    /// The escape keys, on a terminal; from a pipe every byte goes to the guest.
+    parser: Option<EscapeParser>,
+    /// How long the guest is given to power off when the VM is stopped (zero: not asked).
+    powerdown: Duration,
+    /// The VM has a writable disk.
+    disk: bool,
     /// A GUEST_PANICKED event was seen.
     panicked: bool,
     /// The `reason` of the last SHUTDOWN event.
@@ -255,8 +288,7 @@ impl Console<'_> {
     fn run(&mut self, vm: &mut Machine) -> End {
         let started = Instant::now();
         let stop_at = self.opts.run_for.map(|d| started + d);
-        // Set while waiting for the guest to power off after the power button.
-        let mut powering_down: Option<(Instant, Reason)> = None;
+        let mut stopping: Option<Stopping> = None;
         let mut stdin_open = true;
         let mut buf = vec![0u8; 4096];
         loop {
@@ -266,24 +298,19 @@ impl Console<'_> {
                 return End::Output(e);
             }
             if let Some(status) = vm.exit_status() {
-                return End::Exited(status, powering_down.map(|(_, r)| r));
+                return End::Exited(status, stopping);
             }
             let now = Instant::now();
-            let deadline = match powering_down {
-                Some((at, _)) => Some(at),
+            let deadline = match stopping {
+                Some(s) => Some(s.deadline),
                 None => stop_at,
             };
-            if let Some(at) = deadline.filter(|at| *at <= now) {
-                let _ = at;
-                match powering_down {
-                    Some((_, reason)) => {
-                        self.say("the guest did not power off in time; quitting QEMU");
-                        return End::Stop(reason);
-                    }
-                    None => match self.begin_stop(vm, Reason::Timer) {
-                        Some(at) => powering_down = Some((at, Reason::Timer)),
-                        None => return End::Stop(Reason::Timer),
-                    },
+            if deadline.is_some_and(|at| at <= now) {
+                if let Some(s) = stopping {
+                    return End::Stop(s.reason, Some(now - s.pressed));
+                }
+                if let Some(end) = self.stop(vm, &mut stopping, Reason::Timer) {
+                    return end;
                 }
                 continue;
             }
@@ -299,11 +326,11 @@ impl Console<'_> {
             let timeout = deadline.map(|at| at.saturating_duration_since(now));
             if let Err(e) = sys::poll(&mut fds, timeout) {
                 log::error!("poll failed: {e}");
-                return End::Stop(Reason::Quit);
+                return End::Stop(Reason::Quit, None);
             }
             if fds[2].readable() {
                 for signal in self.signals.take() {
-                    if let Some(end) = self.interrupt(vm, &mut powering_down, signal) {
+                    if let Some(end) = self.stop(vm, &mut stopping, Reason::Signal(signal)) {
                         return end;
                     }
                 }
@@ -317,8 +344,12 @@ impl Console<'_> {
                 match sys::read(STDIN, &mut buf) {
                     Ok(0) | Err(_) => stdin_open = false,
                     Ok(n) => {
-                        for action in self.parser.feed(&buf[..n]) {
-                            if let Some(end) = self.action(vm, &mut powering_down, action) {
+                        let actions = match self.parser.as_mut() {
+                            Some(parser) => parser.feed(&buf[..n]),
+                            None => vec![Action::Send(buf[..n].to_vec())],
+                        };
+                        for action in actions {
+                            if let Some(end) = self.action(vm, &mut stopping, action) {
                                 return end;
                             }
                         }
@@ -328,56 +359,59 @@ impl Console<'_> {
         }
     }
 
-    /// Starts stopping the VM: with `--powerdown`, presses the power button and returns the
-    /// deadline for the guest; otherwise returns `None` (quit at once).
-    fn begin_stop(&mut self, vm: &mut Machine, reason: Reason) -> Option<Instant> {
-        let why = match reason {
-            Reason::Timer => "time is up".to_owned(),
-            Reason::Quit => "quit".to_owned(),
-            Reason::Signal(s) => format!("interrupted ({})", sys::signal_name(s)),
-        };
-        let wait = self.opts.powerdown.filter(|d| !d.is_zero())?;
+    /// Stops the VM for `reason`: a guest with a disk to protect is asked first (the power
+    /// button; the loop then waits for it until the deadline); otherwise, or when already
+    /// waiting (a second request), QEMU is told to quit now.
+    fn stop(
+        &mut self,
+        vm: &mut Machine,
+        stopping: &mut Option<Stopping>,
+        reason: Reason,
+    ) -> Option<End> {
+        if let Some(s) = stopping {
+            return Some(End::Stop(reason, Some(s.pressed.elapsed())));
+        }
+        if self.powerdown.is_zero() {
+            return Some(End::Stop(reason, None));
+        }
+        let why = self.why(reason);
         match vm.execute("system_powerdown", None) {
             Ok(_) => {
                 self.say(&format!(
-                    "{why}: pressed the power button; waiting up to {} for the guest",
-                    duration::show(wait)
+                    "{why}: pressed the power button; waiting up to {} for the guest to power off",
+                    duration::show(self.powerdown)
                 ));
-                Some(Instant::now() + wait)
+                let now = Instant::now();
+                *stopping = Some(Stopping {
+                    reason,
+                    pressed: now,
+                    deadline: now + self.powerdown,
+                });
+                None
             }
             Err(e) => {
-                self.say(&format!(
-                    "{why}: the power button failed ({e}); quitting QEMU"
-                ));
-                None
+                self.say(&format!("{why}: the power button failed ({e})"));
+                Some(End::Stop(reason, None))
             }
         }
     }
 
-    fn interrupt(
-        &mut self,
-        vm: &mut Machine,
-        powering_down: &mut Option<(Instant, Reason)>,
-        signal: i32,
-    ) -> Option<End> {
-        let reason = Reason::Signal(signal);
-        if powering_down.is_some() {
-            // A second interrupt: do not wait for the guest any longer.
-            return Some(End::Stop(reason));
-        }
-        match self.begin_stop(vm, reason) {
-            Some(at) => {
-                *powering_down = Some((at, reason));
-                None
-            }
-            None => Some(End::Stop(reason)),
+    /// What stopped the VM, for the messages.
+    fn why(&self, reason: Reason) -> String {
+        match reason {
+            Reason::Timer => format!(
+                "stopped after {}",
+                duration::show(self.opts.run_for.unwrap_or_default())
+            ),
+            Reason::Quit => "quit".to_owned(),
+            Reason::Signal(s) => format!("interrupted ({})", sys::signal_name(s)),
         }
     }
 
     fn action(
         &mut self,
         vm: &mut Machine,
-        powering_down: &mut Option<(Instant, Reason)>,
+        stopping: &mut Option<Stopping>,
         action: Action,
     ) -> Option<End> {
         match action {
@@ -386,16 +420,7 @@ impl Console<'_> {
                 self.to_guest.extend_from_slice(&bytes);
                 self.send_to_guest(vm);
             }
-            Action::Interrupt => return self.interrupt(vm, powering_down, libc::SIGINT),
-            Action::Quit => {
-                if powering_down.is_some() {
-                    return Some(End::Stop(Reason::Quit));
-                }
-                match self.begin_stop(vm, Reason::Quit) {
-                    Some(at) => *powering_down = Some((at, Reason::Quit)),
-                    None => return Some(End::Stop(Reason::Quit)),
-                }
-            }
+            Action::Quit => return self.stop(vm, stopping, Reason::Quit),
             Action::PowerButton => match vm.execute("system_powerdown", None) {
                 Ok(_) => self.say("pressed the power button"),
                 Err(e) => self.say(&format!("the power button failed: {e}")),
@@ -405,40 +430,69 @@ impl Console<'_> {
                 Err(e) => self.say(&format!("reset failed: {e}")),
             },
             Action::Status => match vm.status() {
-                Ok(s) => self.say(&format!("status: {}", format!("{s:?}").to_lowercase())),
+                Ok(s) => self.say(&format!("status: {}", s.as_str())),
                 Err(e) => self.say(&format!("status: {e}")),
             },
             Action::Help => self.say(escape::HELP.trim_end()),
             Action::Unknown(key) => self.say(&format!(
-                "unknown escape key {:?}; Ctrl-] ? lists the keys",
-                char::from(key)
+                "unknown escape key {}; Ctrl-] ? lists the keys",
+                key_name(key)
             )),
         }
         None
     }
 
-    /// Stops the VM if needed, and turns the way it ended into an exit code.
+    /// The exit code for a stop that went as asked.
+    fn code(reason: Reason) -> u8 {
+        match reason {
+            Reason::Signal(s) => exit::for_signal(s),
+            Reason::Timer | Reason::Quit => exit::SUCCESS,
+        }
+    }
+
+    /// Stops the VM if needed, and turns the way it ended into an exit code and a last line.
     fn finish(&mut self, vm: &mut Machine, end: End) -> CliResult {
-        let (status, reason) = match end {
-            End::Exited(status, None) => {
-                // A signal that arrived as QEMU went (a terminal's Ctrl-C reaches both).
-                let signal = self.signals.take().first().copied();
-                (status, signal.map(Reason::Signal))
-            }
-            End::Exited(status, reason) => (status, reason),
+        let (status, last) = match end {
             End::Output(e) => {
                 let _ = vm.shutdown(self.opts.shutdown_timeout);
                 return Err(Failure::failed(format!(
                     "writing the console to stdout: {e}"
                 )));
             }
-            End::Stop(reason) => match vm.shutdown(self.opts.shutdown_timeout) {
-                Ok(status) => (status, Some(reason)),
+            End::Exited(status, Some(s)) => {
+                let what = match self.shutdown_reason.as_deref() {
+                    Some("guest-shutdown") | None => "the guest powered off".to_owned(),
+                    Some(other) => format!("QEMU exited ({other})"),
+                };
+                (status, Some((s.reason, what)))
+            }
+            End::Exited(status, None) => {
+                // A signal that arrived as QEMU went (a terminal's Ctrl-C reaches both).
+                let signal = self.signals.take().first().copied();
+                let last = signal.map(|s| (Reason::Signal(s), "QEMU exited".to_owned()));
+                (status, last)
+            }
+            End::Stop(reason, waited) => match vm.shutdown(self.opts.shutdown_timeout) {
+                Ok(status) => {
+                    let what = match waited {
+                        Some(d) => format!(
+                            "QEMU was told to quit after {} s",
+                            d.as_secs_f64().round() as u64
+                        ),
+                        None if self.opts.powerdown.is_none() && !self.disk => {
+                            "QEMU was told to quit (the VM has no disk to protect; --powerdown \
+                             asks the guest first)"
+                                .to_owned()
+                        }
+                        None => "QEMU was told to quit".to_owned(),
+                    };
+                    (status, Some((reason, what)))
+                }
                 Err(e) => {
                     let _ = self.drain(vm);
                     return Err(Failure::new(
                         exit::ABNORMAL,
-                        format!("shutting the VM down: {e}"),
+                        format!("{}: stopping the VM: {e}", self.why(reason)),
                     ));
                 }
             },
@@ -457,7 +511,12 @@ impl Console<'_> {
                     .with_detail(log),
             );
         }
-        match reason {
+        match last {
+            Some((reason, what)) => {
+                let why = self.why(reason);
+                self.say(&format!("{why}: {what}"));
+                Ok(Self::code(reason))
+            }
             None => match self.shutdown_reason.as_deref() {
                 Some("guest-shutdown") | None => {
                     self.say("the guest powered off; QEMU exited cleanly");
@@ -472,24 +531,16 @@ impl Console<'_> {
                     format!("QEMU was stopped from outside ({other}) and exited ({status})"),
                 )),
             },
-            Some(Reason::Timer) => {
-                self.say(&format!(
-                    "stopped after {}; QEMU exited cleanly",
-                    duration::show(self.opts.run_for.unwrap_or_default())
-                ));
-                Ok(exit::SUCCESS)
-            }
-            Some(Reason::Quit) => {
-                self.say("quit; QEMU exited cleanly");
-                Ok(exit::SUCCESS)
-            }
-            Some(Reason::Signal(s)) => {
-                self.say(&format!(
-                    "interrupted ({}); the VM was shut down cleanly",
-                    sys::signal_name(s)
-                ));
-                Ok(exit::for_signal(s))
-            }
         }
+    }
+}
+
+/// A key as the user would name it: `x`, or `Ctrl-X` for a control character.
+pub fn key_name(key: u8) -> String {
+    match key {
+        0..=0x1f => format!("Ctrl-{}", char::from(key + 0x40)),
+        0x7f => "Delete".to_owned(),
+        0x20..=0x7e => format!("'{}'", char::from(key)),
+        _ => format!("byte {key:#04x}"),
     }
 }

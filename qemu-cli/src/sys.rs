@@ -156,23 +156,31 @@ extern "C" fn on_signal(signal: libc::c_int) {
     }
 }
 
-/// Signals (SIGINT, SIGTERM, SIGHUP) turned into bytes on a pipe, so that the main loop sees
-/// them in the same `poll` as everything else. Dropping it restores the default handlers.
+/// Signals (SIGINT, SIGTERM, SIGHUP, and others asked for) turned into bytes on a pipe, so that
+/// the main loop sees them in the same `poll` as everything else. Dropping it restores the
+/// default handlers.
 #[derive(Debug)]
 pub struct Signals {
     read: OwnedFd,
     _write: OwnedFd,
+    caught: Vec<libc::c_int>,
 }
 
-/// The signals [`Signals`] catches.
+/// The signals that end a command, which [`Signals::install`] always catches.
 pub const CAUGHT: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 impl Signals {
-    /// Installs the handlers. Only one `Signals` should exist at a time.
+    /// Installs the handlers for [`CAUGHT`]. Only one `Signals` should exist at a time.
     pub fn install() -> io::Result<Signals> {
+        Signals::install_with(&[])
+    }
+
+    /// Installs the handlers for [`CAUGHT`] and `extra` (SIGWINCH, say).
+    pub fn install_with(extra: &[libc::c_int]) -> io::Result<Signals> {
         let (read, write) = pipe()?;
         SIGNAL_PIPE.store(write.as_raw_fd(), Ordering::Relaxed);
-        for signal in CAUGHT {
+        let caught: Vec<libc::c_int> = CAUGHT.iter().chain(extra).copied().collect();
+        for &signal in &caught {
             // SAFETY: sigaction is a plain C struct; all-zero is a valid starting value.
             let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
             action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
@@ -187,6 +195,7 @@ impl Signals {
         Ok(Signals {
             read,
             _write: write,
+            caught,
         })
     }
 
@@ -211,7 +220,7 @@ impl Signals {
 
 impl Drop for Signals {
     fn drop(&mut self) {
-        for signal in CAUGHT {
+        for &signal in &self.caught {
             // SAFETY: restoring the default disposition is always valid.
             unsafe { libc::signal(signal, libc::SIG_DFL) };
         }

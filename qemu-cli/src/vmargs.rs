@@ -84,6 +84,8 @@ pub struct VmArgs {
     /// A disk: PATH, or key=value pairs like QEMU's (a comma in a value is written ,,):
     /// PATH[,format=qcow2][,size=8G][,flash=IMAGE][,if=virtio|scsi|nvme|ide][,readonly]
     /// [,snapshot][,id=NAME][,cache=MODE][,bootindex=N][,serial=S]. Repeatable.
+    // This comment is the --help text, where brackets are option syntax, not rustdoc links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "DISK", help_heading = "Storage")]
     pub disk: Vec<String>,
     /// Grow the disk named root to this size at launch (never shrinks).
@@ -96,6 +98,8 @@ pub struct VmArgs {
     /// [NAME=][tcp:|udp:][HOSTADDR:]HOSTPORT:GUESTPORT. It listens on 127.0.0.1 unless
     /// HOSTADDR is given (0.0.0.0: every address, reachable from the network); host port 0
     /// picks a free port. What listens where is printed. Repeatable.
+    // The --help text: brackets are option syntax, not rustdoc links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long = "forward", value_name = "FORWARD", help_heading = "Network")]
     pub forwards: Vec<String>,
     /// A VNC server on a unix socket (its path is printed).
@@ -177,10 +181,27 @@ impl VmArgs {
             }
             Some(path) => (
                 std::fs::read_to_string(path)
-                    .map_err(|e| Failure::failed(format!("cannot read {}: {e}", path.display())))?,
+                    .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?,
                 path.display().to_string(),
             ),
         };
+        // A description is one JSON object; say so plainly for anything else that parses.
+        if let Ok(value) = serde_json::from_str::<Value>(&text) {
+            let kind = match value {
+                Value::Object(_) => None,
+                Value::Array(_) => Some("an array"),
+                Value::String(_) => Some("a string"),
+                Value::Number(_) => Some("a number"),
+                Value::Bool(_) => Some("a boolean"),
+                Value::Null => Some("null"),
+            };
+            if let Some(kind) = kind {
+                return Err(Failure::usage(format!(
+                    "{origin}: a VM description is a JSON object ({{\"memory\": \"1G\", ...}}), \
+                     not {kind}"
+                )));
+            }
+        }
         let mut vm =
             VmLaunch::from_json(&text).map_err(|e| Failure::usage(format!("{origin}: {e}")))?;
         self.apply(&mut vm)?;
@@ -252,6 +273,10 @@ impl VmArgs {
         }
         if let Some(machine) = &self.machine {
             spec.machine = Some(Machine::new(machine));
+            if machine == "none" && self.spec.is_none() && self.cpu.is_none() {
+                // `none` has no CPU: the default VM's x86 model would make QEMU refuse.
+                spec.cpu = None;
+            }
         }
         if let Some(cpu) = &self.cpu {
             spec.cpu = Some(Cpu::new(cpu));
@@ -461,6 +486,30 @@ mod tests {
     }
 
     #[test]
+    fn machine_none_drops_the_default_cpu() {
+        let none = VmArgs {
+            machine: Some("none".into()),
+            ..VmArgs::default()
+        };
+        let spec = none.to_launch().unwrap().spec;
+        assert_eq!(spec.cpu, None);
+        let with_cpu = VmArgs {
+            machine: Some("none".into()),
+            cpu: Some("max".into()),
+            ..VmArgs::default()
+        };
+        assert!(
+            with_cpu.to_launch().unwrap().spec.cpu.is_some(),
+            "asked for"
+        );
+        let pc = VmArgs {
+            machine: Some("pc".into()),
+            ..VmArgs::default()
+        };
+        assert!(pc.to_launch().unwrap().spec.cpu.is_some());
+    }
+
+    #[test]
     fn flags_override_the_base() {
         let args = VmArgs {
             memory: Some("1G".into()),
@@ -522,7 +571,7 @@ mod tests {
             ..VmArgs::default()
         };
         let e = missing.to_launch().unwrap_err();
-        assert_eq!(e.code, crate::exit::FAILURE);
+        assert_eq!(e.code, crate::exit::USAGE);
         assert!(e.message.contains("/no/such/spec.json"), "{}", e.message);
         let dir = std::env::temp_dir().join(format!("qm-cli-spec-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -533,9 +582,25 @@ mod tests {
             ..VmArgs::default()
         };
         let e = bad.to_launch().unwrap_err();
-        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(e.code, crate::exit::USAGE);
         assert!(e.message.contains("memroy"), "{}", e.message);
+        for (doc, kind) in [
+            ("[{\"memory\": \"1G\"}]", "an array"),
+            ("\"vm\"", "a string"),
+            ("3", "a number"),
+        ] {
+            std::fs::write(&file, doc).unwrap();
+            let e = bad.to_launch().unwrap_err();
+            assert_eq!(e.code, crate::exit::USAGE);
+            assert!(
+                e.message.ends_with(&format!(
+                    "a VM description is a JSON object ({{\"memory\": \"1G\", ...}}), not {kind}"
+                )),
+                "{}",
+                e.message
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

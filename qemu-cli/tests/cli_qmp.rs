@@ -132,9 +132,10 @@ fn script_on_a_running_qemus_socket_then_quit() {
         .spawn()
         .unwrap();
     let sock_arg = sock.display().to_string();
-    // The socket appears shortly after QEMU starts; `qmp --socket` retries until it is there.
+    // The socket appears shortly after QEMU starts; with --wait, `qmp --socket` retries until
+    // it is there.
     let out = run_script(
-        &["qmp", "--socket", &sock_arg, "--compact"],
+        &["qmp", "--socket", &sock_arg, "--compact", "--wait", "30s"],
         "query-version\nquit\n",
     );
     let status = wait_deadline(&mut qemu, Duration::from_secs(30), "QEMU after quit");
@@ -225,4 +226,253 @@ fn a_history_file_open_to_others_is_made_private_and_said_so() {
         std::fs::read_to_string(&history).unwrap(),
         "set_password protocol=vnc password=secret\nquery-status\n"
     );
+}
+
+/// The names of the dirty bitmaps of block node `n0` in a `query-named-block-nodes` reply.
+fn bitmaps(reply: &Value) -> Vec<String> {
+    let mut names: Vec<String> = reply["return"][0]["dirty-bitmaps"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|b| b["name"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_transaction_is_sent_as_one_atomic_command() {
+    require_qemu();
+    let scratch = scratch("qmp-trans");
+    let log = scratch.path().join("qmp.log");
+    let script = "\
+blockdev-add driver=null-co node-name=n0
+transaction(
+block-dirty-bitmap-add node=n0 name=b0
+abort
+)
+query-named-block-nodes flat=true
+transaction(
+block-dirty-bitmap-add node=n0 name=b1
+{\"type\": \"block-dirty-bitmap-add\", \"data\": {\"node\": \"n0\", \"name\": \"b2\"}} )
+query-named-block-nodes flat=true
+transaction(
+block-dirty-bitmap-add node=n0 name=b3
+abort junk
+)
+query-named-block-nodes flat=true
+";
+    let log_arg = log.display().to_string();
+    let out = run_script(
+        &[
+            "qmp",
+            "-v",
+            "--accel",
+            "tcg",
+            "--compact",
+            "--no-events",
+            "-l",
+            &log_arg,
+        ],
+        script,
+    );
+    // The invalid transaction makes the exit code 1.
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+    let vals = values(&stdout);
+    // -v: each request is printed before its reply.
+    let requests: Vec<&Value> = vals.iter().filter(|v| v.get("execute").is_some()).collect();
+    let replies: Vec<&Value> = vals.iter().filter(|v| v.get("execute").is_none()).collect();
+    let names: Vec<&str> = requests
+        .iter()
+        .map(|r| r["execute"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "blockdev-add",
+            "transaction",
+            "query-named-block-nodes",
+            "transaction",
+            "query-named-block-nodes",
+            "query-named-block-nodes"
+        ],
+        "no action was run on its own: {stdout}"
+    );
+    assert_eq!(
+        requests[1]["arguments"]["actions"],
+        serde_json::json!([
+            {"type": "block-dirty-bitmap-add", "data": {"node": "n0", "name": "b0"}},
+            {"type": "abort", "data": {}}
+        ])
+    );
+    // Atomic: the aborted transaction added nothing; the good one added both bitmaps; the
+    // invalid one was never sent.
+    assert_eq!(replies[1]["error"]["class"], "GenericError", "{stdout}");
+    assert!(bitmaps(replies[2]).is_empty(), "{stdout}");
+    assert_eq!(replies[3]["return"], serde_json::json!({}), "{stdout}");
+    assert_eq!(bitmaps(replies[4]), ["b1", "b2"], "{stdout}");
+    assert_eq!(bitmaps(replies[5]), ["b1", "b2"], "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 13: \"junk\" is not key=value; the transaction will not be sent"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 14: transaction not sent: an action was invalid"),
+        "{stderr}"
+    );
+    // -l: every request and reply, one JSON value per line, in a file only its owner reads.
+    assert_eq!(mode(&log), 0o600);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let logged: Vec<Value> = logged
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(logged.len(), 12, "{logged:?}");
+    assert_eq!(logged[2], *requests[1]);
+    assert_eq!(logged[3], *replies[1]);
+}
+
+#[test]
+fn a_missing_or_wrong_socket_fails_at_once_with_the_system_error() {
+    let scratch = scratch("qmp-nosock");
+    let missing = scratch.path().join("missing.sock");
+    let file = scratch.path().join("plain-file");
+    std::fs::write(&file, b"").unwrap();
+    let stale = scratch.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let p = |p: &std::path::Path| p.display().to_string();
+    for (args, needle) in [
+        (
+            vec!["qmp".to_string(), "--socket".into(), p(&missing)],
+            "No such file or directory (os error 2)",
+        ),
+        (
+            vec!["qmp".to_string(), "--socket".into(), p(&file)],
+            "not a socket",
+        ),
+        (
+            vec!["qmp".to_string(), "--socket".into(), p(&stale)],
+            "Connection refused (os error 111)",
+        ),
+        // Waiting does not make a file a socket.
+        (
+            vec![
+                "qmp".to_string(),
+                "--socket".into(),
+                p(&file),
+                "--wait".into(),
+                "1m".into(),
+            ],
+            "not a socket",
+        ),
+        // A bounded wait for a socket that never comes.
+        (
+            vec![
+                "qmp".to_string(),
+                "--socket".into(),
+                p(&missing),
+                "--wait".into(),
+                "300ms".into(),
+            ],
+            "No such file or directory (os error 2) (still, after waiting 300ms)",
+        ),
+        (
+            vec![
+                "qmp".to_string(),
+                "--tcp".into(),
+                "no-such-host.invalid:4444".into(),
+            ],
+            "cannot connect to no-such-host.invalid:4444: ",
+        ),
+    ] {
+        let out = run_deadline(cmd(&args), Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", show(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("qemu-machine: error: cannot connect to "),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        // No internal representation leaks into the message.
+        for debug in ["Unix(", "Tcp(", "Some(", "Os {", "kind:"] {
+            assert!(!stderr.contains(debug), "{args:?}: {stderr}");
+        }
+    }
+    let out = run_deadline(cmd(["qmp", "--wait", "1s"]), Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+}
+
+#[test]
+fn tcp_takes_a_host_name() {
+    require_qemu();
+    let port = free_port();
+    let mut qemu = Command::new(qemu_machine_tests::qemu_system_x86_64())
+        .args(["-machine", "none", "-nodefaults", "-display", "none"])
+        .arg("-qmp")
+        .arg(format!("tcp:127.0.0.1:{port},server=on,wait=off"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("localhost:{port}");
+    let out = run_script(
+        &["qmp", "--tcp", &addr, "--wait", "30s", "-p"],
+        "query-version\nquit\n",
+    );
+    let status = wait_deadline(&mut qemu, Duration::from_secs(30), "QEMU after quit");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("\n  "), "-p: pretty-printed: {stdout}");
+    let vals = values(&stdout);
+    assert_eq!(vals[0]["return"]["qemu"]["major"], 7);
+}
+
+#[test]
+fn interactive_transaction_prompt_and_redraw_on_resize() {
+    require_qemu();
+    let mut pty = pty(["qmp", "--accel", "tcg", "--history", "none"]);
+    let at = pty.expect_from(0, "(QEMU) ", Duration::from_secs(60));
+    pty.write(b"blockdev-add driver=null-co node-name=n0\r");
+    let at = pty.expect_from(at, "\"return\": {}", Duration::from_secs(30));
+    let at = pty.expect_from(at, "(QEMU) ", Duration::from_secs(30));
+    // Opening a transaction changes the prompt; a line inside sends nothing.
+    pty.write(b"transaction(\r");
+    let at = pty.expect_from(at, "TRANS> ", Duration::from_secs(30));
+    pty.write(b"block-dirty-bitmap-add node=n0 name=b0\r");
+    let at = pty.expect_from(at, "TRANS> ", Duration::from_secs(30));
+    // Ctrl-C abandons it.
+    pty.write(b"\x03");
+    let at = pty.expect_from(at, "the transaction was abandoned", Duration::from_secs(30));
+    let at = pty.expect_from(at, "(QEMU) ", Duration::from_secs(30));
+    // A pasted transaction: several lines in one write, sent once at the `)`.
+    pty.write(b"transaction(\rblock-dirty-bitmap-add node=n0 name=b1\rblock-dirty-bitmap-add node=n0 name=b2\r)\r");
+    let at = pty.expect_from(at, "\"return\": {}", Duration::from_secs(30));
+    let at = pty.expect_from(at, "(QEMU) ", Duration::from_secs(30));
+    pty.write(b"query-named-block-nodes flat=true\r");
+    let at = pty.expect_from(at, "\"name\": \"b", Duration::from_secs(30));
+    let at = pty.expect_from(at, "(QEMU) ", Duration::from_secs(30));
+    let text = pty.text();
+    assert!(!text[at - 200..].contains("\"b0\""), "abandoned: {text}");
+    // A long line on an 80-column terminal, then the terminal narrows to 30 columns: the line
+    // is drawn again to fit: prompt (7) + the last 22 characters + the cursor column.
+    let long: String = (0..60).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    pty.write(long.as_bytes());
+    let at = pty.expect_from(at, &long[long.len() - 20..], Duration::from_secs(30));
+    pty.resize(30, 24);
+    let redraw = format!("\r\x1b[J\r(QEMU) {}\x1b[K", &long[long.len() - 22..]);
+    let at = pty.expect_from(at, &redraw, Duration::from_secs(30));
+    // Typing goes on in the new width.
+    pty.write(b"\x15query-status\r");
+    let at = pty.expect_from(at, "\"status\": \"running\"", Duration::from_secs(30));
+    pty.expect_from(at, "(QEMU) ", Duration::from_secs(30));
+    pty.write(b"\x04");
+    let status = pty.finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{}", pty.text());
 }

@@ -54,8 +54,21 @@ fn a_bad_spec_file_names_the_field() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
     let out = run_deadline(cmd(["argv", "/no/such/vm.json"]), T);
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/vm.json"));
+
+    // Valid JSON that is not an object is refused with a message saying what it should be.
+    std::fs::write(&spec, r#"[{"memory": "1G"}]"#).unwrap();
+    let out = run_deadline(cmd(["run", spec.to_str().unwrap()]), T);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "qemu-machine: error: {}: a VM description is a JSON object ({{\"memory\": \"1G\", \
+             ...}}), not an array\n",
+            spec.display()
+        )
+    );
 }
 
 #[test]
@@ -70,10 +83,17 @@ fn help_has_examples_and_exit_codes() {
         "130",
         "image",
         "qmp",
+        "start",
+        "console",
+        "image check exits as qemu-img check",
     ] {
         assert!(text.contains(needle), "{needle}: {text}");
     }
-    for sub in ["run", "qmp", "image", "argv"] {
+    // The supervisor's mode is not a command for people.
+    assert!(!text.contains("__supervise"), "{text}");
+    for sub in [
+        "run", "qmp", "image", "argv", "start", "list", "console", "exec", "stop", "kill",
+    ] {
         let out = run_deadline(cmd([sub, "--help"]), T);
         assert_eq!(out.status.code(), Some(0), "{sub}");
         assert!(

@@ -297,6 +297,7 @@ pub struct ImgConvert {
     dst_format: Format,
     progress: bool,
     compress: bool,
+    force_share: bool,
     options: Props,
 }
 
@@ -310,6 +311,7 @@ impl ImgConvert {
             dst_format,
             progress: false,
             compress: false,
+            force_share: false,
             options: Props::new(),
         }
     }
@@ -328,6 +330,12 @@ impl ImgConvert {
         self.compress = on;
         self
     }
+    /// Opens the source even while a running QEMU holds it (`-U`; the copy may be
+    /// inconsistent if the guest writes meanwhile).
+    pub fn force_share(mut self, on: bool) -> ImgConvert {
+        self.force_share = on;
+        self
+    }
     /// An output format option (`-o`).
     pub fn option(mut self, key: impl Into<String>, value: impl Into<PropValue>) -> ImgConvert {
         self.options.set(key, value);
@@ -341,6 +349,9 @@ impl ImgCommand for ImgConvert {
         let mut a: Vec<OsString> = vec!["convert".into()];
         if self.progress {
             a.push("-p".into());
+        }
+        if self.force_share {
+            a.push("-U".into());
         }
         if let Some(f) = &self.src_format {
             a.push("-f".into());
@@ -376,6 +387,7 @@ pub struct ImgCheck {
     path: OsString,
     format: Option<Format>,
     repair: Option<Repair>,
+    force_share: bool,
 }
 
 impl ImgCheck {
@@ -385,6 +397,7 @@ impl ImgCheck {
             path: path.as_ref().into(),
             format: None,
             repair: None,
+            force_share: false,
         }
     }
     /// Opens the image as `format` instead of probing.
@@ -397,12 +410,21 @@ impl ImgCheck {
         self.repair = Some(repair);
         self
     }
+    /// Opens the image even while a running QEMU holds it (`-U`; the result may be stale,
+    /// and qemu-img refuses it together with a repair).
+    pub fn force_share(mut self, on: bool) -> ImgCheck {
+        self.force_share = on;
+        self
+    }
 }
 
 impl ImgCommand for ImgCheck {
     fn args(&self) -> Result<Vec<OsString>, Error> {
         let what = "qemu-img check";
         let mut a: Vec<OsString> = vec!["check".into(), "--output=json".into()];
+        if self.force_share {
+            a.push("-U".into());
+        }
         if let Some(f) = &self.format {
             a.push("-f".into());
             a.push(format_name(what, f)?);
@@ -573,6 +595,17 @@ mod tests {
                 .build()
                 .unwrap()),
             "qemu-img check --output=json -f qcow2 -r leaks x"
+        );
+        assert_eq!(
+            s(ImgCheck::new("x").force_share(true).build().unwrap()),
+            "qemu-img check --output=json -U x"
+        );
+        assert_eq!(
+            s(ImgConvert::new("a", "b", Format::Raw)
+                .force_share(true)
+                .build()
+                .unwrap()),
+            "qemu-img convert -U -O raw a b"
         );
         assert_eq!(
             s(

@@ -159,6 +159,149 @@ fn exported_symbols_are_exactly_the_header_functions() {
     );
 }
 
+/// Every exported symbol is a `qm_` function (rustc exports exactly the `#[no_mangle]`
+/// functions; see build.rs for why there is no version script of our own), and the library
+/// carries the soname of its ABI: `libqemumachine.so.0.MINOR` before 1.0, `.so.MAJOR` after.
+#[test]
+fn the_shared_library_exports_only_qm_functions_under_its_abi_soname() {
+    let lib = built_library();
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&lib)
+        .output()
+        .expect("run nm (binutils)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let foreign: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .filter(|name| !name.starts_with("qm_"))
+        .collect();
+    assert!(
+        out.status.success() && text.contains(" qm_version"),
+        "nm -D {}: {text}",
+        lib.display()
+    );
+    assert!(foreign.is_empty(), "exported besides qm_*: {foreign:?}");
+
+    let out = Command::new("readelf")
+        .arg("-d")
+        .arg(&lib)
+        .output()
+        .expect("run readelf (binutils)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let soname = text
+        .lines()
+        .find(|l| l.contains("(SONAME)"))
+        .and_then(|l| Some(&l[l.find('[')? + 1..l.rfind(']')?]));
+    let expected = if env!("CARGO_PKG_VERSION_MAJOR") == "0" {
+        format!("libqemumachine.so.0.{}", env!("CARGO_PKG_VERSION_MINOR"))
+    } else {
+        format!("libqemumachine.so.{}", env!("CARGO_PKG_VERSION_MAJOR"))
+    };
+    assert_eq!(soname, Some(expected.as_str()), "{}", lib.display());
+}
+
+/// C source with its comments, string literals and character literals blanked out, so that
+/// only code is left to search.
+fn c_code_only(source: &str) -> String {
+    let bytes = source.as_bytes();
+    let mut out = String::with_capacity(source.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &source[i..];
+        if let Some(comment) = rest.strip_prefix("/*") {
+            let end = comment.find("*/").map_or(rest.len(), |e| e + 4);
+            out.push(' ');
+            i += end;
+        } else if rest.starts_with("//") {
+            i += rest.find('\n').unwrap_or(rest.len());
+        } else if bytes[i] == b'"' || bytes[i] == b'\'' {
+            let quote = bytes[i];
+            i += 1;
+            while i < bytes.len() && bytes[i] != quote && bytes[i] != b'\n' {
+                i += if bytes[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+            out.push_str("\"\"");
+        } else {
+            let c = rest.chars().next().unwrap();
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
+/// The identifiers called (followed by `(`) in C code.
+fn c_calls(code: &str) -> BTreeSet<String> {
+    let mut calls = BTreeSet::new();
+    let mut ident = String::new();
+    let mut after_ident = false;
+    for c in code.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            if after_ident {
+                ident.clear();
+                after_ident = false;
+            }
+            ident.push(c);
+        } else if c.is_whitespace() && !ident.is_empty() {
+            after_ident = true;
+        } else {
+            if c == '(' && !ident.is_empty() {
+                calls.insert(std::mem::take(&mut ident));
+            }
+            ident.clear();
+            after_ident = false;
+        }
+    }
+    calls
+}
+
+#[test]
+fn c_call_finder_sees_calls_not_comments_or_strings() {
+    let code = c_code_only(
+        "/* qm_a(x) */ int x = qm_b (1); // qm_c()\n\
+         puts(\"qm_d()\"); char q = '('; qm_e\n(2); qm_f;",
+    );
+    let calls = c_calls(&code);
+    for name in ["qm_b", "puts", "qm_e"] {
+        assert!(calls.contains(name), "{name} missing from {calls:?}");
+    }
+    for name in ["qm_a", "qm_c", "qm_d", "qm_f"] {
+        assert!(!calls.contains(name), "{name} wrongly found in {calls:?}");
+    }
+}
+
+/// Each function of the header is called by a C test (`tests/c/*.c`): a function added to the
+/// C API needs a test in C as well as in Rust.
+#[test]
+fn every_header_function_is_called_by_a_c_test() {
+    let header = std::fs::read_to_string(header_path()).expect("read header");
+    let declared = header_functions(&header);
+    let dir = crate_dir().join("../tests/c");
+    let mut called = BTreeSet::new();
+    let mut sources = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("read tests/c") {
+        let path = entry.expect("read tests/c").path();
+        if path.extension().is_some_and(|e| e == "c") {
+            let text = std::fs::read_to_string(&path).expect("read a C test");
+            called.extend(c_calls(&c_code_only(&text)));
+            sources.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    assert!(
+        sources.iter().any(|s| s == "qm_test.c"),
+        "no qm_test.c in {}",
+        dir.display()
+    );
+    let uncalled: Vec<&String> = declared.difference(&called).collect();
+    assert!(
+        uncalled.is_empty(),
+        "header functions no C test calls (in tests/c: {sources:?}): {uncalled:?}; \
+         call each from tests/c/qm_test.c and check what it does"
+    );
+}
+
 /// The defaults the header's comments name are the ones the library uses: a change to either
 /// must change the other. (The 30 s waits are also observed for real in `tests/rules.rs`.)
 #[test]

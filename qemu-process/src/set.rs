@@ -156,6 +156,9 @@ impl MachineSet {
         // Every machine is looked at once; after that only those the poll reports, as nothing
         // else can change a launch's state.
         let mut check: Vec<usize> = (0..set.machines.len()).collect();
+        let timed: Vec<usize> = (0..set.machines.len())
+            .filter(|&i| set.machines[i].launch_wake().is_some())
+            .collect();
         loop {
             for &index in &check {
                 if ready[index] {
@@ -184,9 +187,23 @@ impl MachineSet {
                     },
                 ));
             }
-            set.poll_once(remaining)?;
+            // A machine launched without QMP is done when its settle time has passed, which no
+            // poll reports: those (none, usually) are looked at on every turn.
+            let now = std::time::Instant::now();
+            let settle = timed
+                .iter()
+                .filter(|&&i| !ready[i])
+                .filter_map(|&i| set.machines[i].launch_wake())
+                .min()
+                .map(|at| at.saturating_duration_since(now));
+            let wait = match (remaining, settle) {
+                (Some(r), Some(s)) => Some(r.min(s)),
+                (r, s) => r.or(s),
+            };
+            set.poll_once(wait)?;
             check.clear();
             check.extend_from_slice(&set.ready);
+            check.extend_from_slice(&timed);
         }
     }
 

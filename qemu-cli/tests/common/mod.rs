@@ -50,3 +50,7 @@ pub fn banner_pid(text: &str) -> Option<u32> {
     let rest = &text[start..];
     rest[..rest.find(')')?].parse().ok()
 }
+
+mod extra;
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use extra::*;

@@ -37,7 +37,8 @@ impl QemuImg {
         let temp = TempPath::beside(dst)?;
         let cmd = ImgConvert::new(src, temp.path(), dst_format.clone())
             .src_format(src_format.clone())
-            .progress(true);
+            .progress(true)
+            .force_share(self.force_share);
         let argv = self.argv(&cmd)?;
         let mut parser = ProgressParser::default();
         let mut last = 0.0;

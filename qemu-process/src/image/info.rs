@@ -131,7 +131,7 @@ impl CheckReport {
 impl QemuImg {
     /// `qemu-img info` of the image at `path`, probing its format, with its backing chain.
     pub fn info(&self, path: &Path) -> Result<ImageInfo, Error> {
-        self.info_with(path, None, false)
+        self.info_with(path, None, self.force_share)
     }
 
     /// `qemu-img info` with the format given (no probing) and, with `force_share`, on an image
@@ -145,7 +145,7 @@ impl QemuImg {
         exists(path, "image")?;
         let mut cmd = ImgInfo::new(path)
             .backing_chain(true)
-            .force_share(force_share);
+            .force_share(force_share || self.force_share);
         if let Some(f) = format {
             cmd = cmd.format(f.clone());
         }
@@ -220,8 +220,17 @@ impl QemuImg {
     /// Checks an image's consistency (qcow2, qed, vdi, vhdx, vmdk), repairing when asked. Formats
     /// without metadata (raw) are [`Error::Unsupported`].
     pub fn check(&self, path: &Path, repair: Option<Repair>) -> Result<CheckReport, Error> {
+        if self.force_share && repair.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "repairing {} while sharing it with a running QEMU (force share): stop the VM \
+                 first",
+                path.display()
+            )));
+        }
         let info = self.info(path)?;
-        let mut cmd = ImgCheck::new(path).format(info.format.clone());
+        let mut cmd = ImgCheck::new(path)
+            .format(info.format.clone())
+            .force_share(self.force_share);
         if let Some(r) = repair {
             cmd = cmd.repair(r);
         }

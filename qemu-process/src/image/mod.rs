@@ -35,7 +35,7 @@ use qemu_cmdline::{Argv, Format, ImgCommand, Repair, Size};
 
 use crate::error::Error;
 
-mod child;
+pub(crate) mod child;
 mod convert;
 mod flash;
 mod info;
@@ -53,6 +53,7 @@ use child::RunningChild;
 pub struct QemuImg {
     program: PathBuf,
     decompressors: [PathBuf; 4],
+    force_share: bool,
 }
 
 impl Default for QemuImg {
@@ -60,6 +61,7 @@ impl Default for QemuImg {
         QemuImg {
             program: PathBuf::from("qemu-img"),
             decompressors: Compression::ALL.map(|c| PathBuf::from(c.program())),
+            force_share: false,
         }
     }
 }
@@ -83,6 +85,15 @@ impl QemuImg {
         program: impl Into<PathBuf>,
     ) -> &mut Self {
         self.decompressors[compression.index()] = program.into();
+        self
+    }
+
+    /// Reads images even while a running QEMU holds them (qemu-img's `-U`, "force share"):
+    /// [`info`](QemuImg::info), [`check`](QemuImg::check) without repair, and the source of
+    /// [`convert`](QemuImg::convert) and [`dump`](QemuImg::dump). What is read may be stale or
+    /// inconsistent while the guest writes. Writes never share: a repair is refused with it.
+    pub fn force_share(&mut self, on: bool) -> &mut Self {
+        self.force_share = on;
         self
     }
 

@@ -8,7 +8,7 @@ mod forwards;
 mod launch;
 pub(crate) mod resolve;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use qemu_cmdline::{Format, Size};
 
@@ -20,6 +20,48 @@ pub use launch::{DiskLaunch, VmLaunch};
 pub const DEFAULT_ROOT_SIZE: Size = Size::gib(8);
 /// The id of the cloud-init seed disk.
 pub const SEED_DISK_ID: &str = "cidata";
+
+/// A step of the work a VM launch does on its disks before QEMU starts, as reported to the
+/// callback of [`Machine::launch_with_progress`](crate::Machine::launch_with_progress).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Preparing<'a> {
+    /// A disk image is being created.
+    Create {
+        /// The disk's id.
+        disk: &'a str,
+        /// The image.
+        path: &'a Path,
+        /// Its format.
+        format: &'a Format,
+        /// Its virtual size.
+        size: Size,
+    },
+    /// An image is being written into a disk (`flash_from`): called as the work advances, with
+    /// the fraction done from 0.0 to 1.0, never decreasing, the last call 1.0.
+    Flash {
+        /// The disk's id.
+        disk: &'a str,
+        /// The image written.
+        source: &'a Path,
+        /// The disk image.
+        path: &'a Path,
+        /// How much is done.
+        fraction: f64,
+    },
+    /// A disk image is being grown to `size`.
+    Grow {
+        /// The disk's id.
+        disk: &'a str,
+        /// The image.
+        path: &'a Path,
+        /// Its new virtual size.
+        size: Size,
+    },
+}
+
+/// The callback of [`Machine::launch_with_progress`](crate::Machine::launch_with_progress).
+pub type ProgressFn<'a> = &'a mut dyn FnMut(&Preparing<'_>);
 
 /// The format of a [`Machine::screendump`](crate::Machine::screendump).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -10,11 +10,14 @@ use qemu_cmdline::{
     Arch, DiskInterface, DiskSpec, Display, Format, Size, UefiSpec, UefiVariant, Vga, VmSpec, Vnc,
 };
 
-use super::{DiskLaunch, Drive, DriveKind, VmLaunch, DEFAULT_ROOT_SIZE, SEED_DISK_ID};
+use super::{
+    DiskLaunch, Drive, DriveKind, Preparing, ProgressFn, VmLaunch, DEFAULT_ROOT_SIZE, SEED_DISK_ID,
+};
 use crate::cloudinit::CloudInitSpec;
 use crate::config::{args_choose_accel, resolve_accel, AccelChoice as Accel};
 use crate::error::Error;
 use crate::image::QemuImg;
+use crate::machine::QtestPlan;
 
 /// Files the launch created outside the temp dir, removed unless the launch succeeds.
 #[derive(Default)]
@@ -49,17 +52,28 @@ pub(crate) struct Resolved {
 
 /// Resolves `launch` with files in `temp`. `binary` and `accel` override the spec's (see
 /// [`MachineConfig::accel`](crate::MachineConfig::accel)); files made outside `temp` are
-/// recorded in `created`. With `dry_run`, nothing is made, flashed or grown.
-pub(crate) struct Resolver<'a> {
+/// recorded in `created`. With `dry_run`, nothing is made, flashed or grown. The work on disks
+/// is reported to `progress`.
+pub(crate) struct Resolver<'a, 'p> {
     pub(crate) temp: &'a Path,
     pub(crate) img: &'a QemuImg,
     pub(crate) created: &'a mut Created,
     pub(crate) binary: Option<&'a Path>,
     pub(crate) accel: Option<Accel>,
     pub(crate) dry_run: bool,
+    pub(crate) progress: Option<ProgressFn<'p>>,
+    /// The machine gets a qtest channel: `auto` means the qtest accelerator when the binary
+    /// has it, else TCG, and `-S` unless it runs the qtest accelerator.
+    pub(crate) qtest: bool,
 }
 
-impl Resolver<'_> {
+impl Resolver<'_, '_> {
+    fn report(&mut self, step: &Preparing<'_>) {
+        if let Some(progress) = self.progress.as_mut() {
+            progress(step);
+        }
+    }
+
     pub(crate) fn resolve(&mut self, launch: &VmLaunch) -> Result<Resolved, Error> {
         let mut r = launch.spec.clone();
         let mut disks: Vec<DiskLaunch> = (0..r.disks.len()).map(|i| launch.disk(i)).collect();
@@ -195,6 +209,8 @@ impl Resolver<'_> {
             .binary
             .clone()
             .unwrap_or_else(|| PathBuf::from(r.arch.profile().binary));
+        // A qtest machine does not run guest code: -S, unless it gets the qtest accelerator.
+        r.paused |= self.qtest;
         let choice = match self.accel {
             Some(Accel::None) => return,
             Some(a) => a,
@@ -210,6 +226,12 @@ impl Resolver<'_> {
                 .is_some_and(|m| m.props().get("accel").is_some())
                 || args_choose_accel(&r.extra_args))
         {
+            return;
+        }
+        if self.qtest && choice == Accel::Auto {
+            let plan = QtestPlan::new(Some(Accel::Auto), &binary);
+            r.paused = plan.paused;
+            r.accel = plan.accel.into_iter().collect();
             return;
         }
         r.accel = match resolve_accel(choice, &binary) {
@@ -258,14 +280,31 @@ impl Resolver<'_> {
                 src.display(),
                 path.display()
             );
-            let report = self.img.flash(src, &path, &format, |p| {
-                log::debug!("flashing {what}: {:.1}%", p * 100.0)
-            })?;
+            let img = self.img;
+            let mut progress = self.progress.take();
+            let result = img.flash(src, &path, &format, |fraction| {
+                log::debug!("flashing {what}: {:.1}%", fraction * 100.0);
+                if let Some(p) = progress.as_mut() {
+                    p(&Preparing::Flash {
+                        disk: id,
+                        source: src,
+                        path: &path,
+                        fraction,
+                    });
+                }
+            });
+            self.progress = progress;
+            let report = result?;
             if !exists && !owned {
                 self.created.push(path.clone());
             }
             if let Some(size) = size {
                 if report.virtual_size < size.bytes() {
+                    self.report(&Preparing::Grow {
+                        disk: id,
+                        path: &path,
+                        size,
+                    });
                     self.img.resize(&path, size, false)?;
                 }
             }
@@ -283,6 +322,12 @@ impl Resolver<'_> {
             if self.dry_run {
                 return Ok((path, format, owned));
             }
+            self.report(&Preparing::Create {
+                disk: id,
+                path: &path,
+                format: &format,
+                size,
+            });
             self.img.create(&path, &format, size)?;
             if !owned {
                 self.created.push(path.clone());
@@ -300,6 +345,11 @@ impl Resolver<'_> {
         if let Some(size) = size.filter(|_| !self.dry_run) {
             if info.virtual_size < size.bytes() {
                 log::info!("growing {what} to {size}");
+                self.report(&Preparing::Grow {
+                    disk: id,
+                    path: &path,
+                    size,
+                });
                 self.img.resize(&path, size, false)?;
             }
         }

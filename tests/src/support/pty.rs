@@ -196,3 +196,95 @@ impl Drop for PtyChild {
         }
     }
 }
+
+impl PtyChild {
+    /// Sets the terminal's size and tells the child, as a terminal emulator's resize does
+    /// (the pty is not the child's controlling terminal, so the kernel would not).
+    pub fn resize(&mut self, cols: u16, rows: u16) {
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads the valid winsize passed.
+        let rc = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+        // SAFETY: kill(2) has no memory effects.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGWINCH) };
+    }
+
+    /// Closes the terminal (both sides this test holds), as closing a terminal window does;
+    /// reading output afterwards finds nothing.
+    pub fn close_terminal(&mut self) {
+        let null = || std::fs::File::open("/dev/null").unwrap();
+        drop(std::mem::replace(&mut self.master, null()));
+        drop(std::mem::replace(&mut self.slave_probe, null().into()));
+    }
+}
+
+impl PtyChild {
+    /// Starts `program ARGS` on a new pty with extra environment variables; with `session`, in
+    /// a session of its own whose controlling terminal the pty is, as a shell in a terminal
+    /// window runs it (closing the terminal then hangs that session up).
+    pub fn spawn_program<P, I, S>(
+        program: P,
+        args: I,
+        env: &[(&str, &std::ffi::OsStr)],
+        session: bool,
+    ) -> PtyChild
+    where
+        P: AsRef<std::ffi::OsStr>,
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
+        let (master, slave) = openpty();
+        let probe = dup(&slave);
+        let mut command = Command::new(program.as_ref());
+        command
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::from(dup(&slave)))
+            .stdout(Stdio::from(dup(&slave)))
+            .stderr(Stdio::from(slave));
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        if session {
+            // SAFETY: setsid and ioctl are async-signal-safe; they run in the child between
+            // fork and exec and touch only its own session and its stdin (the pty).
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let name = std::path::Path::new(program.as_ref())
+            .file_name()
+            .unwrap_or(program.as_ref())
+            .to_string_lossy()
+            .into_owned();
+        let child = command.spawn().expect("spawning a program on a pty");
+        drop(command);
+        PtyChild {
+            child,
+            program: name,
+            master: std::fs::File::from(master),
+            slave_probe: probe,
+            output: Vec::new(),
+            diagnostics: None,
+        }
+    }
+}
+
+impl PtyChild {
+    /// Reads whatever output comes within `quiet` of the last (without failing).
+    pub fn drain(&mut self, quiet: Duration) {
+        while self.read_some(quiet) == Some(true) {}
+    }
+}
