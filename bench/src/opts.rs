@@ -71,7 +71,7 @@ pub enum Invocation {
         qemu: PathBuf,
     },
     /// Hidden: the many-VMs workload in this (fresh) process, for `client` (`ours`, `serial`,
-    /// `floor`) with `n` VMs.
+    /// `events`, `floor`) with `n` VMs.
     Scale {
         /// Which client runs the workload.
         client: String,
@@ -199,7 +199,7 @@ where
     }
     if let Some((client, n, queries)) = scale {
         return match client.as_str() {
-            "ours" | "serial" | "floor" => Ok(Invocation::Scale {
+            "ours" | "serial" | "events" | "floor" => Ok(Invocation::Scale {
                 client,
                 n,
                 queries,

@@ -10,6 +10,9 @@
 //!   `MachineSet::shutdown_all` and drop.
 //! - `serial`: the same, but each round asks the machines one after the other with
 //!   `Machine::command` (one round trip at a time).
+//! - `events`: the same set, but each round takes every machine in turn through `stop`, its
+//!   STOP event from `MachineSet::next_event`, `cont` and its RESUME event (for the
+//!   instruction counts: one machine's events among many idle ones).
 //! - `floor`: N threads, each a floor client (`FloorVm`) for one VM: launch, 100 queries, quit;
 //!   the threads meet at barriers between the phases so that the phases can be timed.
 //!
@@ -165,7 +168,9 @@ impl Report {
 pub fn run(client: &str, n: usize, queries: usize, qemu: &Path) -> Result<(), String> {
     let nofile = lower_nofile(NOFILE)?;
     let mut report = match client {
-        "ours" | "serial" => ours(n, queries, qemu, client == "serial")?,
+        "ours" => ours(n, queries, qemu, Mode::ExecuteAll)?,
+        "serial" => ours(n, queries, qemu, Mode::Serial)?,
+        "events" => ours(n, queries, qemu, Mode::Events)?,
         "floor" => floor(n, queries, qemu)?,
         other => return Err(format!("unknown client {other:?}")),
     };
@@ -213,7 +218,19 @@ pub fn open_fds(pid: Option<u32>) -> Result<f64, String> {
     Ok(count as f64)
 }
 
-fn ours(n: usize, queries: usize, qemu: &Path, serial: bool) -> Result<Report, String> {
+/// How the `ours` clients query.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// `MachineSet::execute_all("query-status")` per round.
+    ExecuteAll,
+    /// `Machine::command(&QueryStatus)` on each machine in turn.
+    Serial,
+    /// Each machine in turn: `pause`, `MachineSet::next_event` (its STOP), `resume`,
+    /// `next_event` (its RESUME); one round counts as one query per machine.
+    Events,
+}
+
+fn ours(n: usize, queries: usize, qemu: &Path, mode: Mode) -> Result<Report, String> {
     let err = |e: qemu_process::Error| e.to_string();
     let config = machine_config(qemu, AccelChoice::Tcg);
     let configs = vec![config; n];
@@ -227,13 +244,28 @@ fn ours(n: usize, queries: usize, qemu: &Path, serial: bool) -> Result<Report, S
     let (start, cpu_start) = (Instant::now(), cpu_ns());
     let mut set = MachineSet::launch(&configs, Duration::from_secs(600)).map_err(err)?;
     let round = |set: &mut MachineSet| -> Result<(), String> {
-        if serial {
-            for vm in set.iter_mut() {
-                vm.command(&QueryStatus).map_err(err)?;
+        match mode {
+            Mode::ExecuteAll => {
+                for reply in set.execute_all("query-status", None, Duration::from_secs(60)) {
+                    reply.map_err(err)?;
+                }
             }
-        } else {
-            for reply in set.execute_all("query-status", None, Duration::from_secs(60)) {
-                reply.map_err(err)?;
+            Mode::Serial => {
+                for vm in set.iter_mut() {
+                    vm.command(&QueryStatus).map_err(err)?;
+                }
+            }
+            Mode::Events => {
+                for i in 0..set.len() {
+                    for (name, event) in [("stop", "STOP"), ("cont", "RESUME")] {
+                        let vm = set.get_mut(i).ok_or("no machine")?;
+                        vm.execute(name, None).map_err(err)?;
+                        let (from, got) = set.next_event(Duration::from_secs(60)).map_err(err)?;
+                        if (from, got.name.as_str()) != (i, event) {
+                            return Err(format!("{event} of {i} expected, got {got:?} of {from}"));
+                        }
+                    }
+                }
             }
         }
         Ok(())
