@@ -12,9 +12,11 @@ mod candidates;
 mod floor;
 mod groups;
 mod opts;
+mod procfs;
 mod python;
 mod report;
 mod rss;
+mod scale;
 mod stats;
 mod sysinfo;
 
@@ -39,6 +41,18 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("qm-bench __rss: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Invocation::Scale {
+            client,
+            n,
+            queries,
+            qemu,
+        } => match scale::run(&client, n, queries, &qemu) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("qm-bench __scale: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -23,6 +23,26 @@ pub const GROUPS: &[(&str, &str)] = &[
     ),
     ("concurrent", "1, 4, 16 VMs with MachineSet from one thread"),
     (
+        "scale",
+        "1, 16, 64, 128 VMs from one thread vs threads: wall, CPU per command, RSS and fds per VM",
+    ),
+    (
+        "idle",
+        "64 idle VMs held by a blocked thread: its CPU and wake-ups, and the guardian's",
+    ),
+    (
+        "boot",
+        "the guest fixture from launch to its ready line vs a bare console reader (with console)",
+    ),
+    (
+        "console",
+        "guest console output delivered per second vs a bare reader (with boot: one guest)",
+    ),
+    (
+        "events",
+        "10,000 STOP/RESUME events delivered in order vs the floor",
+    ),
+    (
         "cabi",
         "query-status round trip through the C ABI vs the Rust API",
     ),
@@ -47,6 +67,18 @@ pub enum Invocation {
     Rss {
         /// Which client runs the workload.
         client: String,
+        /// The QEMU binary.
+        qemu: PathBuf,
+    },
+    /// Hidden: the many-VMs workload in this (fresh) process, for `client` (`ours`, `serial`,
+    /// `events`, `floor`) with `n` VMs.
+    Scale {
+        /// Which client runs the workload.
+        client: String,
+        /// How many VMs.
+        n: usize,
+        /// Queries per VM (default [`crate::scale::QUERIES`]; more, to profile).
+        queries: usize,
         /// The QEMU binary.
         qemu: PathBuf,
     },
@@ -106,7 +138,7 @@ where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
-    let mut args = args.into_iter().map(Into::into);
+    let mut args = args.into_iter().map(Into::into).peekable();
     let mut options = Options {
         quick: false,
         only: Vec::new(),
@@ -114,6 +146,7 @@ where
         python: PathBuf::from("python3"),
     };
     let mut rss_client = None;
+    let mut scale = None;
     let mut first = true;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -144,9 +177,36 @@ where
             "--python" => options.python = PathBuf::from(value("--python")?),
             "-h" | "--help" => return Ok(Invocation::Help),
             "__rss" if first => rss_client = Some(value("__rss")?),
+            "__scale" if first => {
+                let client = value("__scale")?;
+                let n = value("__scale")?;
+                let n: usize = n
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| format!("__scale: bad number of VMs {n:?}"))?;
+                let queries = match args.peek() {
+                    Some(q) if q.parse::<usize>().is_ok() => {
+                        args.next().and_then(|q| q.parse().ok()).unwrap_or(0)
+                    }
+                    _ => crate::scale::QUERIES,
+                };
+                scale = Some((client, n, queries));
+            }
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
         first = false;
+    }
+    if let Some((client, n, queries)) = scale {
+        return match client.as_str() {
+            "ours" | "serial" | "events" | "floor" => Ok(Invocation::Scale {
+                client,
+                n,
+                queries,
+                qemu: options.qemu,
+            }),
+            _ => Err(format!("unknown client {client:?} for __scale")),
+        };
     }
     match rss_client {
         Some(client) if client == "ours" || client == "floor" => Ok(Invocation::Rss {
@@ -215,5 +275,30 @@ mod tests {
             })
         );
         assert_eq!(parse(["--help"]), Ok(Invocation::Help));
+    }
+
+    #[test]
+    fn hidden_scale_subcommand() {
+        assert_eq!(
+            parse(["__scale", "serial", "64", "--qemu", "/q"]),
+            Ok(Invocation::Scale {
+                client: "serial".into(),
+                n: 64,
+                queries: crate::scale::QUERIES,
+                qemu: PathBuf::from("/q")
+            })
+        );
+        assert!(matches!(
+            parse(["__scale", "ours", "2", "5000"]),
+            Ok(Invocation::Scale {
+                n: 2,
+                queries: 5000,
+                ..
+            })
+        ));
+        let err = |args: &[&str]| parse(args.iter().copied()).unwrap_err();
+        assert!(err(&["__scale", "ours", "0"]).contains("bad number"));
+        assert!(err(&["__scale", "ours"]).contains("needs a value"));
+        assert!(err(&["__scale", "perl", "2"]).contains("\"perl\""));
     }
 }

@@ -229,6 +229,110 @@ fn a_machine_set_launches_together_and_reports_events_from_any() {
 }
 
 #[test]
+fn a_machine_set_executes_on_every_machine_at_once() {
+    let configs = vec![none_config(), none_config(), none_config()];
+    let mut set = MachineSet::launch(&configs, Duration::from_secs(30)).unwrap();
+    let statuses = |replies: Vec<Result<serde_json::Value, Error>>| -> Vec<String> {
+        replies
+            .into_iter()
+            .map(|r| match r {
+                Ok(v) => v["status"].as_str().unwrap().to_owned(),
+                Err(e) if e.is_timeout() => "timeout".to_owned(),
+                Err(e) => format!("error: {e}"),
+            })
+            .collect()
+    };
+    // Replies in index order, each for its own machine.
+    set.get_mut(1).unwrap().pause().unwrap();
+    assert_eq!(
+        statuses(set.execute_all("query-status", None, Duration::from_secs(10))),
+        ["running", "paused", "running"]
+    );
+    // A machine that does not answer in time fails alone; its late reply is discarded.
+    let stuck = set.get(2).unwrap().pid().unwrap();
+    support::signal(stuck, libc::SIGSTOP);
+    assert_eq!(
+        statuses(set.execute_all("query-status", None, Duration::from_millis(500))),
+        ["running", "paused", "timeout"]
+    );
+    support::signal(stuck, libc::SIGCONT);
+    set.get_mut(0).unwrap().pause().unwrap();
+    assert_eq!(
+        statuses(set.execute_all("query-status", None, Duration::from_secs(10))),
+        ["paused", "paused", "running"]
+    );
+    // Arguments go to every machine; an error reply is that machine's alone.
+    let replies = set.execute_all(
+        "qom-get",
+        Some(json!({"path": "/machine", "property": "type"})),
+        Duration::from_secs(10),
+    );
+    assert!(replies.iter().all(Result::is_ok), "{replies:?}");
+    // A machine that is gone fails with its exit; the others answer.
+    let gone = set.get(0).unwrap().pid().unwrap();
+    support::signal(gone, libc::SIGKILL);
+    set.get_mut(0)
+        .unwrap()
+        .wait(Duration::from_secs(10))
+        .unwrap();
+    let replies = set.execute_all("query-status", None, Duration::from_secs(10));
+    assert!(
+        matches!(replies[0], Err(Error::Exited(_))),
+        "{:?}",
+        replies[0]
+    );
+    assert!(replies[1].is_ok() && replies[2].is_ok(), "{replies:?}");
+    // The events of the commands above were kept, and come out of next_event.
+    let mut stops = Vec::new();
+    while let Ok((i, e)) = set.next_event(Duration::from_millis(200)) {
+        assert_eq!(e.name, "STOP");
+        stops.push(i);
+    }
+    stops.sort();
+    assert_eq!(stops, [0, 1]);
+    drop(set);
+}
+
+#[test]
+fn a_machine_set_takes_kept_events_in_turn() {
+    let configs = vec![none_config(), none_config()];
+    let mut set = MachineSet::launch(&configs, Duration::from_secs(30)).unwrap();
+    // Machine 0 keeps six events, machine 1 two: taking one from each in turn.
+    for _ in 0..3 {
+        set.get_mut(0).unwrap().pause().unwrap();
+        set.get_mut(0).unwrap().resume().unwrap();
+    }
+    for vm in set.iter_mut().skip(1) {
+        vm.pause().unwrap();
+        vm.resume().unwrap();
+    }
+    let order: Vec<(usize, String)> = (0..8)
+        .map(|_| {
+            let (i, e) = set.next_event(Duration::from_secs(5)).unwrap();
+            (i, e.name)
+        })
+        .collect();
+    let machines: Vec<usize> = order.iter().map(|(i, _)| *i).collect();
+    assert_eq!(machines, [0, 1, 0, 1, 0, 0, 0, 0], "{order:?}");
+    // Each machine's events in the order they came.
+    for m in 0..2 {
+        let names: Vec<&str> = order
+            .iter()
+            .filter(|(i, _)| *i == m)
+            .map(|(_, n)| n.as_str())
+            .collect();
+        assert!(
+            names.chunks(2).all(|p| p == ["STOP", "RESUME"]),
+            "{m}: {names:?}"
+        );
+    }
+    assert!(set
+        .next_event(Duration::from_millis(100))
+        .unwrap_err()
+        .is_timeout());
+}
+
+#[test]
 fn a_failing_member_fails_the_set_and_nothing_is_left_running() {
     // Tag the good members so that they can be told apart from other tests' QEMUs.
     let mut good = none_config();

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::candidates::Samples;
 use crate::opts::Options;
@@ -14,17 +15,25 @@ use crate::sysinfo;
 mod concurrent;
 mod cycles;
 mod decoder;
+mod events;
+mod guest;
+mod idle;
 mod peak_rss;
 mod process_bench;
 mod round_trips;
+mod scale;
 mod sizes;
 
 use concurrent::concurrent;
 use cycles::{cycle_kvm, cycle_tcg};
 use decoder::decoder;
+use events::events;
+use guest::guest;
+use idle::idle;
 use peak_rss::peak_rss;
 use process_bench::process_bench;
 use round_trips::round_trips;
+use scale::scale;
 use sizes::sizes;
 
 /// How many iterations each group runs.
@@ -40,6 +49,13 @@ struct Counts {
     decode_rounds: usize,
     set_warmup: usize,
     set_rounds: usize,
+    scale_rounds: usize,
+    idle_rounds: usize,
+    idle_window: Duration,
+    guest_rounds: usize,
+    console_bytes: usize,
+    event_pairs: usize,
+    event_rounds: usize,
 }
 
 const FULL: Counts = Counts {
@@ -53,6 +69,13 @@ const FULL: Counts = Counts {
     decode_rounds: 7,
     set_warmup: 1,
     set_rounds: 8,
+    scale_rounds: 5,
+    idle_rounds: 2,
+    idle_window: Duration::from_secs(10),
+    guest_rounds: 8,
+    console_bytes: 256 << 10,
+    event_pairs: 5000,
+    event_rounds: 6,
 };
 
 const QUICK: Counts = Counts {
@@ -66,6 +89,13 @@ const QUICK: Counts = Counts {
     decode_rounds: 2,
     set_warmup: 0,
     set_rounds: 2,
+    scale_rounds: 1,
+    idle_rounds: 1,
+    idle_window: Duration::from_secs(3),
+    guest_rounds: 1,
+    console_bytes: 32 << 10,
+    event_pairs: 1000,
+    event_rounds: 2,
 };
 
 /// What the groups share: options, counts, the Python availability, and the details text.
@@ -184,7 +214,7 @@ pub fn run(options: &Options) -> ExitCode {
     let mut rows = Vec::new();
     let mut failed = Vec::new();
     type Group = fn(&mut Ctx<'_>) -> Result<Vec<Row>, String>;
-    let groups: [(&str, &[&str], Group); 8] = [
+    let groups: [(&str, &[&str], Group); 12] = [
         ("cycle", &["cycle"], cycle_tcg),
         ("cycle-kvm", &["cycle-kvm"], |c| {
             cycle_kvm(c, sysinfo::kvm_usable())
@@ -193,6 +223,10 @@ pub fn run(options: &Options) -> ExitCode {
         ("rss", &["rss"], peak_rss),
         ("decoder", &["decoder"], decoder),
         ("concurrent", &["concurrent"], concurrent),
+        ("scale", &["scale"], scale),
+        ("idle", &["idle"], idle),
+        ("guest", &["boot", "console"], guest),
+        ("events", &["events"], events),
         ("sizes", &["sizes"], sizes),
         ("process-bench", &["process-bench"], process_bench),
     ];

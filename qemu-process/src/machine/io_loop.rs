@@ -162,14 +162,14 @@ impl Machine {
             let Some(fd) = self.qmp.fd.as_ref() else {
                 return;
             };
-            match sys::recv(fd.as_fd(), &mut self.read_buf) {
+            match sys::recv_into(fd.as_fd(), &mut self.read_buf) {
                 Ok(0) => {
                     self.qmp_eof();
                     return;
                 }
                 Ok(n) => {
                     log::trace!("QMP: read {n} bytes");
-                    if let Err(e) = self.qmp.session.receive(&self.read_buf[..n]) {
+                    if let Err(e) = self.qmp.session.receive(&self.read_buf) {
                         // Only what ends the session ends the connection: a message over the
                         // size bound, for one, fails only the command it answers (the session
                         // handles it and stays ready).
@@ -179,7 +179,7 @@ impl Machine {
                         }
                         log::warn!("QMP: {e}");
                     }
-                    if n < self.read_buf.len() && !drain {
+                    if n < self.read_buf.capacity() && !drain {
                         break;
                     }
                 }
@@ -288,7 +288,7 @@ impl Machine {
             let Some(fd) = console.fd.as_ref() else {
                 return;
             };
-            match sys::recv(fd.as_fd(), &mut self.read_buf) {
+            match sys::recv_into(fd.as_fd(), &mut self.read_buf) {
                 Ok(0) => {
                     log::debug!("console closed by QEMU");
                     let _ = self
@@ -299,7 +299,7 @@ impl Machine {
                     return;
                 }
                 Ok(n) => {
-                    let bytes = &self.read_buf[..n];
+                    let bytes = &self.read_buf[..];
                     console.received += n as u64;
                     if let Some(log) = &mut console.log {
                         if let Err(e) = log.write_all(bytes) {
@@ -308,7 +308,7 @@ impl Machine {
                         }
                     }
                     console.buffer.push(bytes);
-                    if n < self.read_buf.len() && !drain {
+                    if n < self.read_buf.capacity() && !drain {
                         return;
                     }
                 }

@@ -334,7 +334,7 @@ impl Machine {
             qmp_timeout,
             argv,
             log_path: None,
-            read_buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            read_buf: Vec::with_capacity(READ_CHUNK),
             config: None,
             vm: None,
             guest: None,

@@ -143,6 +143,11 @@ struct Console {
 /// between threads, and the thread that launched it may exit: QEMU belongs to the process
 /// (see [`start_guardian`](crate::start_guardian)), which takes it down and removes its temp
 /// dir if the process dies without dropping it.
+///
+/// A launched machine holds 4 open descriptors in this process (5 with a console), and the
+/// process guardian 3 for it; the soft limit of open files is left alone (see "Costs" on
+/// [`MachineSet`](crate::MachineSet)). While nothing happens, it costs no CPU: there is no
+/// timer, and waits sleep in `epoll_wait`.
 pub struct Machine {
     poll: Poll,
     mio_events: Events,
@@ -154,7 +159,9 @@ pub struct Machine {
     qmp_timeout: Duration,
     argv: Vec<OsString>,
     log_path: Option<PathBuf>,
-    read_buf: Box<[u8]>,
+    /// Where socket reads land (capacity [`READ_CHUNK`], never zeroed: an idle machine keeps
+    /// only the pages its reads touched resident).
+    read_buf: Vec<u8>,
     /// The launch description, for relaunching; `None` for an attached machine.
     config: Option<MachineConfig>,
     /// What a VM launch resolved (description, drives, forwards, VNC socket).

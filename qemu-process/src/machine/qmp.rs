@@ -64,6 +64,18 @@ impl Machine {
         timeout: Duration,
         oob: bool,
     ) -> Result<Value, Error> {
+        let id = self.send_command(name, arguments, oob)?;
+        self.await_reply(id, name, Deadline::after(timeout))
+    }
+
+    /// Queues a command in band or out of band and writes what the socket takes now, without
+    /// waiting for the reply (see [`reply_to`](Machine::reply_to)).
+    pub(crate) fn send_command(
+        &mut self,
+        name: &str,
+        arguments: Option<Value>,
+        oob: bool,
+    ) -> Result<RequestId, Error> {
         self.ensure_qmp()?;
         log::debug!(
             "QMP -> {}{name} {}",
@@ -75,11 +87,41 @@ impl Machine {
         } else {
             self.qmp.session.execute(name, arguments)
         };
-        let id = match sent {
-            Ok(id) => id,
-            Err(e) => return Err(self.session_error(e)),
-        };
-        self.await_reply(id, name, Deadline::after(timeout))
+        match sent {
+            Ok(id) => {
+                self.flush_qmp();
+                Ok(id)
+            }
+            Err(e) => Err(self.session_error(e)),
+        }
+    }
+
+    /// The reply to command `id` (named `name`) if it has arrived, or the connection's end if
+    /// it never will; `None` while it may still come. Does no I/O.
+    pub(crate) fn reply_to(&mut self, id: RequestId, name: &str) -> Option<Result<Value, Error>> {
+        if let Some(reply) = self.qmp.session.take_reply(id) {
+            return Some(reply.map_err(|e| match e {
+                ReplyError::Qmp(e) => Error::Qmp(e),
+                ReplyError::TooLarge { size, limit } => Error::ReplyTooLarge {
+                    command: name.to_owned(),
+                    size,
+                    limit,
+                },
+                ReplyError::Closed => self.connection_error(),
+            }));
+        }
+        // The session answers `quit` itself when QEMU closes the connection, and closes every
+        // other command, so this only guards against a wait on a command the session no
+        // longer knows.
+        if self.qmp.fd.is_none() {
+            return Some(Err(self.connection_error()));
+        }
+        None
+    }
+
+    /// Gives up on command `id`: its reply, if it ever comes, is discarded by the session.
+    pub(crate) fn abandon(&mut self, id: RequestId) {
+        self.qmp.session.abandon(id);
     }
 
     /// Executes a typed command (see `qmp_proto::commands`) and decodes its reply.
@@ -117,34 +159,14 @@ impl Machine {
         let result = self.run_until(
             deadline,
             || format!("the reply to {name}"),
-            |m| {
-                if let Some(reply) = m.qmp.session.take_reply(id) {
-                    return Some(reply.map_err(|e| match e {
-                        ReplyError::Qmp(e) => Error::Qmp(e),
-                        ReplyError::TooLarge { size, limit } => Error::ReplyTooLarge {
-                            command: name.to_owned(),
-                            size,
-                            limit,
-                        },
-                        ReplyError::Closed => m.connection_error(),
-                    }));
-                }
-                // The session answers `quit` itself when QEMU closes the connection, and
-                // closes every other command, so this only guards against a wait on a command
-                // the session no longer knows.
-                if m.qmp.fd.is_none() {
-                    return Some(Err(m.connection_error()));
-                }
-                None
-            },
+            |m| m.reply_to(id, name),
         );
         match &result {
             Ok(value) => log::debug!("QMP <- {name}: {value}"),
             Err(Error::Qmp(e)) => log::debug!("QMP <- {name}: error {e}"),
             Err(e) => {
                 if e.is_timeout() {
-                    // Its reply, if it ever comes, is discarded by the session.
-                    self.qmp.session.abandon(id);
+                    self.abandon(id);
                 }
                 log::debug!("QMP {name}: {e}");
             }
