@@ -12,25 +12,39 @@ use qemu_process::{AttachTarget, Error, Machine, MachineSet, RunState};
 use serde_json::json;
 
 /// Starts QEMU the plain way, with a QMP server of its own.
-fn spawn_qemu_with_qmp(qmp: &str) -> Child {
-    Command::new(qemu_machine_tests::qemu_system_x86_64())
-        .args(["-machine", "none", "-nodefaults", "-display", "none"])
-        .args(["-qmp", qmp])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+/// A QEMU this test spawned itself (the library only attaches to it): killed and reaped when
+/// the test ends, also when an assertion fails first, so no QEMU outlives a failed test.
+struct OwnQemu(Child);
+
+impl Drop for OwnQemu {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
-fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+fn spawn_qemu_with_qmp(qmp: &str) -> OwnQemu {
+    OwnQemu(
+        Command::new(qemu_machine_tests::qemu_system_x86_64())
+            .args(["-machine", "none", "-nodefaults", "-display", "none"])
+            .args(["-qmp", qmp])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn wait_child(child: &mut OwnQemu, limit: Duration) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             return status;
         }
         if start.elapsed() > limit {
-            let _ = child.kill();
             panic!("QEMU did not exit within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -44,10 +58,7 @@ fn attach_to_a_unix_socket_that_does_not_exist_yet() {
     // Attach right away: the socket appears a little later, and refusals are retried.
     let mut child = spawn_qemu_with_qmp(&format!("unix:{},server=on,wait=off", path.display()));
     let mut vm = Machine::attach(AttachTarget::Unix(path.clone()), Duration::from_secs(20))
-        .unwrap_or_else(|e| {
-            let _ = child.kill();
-            panic!("{e}")
-        });
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(vm.pid(), None);
     assert_eq!(vm.status().unwrap(), RunState::Running);
     vm.pause().unwrap();
@@ -91,11 +102,8 @@ fn attach_over_tcp() {
     };
     let mut child = spawn_qemu_with_qmp(&format!("tcp:127.0.0.1:{port},server=on,wait=off"));
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut vm =
-        Machine::attach(AttachTarget::Tcp(addr), Duration::from_secs(20)).unwrap_or_else(|e| {
-            let _ = child.kill();
-            panic!("{e}")
-        });
+    let mut vm = Machine::attach(AttachTarget::Tcp(addr), Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(vm.status().unwrap(), RunState::Running);
     let file = tempfile_in(&std::env::temp_dir());
     match vm.send_fd(file.as_fd(), "f") {
