@@ -52,6 +52,8 @@ fn status_of(e: &Error) -> QmStatus {
         Error::NotFound { .. } => QmStatus::InvalidArgument,
         Error::NoSpace { .. } => QmStatus::Image,
         Error::ShrinkRefused { .. } => QmStatus::InvalidArgument,
+        Error::DiskTooSmall { .. } => QmStatus::InvalidArgument,
+        Error::DeviceUnavailable { .. } => QmStatus::Unsupported,
         Error::VmRunning { .. } => QmStatus::InvalidState,
         Error::ConsoleWriteTimeout { .. } => QmStatus::Timeout,
         // The enum is non-exhaustive; a variant added later without a code here still fails

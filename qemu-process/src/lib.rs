@@ -78,7 +78,7 @@ pub use config::{
     DEFAULT_MAX_EVENTS, DEFAULT_QMP_TIMEOUT,
 };
 pub use error::Error;
-pub use machine::{FdsetEntry, Machine, PollSources};
+pub use machine::{FdsetEntry, Machine, PollSources, PowerChanges, PowerState};
 pub use qmp_proto::{Event, Greeting, QmpError, RunState, Timestamp};
 pub use set::MachineSet;
 
@@ -100,6 +100,6 @@ pub fn guardian_pid() -> Option<u32> {
     guardian::pid()
 }
 pub use vm::{
-    DiskLaunch, Drive, DriveKind, Forward, Preparing, ProgressFn, ScreenshotFormat, VmLaunch,
-    DEFAULT_ROOT_SIZE, SEED_DISK_ID,
+    DiskLaunch, Drive, DriveKind, Forward, Partition, PartitionFiles, Preparing, ProgressFn,
+    ScreenshotFormat, VmLaunch, DEFAULT_ROOT_SIZE, SEED_DISK_ID, VHOST_VSOCK,
 };

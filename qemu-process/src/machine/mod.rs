@@ -2,7 +2,8 @@
 //!
 //! The type and its accessors are here; its calls are grouped by concern in the submodules:
 //! `launch` (spawn, attach), `io_loop` (the poll loop), `qmp` (commands, descriptors), `events`,
-//! `console`, `lifecycle` (power, shutdown), `vm` (a VM's forwards, drives, screendumps).
+//! `console`, `lifecycle` (power, shutdown), `power` (the power state and its changes), `vm`
+//! (a VM's forwards, drives, screendumps, relaunch with a changed description).
 //!
 //! Every blocking call runs the same loop ([`Machine::run_until`]): flush pending output, wait
 //! in `mio::Poll` for the QMP socket, the console socket or the child's exit watch, feed what arrived into the
@@ -150,6 +151,8 @@ pub struct Machine {
     vm: Option<vm::VmParts>,
     /// Files the launch made outside the temp dir, removed unless QMP comes up.
     created: Created,
+    /// The power state last reported to the caller (see `power`).
+    power_last: Option<power::PowerState>,
     /// Dropped last (fields drop in order), after the child was killed in `Drop::drop`.
     temp_dir: Option<TempDir>,
 }
@@ -309,6 +312,8 @@ mod events;
 mod io_loop;
 mod launch;
 mod lifecycle;
+mod power;
+pub use power::{PowerChanges, PowerState};
 mod qmp;
 #[cfg(test)]
 mod tests;
