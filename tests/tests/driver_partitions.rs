@@ -381,3 +381,48 @@ fn vsock_gets_a_usable_cid_or_names_the_missing_device() {
     let vm = launch(VmLaunch::default(), &options(s.path())).unwrap();
     assert_eq!(vm.vsock_cid(), None);
 }
+
+/// A partition flashed from a pipe: `zstd -c` writes the compressed image into it, the machine
+/// reads it once and decompresses it on the fly, reporting the bytes read.
+#[test]
+fn a_partition_is_flashed_from_a_pipe() {
+    let s = scratch("parts-pipe");
+    let mut vm = launch_json(
+        r#"{"paused": true, "default_partitions": true, "disk_size": "8M"}"#,
+        &options(s.path()),
+    )
+    .unwrap();
+    vm.shutdown(Duration::from_secs(20)).unwrap();
+    let raw = s.path().join("image.raw");
+    let data = image(&raw, 6 * MIB, 0x22, "QM-FROM-A-PIPE");
+    let mut zstd = std::process::Command::new("zstd")
+        .args(["-q", "-c"])
+        .arg(&raw)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("zstd missing: apt-get install -y zstd");
+    let pipe = zstd.stdout.take().unwrap();
+    let mut reads = Vec::new();
+    let report = vm.flash_stream("root", pipe, |p| reads.push(p)).unwrap();
+    assert!(zstd.wait().unwrap().success());
+    assert_eq!(
+        report.compression,
+        Some(qemu_process::image::Compression::Zstd)
+    );
+    assert_eq!(report.virtual_size, 6 << 20);
+    assert!(
+        matches!(
+            reads.first(),
+            Some(qemu_process::image::StreamProgress::Read(_))
+        ),
+        "{reads:?}"
+    );
+    assert_eq!(
+        reads.last(),
+        Some(&qemu_process::image::StreamProgress::Converting(1.0))
+    );
+    let back = dump(&mut vm, "root", s.path());
+    // Grown back to disk_size.
+    assert_eq!(back.len(), 8 * MIB);
+    assert!(back[..data.len()] == data[..]);
+}

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::Machine;
 use crate::config::MachineConfig;
 use crate::error::Error;
-use crate::image::{FlashReport, QemuImg};
+use crate::image::{FlashReport, QemuImg, StreamProgress};
 use crate::vm::resolve::{create_private, Created, Resolver};
 use crate::vm::{read_forwards, Drive, DriveKind, Forward, ProgressFn, ScreenshotFormat, VmLaunch};
 
@@ -271,6 +271,31 @@ impl Machine {
         source: &Path,
         progress: impl FnMut(f64),
     ) -> Result<FlashReport, Error> {
+        self.flash_with(target, |img, dest, format| {
+            img.flash(source, dest, format, progress)
+        })
+    }
+
+    /// [`flash`](Machine::flash) from a stream (a pipe, standard input, a socket) read once,
+    /// front to back, decompressed on the fly when compressed (see
+    /// [`QemuImg::flash_stream`](crate::image::QemuImg::flash_stream)); progress is the bytes
+    /// read, then the conversion's fraction.
+    pub fn flash_stream(
+        &mut self,
+        target: &str,
+        source: impl std::io::Read,
+        progress: impl FnMut(StreamProgress),
+    ) -> Result<FlashReport, Error> {
+        self.flash_with(target, |img, dest, format| {
+            img.flash_stream(source, dest, format, progress)
+        })
+    }
+
+    fn flash_with(
+        &mut self,
+        target: &str,
+        write: impl FnOnce(&QemuImg, &Path, &Format) -> Result<FlashReport, Error>,
+    ) -> Result<FlashReport, Error> {
         self.ensure_stopped(&format!("flashing {target:?}"))?;
         let i = self.drive_index(target)?;
         let temp = self.temp_dir().map(Path::to_path_buf).unwrap_or_default();
@@ -282,7 +307,7 @@ impl Machine {
         } else {
             temp.join(format!("{}.fd", drive.name))
         };
-        let report = img.flash(source, &dest, &drive.format, progress)?;
+        let report = write(&img, &dest, &drive.format)?;
         if let Some(size) = drive.size {
             if report.virtual_size < size.bytes() {
                 img.resize(&dest, size, false)?;
