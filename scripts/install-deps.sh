@@ -2,9 +2,9 @@
 # Installs what the test suite needs on a Debian 12 machine that has only the Rust toolchain:
 # QEMU (x86_64 and arm) and qemu-img, UEFI firmware (OVMF, AAVMF), Go for the cgo test,
 # valgrind, pkg-config, CMake and binutils for the C library's install tests, dpkg-dev for the
-# Debian packages, FAT tools for checking the cloud-init seed, the tools that build the cloud
-# image fixture (debootstrap, mkfs.ext4, sfdisk, mtools, GRUB, zstd), and apt's package lists
-# (with the arm64 architecture enabled) for the guest fixtures' packages.
+# Debian packages, FAT tools for checking the cloud-init seed, the QEMU guest agent, the tools
+# that build the cloud image fixture (debootstrap, mkfs.ext4, sfdisk, mtools, GRUB, zstd), and
+# apt's package lists (with the arm64 architecture enabled) for the guest fixtures' packages.
 # Installs nothing that is already present. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -29,6 +29,9 @@ checks=(
     "command -v xz|xz-utils"
     "command -v fsck.fat|dosfstools"
     "command -v mtype|mtools"
+    # The guest-agent tests run the host's qemu-ga as a peer, and pack it into the guest
+    # fixture (its systemd unit only starts on a guest's virtio port, so it stays idle here).
+    "[ -x /usr/sbin/qemu-ga ]|qemu-guest-agent"
     # The aarch64 guest fixture boots by UEFI too.
     "[ -e /usr/share/AAVMF/AAVMF_CODE.fd ]|qemu-efi-aarch64"
     # The cloud image fixture (tests/src/cloud_fixture.rs); the sbin tools may be outside a

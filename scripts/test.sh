@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs QEMU, Go and the guest fixtures' inputs when missing, builds the
-# guest fixtures, then runs the Rust unit and integration tests against a real QEMU, and the C and Go
-# programs that link libqemumachine.
+# guest fixtures, then runs the Rust unit and integration tests against a real QEMU, the C program
+# and the Go module that link libqemumachine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,13 +23,7 @@ cargo test --workspace --locked
 echo "== crates (cargo package, cargo doc -D warnings)"
 scripts/check-crates.sh
 
-# The Go program links libqemumachine through cgo and pkg-config, from a private prefix.
-echo "== go test (tests/go, cgo against libqemumachine)"
-target=${CARGO_TARGET_DIR:-$PWD/target}
-prefix="$target/qm-prefix"
-scripts/install-lib.sh --debug "$prefix" >/dev/null
-(
-    cd tests/go
-    PKG_CONFIG_PATH="$prefix/lib/pkgconfig" LD_LIBRARY_PATH="$prefix/lib" \
-        GOFLAGS=-mod=mod go test -count=1 -v ./...
-)
+# The Go module (go/) links libqemumachine through cgo and pkg-config, from a private prefix:
+# gofmt, go vet, go test -race, and the static link.
+echo "== go (go/: gofmt, go vet, go test -race against libqemumachine)"
+scripts/go-test.sh

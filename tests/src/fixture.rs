@@ -130,7 +130,7 @@ mod cache;
 pub(crate) mod disk;
 mod modinfo;
 mod modules;
-mod newc;
+pub(crate) mod newc;
 mod packages;
 
 pub use arch::{Arch, ArchSpec, UefiBoot, AARCH64, X86_64};

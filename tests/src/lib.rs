@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 pub mod clib;
 pub mod cloud_fixture;
 pub mod fixture;
+pub mod qga;
 pub mod support;
 
 /// Finds `name` in the directories of `PATH`, like a shell would.
