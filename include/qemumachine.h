@@ -16,8 +16,8 @@
  * thread's call is using fails with QM_STATUS_INVALID_HANDLE ("in use") instead of running
  * concurrently; freeing a handle meanwhile invalidates it at once and frees it when that call
  * returns. Different handles may be used from different threads at the same time. The last
- * error is per thread. The progress callback of qm_image_convert() runs on the calling thread,
- * during the call.
+ * error is per thread. Progress callbacks (qm_image_convert(), the flashes and dumps) run on
+ * the calling thread, during the call.
  *
  * Processes. QEMU (and qemu-img) is not a child of the program: it is spawned by the process
  * guardian, a small single-threaded child of the program ("qm-guardian" in ps) forked on the
@@ -167,6 +167,17 @@ typedef enum qm_accel {
   QM_ACCEL_NONE = 3,
 } qm_accel;
 
+// The power states `qm_machine_power_state()` and `qm_machine_power_wait_change()` report.
+typedef enum qm_power {
+  // QEMU is not running (it exited; or, attached, its connection closed), or the guest
+  // powered off and QEMU stays (`-no-shutdown`).
+  QM_POWER_OFF = 0,
+  // The guest runs.
+  QM_POWER_RUNNING = 1,
+  // QEMU runs with the guest stopped (paused, started paused, an error stop, ...).
+  QM_POWER_PAUSED = 2,
+} qm_power;
+
 // A launch configuration. Create it with `qm_config_new()` or `qm_config_from_json()`, free it
 // with `qm_config_free()`. Not thread-safe: use a config from one thread at a time (it may move
 // between threads).
@@ -182,6 +193,14 @@ typedef struct qm_machine qm_machine;
 // and never decreases; `user_data` is the pointer given with the callback. It is called on the
 // thread that called the library, during that call, never after it returned.
 typedef void (*qm_progress_fn)(double fraction, void *user_data);
+
+// A stream flash's progress callback: `bytes_read` is how much has been read from the stream
+// (it grows; the stream's length is not known), `converted` how much of the conversion into
+// the target's format is done once the stream has been read: 0.0 before, 1.0 when the flash
+// succeeded (also when nothing needed converting). Neither decreases. `user_data` is the
+// pointer given with the callback. It is called on the thread that called the library, during
+// that call, never after it returned.
+typedef void (*qm_stream_progress_fn)(uint64_t bytes_read, double converted, void *user_data);
 
 #ifdef __cplusplus
 extern "C" {
@@ -557,6 +576,41 @@ enum qm_status qm_image_convert(const char *src,
                                 const char *dst_format,
                                 qm_progress_fn progress,
                                 void *user_data);
+
+// Writes the image at `source` (any bytes; any format qemu-img reads, optionally gzip, xz,
+// bzip2 or zstd compressed, recognised by its content, not its name) into `target` (any bytes)
+// as `format` (UTF-8; NULL: an existing target's own format, else raw), replacing `target`
+// only when the flash succeeded, calling `progress(fraction, user_data)` as it goes (may be
+// NULL). The target's virtual size becomes the image's: grow it with `qm_image_resize()` if
+// needed. `QM_STATUS_INVALID_ARGUMENT` for a missing source; `QM_STATUS_IMAGE` when qemu-img
+// or the decompressor fails; a missing decompressor is `QM_STATUS_BINARY_NOT_FOUND` naming the
+// package to install.
+//
+// # Safety
+// `source`, `target` and `format` must be NULL or NUL-terminated (`format` may be NULL);
+// `progress`, if not NULL, must be safe to call with `user_data`.
+enum qm_status qm_image_flash(const char *source,
+                              const char *target,
+                              const char *format,
+                              qm_progress_fn progress,
+                              void *user_data);
+
+// Like `qm_image_flash()`, from the stream open on `fd` (a pipe, a socket, standard input),
+// read once, front to back, until its end: a compressed stream is decompressed on the fly, a
+// raw image into a raw target written as it comes, anything else converted once read. The
+// descriptor is duplicated for the call and stays the caller's (not closed; reading moves its
+// offset). `progress(bytes_read, converted, user_data)` reports the bytes read, then the
+// conversion (see `qm_stream_progress_fn`; may be NULL). A descriptor that is not open is
+// `QM_STATUS_INVALID_ARGUMENT`; a read error `QM_STATUS_IO`.
+//
+// # Safety
+// `target` and `format` must be NULL or NUL-terminated (`format` may be NULL); `progress`, if
+// not NULL, must be safe to call with `user_data`.
+enum qm_status qm_image_flash_fd(int fd,
+                                 const char *target,
+                                 const char *format,
+                                 qm_stream_progress_fn progress,
+                                 void *user_data);
 
 // Launches QEMU as `config` describes and waits (under the config's launch timeout) until QMP
 // is negotiated. QEMU is spawned by the process guardian (started now if it does not run yet),
@@ -1267,6 +1321,118 @@ uint32_t qm_version(void);
 
 // The version as a static NUL-terminated string such as `"0.1.0"`. Do not free.
 const char *qm_version_string(void);
+
+// Stores the machine's power state in `*out_state`, a `QM_POWER_*` value: `QM_POWER_OFF` once
+// QEMU has exited, else what `query-status` says (`QM_POWER_RUNNING`, or `QM_POWER_PAUSED` for
+// any stopped state). The kept `STOP`, `RESUME` and `SHUTDOWN` events are taken (the state
+// stored supersedes them), so that `qm_machine_power_wait_change()` reports only what changes
+// afterwards.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_state` NULL or valid for writing.
+enum qm_status qm_machine_power_state(struct qm_machine *machine, int32_t *out_state);
+
+// Waits up to `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: only what has already arrived) for
+// the power state to change from the last one reported (by this function or
+// `qm_machine_power_state()`), and stores the new one in `*out_state` (`QM_POWER_*`). Changes
+// come from QEMU's events (`RESUME`, `STOP`, `SHUTDOWN`, taken from the kept events in order;
+// one that repeats the state is skipped) and QEMU's exit. Call it in a loop to follow each
+// change. `QM_STATUS_TIMEOUT` when nothing changed in time; once `QM_POWER_OFF` was reported
+// and QEMU has exited nothing can change: `QM_STATUS_PROCESS_EXITED` (attached:
+// `QM_STATUS_DISCONNECTED`) at once.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_state` NULL or valid for writing.
+enum qm_status qm_machine_power_wait_change(struct qm_machine *machine,
+                                            int64_t timeout_ms,
+                                            int32_t *out_state);
+
+// Launches QEMU again after it exited (a guest power-off, `qm_machine_shutdown()`), in the same
+// temp dir, under the config's launch timeout. With `vm_json` NULL, the same description; else
+// `vm_json` (UTF-8) is the machine's new `vm` description, e.g. with more `memory` or a bigger
+// `disk_size`: what the temp dir and the disks hold is kept (disks are not flashed again, only
+// grown; UEFI variables and flashed firmware stay), the cloud-init seed is written anew.
+// `QM_STATUS_INVALID_STATE` while QEMU runs; `QM_STATUS_INVALID_JSON` for a description that
+// does not parse; `QM_STATUS_INVALID_ARGUMENT` for a size below a disk's image (the message
+// names both); `QM_STATUS_UNSUPPORTED` for an attached machine, or a new description for a
+// machine not launched from one. When the launch fails, the machine keeps its previous
+// description.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `vm_json` NULL or NUL-terminated.
+enum qm_status qm_machine_relaunch(struct qm_machine *machine, const char *vm_json);
+
+// Stores the drives of a machine launched from a `vm` description, the partitions
+// `qm_machine_flash()` and `qm_machine_dump()` know, as a JSON array in `*out_json` (free with
+// `qm_string_free()`): one object per drive with `name` (`root` or another disk id, `bios`,
+// `uefi_code`, `uefi_vars`), `kind` (`disk`, `bios`, `uefi_code`, `uefi_vars`), `path`,
+// `format`, `size` (the virtual size the drive is kept at, or null) and `owned` (the file is
+// the machine's own, in its temp dir). Empty for a raw launch.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_json` NULL or valid for writing.
+enum qm_status qm_machine_drives(struct qm_machine *machine, char **out_json);
+
+// Writes the image at `source` (any bytes; any format qemu-img reads, optionally gzip, xz,
+// bzip2 or zstd compressed, recognised by its content) into the drive `partition` (UTF-8:
+// `root` or another disk id, `bios`, `uefi_code`, `uefi_vars`; Jumpstarter's `OVMF_CODE.fd`
+// and `OVMF_VARS.fd` name the UEFI drives too), converted to the drive's format and grown back
+// to its size; firmware the machine does not own is never written (the flash goes to a copy in
+// its temp dir, used from the next launch). `progress(fraction, user_data)` is called as it
+// goes (`progress` may be NULL). Takes effect at `qm_machine_relaunch()`.
+// `QM_STATUS_INVALID_STATE` while QEMU runs; `QM_STATUS_INVALID_ARGUMENT` for an unknown
+// partition (the message lists the machine's) or a missing source; `QM_STATUS_IMAGE` when
+// qemu-img or the decompressor fails; `QM_STATUS_UNSUPPORTED` for a machine not launched from
+// a `vm` description.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `partition` and `source` NULL or
+// NUL-terminated; `progress`, if not NULL, must be safe to call with `user_data`.
+enum qm_status qm_machine_flash(struct qm_machine *machine,
+                                const char *partition,
+                                const char *source,
+                                qm_progress_fn progress,
+                                void *user_data);
+
+// Like `qm_machine_flash()`, from the stream open on `fd` (a pipe, a socket, standard input:
+// read once, front to back, until its end; a compressed stream is decompressed on the fly).
+// The descriptor is duplicated for the call and stays the caller's (the library does not close
+// it; reading moves its offset). `progress(bytes_read, converted, user_data)` is called as it
+// goes (see `qm_stream_progress_fn`; may be NULL). A descriptor that is not open is
+// `QM_STATUS_INVALID_ARGUMENT`; a read error `QM_STATUS_IO`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `partition` NULL or NUL-terminated;
+// `progress`, if not NULL, must be safe to call with `user_data`.
+enum qm_status qm_machine_flash_fd(struct qm_machine *machine,
+                                   const char *partition,
+                                   int fd,
+                                   qm_stream_progress_fn progress,
+                                   void *user_data);
+
+// Reads the drive `partition` (named as for `qm_machine_flash()`) into a new file `dest` (any
+// bytes) of `format` (UTF-8, e.g. `"raw"`, `"qcow2"`; NULL: the drive's own), e.g. the UEFI
+// variables the guest wrote; `progress` as for `qm_machine_flash()`. `QM_STATUS_INVALID_STATE`
+// while QEMU runs; `QM_STATUS_INVALID_ARGUMENT` for an unknown partition or format.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `partition`, `dest` and `format` NULL
+// or NUL-terminated (`format` may be NULL); `progress`, if not NULL, must be safe to call with
+// `user_data`.
+enum qm_status qm_machine_dump(struct qm_machine *machine,
+                               const char *partition,
+                               const char *dest,
+                               const char *format,
+                               qm_progress_fn progress,
+                               void *user_data);
+
+// Stores the vsock context id of a machine launched with `"vsock": true` in `*out_cid`: the
+// guest's address for `AF_VSOCK` connections from the host (never 0-2 or 0xFFFFFFFF).
+// `QM_STATUS_UNSUPPORTED` for a machine without vsock.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_cid` NULL or valid for writing.
+enum qm_status qm_machine_vsock_cid(struct qm_machine *machine, uint32_t *out_cid);
 
 #ifdef __cplusplus
 }  // extern "C"

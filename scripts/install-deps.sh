@@ -3,8 +3,8 @@
 # QEMU (x86_64 and arm) and qemu-img, UEFI firmware (OVMF, AAVMF), Go for the cgo test,
 # valgrind, pkg-config, CMake and binutils for the C library's install tests, dpkg-dev for the
 # Debian packages, FAT tools for checking the cloud-init seed, the QEMU guest agent, the tools
-# that build the cloud image fixture (debootstrap, mkfs.ext4, sfdisk, mtools, GRUB, zstd), and
-# apt's package lists (with the arm64 architecture enabled) for the guest fixtures' packages.
+# that build the cloud image fixture (debootstrap, mkfs.ext4, sfdisk, mtools, GRUB, zstd), the
+# OpenSSH client that logs into it, and apt's package lists (with the arm64 architecture enabled) for the guest fixtures' packages.
 # Installs nothing that is already present. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -41,6 +41,8 @@ checks=(
     "command -v sfdisk || [ -x /usr/sbin/sfdisk ] || [ -x /sbin/sfdisk ]|fdisk"
     "command -v grub-mkstandalone && [ -e /usr/lib/grub/x86_64-efi/linux.mod ]|grub-efi-amd64-bin"
     "command -v zstd|zstd"
+    # The cloud image's boot test logs in over ssh with a key it generates.
+    "command -v ssh && command -v ssh-keygen|openssh-client"
 )
 # Installed without their recommendations: grub-efi-amd64-bin would bring the signed boot
 # loaders (shim, grub-efi-amd64-signed), which only a machine that boots with them needs.

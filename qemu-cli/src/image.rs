@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use qemu_cmdline::{Format, ImgCreate, Repair, Size};
-use qemu_process::image::{CheckReport, ImageInfo, QemuImg, SnapshotInfo};
+use qemu_process::image::{CheckReport, ImageInfo, QemuImg, SnapshotInfo, StreamProgress};
 use serde_json::{json, Value};
 
 use crate::exit::{self, CliResult, Failure};
@@ -115,7 +115,8 @@ pub struct ConvertArgs {
 /// `image flash`.
 #[derive(Args, Debug)]
 pub struct FlashArgs {
-    /// The image to write (compression recognised by its content).
+    /// The image to write (compression recognised by its content); `-` reads it from standard
+    /// input, once, decompressing on the fly.
     source: PathBuf,
     /// The disk image written (created if missing).
     target: PathBuf,
@@ -573,7 +574,14 @@ fn flash(img: &QemuImg, a: &FlashArgs, quiet: bool) -> CliResult {
     let grow = a.size.as_deref().map(parse_size).transpose()?;
     let label = format!("flash {}", a.source.display());
     let mut p = progress(&label, quiet);
-    let result = img.flash(&a.source, &a.target, &format, |f| p.update(f));
+    let result = if a.source.as_os_str() == "-" {
+        img.flash_stream(std::io::stdin().lock(), &a.target, &format, |s| match s {
+            StreamProgress::Read(n) => p.update_bytes(n),
+            StreamProgress::Converting(f) => p.update(f),
+        })
+    } else {
+        img.flash(&a.source, &a.target, &format, |f| p.update(f))
+    };
     p.finish();
     let report = result.map_err(op_failure("flash"))?;
     let mut size = report.virtual_size;

@@ -149,6 +149,85 @@ fn flash_a_compressed_image_and_dump_it_back() {
     assert_eq!(info(&target)["format"], "qcow2");
 }
 
+/// `image flash -` reads the image from standard input (here a pipe, xz-compressed, larger
+/// than the pipe holds), decompresses it on the fly, and shows the bytes read, then the
+/// conversion into the qcow2 target.
+#[test]
+fn flash_from_standard_input_decompresses_on_the_fly_with_progress() {
+    require_qemu_img();
+    let s = scratch("flash-stdin");
+    let mut data = vec![0u8; 6 << 20];
+    for (i, b) in data.iter_mut().enumerate().step_by(512) {
+        *b = (i / 512) as u8 | 1;
+    }
+    let xz = Command::new("xz")
+        .arg("-c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("xz is installed (apt-get install -y xz-utils)");
+    let compressed = {
+        let mut xz = xz;
+        let mut stdin = xz.stdin.take().unwrap();
+        let input = data.clone();
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
+        let out = xz.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        out.stdout
+    };
+    let target = s.path().join("from-stdin.qcow2");
+    let mut flash = cmd(["image", "flash", "-", p(&target)]);
+    flash
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = flash.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&compressed));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("flash -: 8 B read\n"), "{text}");
+    assert!(text.contains("flash -: 100%\n"), "{text}");
+    assert!(text.contains("(raw, xz compressed)"), "{text}");
+    assert_eq!(info(&target)["format"], "qcow2");
+    let back = s.path().join("back.raw");
+    ok(&["image", "dump", p(&target), p(&back)]);
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "the flashed data comes back"
+    );
+
+    // A stream that is not an image qemu-img reads into another format, or is cut short, is
+    // an error and leaves no target.
+    let bad = s.path().join("bad.qcow2");
+    let mut flash = cmd(["image", "flash", "-", p(&bad)]);
+    flash.stdin(Stdio::from(std::fs::File::open("/dev/null").unwrap()));
+    let out = run_deadline(flash, T);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(info(&bad)["virtual-size"], 0);
+    let mut flash = cmd(["image", "flash", "-", p(&bad)]);
+    flash
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = flash.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"\xfd7zXZ\0\0garbage")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("xz"),
+        "{}",
+        show(&out)
+    );
+}
+
 #[test]
 fn image_failures_are_one_line_with_exit_codes() {
     require_qemu_img();

@@ -93,13 +93,15 @@ pub struct ArchProfile {
     pub uefi: &'static [UefiPaths],
 }
 
-/// 64-bit x86 on a q35 board.
+/// 64-bit x86 on a q35 board. Under TCG the CPU is `max`, every feature TCG emulates (in QEMU
+/// 7.2 up to x86-64-v3: SSE4.2, POPCNT, AVX2, ...), so that distributions built for
+/// x86-64-v2 (RHEL 9) or v3 run; QEMU's own default, `qemu64`, is x86-64-v1.
 pub const X86_64: ArchProfile = ArchProfile {
     arch: Arch::X86_64,
     binary: "qemu-system-x86_64",
     machine: "q35",
     machine_props: &[],
-    tcg_cpu: None,
+    tcg_cpu: Some("max"),
     hw_cpu: Some("max"),
     console: "ttyS0",
     uart: "isa-serial",
@@ -208,6 +210,9 @@ impl ArchProfile {
     ///     cmd.build().unwrap().to_string(),
     ///     "qemu-system-aarch64 -machine virt,gic-version=max -accel tcg -cpu cortex-a57 -S"
     /// );
+    /// // x86_64 under TCG: a CPU with the x86-64-v2 features, not QEMU's default qemu64.
+    /// let cmd = Arch::X86_64.profile().command_line(&[Accel::Tcg]);
+    /// assert!(cmd.build().unwrap().to_string().ends_with("-accel tcg -cpu max"));
     /// ```
     pub fn command_line(&self, accels: &[Accel]) -> CommandLine {
         let mut cmd = CommandLine::new(self.binary);

@@ -697,7 +697,7 @@ fn profiles() {
     assert_eq!(x.uefi[0].code, "/usr/share/OVMF/OVMF_CODE_4M.fd");
     assert_eq!(
         x.command_line(&[Accel::Tcg]).build().unwrap().to_string(),
-        "qemu-system-x86_64 -machine q35 -accel tcg"
+        "qemu-system-x86_64 -machine q35 -accel tcg -cpu max"
     );
     assert_eq!(
         x.command_line(&[Accel::Kvm, Accel::Tcg])

@@ -71,7 +71,7 @@ fn empty_spec_is_a_headless_default_vm() {
     assert_eq!(spec.to_json().unwrap(), "{\n  \"arch\": \"x86_64\"\n}");
     assert_eq!(
         spec.to_argv().unwrap().to_string(),
-        "qemu-system-x86_64 -machine q35 -nodefaults -display none"
+        "qemu-system-x86_64 -machine q35 -cpu max -nodefaults -display none"
     );
 }
 

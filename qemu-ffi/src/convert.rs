@@ -54,6 +54,8 @@ fn status_of(e: &Error) -> QmStatus {
         Error::NotFound { .. } => QmStatus::InvalidArgument,
         Error::NoSpace { .. } => QmStatus::Image,
         Error::ShrinkRefused { .. } => QmStatus::InvalidArgument,
+        Error::DiskTooSmall { .. } => QmStatus::InvalidArgument,
+        Error::DeviceUnavailable { .. } => QmStatus::Unsupported,
         Error::VmRunning { .. } => QmStatus::InvalidState,
         Error::ConsoleWriteTimeout { .. } => QmStatus::Timeout,
         // The guest agent's answer to a qm_machine_guest_*() call: class and description kept.

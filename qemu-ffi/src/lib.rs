@@ -40,5 +40,6 @@ pub mod qemumachine;
 pub mod qtest;
 pub mod status;
 pub mod version;
+pub mod vm;
 
 pub use status::QmStatus;

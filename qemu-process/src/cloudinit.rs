@@ -32,7 +32,8 @@ use crate::fat;
 /// A cloud-init NoCloud seed: the identity of the guest and, when wanted, whole documents.
 ///
 /// From the fields [`documents`] generates `meta-data` (`instance-id`, `local-hostname`) and a
-/// `#cloud-config` `user-data` that sets the host name and creates the user with the password
+/// `#cloud-config` `user-data` that sets the host name (and has cloud-init write it into
+/// `/etc/hosts`, `manage_etc_hosts`, so that it resolves in the guest) and creates the user with the password
 /// (unlocked, not expiring, password SSH login allowed) and SSH keys. The documents are written
 /// as JSON, which is valid YAML, so any value survives quoting. A document given in `user_data`,
 /// `meta_data` or `network_config` is used exactly as given instead.
@@ -158,6 +159,9 @@ fn generated_user_data(spec: &CloudInitSpec) -> String {
     if let Some(h) = &spec.hostname {
         doc.insert("hostname".into(), json!(h));
         doc.insert("preserve_hostname".into(), json!(false));
+        // /etc/hosts maps the name to the loopback address, so that it resolves in the guest
+        // (sudo looks it up) with or without DNS for it.
+        doc.insert("manage_etc_hosts".into(), json!(true));
     }
     let keys: Vec<Value> = spec.ssh_authorized_keys.iter().map(|k| json!(k)).collect();
     match &spec.username {
@@ -268,6 +272,7 @@ mod tests {
             .starts_with("iid-qemu-machine-"));
         let user = parse_user_data(&d.user_data);
         assert_eq!(user["hostname"], "vm-1");
+        assert_eq!(user["manage_etc_hosts"], true);
         let u = &user["users"][0];
         assert_eq!(u["name"], "jumpstarter");
         assert_eq!(u["plain_text_passwd"], s.password.as_deref().unwrap());
@@ -295,6 +300,10 @@ mod tests {
         assert_eq!(user["password"], "pw");
         assert_eq!(user["ssh_authorized_keys"][0], "k");
         assert!(user.get("users").is_none() && user.get("hostname").is_none());
+        assert!(
+            user.get("manage_etc_hosts").is_none(),
+            "no host name, no hosts entry"
+        );
         let meta: Value = serde_json::from_str(&d.meta_data).unwrap();
         assert_eq!(meta, json!({"instance-id": "fixed"}));
     }

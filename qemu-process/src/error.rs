@@ -114,6 +114,15 @@ pub enum Error {
         /// Its path.
         path: PathBuf,
     },
+    /// A device node the VM needs cannot be opened (missing, or no permission).
+    DeviceUnavailable {
+        /// The device node.
+        device: PathBuf,
+        /// What it is needed for, and how to make it usable.
+        purpose: String,
+        /// The error opening it.
+        source: io::Error,
+    },
     /// Growing an image would need more than the free space of its file system.
     NoSpace {
         /// The image.
@@ -122,6 +131,20 @@ pub enum Error {
         needed: u64,
         /// Bytes free for this user on the file system.
         available: u64,
+    },
+    /// A disk's image is larger than the size the description gives it (`disk_size`, or the
+    /// disk's `size`): disks are never shrunk at launch.
+    DiskTooSmall {
+        /// The disk's id.
+        disk: String,
+        /// The field that gives the size (`disk_size` or `size`).
+        field: &'static str,
+        /// The image.
+        path: PathBuf,
+        /// The image's virtual size in bytes.
+        image: u64,
+        /// The size asked for, in bytes.
+        requested: u64,
     },
     /// A resize would shrink an image (losing its end) and shrinking was not allowed.
     ShrinkRefused {
@@ -283,6 +306,15 @@ impl fmt::Display for Error {
             Error::NotFound { what, path } => {
                 write!(f, "{what}: {} does not exist", path.display())
             }
+            Error::DeviceUnavailable {
+                device,
+                purpose,
+                source,
+            } => write!(
+                f,
+                "{} cannot be opened ({source}); it is needed for {purpose}",
+                device.display()
+            ),
             Error::NoSpace {
                 path,
                 needed,
@@ -292,6 +324,21 @@ impl fmt::Display for Error {
                 "growing {} needs up to {needed} bytes but its file system has only {available} \
                  bytes free",
                 path.display()
+            ),
+            Error::DiskTooSmall {
+                disk,
+                field,
+                path,
+                image,
+                requested,
+            } => write!(
+                f,
+                "disk {disk:?}: {field} is {} but its image {} is {}; a disk is never shrunk: \
+                 give a {field} of at least {}",
+                human_bytes(*requested),
+                path.display(),
+                human_bytes(*image),
+                human_bytes(*image)
             ),
             Error::ShrinkRefused {
                 path,
@@ -341,6 +388,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::DeviceUnavailable { source, .. } => Some(source),
             Error::Qmp(e) => Some(e),
             Error::GuestAgent { error, .. } => Some(error),
             Error::Protocol(e) => Some(e),
@@ -349,6 +397,25 @@ impl std::error::Error for Error {
             Error::Qtest(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+/// `2147483648 bytes (2 GiB)`: the exact number, and a rounded binary size when it helps.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = None;
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = Some(u);
+    }
+    match unit {
+        None => format!("{n} bytes"),
+        Some(u) if value.fract() == 0.0 => format!("{n} bytes ({value} {u})"),
+        Some(u) => format!("{n} bytes ({value:.1} {u})"),
     }
 }
 
@@ -406,5 +473,23 @@ mod tests {
             w.to_string().contains("10 of 30 bytes were accepted"),
             "{w}"
         );
+    }
+
+    #[test]
+    fn a_disk_too_small_names_both_sizes() {
+        let e = Error::DiskTooSmall {
+            disk: "root".into(),
+            field: "disk_size",
+            path: "/vm/root.qcow2".into(),
+            image: 2 << 30,
+            requested: 1536 << 20,
+        };
+        assert_eq!(
+            e.to_string(),
+            "disk \"root\": disk_size is 1610612736 bytes (1.5 GiB) but its image /vm/root.qcow2 \
+             is 2147483648 bytes (2 GiB); a disk is never shrunk: give a disk_size of at least \
+             2147483648 bytes (2 GiB)"
+        );
+        assert_eq!(human_bytes(1000), "1000 bytes");
     }
 }

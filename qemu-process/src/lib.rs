@@ -88,7 +88,7 @@ pub use config::{
 };
 pub use error::Error;
 pub use guest::{ExecCommand, ExecOutput, Guest, GuestAgent};
-pub use machine::{FdsetEntry, Machine, PollSources, Qtest};
+pub use machine::{FdsetEntry, Machine, PollSources, PowerChanges, PowerState, Qtest};
 pub use qemu_cmdline::MonitorAddress;
 pub use qmp_proto::qtest::{Endianness, Irq};
 pub use qmp_proto::QtestError;
@@ -113,6 +113,6 @@ pub fn guardian_pid() -> Option<u32> {
     guardian::pid()
 }
 pub use vm::{
-    DiskLaunch, Drive, DriveKind, Forward, Preparing, ProgressFn, ScreenshotFormat, VmLaunch,
-    DEFAULT_ROOT_SIZE, SEED_DISK_ID,
+    DiskLaunch, Drive, DriveKind, Forward, Partition, PartitionFiles, Preparing, ProgressFn,
+    ScreenshotFormat, VmLaunch, DEFAULT_ROOT_SIZE, SEED_DISK_ID, VHOST_VSOCK,
 };

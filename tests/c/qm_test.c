@@ -28,6 +28,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1445,6 +1446,298 @@ static int valid_utf8(const unsigned char *s) {
     return 1;
 }
 
+/* Stream progress: bytes read grow, the conversion's fraction grows to 1.0. */
+static uint64_t stream_read;
+static double stream_converted = -1.0;
+static int stream_calls;
+
+static void on_stream_progress(uint64_t bytes_read, double converted, void *user_data) {
+    CHECK(user_data == &stream_calls, "the stream progress callback gets its user data");
+    if (bytes_read < stream_read || converted < stream_converted) {
+        printf("FAIL stream progress went backwards: %llu/%f after %llu/%f\n",
+               (unsigned long long)bytes_read, converted, (unsigned long long)stream_read,
+               stream_converted);
+        failures++;
+    }
+    stream_read = bytes_read;
+    stream_converted = converted;
+    stream_calls++;
+}
+
+/* Writes `len` bytes of `fill` with `marker` at offset 4096 to `path`. */
+static int write_image(const char *path, size_t len, int fill, const char *marker) {
+    char *data = malloc(len);
+    if (!data) {
+        return 0;
+    }
+    memset(data, fill, len);
+    memcpy(data + 4096, marker, strlen(marker));
+    FILE *f = fopen(path, "wb");
+    size_t n = f ? fwrite(data, 1, len, f) : 0;
+    if (f) {
+        fclose(f);
+    }
+    free(data);
+    return n == len;
+}
+
+/* Whether the file at `path` holds `marker` at offset 4096. */
+static int has_marker(const char *path, const char *marker) {
+    char buf[64] = {0};
+    FILE *f = fopen(path, "rb");
+    int ok = f && fseek(f, 4096, SEEK_SET) == 0 && fread(buf, 1, strlen(marker), f) == strlen(marker);
+    if (f) {
+        fclose(f);
+    }
+    return ok && memcmp(buf, marker, strlen(marker)) == 0;
+}
+
+/* A pipe whose read end holds `len` bytes of an image with `marker` (small enough for the
+ * pipe's buffer) and end-of-file. Returns the read end, or -1. */
+static int image_pipe(size_t len, const char *marker) {
+    int fds[2];
+    if (pipe(fds) != 0) {
+        return -1;
+    }
+    char *data = calloc(1, len);
+    if (!data) {
+        return -1;
+    }
+    memcpy(data + 4096, marker, strlen(marker));
+    ssize_t n = write(fds[1], data, len);
+    free(data);
+    close(fds[1]);
+    if (n != (ssize_t)len) {
+        close(fds[0]);
+        return -1;
+    }
+    return fds[0];
+}
+
+/* What Jumpstarter's QEMU driver uses: flashing images and streams, default partitions given
+ * as files, flashed and dumped by name, the power state and its changes, a relaunch with a
+ * changed description, vsock. */
+static void check_driver(void) {
+    char dir[] = "/tmp/qm-c-driver-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "make a temp dir for the driver checks");
+    char base[256], source[256], target[256], dumped[256];
+    snprintf(base, sizeof base, "%s/base.raw", dir);
+    snprintf(source, sizeof source, "%s/source.raw", dir);
+    snprintf(target, sizeof target, "%s/target.qcow2", dir);
+    snprintf(dumped, sizeof dumped, "%s/dumped.raw", dir);
+    CHECK(write_image(base, 1 << 20, 0, "QM-BASE") && write_image(source, 1 << 20, 7, "QM-SOURCE"),
+          "write two raw images");
+
+    /* Images: from a file, and from a pipe. */
+    max_progress = -1.0;
+    progress_calls = 0;
+    CHECK_STATUS(qm_image_flash(source, target, "qcow2", on_progress, &progress_calls),
+                 QM_STATUS_OK, "qm_image_flash a raw file into a new qcow2");
+    CHECK(progress_calls > 0 && max_progress == 1.0, "  its progress reached 1.0");
+    char *json = NULL;
+    CHECK(qm_image_info(target, &json) == QM_STATUS_OK && json && strstr(json, "\"qcow2\""),
+          "  the target is a qcow2");
+    qm_string_free(json);
+    json = NULL;
+    CHECK_STATUS(qm_image_flash(target, dumped, NULL, NULL, NULL), QM_STATUS_OK,
+                 "qm_image_flash it back into a new raw file (format NULL)");
+    CHECK(has_marker(dumped, "QM-SOURCE"), "  the data came back");
+    CHECK_STATUS(qm_image_flash("/nonexistent/qm.img", target, NULL, NULL, NULL),
+                 QM_STATUS_INVALID_ARGUMENT, "flashing a missing source is refused");
+    /* A compressed source, recognised by its content (the name says nothing). */
+    char packed[300], cmd[700];
+    snprintf(packed, sizeof packed, "%s/packed.img", dir);
+    snprintf(cmd, sizeof cmd, "gzip -c '%s' > '%s'", source, packed);
+    CHECK(system(cmd) == 0, "gzip the source (gzip is installed)");
+    CHECK_STATUS(qm_image_flash(packed, dumped, "raw", NULL, NULL), QM_STATUS_OK,
+                 "qm_image_flash a gzip-compressed source");
+    CHECK(has_marker(dumped, "QM-SOURCE"), "  it was decompressed");
+    /* A source qemu-img cannot read: the flash fails, the target stays as it was. */
+    static const char broken[8] = {'Q', 'F', 'I', (char)0xfb, 0, 0, 0, 99};
+    FILE *bf = fopen(packed, "wb");
+    CHECK(bf && fwrite(broken, 1, sizeof broken, bf) == sizeof broken && fclose(bf) == 0,
+          "write a broken qcow2 header");
+    CHECK_STATUS(qm_image_flash(packed, dumped, "raw", NULL, NULL), QM_STATUS_IMAGE,
+                 "flashing an image qemu-img cannot read is QM_STATUS_IMAGE");
+    CHECK(has_marker(dumped, "QM-SOURCE"), "  the target was not replaced");
+    unlink(packed);
+    int fd = image_pipe(48 << 10, "QM-FROM-PIPE");
+    stream_read = 0;
+    stream_converted = -1.0;
+    stream_calls = 0;
+    CHECK_STATUS(qm_image_flash_fd(fd, target, NULL, on_stream_progress, &stream_calls),
+                 QM_STATUS_OK, "qm_image_flash_fd from a pipe into the qcow2");
+    CHECK(stream_calls > 0 && stream_read == (48 << 10) && stream_converted == 1.0,
+          "  its progress counts the bytes read, then the conversion to 1.0");
+    CHECK(fcntl(fd, F_GETFD) != -1, "  the caller's descriptor stays open");
+    close(fd);
+    CHECK_STATUS(qm_image_flash_fd(-1, target, NULL, NULL, NULL), QM_STATUS_INVALID_ARGUMENT,
+                 "qm_image_flash_fd with -1 is refused");
+    fd = open(dir, O_RDONLY | O_DIRECTORY);
+    CHECK_STATUS(qm_image_flash_fd(fd, dumped, "raw", NULL, NULL), QM_STATUS_IO,
+                 "qm_image_flash_fd from a descriptor that cannot be read is QM_STATUS_IO");
+    close(fd);
+    CHECK(has_marker(dumped, "QM-SOURCE"), "  the target was not replaced");
+
+    /* A raw launch (no `vm` description) has no drives to flash. */
+    qm_machine *raw = NULL;
+    CHECK_STATUS(launch_json("{\"args\": [\"-machine\", \"none\", \"-nodefaults\", \"-S\"]}", &raw),
+                 QM_STATUS_OK, "launch a raw machine");
+    if (raw != NULL) {
+        int32_t raw_state = -1;
+        CHECK(qm_machine_power_state(raw, &raw_state) == QM_STATUS_OK &&
+                  raw_state == QM_POWER_PAUSED,
+              "  a raw machine started with -S is QM_POWER_PAUSED");
+        CHECK(qm_machine_drives(raw, &json) == QM_STATUS_OK && json && strcmp(json, "[]") == 0,
+              "  qm_machine_drives of a raw launch is []");
+        qm_string_free(json);
+        json = NULL;
+        CHECK_STATUS(qm_machine_flash(raw, "root", source, NULL, NULL), QM_STATUS_UNSUPPORTED,
+                     "  qm_machine_flash of a raw launch is QM_STATUS_UNSUPPORTED");
+        qm_status sd = qm_machine_shutdown(raw, 10000);
+        CHECK(sd == QM_STATUS_OK || sd == QM_STATUS_NOT_GRACEFUL, "  shut it down");
+        CHECK_STATUS(qm_machine_dump(raw, "root", dumped, NULL, NULL, NULL),
+                     QM_STATUS_UNSUPPORTED, "  qm_machine_dump of a raw launch is unsupported");
+        CHECK_STATUS(qm_machine_relaunch(raw, "{}"), QM_STATUS_UNSUPPORTED,
+                     "  qm_machine_relaunch with a description of a raw launch is unsupported");
+        qm_machine_free(raw);
+    }
+
+    /* A VM whose root disk starts from a file (its own overlay), with UEFI from the profile. */
+    qm_machine *machine = NULL;
+    char desc[1024];
+    snprintf(desc, sizeof desc,
+             "{\"accel\": \"tcg\", \"temp_dir\": \"%s\", \"vm\": {\"paused\": true,"
+             " \"default_partitions\": {\"root\": \"%s\"}, \"disk_size\": \"4M\"}}",
+             dir, base);
+    CHECK_STATUS(launch_json(desc, &machine), QM_STATUS_OK,
+                 "launch with a default partition file for root");
+    if (machine == NULL) {
+        return;
+    }
+    int32_t state = -1;
+    CHECK_STATUS(qm_machine_power_state(machine, &state), QM_STATUS_OK, "qm_machine_power_state");
+    CHECK(state == QM_POWER_PAUSED, "  a machine started paused is QM_POWER_PAUSED");
+    CHECK_STATUS(qm_machine_power_wait_change(machine, 0, &state), QM_STATUS_TIMEOUT,
+                 "no change yet: qm_machine_power_wait_change with 0 times out");
+    CHECK_STATUS(qm_machine_resume(machine), QM_STATUS_OK, "resume");
+    CHECK_STATUS(qm_machine_power_wait_change(machine, 10000, &state), QM_STATUS_OK,
+                 "the resume is a change");
+    CHECK(state == QM_POWER_RUNNING, "  to QM_POWER_RUNNING");
+    CHECK_STATUS(qm_machine_drives(machine, &json), QM_STATUS_OK, "qm_machine_drives");
+    CHECK(json && strstr(json, "\"name\":\"root\"") && strstr(json, "\"name\":\"uefi_code\"") &&
+              strstr(json, "\"name\":\"uefi_vars\"") && strstr(json, "\"size\":4194304"),
+          "  root, uefi_code and uefi_vars, root kept at 4 MiB");
+    qm_string_free(json);
+    json = NULL;
+    CHECK_STATUS(qm_machine_flash(machine, "root", source, NULL, NULL), QM_STATUS_INVALID_STATE,
+                 "flashing while QEMU runs is QM_STATUS_INVALID_STATE");
+    CHECK_STATUS(qm_machine_dump(machine, "root", dumped, NULL, NULL, NULL),
+                 QM_STATUS_INVALID_STATE, "dumping while QEMU runs is QM_STATUS_INVALID_STATE");
+    qm_status down = qm_machine_shutdown(machine, 10000);
+    CHECK(down == QM_STATUS_OK || down == QM_STATUS_NOT_GRACEFUL, "shut it down");
+    CHECK_STATUS(qm_machine_power_wait_change(machine, 10000, &state), QM_STATUS_OK,
+                 "QEMU's exit is a change");
+    CHECK(state == QM_POWER_OFF, "  to QM_POWER_OFF");
+    CHECK_STATUS(qm_machine_power_wait_change(machine, 10000, &state), QM_STATUS_PROCESS_EXITED,
+                 "after QM_POWER_OFF and the exit nothing can change: QM_STATUS_PROCESS_EXITED");
+    state = -1;
+    CHECK(qm_machine_power_state(machine, &state) == QM_STATUS_OK && state == QM_POWER_OFF,
+          "  qm_machine_power_state of an exited QEMU is QM_POWER_OFF");
+
+    CHECK_STATUS(qm_machine_dump(machine, "root", dumped, "raw", NULL, NULL), QM_STATUS_OK,
+                 "qm_machine_dump root as raw");
+    CHECK(has_marker(dumped, "QM-BASE"), "  it holds the default image's data");
+    CHECK_STATUS(qm_machine_flash(machine, "root", source, on_progress, &progress_calls),
+                 QM_STATUS_OK, "qm_machine_flash root from a file");
+    CHECK_STATUS(qm_machine_dump(machine, "root", dumped, NULL, NULL, NULL), QM_STATUS_OK,
+                 "dump root again (its own format)");
+    fd = image_pipe(48 << 10, "QM-FLASHED-FD");
+    stream_read = 0;
+    stream_converted = -1.0;
+    CHECK_STATUS(qm_machine_flash_fd(machine, "OVMF_VARS.fd", fd, on_stream_progress,
+                                     &stream_calls),
+                 QM_STATUS_OK, "qm_machine_flash_fd the UEFI variables (Jumpstarter's name)");
+    close(fd);
+    CHECK(stream_converted == 1.0, "  the stream flash ends at 1.0");
+    CHECK_STATUS(qm_machine_dump(machine, "uefi_vars", dumped, "raw", on_progress,
+                                 &progress_calls),
+                 QM_STATUS_OK, "dump the variables by their drive name");
+    CHECK(has_marker(dumped, "QM-FLASHED-FD"), "  they hold what the stream had");
+    CHECK(has_marker(base, "QM-BASE"), "the default root image was never written");
+    CHECK_STATUS(qm_machine_flash(machine, "boot", source, NULL, NULL),
+                 QM_STATUS_INVALID_ARGUMENT, "an unknown partition is refused");
+    CHECK(strstr(last_error(), "root") != NULL, "  the message lists the drives");
+    CHECK_STATUS(qm_machine_flash(machine, "root", "/nonexistent/qm.img", NULL, NULL),
+                 QM_STATUS_INVALID_ARGUMENT, "a missing source is refused");
+    CHECK_STATUS(qm_machine_flash_fd(machine, "root", -1, NULL, NULL),
+                 QM_STATUS_INVALID_ARGUMENT, "qm_machine_flash_fd with -1 is refused");
+    CHECK_STATUS(qm_machine_dump(machine, "root", dumped, "no format!", NULL, NULL),
+                 QM_STATUS_INVALID_ARGUMENT, "an unknown dump format is refused");
+
+    /* Relaunch: the same description, then a changed one that keeps the disks. */
+    CHECK_STATUS(qm_machine_relaunch(machine, NULL), QM_STATUS_OK, "qm_machine_relaunch(NULL)");
+    CHECK(qm_machine_power_state(machine, &state) == QM_STATUS_OK && state == QM_POWER_PAUSED,
+          "  paused again");
+    CHECK_STATUS(qm_machine_relaunch(machine, NULL), QM_STATUS_INVALID_STATE,
+                 "relaunch while QEMU runs is QM_STATUS_INVALID_STATE");
+    down = qm_machine_shutdown(machine, 10000);
+    CHECK(down == QM_STATUS_OK || down == QM_STATUS_NOT_GRACEFUL, "shut it down again");
+    snprintf(desc, sizeof desc,
+             "{\"paused\": true, \"memory\": \"192M\", \"default_partitions\": {\"root\": \"%s\"},"
+             " \"disk_size\": \"8M\"}",
+             base);
+    CHECK_STATUS(qm_machine_relaunch(machine, desc), QM_STATUS_OK,
+                 "qm_machine_relaunch with more memory and a bigger disk_size");
+    CHECK(qm_machine_drives(machine, &json) == QM_STATUS_OK && json &&
+              strstr(json, "\"size\":8388608"),
+          "  root is kept at 8 MiB now");
+    qm_string_free(json);
+    json = NULL;
+    down = qm_machine_shutdown(machine, 10000);
+    CHECK(down == QM_STATUS_OK || down == QM_STATUS_NOT_GRACEFUL, "shut it down");
+    CHECK_STATUS(qm_machine_dump(machine, "root", dumped, "raw", NULL, NULL), QM_STATUS_OK,
+                 "dump root after the relaunch");
+    CHECK(has_marker(dumped, "QM-SOURCE"), "  the flashed data was kept");
+    snprintf(desc, sizeof desc,
+             "{\"default_partitions\": {\"root\": \"%s\"}, \"disk_size\": \"2M\"}", base);
+    CHECK_STATUS(qm_machine_relaunch(machine, desc), QM_STATUS_INVALID_ARGUMENT,
+                 "a disk_size below the disk's image is refused");
+    CHECK(strstr(last_error(), "2097152 bytes") && strstr(last_error(), "8388608 bytes"),
+          "  the message names both sizes");
+    CHECK(qm_machine_drives(machine, &json) == QM_STATUS_OK && json &&
+              strstr(json, "\"size\":8388608"),
+          "  the refused relaunch left the description as it was");
+    qm_string_free(json);
+    json = NULL;
+    CHECK_STATUS(qm_machine_relaunch(machine, "{\"memroy\": 1}"), QM_STATUS_INVALID_JSON,
+                 "a description that does not parse is QM_STATUS_INVALID_JSON");
+    uint32_t cid = 7;
+    CHECK_STATUS(qm_machine_vsock_cid(machine, &cid), QM_STATUS_UNSUPPORTED,
+                 "qm_machine_vsock_cid without vsock is QM_STATUS_UNSUPPORTED");
+    qm_machine_free(machine);
+    machine = NULL;
+
+    /* vsock needs /dev/vhost-vsock (this test host may have none). */
+    int usable = access("/dev/vhost-vsock", R_OK | W_OK) == 0;
+    qm_status s = launch_json("{\"accel\": \"tcg\", \"vm\": {\"vsock\": true}}", &machine);
+    if (usable) {
+        CHECK(s == QM_STATUS_OK, "with /dev/vhost-vsock, a vsock VM launches");
+        CHECK(qm_machine_vsock_cid(machine, &cid) == QM_STATUS_OK && cid > 2 && cid != 0xFFFFFFFFu,
+              "  with a CID a guest may have");
+    } else {
+        CHECK(s == QM_STATUS_UNSUPPORTED && strstr(last_error(), "/dev/vhost-vsock"),
+              "without /dev/vhost-vsock, vsock is QM_STATUS_UNSUPPORTED naming the device");
+    }
+    qm_machine_free(machine);
+
+    unlink(base);
+    unlink(source);
+    unlink(target);
+    unlink(dumped);
+    CHECK(rmdir(dir) == 0, "nothing else was left in the driver checks' temp dir");
+}
+
 static qm_status launch_json(const char *json, qm_machine **out) {
     qm_config *config = NULL;
     qm_status s = qm_config_from_json(json, &config);
@@ -2660,6 +2953,7 @@ int main(void) {
     check_vm_description();
     check_qtest();
     check_qemumachine();
+    check_driver();
     const char *skip = getenv("QM_TEST_SKIP_GUEST");
     if (!(skip && strcmp(skip, "1") == 0)) {
         check_guest_console();

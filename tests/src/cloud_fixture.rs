@@ -26,9 +26,9 @@
 //! so (the development machines and CI run as root). Every other missing tool is named with
 //! the package that has it; `scripts/install-deps.sh` installs them all. A build takes about
 //! two minutes on two cores, most of it debootstrap's. The result lives in a directory named
-//! after a hash of everything that defines it (this module's source, `configure.sh`, the
-//! package list, and the busybox fixture's source, whose helpers it uses), so a change to any
-//! of them builds a new one, and an unchanged one is reused without running apt or debootstrap
+//! after a hash of everything that defines its content (this module's source, `configure.sh`,
+//! the package list, and the disk helpers it shares with the busybox fixture), so a change to
+//! any of them builds a new one, and an unchanged one is reused without running apt or debootstrap
 //! at all. Several test processes may call `get` at once: a lock file serialises building, and
 //! each build happens in a temporary directory renamed into place when complete. To pick up
 //! newer packages, delete `<target>/guest-fixture-cloud/`.
@@ -46,7 +46,8 @@
 //!   and the host name is `localhost`.
 //! * cloud-init 22.4 reads only a NoCloud seed: a disk with a file system labelled `cidata`
 //!   or `CIDATA` (what the launcher writes for a description's `cloud_init`). It sets the host
-//!   name (and `/etc/hosts`), creates the users with their passwords, sudo rights and ssh
+//!   name (and `/etc/hosts` when the seed sets `manage_etc_hosts`, as the launcher's generated
+//!   user-data does: the image leaves it to the seed), creates the users with their passwords, sudo rights and ssh
 //!   keys, makes new ssh host keys, and without a `network-config` in the seed configures the
 //!   first NIC by DHCP (ifupdown, `isc-dhcp-client`), which suits QEMU's user networking.
 //!   With QEMU's `q35` board and one `virtio-net-pci` NIC the interface is `enp0s2` or
@@ -168,10 +169,7 @@ boot\n";
 const DEFINITION: &[&str] = &[
     include_str!("cloud_fixture.rs"),
     CONFIGURE_SCRIPT,
-    include_str!("fixture.rs"),
-    include_str!("fixture/cache.rs"),
     include_str!("fixture/disk.rs"),
-    include_str!("fixture/packages.rs"),
     SUITE,
 ];
 

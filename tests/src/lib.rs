@@ -66,6 +66,26 @@ pub fn qemu_img() -> PathBuf {
     required_program("qemu-img", "qemu-utils")
 }
 
+/// The OpenSSH client, `ssh`, on `PATH`.
+///
+/// # Panics
+///
+/// If there is none, with the message
+/// "ssh not found: install it with `apt-get install -y openssh-client`".
+pub fn ssh() -> PathBuf {
+    required_program("ssh", "openssh-client")
+}
+
+/// `ssh-keygen` on `PATH`.
+///
+/// # Panics
+///
+/// If there is none, with the message
+/// "ssh-keygen not found: install it with `apt-get install -y openssh-client`".
+pub fn ssh_keygen() -> PathBuf {
+    required_program("ssh-keygen", "openssh-client")
+}
+
 /// The workspace's root directory (where the root `Cargo.toml` is).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

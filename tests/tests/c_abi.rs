@@ -127,6 +127,16 @@ fn assert_passed(what: &str, out: &Output) {
         stdout.contains("ok   writing 4 MiB to a paused guest times out"),
         "{stdout}"
     );
+    // And the driver's side: partitions flashed from files and streams, the power state,
+    // relaunch with a changed description.
+    for line in [
+        "ok   qm_machine_flash_fd the UEFI variables (Jumpstarter's name)",
+        "ok   the resume is a change",
+        "ok   qm_machine_relaunch with more memory and a bigger disk_size",
+        "ok     the flashed data was kept",
+    ] {
+        assert!(stdout.contains(line), "no `{line}` in\n{stdout}");
+    }
     // And the ownership checks: threads, SIGCHLD, forking wrappers.
     for line in [
         "ok   it answers from the main thread for 5 s after its thread exited",
@@ -196,7 +206,7 @@ fn assert_passed(what: &str, out: &Output) {
         "ok   guest_exec gives its stdout as written (a NUL too) with its length",
         "ok   guest_exec gives -1 and the signal",
         "ok   the file came back byte-exact",
-        "ok   guest_ping with 0 does not wait for the answer",
+        "ok   guest_ping with 0 does not wait: QM_STATUS_TIMEOUT, or OK if the answer was there",
         "ok   the next call resynchronizes with the agent",
         "ok   guest_shutdown powerdown (the agent answers nothing on success)",
         "ok   QEMU reports SHUTDOWN from the guest",

@@ -1,20 +1,22 @@
 //! The cloud image fixture's smoke test: the Debian image, flashed from its compressed form
 //! into a bigger disk, boots under a real QEMU (TCG) with OVMF through `qemu_process::Machine`,
-//! is set up by cloud-init from the seed the launcher writes (host name, user, password), takes a login
-//! on the serial console, and has what `tests/src/cloud_fixture.rs` promises: sudo, DHCP on
-//! the first NIC, sshd behind a port forward, the guest agent on its virtio-serial port, a root
+//! is set up by cloud-init from the seed the launcher writes (host name, user, password, an ssh
+//! public key), takes a login on the serial console, and has what `tests/src/cloud_fixture.rs`
+//! promises: sudo, DHCP on the first NIC, sshd behind a port forward (the host's `ssh` logs in
+//! with the seed's key and runs a command), the guest agent on its virtio-serial port, a root
 //! file system grown to the disk, a machine id of its own, and a clean ACPI power-off.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use qemu_machine_tests::cloud_fixture::{
     login_prompt, CloudFixture, DISK_SIZE, GUEST_AGENT_PORT, PACKAGES,
 };
-use qemu_machine_tests::support::{scratch, Guest};
+use qemu_machine_tests::support::{run_deadline, scratch, show, Guest};
 use qemu_process::{AccelChoice, Machine, MachineConfig, VmLaunch};
 use serde_json::json;
 
@@ -38,6 +40,22 @@ fn the_cloud_image_boots_takes_a_console_login_and_has_what_it_promises() {
         );
     }
     let scratch = scratch("cloud-boot");
+    // A key pair for the seed, made before the boot so that a missing ssh fails at once.
+    let ssh = qemu_machine_tests::ssh();
+    let key = scratch.path().join("id_ed25519");
+    let keygen = run_deadline(
+        {
+            let mut c = Command::new(qemu_machine_tests::ssh_keygen());
+            c.args(["-q", "-t", "ed25519", "-N", "", "-C", "qm-cloud-test", "-f"])
+                .arg(&key);
+            c
+        },
+        COMMAND,
+    );
+    assert!(keygen.status.success(), "ssh-keygen: {}", show(&keygen));
+    let public_key = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let public_key = public_key.trim();
+    assert!(public_key.starts_with("ssh-ed25519 "), "{public_key}");
     let qga_socket = scratch.path().join("qga.sock");
     let disk_size = DISK_SIZE + (1 << 30);
     let vm = VmLaunch::from_json(
@@ -51,7 +69,12 @@ fn the_cloud_image_boots_takes_a_console_login_and_has_what_it_promises() {
                 "size": disk_size,
                 "bootindex": 1,
             }],
-            "cloud_init": {"hostname": HOSTNAME, "username": USER, "password": PASSWORD},
+            "cloud_init": {
+                "hostname": HOSTNAME,
+                "username": USER,
+                "password": PASSWORD,
+                "ssh_authorized_keys": [public_key],
+            },
             "forwards": [{"name": "ssh", "host_port": 0, "guest_port": 22}],
             "chardevs": [{
                 "id": "qga0",
@@ -157,12 +180,49 @@ fn the_cloud_image_boots_takes_a_console_login_and_has_what_it_promises() {
     assert_eq!(answer("rootpw"), "L");
 
     // sshd answers through the port forward.
-    let ssh = guest.vm.forwards()[0].connect_addr();
-    let stream = TcpStream::connect(ssh).unwrap();
+    let ssh_addr = guest.vm.forwards()[0].connect_addr();
+    let stream = TcpStream::connect(ssh_addr).unwrap();
     stream.set_read_timeout(Some(COMMAND)).unwrap();
     let mut banner = String::new();
     BufReader::new(stream).read_line(&mut banner).unwrap();
     assert!(banner.starts_with("SSH-2.0-OpenSSH_"), "{banner:?}");
+
+    // The host's ssh logs in with the key from the seed (BatchMode: no password prompt, so
+    // only the key can get in) and the command's output comes back.
+    let mut login = Command::new(&ssh);
+    login
+        .args(["-F", "/dev/null", "-i"])
+        .arg(&key)
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=60",
+            "-p",
+        ])
+        .arg(ssh_addr.port().to_string())
+        .arg(format!("{USER}@{}", ssh_addr.ip()))
+        .arg("echo \"QM-SSH $(id -un)@$(hostname) $((6*7))\"");
+    let out = run_deadline(login, COMMAND);
+    assert!(
+        out.status.success(),
+        "ssh with the seed's key: {}",
+        show(&out)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("QM-SSH {USER}@{HOSTNAME} 42\n"),
+        "{}",
+        show(&out)
+    );
 
     // The guest agent answers on its port.
     let mut qga = UnixStream::connect(&qga_socket).unwrap();

@@ -1,15 +1,16 @@
 //! The aarch64 guest fixture under a real `qemu-system-aarch64` (TCG, `virt` board), launched
 //! through `qemu_process::Machine` from a VM description (`"arch": "aarch64"`): by direct kernel boot (the kernel gets a device tree, and the
 //! power button is a GPIO key) and by UEFI firmware from the fixture's disk (GRUB, ACPI, and
-//! the power button is an ACPI event). Each boots to the ready line, answers shell commands
-//! and powers off on QMP `system_powerdown`.
+//! the power button is an ACPI event). Each boots to the ready line, answers shell commands on
+//! the console, serves HTTP through an automatic port forward (virtio-net on QEMU's user
+//! networking) and powers off on QMP `system_powerdown`: QEMU exits 0, nothing is left behind.
 
 use std::time::{Duration, Instant};
 
 use qemu_machine_tests::fixture::{
     Arch, GuestFixture, ERROR_PREFIX, POWER_BUTTON_LINE, PROMPT, READY_LINE,
 };
-use qemu_machine_tests::support::Guest;
+use qemu_machine_tests::support::{entries, http_get, scratch, Guest, TempDir};
 use qemu_process::{AccelChoice, Machine, MachineConfig, VmLaunch};
 use serde_json::json;
 
@@ -22,12 +23,16 @@ fn fixture() -> GuestFixture {
     GuestFixture::get_for(Arch::Aarch64).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn launch(description: serde_json::Value) -> Guest {
+/// Launches the description (with a forward to the guest's port 8080 added) under TCG, its
+/// temp dir in `scratch`.
+fn launch(mut description: serde_json::Value, scratch: &TempDir) -> Guest {
+    description["forwards"] = json!([{"name": "web", "host_port": 0, "guest_port": 8080}]);
     let vm = VmLaunch::from_json(&description.to_string()).unwrap();
     let mut config = MachineConfig::for_vm(vm);
     config
         .accel(AccelChoice::Tcg)
         .binary(qemu_machine_tests::qemu_system_aarch64())
+        .temp_base_dir(scratch.path())
         .qmp_timeout(COMMAND);
     let started = Instant::now();
     let vm = Machine::launch(&config).unwrap_or_else(|e| panic!("launching {description}: {e}"));
@@ -80,6 +85,24 @@ fn boot_answer_and_power_off(mut guest: Guest, fixture: &GuestFixture, how: &str
         "1\r\n"
     );
 
+    // Networking: virtio-net on QEMU's user network, configured by hand (the UEFI boot's
+    // command line is fixed), and a web server reached through the automatic forward.
+    let out = run(
+        &mut guest,
+        "modprobe virtio_pci && modprobe virtio_net && \
+         for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /sys/class/net/eth0 ] && break; sleep 1; done; \
+         ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up && mkdir -p /www && \
+         echo served-by-aarch64 > /www/index.html && httpd -p 8080 -h /www && echo started",
+    );
+    assert!(out.contains("started"), "{out}");
+    let addr = guest
+        .vm
+        .forwarded_port("web")
+        .expect("the forward is reported");
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+    let body = http_get(addr);
+    assert!(body.contains("served-by-aarch64"), "{body}");
+
     let shutdown = guest
         .vm
         .powerdown(COMMAND)
@@ -91,6 +114,9 @@ fn boot_answer_and_power_off(mut guest: Guest, fixture: &GuestFixture, how: &str
         .wait(COMMAND)
         .unwrap_or_else(|e| panic!("QEMU did not exit: {e}"));
     assert!(status.success(), "{status}");
+    let temp = guest.vm.temp_dir().unwrap().to_owned();
+    drop(guest);
+    assert!(!temp.exists(), "{} left behind", temp.display());
 }
 
 #[test]
@@ -100,15 +126,20 @@ fn direct_kernel_boot_reaches_the_shell_and_the_gpio_power_button_works() {
     assert!(fixture.has_module("gpio_keys"), "{:?}", fixture.modules);
     let cmdline = fixture.kernel_cmdline(&[], "");
     assert!(cmdline.starts_with("console=ttyAMA0 "), "{cmdline}");
-    let guest = launch(json!({
-        "arch": "aarch64",
-        "memory": "256M",
-        "kernel": fixture.kernel,
-        "initrd": fixture.initrd,
-        "append": cmdline,
-        "no_reboot": true,
-    }));
+    let s = scratch("aarch64-direct");
+    let guest = launch(
+        json!({
+            "arch": "aarch64",
+            "memory": "256M",
+            "kernel": fixture.kernel,
+            "initrd": fixture.initrd,
+            "append": cmdline,
+            "no_reboot": true,
+        }),
+        &s,
+    );
     boot_answer_and_power_off(guest, &fixture, "direct kernel boot", false);
+    assert!(entries(s.path()).is_empty(), "{:?}", entries(s.path()));
 }
 
 #[test]
@@ -118,12 +149,17 @@ fn uefi_boot_from_the_fixture_disk_reaches_the_shell_and_the_acpi_power_button_w
         .uefi_disk
         .clone()
         .expect("the aarch64 fixture has a UEFI disk");
-    let guest = launch(json!({
-        "arch": "aarch64",
-        "memory": "256M",
-        "uefi": {},
-        "disks": [{"path": disk, "format": "raw", "read_only": true}],
-        "no_reboot": true,
-    }));
+    let s = scratch("aarch64-uefi");
+    let guest = launch(
+        json!({
+            "arch": "aarch64",
+            "memory": "256M",
+            "uefi": {},
+            "disks": [{"path": disk, "format": "raw", "read_only": true}],
+            "no_reboot": true,
+        }),
+        &s,
+    );
     boot_answer_and_power_off(guest, &fixture, "UEFI (AAVMF, GRUB)", true);
+    assert!(entries(s.path()).is_empty(), "{:?}", entries(s.path()));
 }

@@ -63,6 +63,11 @@ impl RunningChild {
         })
     }
 
+    /// Takes the read end of the child's stdout, for a caller that reads it itself.
+    pub(super) fn take_stdout(&mut self) -> Option<File> {
+        self.stdout.take()
+    }
+
     /// Reads stdout to its end, in this thread, handing each chunk to `f`.
     pub(super) fn read_stdout(&mut self, mut f: impl FnMut(&[u8])) -> Result<(), Error> {
         let Some(mut out) = self.stdout.take() else {

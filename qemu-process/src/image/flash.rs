@@ -224,7 +224,7 @@ impl QemuImg {
     }
 }
 
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
@@ -238,7 +238,7 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// The format of an image stream from its first bytes (what a decompressed source holds).
-fn sniff_format(head: &[u8]) -> Format {
+pub(super) fn sniff_format(head: &[u8]) -> Format {
     let at = |off: usize, magic: &[u8]| {
         head.len() >= off + magic.len() && &head[off..off + magic.len()] == magic
     };
@@ -260,17 +260,17 @@ fn sniff_format(head: &[u8]) -> Format {
 }
 
 /// Writes a stream into a file, leaving holes where whole blocks are zero.
-struct SparseWriter {
+pub(super) struct SparseWriter {
     file: File,
     offset: u64,
 }
 
 impl SparseWriter {
-    fn new(file: File) -> SparseWriter {
+    pub(super) fn new(file: File) -> SparseWriter {
         SparseWriter { file, offset: 0 }
     }
 
-    fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+    pub(super) fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             // Align the first block to BLOCK so later blocks line up with the file's.
             let into_block = (self.offset % BLOCK as u64) as usize;
@@ -286,7 +286,7 @@ impl SparseWriter {
     }
 
     /// Sets the length (trailing holes) and flushes; returns the bytes written.
-    fn finish(self) -> io::Result<u64> {
+    pub(super) fn finish(self) -> io::Result<u64> {
         self.file.set_len(self.offset)?;
         (&self.file).flush()?;
         self.file.sync_all()?;

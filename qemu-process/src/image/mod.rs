@@ -39,10 +39,12 @@ pub(crate) mod child;
 mod convert;
 mod flash;
 mod info;
+mod stream;
 mod temp;
 
 pub use flash::{Compression, FlashReport};
 pub use info::{CheckReport, ImageInfo, SnapshotInfo};
+pub use stream::StreamProgress;
 
 use child::RunningChild;
 
@@ -187,6 +189,16 @@ pub fn flash(
     progress: impl FnMut(f64),
 ) -> Result<FlashReport, Error> {
     QemuImg::default().flash(source, target, target_format, progress)
+}
+
+/// [`QemuImg::flash_stream`] with the default programs.
+pub fn flash_stream(
+    source: impl std::io::Read,
+    target: &Path,
+    target_format: &Format,
+    progress: impl FnMut(StreamProgress),
+) -> Result<FlashReport, Error> {
+    QemuImg::default().flash_stream(source, target, target_format, progress)
 }
 
 /// [`QemuImg::dump`] with the default programs.

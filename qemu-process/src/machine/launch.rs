@@ -64,8 +64,32 @@ impl Machine {
     ) -> Result<Machine, Error> {
         let mut machine = Machine::spawn_with(config, progress)?;
         let deadline = Deadline::after(config.launch_timeout);
-        machine.finish_launch(deadline)?;
+        let first = machine.finish_launch(deadline);
+        machine.retry_vsock(first)?;
         Ok(machine)
+    }
+
+    /// After a launch that failed because the kernel refused the vsock CID as in use by
+    /// another VM, launches again with another CID (see `vm::vsock`), until one is accepted,
+    /// another error comes, or the attempts run out.
+    fn retry_vsock(&mut self, mut result: Result<(), Error>) -> Result<(), Error> {
+        let mut attempt = 1;
+        while let Err(e) = &result {
+            if !(crate::vm::vsock::cid_in_use(e) && attempt < crate::vm::vsock::LAUNCH_ATTEMPTS) {
+                break;
+            }
+            let Some(cid) = self
+                .vm
+                .as_mut()
+                .and_then(|v| crate::vm::vsock::change_cid(&mut v.resolved))
+            else {
+                break;
+            };
+            log::info!("the vsock CID was in use by another VM: launching again with CID {cid}");
+            attempt += 1;
+            result = self.relaunch_once();
+        }
+        result
     }
 
     /// Makes the temp dir, resolves a VM into it, spawns QEMU with its sockets and registers
@@ -116,7 +140,15 @@ impl Machine {
     /// description) after it exited (a guest power-off, a shutdown): the temp dir and what is in
     /// it carry over (disks, seed, UEFI variables, flashes made meanwhile); the log starts over.
     /// Refused while QEMU runs ([`Error::VmRunning`]) and for an attached machine.
+    ///
+    /// A VM with vsock whose CID another VM took meanwhile gets another one (see
+    /// [`VmLaunch::vsock`](crate::VmLaunch::vsock)).
     pub fn relaunch(&mut self) -> Result<(), Error> {
+        let result = self.relaunch_once();
+        self.retry_vsock(result)
+    }
+
+    fn relaunch_once(&mut self) -> Result<(), Error> {
         let Some(config) = self.config.clone() else {
             return Err(Error::Unsupported(
                 "relaunching an attached machine (it is not our process)".into(),
@@ -339,6 +371,7 @@ impl Machine {
             vm: None,
             guest: None,
             created: Created::default(),
+            power_last: None,
             qtest: None,
             qmp_enabled: true,
             extras: Extras::default(),

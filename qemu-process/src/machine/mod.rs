@@ -2,8 +2,9 @@
 //!
 //! The type and its accessors are here; its calls are grouped by concern in the submodules:
 //! `launch` (spawn, attach), `io_loop` (the poll loop), `qmp` (commands, descriptors), `events`,
-//! `console`, `lifecycle` (power, shutdown), `vm` (a VM's forwards, drives, screendumps), `guest`
-//! (the guest agent's channel).
+//! `console`, `lifecycle` (power, shutdown), `power` (the power state and its changes), `vm`
+//! (a VM's forwards, drives, screendumps, relaunch with a changed description), `guest` (the
+//! guest agent's channel).
 //!
 //! Every blocking call runs the same loop ([`Machine::run_until`]): flush pending output, wait
 //! in `mio::Poll` for the QMP socket, the console socket, the guest agent's socket or the child's
@@ -170,6 +171,8 @@ pub struct Machine {
     guest: Option<crate::guest::channel::GuestChannel>,
     /// Files the launch made outside the temp dir, removed unless QMP comes up.
     created: Created,
+    /// The power state last reported to the caller (see `power`).
+    power_last: Option<power::PowerState>,
     /// The qtest channel, for a machine launched with `MachineConfig::qtest`.
     qtest: Option<qtest::QtestConn>,
     /// Whether the machine was launched (or attached) with the library's QMP connection.
@@ -342,6 +345,8 @@ mod guest;
 mod io_loop;
 mod launch;
 mod lifecycle;
+mod power;
+pub use power::{PowerChanges, PowerState};
 mod qemumachine;
 mod qmp;
 mod qtest;

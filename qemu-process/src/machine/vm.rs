@@ -11,7 +11,7 @@ use serde_json::json;
 use super::Machine;
 use crate::config::MachineConfig;
 use crate::error::Error;
-use crate::image::{FlashReport, QemuImg};
+use crate::image::{FlashReport, QemuImg, StreamProgress};
 use crate::vm::resolve::{create_private, Created, Resolver};
 use crate::vm::{read_forwards, Drive, DriveKind, Forward, ProgressFn, ScreenshotFormat, VmLaunch};
 
@@ -40,6 +40,20 @@ impl VmParts {
         dry_run: bool,
         progress: Option<ProgressFn<'_>>,
     ) -> Result<VmParts, Error> {
+        Self::resolve_with(config, launch, temp, created, dry_run, false, progress)
+    }
+
+    /// [`resolve`](VmParts::resolve), keeping what `temp` and the disks hold when `reuse` (a
+    /// relaunch with a changed description).
+    fn resolve_with(
+        config: &MachineConfig,
+        launch: &VmLaunch,
+        temp: &Path,
+        created: &mut Created,
+        dry_run: bool,
+        reuse: bool,
+        progress: Option<ProgressFn<'_>>,
+    ) -> Result<VmParts, Error> {
         let resolved = Resolver {
             temp,
             img: &config.qemu_img,
@@ -47,6 +61,7 @@ impl VmParts {
             binary: config.binary.as_deref(),
             accel: config.accel,
             dry_run,
+            reuse,
             progress,
             qtest: config.qtest,
         }
@@ -116,6 +131,59 @@ impl Machine {
         Ok(())
     }
 
+    /// Launches QEMU again after it exited, like [`relaunch`](Machine::relaunch), from a changed
+    /// VM description: more memory or CPUs, a bigger `disk_size`, another seed. What the VM's
+    /// temp dir and disks hold is kept: disks are not flashed again (`flash_from` applies only
+    /// to a disk that does not exist yet) but grown to their new sizes, snapshot overlays and
+    /// the UEFI variables stay, firmware flashed with [`flash`](Machine::flash) is used again;
+    /// the cloud-init seed is written from the new description. A size smaller than a disk's
+    /// image is [`Error::DiskTooSmall`]. Refused while QEMU runs ([`Error::VmRunning`]) and for
+    /// a machine not launched from a VM description. When the launch fails, the machine keeps
+    /// its previous description (disks already grown stay grown).
+    ///
+    /// ```no_run
+    /// # use qemu_process::{Machine, MachineConfig, VmLaunch};
+    /// # use std::time::Duration;
+    /// # let mut vm = Machine::launch(&MachineConfig::for_vm(VmLaunch::default()))?;
+    /// vm.powerdown(Duration::from_secs(60))?;
+    /// vm.wait(Duration::from_secs(10))?;
+    /// let mut bigger = vm.vm_launch().cloned().unwrap();
+    /// bigger.spec.memory = Some(qemu_cmdline::Size::gib(2));
+    /// bigger.disk_size = Some(qemu_cmdline::Size::gib(20));
+    /// vm.relaunch_with(bigger)?;
+    /// # Ok::<(), qemu_process::Error>(())
+    /// ```
+    pub fn relaunch_with(&mut self, launch: VmLaunch) -> Result<(), Error> {
+        self.ensure_stopped("relaunching")?;
+        let (Some(mut config), Some(_)) = (self.config.clone(), self.vm.as_ref()) else {
+            return Err(Error::Unsupported(
+                "relaunching with a changed description: this machine was not launched from a \
+                 VM description"
+                    .into(),
+            ));
+        };
+        let temp = self.temp_dir().map(Path::to_path_buf).unwrap_or_default();
+        let mut created = Created::default();
+        let parts =
+            VmParts::resolve_with(&config, &launch, &temp, &mut created, false, true, None)?;
+        config.vm(launch);
+        let previous = (self.config.replace(config), self.vm.replace(parts));
+        match self.relaunch() {
+            Ok(()) => {
+                created.keep();
+                Ok(())
+            }
+            Err(e) => {
+                // A launch that failed left this machine as it was: its description too.
+                if !self.is_running() {
+                    self.config = previous.0;
+                    self.vm = previous.1;
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// The VM description as given (`None` for a raw launch or an attached machine).
     pub fn vm_launch(&self) -> Option<&VmLaunch> {
         self.vm_ref().map(|v| &v.launch)
@@ -139,6 +207,13 @@ impl Machine {
     /// All port forwards of a VM, in NIC order (empty for a raw launch).
     pub fn forwards(&self) -> &[Forward] {
         self.vm_ref().map_or(&[], |v| &v.forwards)
+    }
+
+    /// The vsock context id of the VM's `vhost-vsock` device, when it asked for `vsock`: the
+    /// guest's address for `AF_VSOCK` connections from the host.
+    pub fn vsock_cid(&self) -> Option<u32> {
+        self.vm_ref()
+            .and_then(|v| crate::vm::vsock::cid_of(&v.resolved))
     }
 
     /// The VNC server's unix socket, when the VM asked for `vnc` (or a unix VNC display).
@@ -171,6 +246,8 @@ impl Machine {
 
     pub(super) fn drive_index(&self, name: &str) -> Result<usize, Error> {
         let drives = self.drives();
+        // Jumpstarter's names for the UEFI drives are accepted too.
+        let name = crate::vm::Partition::from_name(name).map_or(name, |p| p.drive_name());
         drives.iter().position(|d| d.name == name).ok_or_else(|| {
             let names: Vec<&str> = drives.iter().map(|d| d.name.as_str()).collect();
             Error::InvalidArgument(format!(
@@ -186,7 +263,8 @@ impl Machine {
 
     /// Writes the image `source` (any format, optionally compressed; see
     /// [`QemuImg::flash`](crate::image::QemuImg::flash)) into the drive `target` (`root`, a
-    /// disk id, `bios`, `uefi_code`, `uefi_vars`), converted to the drive's format, and grows
+    /// disk id, `bios`, `uefi_code`, `uefi_vars`; Jumpstarter's `OVMF_CODE.fd` and
+    /// `OVMF_VARS.fd` name the UEFI drives too), converted to the drive's format, and grows
     /// it back to the drive's `size`. Refused while QEMU runs ([`Error::VmRunning`]); takes
     /// effect at [`Machine::relaunch`]. Firmware the VM does not own (a system OVMF file) is never
     /// written: the flash goes to a copy in the temp dir, which the VM then uses.
@@ -195,6 +273,31 @@ impl Machine {
         target: &str,
         source: &Path,
         progress: impl FnMut(f64),
+    ) -> Result<FlashReport, Error> {
+        self.flash_with(target, |img, dest, format| {
+            img.flash(source, dest, format, progress)
+        })
+    }
+
+    /// [`flash`](Machine::flash) from a stream (a pipe, standard input, a socket) read once,
+    /// front to back, decompressed on the fly when compressed (see
+    /// [`QemuImg::flash_stream`](crate::image::QemuImg::flash_stream)); progress is the bytes
+    /// read, then the conversion's fraction.
+    pub fn flash_stream(
+        &mut self,
+        target: &str,
+        source: impl std::io::Read,
+        progress: impl FnMut(StreamProgress),
+    ) -> Result<FlashReport, Error> {
+        self.flash_with(target, |img, dest, format| {
+            img.flash_stream(source, dest, format, progress)
+        })
+    }
+
+    fn flash_with(
+        &mut self,
+        target: &str,
+        write: impl FnOnce(&QemuImg, &Path, &Format) -> Result<FlashReport, Error>,
     ) -> Result<FlashReport, Error> {
         self.ensure_stopped(&format!("flashing {target:?}"))?;
         let i = self.drive_index(target)?;
@@ -207,7 +310,7 @@ impl Machine {
         } else {
             temp.join(format!("{}.fd", drive.name))
         };
-        let report = img.flash(source, &dest, &drive.format, progress)?;
+        let report = write(&img, &dest, &drive.format)?;
         if let Some(size) = drive.size {
             if report.virtual_size < size.bytes() {
                 img.resize(&dest, size, false)?;
@@ -229,8 +332,9 @@ impl Machine {
         Ok(report)
     }
 
-    /// Reads the drive `target` into a new file `dest` of `format` (the drive's own when
-    /// `None`), e.g. the UEFI variables after the guest changed them. Refused while QEMU runs.
+    /// Reads the drive `target` (named as for [`flash`](Machine::flash)) into a new file `dest`
+    /// of `format` (the drive's own when `None`), e.g. the UEFI variables after the guest
+    /// changed them. Refused while QEMU runs.
     pub fn dump(
         &mut self,
         target: &str,

@@ -9,6 +9,7 @@ use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use super::partitions::PartitionFiles;
 use crate::cloudinit::CloudInitSpec;
 
 /// A VM to launch: its description ([`VmSpec`], the hardware) and the work a launcher does
@@ -17,8 +18,9 @@ use crate::cloudinit::CloudInitSpec;
 ///
 /// Its JSON form is the VM description with these launcher fields beside the spec's own: at
 /// the top level `forwards` (onto the first user-mode NIC, added when there is none),
-/// `disk_size`, `default_partitions`, `cloud_init` and `vnc`; in each disk `size` and
-/// `flash_from`, and a disk may leave out `path`. Unknown fields are refused with their name.
+/// `disk_size`, `vsock`, `default_partitions` (`true`, or a map of partition files: see
+/// [`PartitionFiles`]), `cloud_init` and `vnc`; in each disk `size` and `flash_from`, and a
+/// disk may leave out `path`. Unknown fields are refused with their name.
 ///
 /// ```
 /// use qemu_process::VmLaunch;
@@ -39,19 +41,34 @@ pub struct VmLaunch {
     /// dir) and a format (the launcher probes an existing image once).
     pub spec: VmSpec,
     /// The size the disk `root` is grown to at launch (`"8G"`): Jumpstarter's `disk_size`.
-    /// Used too as the size of a `root` disk the launcher creates. Never shrinks.
+    /// Used too as the size of a `root` disk the launcher creates. A disk is never shrunk: a
+    /// `root` image larger than this is an error naming both sizes
+    /// ([`Error::DiskTooSmall`](crate::Error::DiskTooSmall)), and growing needs the growth
+    /// free on the image's file system ([`Error::NoSpace`](crate::Error::NoSpace)).
     pub disk_size: Option<Size>,
     /// Jumpstarter's default partitions, the named drives a flasher writes to. When true the
     /// launcher adds what is missing of: a disk `root` (qcow2 in the VM's temp dir, `disk_size`
     /// or 8G, virtio, booted first) and, unless `bios` or `uefi` is set, UEFI firmware from the
-    /// architecture profile (drives `uefi_code` and `uefi_vars`).
+    /// architecture profile (drives `uefi_code` and `uefi_vars`). `partition_files` names the
+    /// files some of them start from.
     pub default_partitions: bool,
+    /// The files default partitions start from (the map form of `default_partitions` in JSON,
+    /// which sets `default_partitions` too). A partition without a file is made as
+    /// `default_partitions` says; a file for a partition the description has itself (a disk
+    /// `root`, a `bios`, `uefi`) is an error.
+    pub partition_files: PartitionFiles,
     /// A cloud-init NoCloud seed (a FAT disk labelled `CIDATA`, attached read-only) written
     /// into the VM's temp dir.
     pub cloud_init: Option<CloudInitSpec>,
     /// A VNC server on a unix socket in the VM's temp dir (with a `std` VGA card unless `vga`
     /// is set). Exclusive with a VNC `display`.
     pub vnc: bool,
+    /// vsock: a `vhost-vsock-pci` device (`vhost-vsock-device` on MMIO) with a random context
+    /// id a guest may have (not 0-2, not 0xFFFFFFFF), another one tried when the kernel
+    /// refuses it as in use by another VM; [`Machine::vsock_cid`](crate::Machine::vsock_cid)
+    /// reports it. Needs [`VHOST_VSOCK`](crate::VHOST_VSOCK) usable by this user, else the
+    /// launch fails with [`Error::DeviceUnavailable`](crate::Error::DeviceUnavailable) naming it.
+    pub vsock: bool,
     /// What to do for each disk of the spec, by position (missing entries: nothing).
     pub disks: Vec<DiskLaunch>,
 }
@@ -61,7 +78,9 @@ pub struct VmLaunch {
 #[serde(deny_unknown_fields)]
 pub struct DiskLaunch {
     /// The virtual size: a missing image is created with this size (qcow2 unless the disk's
-    /// `format` says otherwise) and a smaller one is grown to it (never shrunk).
+    /// `format` says otherwise) and a smaller one is grown to it. A larger one is an error
+    /// naming both sizes (disks are never shrunk), and growing needs the growth free on the
+    /// image's file system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<Size>,
     /// An image written into the disk before QEMU starts (any format qemu-img reads, optionally
@@ -71,12 +90,13 @@ pub struct DiskLaunch {
 }
 
 /// The launcher's keys at the top level of the JSON form.
-const TOP_KEYS: [&str; 5] = [
+const TOP_KEYS: [&str; 6] = [
     "forwards",
     "disk_size",
     "default_partitions",
     "cloud_init",
     "vnc",
+    "vsock",
 ];
 
 fn take<T: serde::de::DeserializeOwned>(
@@ -129,8 +149,10 @@ impl VmLaunch {
     pub fn needs_files(&self) -> bool {
         self.disk_size.is_some()
             || self.default_partitions
+            || !self.partition_files.is_empty()
             || self.cloud_init.is_some()
             || self.vnc
+            || self.vsock
             || self.disks.iter().any(|d| *d != DiskLaunch::default())
             || self.spec.disks.iter().any(|d| d.path.is_none())
     }
@@ -138,9 +160,21 @@ impl VmLaunch {
     fn from_map(mut map: Map<String, Value>) -> Result<VmLaunch, String> {
         let forwards: Vec<PortForward> = take(&mut map, "forwards", "")?.unwrap_or_default();
         let disk_size = take(&mut map, "disk_size", "")?;
-        let default_partitions = take(&mut map, "default_partitions", "")?.unwrap_or(false);
+        let (default_partitions, partition_files) = match map.remove("default_partitions") {
+            None | Some(Value::Null) => (false, PartitionFiles::default()),
+            Some(Value::Bool(on)) => (on, PartitionFiles::default()),
+            Some(v @ Value::Object(_)) => (
+                true,
+                serde_json::from_value(v).map_err(|e| format!("default_partitions: {e}"))?,
+            ),
+            Some(_) => {
+                return Err("default_partitions: true, false, or a map of partition names to                             files ({\"root\": PATH, \"OVMF_CODE.fd\": PATH, ...})"
+                    .into())
+            }
+        };
         let cloud_init = take(&mut map, "cloud_init", "")?;
         let vnc = take(&mut map, "vnc", "")?.unwrap_or(false);
+        let vsock = take(&mut map, "vsock", "")?.unwrap_or(false);
         let mut disks = Vec::new();
         if let Some(Value::Array(list)) = map.get_mut("disks") {
             for (i, disk) in list.iter_mut().enumerate() {
@@ -173,8 +207,10 @@ impl VmLaunch {
             spec,
             disk_size,
             default_partitions,
+            partition_files,
             cloud_init,
             vnc,
+            vsock,
             disks,
         })
     }
@@ -191,7 +227,9 @@ impl VmLaunch {
         if let Some(s) = &self.disk_size {
             put("disk_size", json(s)?);
         }
-        if self.default_partitions {
+        if !self.partition_files.is_empty() {
+            put("default_partitions", json(&self.partition_files)?);
+        } else if self.default_partitions {
             put("default_partitions", Value::Bool(true));
         }
         if let Some(c) = &self.cloud_init {
@@ -199,6 +237,9 @@ impl VmLaunch {
         }
         if self.vnc {
             put("vnc", Value::Bool(true));
+        }
+        if self.vsock {
+            put("vsock", Value::Bool(true));
         }
         if let Some(Value::Array(list)) = map.get_mut("disks") {
             for (disk, launch) in list.iter_mut().zip(&self.disks) {

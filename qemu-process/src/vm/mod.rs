@@ -6,7 +6,9 @@
 
 mod forwards;
 mod launch;
+mod partitions;
 pub(crate) mod resolve;
+pub(crate) mod vsock;
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +17,8 @@ use qemu_cmdline::{Format, Size};
 pub(crate) use forwards::read_forwards;
 pub use forwards::Forward;
 pub use launch::{DiskLaunch, VmLaunch};
+pub use partitions::{Partition, PartitionFiles};
+pub use vsock::VHOST_VSOCK;
 
 /// The size of a `root` disk that `default_partitions` creates when `disk_size` is not set.
 pub const DEFAULT_ROOT_SIZE: Size = Size::gib(8);

@@ -10,13 +10,14 @@ use qemu_cmdline::{
     Arch, DiskInterface, DiskSpec, Display, Format, Size, UefiSpec, UefiVariant, Vga, VmSpec, Vnc,
 };
 
+use super::partitions::{Partition, PartitionFiles};
 use super::{
     DiskLaunch, Drive, DriveKind, Preparing, ProgressFn, VmLaunch, DEFAULT_ROOT_SIZE, SEED_DISK_ID,
 };
 use crate::cloudinit::CloudInitSpec;
 use crate::config::{args_choose_accel, resolve_accel, AccelChoice as Accel};
 use crate::error::Error;
-use crate::image::QemuImg;
+use crate::image::{Compression, QemuImg};
 use crate::machine::QtestPlan;
 
 /// Files the launch created outside the temp dir, removed unless the launch succeeds.
@@ -52,8 +53,11 @@ pub(crate) struct Resolved {
 
 /// Resolves `launch` with files in `temp`. `binary` and `accel` override the spec's (see
 /// [`MachineConfig::accel`](crate::MachineConfig::accel)); files made outside `temp` are
-/// recorded in `created`. With `dry_run`, nothing is made, flashed or grown. The work on disks
-/// is reported to `progress`.
+/// recorded in `created`. With `dry_run`, nothing is made, flashed or grown. With `reuse` (a
+/// relaunch with a changed description), what the temp dir and the disks already hold is kept:
+/// existing disks are not flashed again (only grown), overlays and the UEFI variables stay, and
+/// firmware flashed into the temp dir is used again; the seed is written anew. The work on
+/// disks is reported to `progress`.
 pub(crate) struct Resolver<'a, 'p> {
     pub(crate) temp: &'a Path,
     pub(crate) img: &'a QemuImg,
@@ -61,6 +65,7 @@ pub(crate) struct Resolver<'a, 'p> {
     pub(crate) binary: Option<&'a Path>,
     pub(crate) accel: Option<Accel>,
     pub(crate) dry_run: bool,
+    pub(crate) reuse: bool,
     pub(crate) progress: Option<ProgressFn<'p>>,
     /// The machine gets a qtest channel: `auto` means the qtest accelerator when the binary
     /// has it, else TCG, and `-S` unless it runs the qtest accelerator.
@@ -83,39 +88,24 @@ impl Resolver<'_, '_> {
         }
         self.accel(&mut r);
 
-        if launch.default_partitions {
-            if !r
-                .disks
-                .iter()
-                .enumerate()
-                .any(|(i, d)| disk_id(d, i) == "root")
-            {
-                let mut root = DiskSpec::new(PathBuf::new());
-                root.id = Some("root".into());
-                root.path = None;
-                root.bootindex = Some(1);
-                r.disks.insert(0, root);
-                disks.insert(
-                    0,
-                    DiskLaunch {
-                        size: Some(launch.disk_size.unwrap_or(DEFAULT_ROOT_SIZE)),
-                        flash_from: None,
-                    },
-                );
-            }
-            if r.bios.is_none() && r.uefi.is_none() {
-                r.uefi = Some(UefiSpec::default());
-            }
+        if launch.default_partitions || !launch.partition_files.is_empty() {
+            self.default_partitions(launch, &mut r, &mut disks)?;
         }
 
         // Disks: ids fixed before positions change (the seed disk goes last).
         for (i, launch_disk) in disks.iter().enumerate() {
             let id = disk_id(&r.disks[i], i);
             r.disks[i].id = Some(id.clone());
-            let size = launch_disk
-                .size
-                .or(if id == "root" { launch.disk_size } else { None });
-            let (path, format, owned) = self.disk(&r.disks[i], launch_disk, &id, size)?;
+            let (size, field) = match launch_disk.size {
+                Some(size) => (Some(size), "size"),
+                None if id == "root" => (launch.disk_size, "disk_size"),
+                None => (None, "size"),
+            };
+            let (path, format, owned) = self.disk(&r.disks[i], launch_disk, &id, size, field)?;
+            if r.disks[i].snapshot && r.disks[i].overlay.is_none() {
+                let overlay = self.overlay(&id, &path, &format)?;
+                r.disks[i].overlay = Some(overlay);
+            }
             let d = &mut r.disks[i];
             d.path = Some(path.clone());
             d.format = Some(format.clone());
@@ -129,6 +119,9 @@ impl Resolver<'_, '_> {
             });
         }
 
+        if let Some(flashed) = self.flashed_copy("bios").filter(|_| r.bios.is_some()) {
+            r.bios = Some(flashed);
+        }
         if let Some(b) = &r.bios {
             if !b.exists() {
                 return Err(Error::NotFound {
@@ -142,18 +135,22 @@ impl Resolver<'_, '_> {
                 path: b.clone(),
                 format: Format::Raw,
                 size: None,
-                owned: false,
+                owned: b.starts_with(self.temp),
             });
         }
         if let Some(u) = r.uefi.take() {
-            let u = self.uefi(u, r.arch)?;
+            let mut u = self.uefi(u, r.arch)?;
+            if let Some(flashed) = self.flashed_copy("uefi_code") {
+                u.code = Some(flashed);
+            }
+            let code = u.code.clone().expect("resolved");
             drives.push(Drive {
                 name: "uefi_code".into(),
                 kind: DriveKind::UefiCode,
-                path: u.code.clone().expect("resolved"),
+                owned: code.starts_with(self.temp),
+                path: code,
                 format: Format::Raw,
                 size: None,
-                owned: false,
             });
             drives.push(Drive {
                 name: "uefi_vars".into(),
@@ -174,6 +171,13 @@ impl Resolver<'_, '_> {
             seed.read_only = true;
             seed.interface = DiskInterface::Virtio;
             r.disks.push(seed);
+        }
+
+        if launch.vsock {
+            if !self.dry_run {
+                super::vsock::check_device(Path::new(super::vsock::VHOST_VSOCK))?;
+            }
+            super::vsock::add_device(&mut r, super::vsock::random_cid());
         }
 
         // Every NIC gets its id, so that each forward's netdev is known.
@@ -249,6 +253,7 @@ impl Resolver<'_, '_> {
         launch: &DiskLaunch,
         id: &str,
         size: Option<Size>,
+        field: &'static str,
     ) -> Result<(PathBuf, Format, bool), Error> {
         let what = format!("disk {id:?}");
         let owned = d.path.is_none();
@@ -260,7 +265,19 @@ impl Resolver<'_, '_> {
             }
         };
         let exists = path.symlink_metadata().is_ok();
-        if let Some(src) = &launch.flash_from {
+        let too_small = |image: u64, size: Size| Error::DiskTooSmall {
+            disk: id.to_owned(),
+            field,
+            path: path.clone(),
+            image,
+            requested: size.bytes(),
+        };
+        // A relaunch keeps what a disk holds: it is flashed only when it does not exist yet.
+        let flash_from = launch
+            .flash_from
+            .as_ref()
+            .filter(|_| !(self.reuse && exists));
+        if let Some(src) = flash_from {
             let format = match &d.format {
                 Some(f) => f.clone(),
                 None if exists => self.img.info(&path)?.format,
@@ -299,6 +316,9 @@ impl Resolver<'_, '_> {
                 self.created.push(path.clone());
             }
             if let Some(size) = size {
+                if report.virtual_size > size.bytes() {
+                    return Err(too_small(report.virtual_size, size));
+                }
                 if report.virtual_size < size.bytes() {
                     self.report(&Preparing::Grow {
                         disk: id,
@@ -342,6 +362,11 @@ impl Resolver<'_, '_> {
             Some(f) => self.img.info_with(&path, Some(f), false)?,
             None => self.img.info(&path)?,
         };
+        if let Some(size) = size {
+            if info.virtual_size > size.bytes() {
+                return Err(too_small(info.virtual_size, size));
+            }
+        }
         if let Some(size) = size.filter(|_| !self.dry_run) {
             if info.virtual_size < size.bytes() {
                 log::info!("growing {what} to {size}");
@@ -354,6 +379,127 @@ impl Resolver<'_, '_> {
             }
         }
         Ok((path, info.format, owned))
+    }
+
+    /// Adds what Jumpstarter's default partitions need and the description lacks: the `root`
+    /// disk (from its partition file, or empty), and firmware (a `bios` file, UEFI code and
+    /// variables files, or the profile's UEFI firmware).
+    fn default_partitions(
+        &mut self,
+        launch: &VmLaunch,
+        r: &mut VmSpec,
+        disks: &mut Vec<DiskLaunch>,
+    ) -> Result<(), Error> {
+        let files: &PartitionFiles = &launch.partition_files;
+        for (partition, path) in &files.0 {
+            if !path.exists() {
+                return Err(Error::NotFound {
+                    what: format!("default partition {:?}", partition.jumpstarter_name()),
+                    path: path.clone(),
+                });
+            }
+        }
+        let has_root = r
+            .disks
+            .iter()
+            .enumerate()
+            .any(|(i, d)| disk_id(d, i) == "root");
+        if has_root && files.get(Partition::Root).is_some() {
+            return Err(conflict("root", "a disk \"root\""));
+        }
+        if !has_root {
+            let mut root = DiskSpec::new(PathBuf::new());
+            root.id = Some("root".into());
+            root.path = None;
+            root.bootindex = Some(1);
+            root.format = Some(Format::Qcow2);
+            let path = self.temp.join("root.qcow2");
+            // `disk_size` (checked and grown as the disk's own) or, for a new empty disk, the
+            // default size.
+            let new_empty = files.get(Partition::Root).is_none() && !path.exists();
+            let mut root_launch = DiskLaunch {
+                size: (launch.disk_size.is_none() && new_empty).then_some(DEFAULT_ROOT_SIZE),
+                flash_from: None,
+            };
+            if let Some(file) = files.get(Partition::Root) {
+                if is_compressed(file)? {
+                    root_launch.flash_from = Some(file.clone());
+                } else {
+                    self.overlay_file(&path, file, None)?;
+                }
+            }
+            r.disks.insert(0, root);
+            disks.insert(0, root_launch);
+        }
+        let bios = files.get(Partition::Bios);
+        let code = files.get(Partition::UefiCode);
+        let vars = files.get(Partition::UefiVars);
+        let uefi_files = code.is_some() || vars.is_some();
+        if bios.is_some() && uefi_files {
+            return Err(Error::InvalidArgument(
+                "default_partitions: bios and the UEFI partitions (OVMF_CODE.fd, OVMF_VARS.fd) \
+                 exclude each other: a VM boots one firmware"
+                    .into(),
+            ));
+        }
+        if (bios.is_some() || uefi_files) && (r.bios.is_some() || r.uefi.is_some()) {
+            let which = if bios.is_some() {
+                "bios"
+            } else {
+                "the UEFI partitions"
+            };
+            return Err(conflict(which, "its own firmware (bios or uefi)"));
+        }
+        if let Some(b) = bios {
+            r.bios = Some(b.clone());
+        } else if uefi_files {
+            r.uefi = Some(UefiSpec {
+                code: code.cloned(),
+                vars: vars.cloned(),
+                ..UefiSpec::default()
+            });
+        } else if r.bios.is_none() && r.uefi.is_none() {
+            r.uefi = Some(UefiSpec::default());
+        }
+        Ok(())
+    }
+
+    /// A qcow2 overlay for the snapshot disk `id` on `base` (of `format`), made in the temp
+    /// dir unless it is there (a relaunch).
+    fn overlay(&mut self, id: &str, base: &Path, format: &Format) -> Result<PathBuf, Error> {
+        let overlay = self.temp.join(format!("{id}.overlay.qcow2"));
+        self.overlay_file(&overlay, base, Some(format))?;
+        Ok(overlay)
+    }
+
+    /// Creates `overlay`, a qcow2 image whose backing file is `base` (absolute; its format
+    /// given or probed once), unless it exists (a relaunch) or this is a dry run.
+    fn overlay_file(
+        &mut self,
+        overlay: &Path,
+        base: &Path,
+        format: Option<&Format>,
+    ) -> Result<(), Error> {
+        if self.dry_run || overlay.exists() {
+            return Ok(());
+        }
+        let base = std::path::absolute(base)
+            .map_err(Error::io_with(format!("resolving {}", base.display())))?;
+        let format = match format {
+            Some(f) => f.clone(),
+            None => self.img.info(&base)?.format,
+        };
+        let cmd = qemu_cmdline::ImgCreate::new(overlay, Format::Qcow2).backing(&base, format);
+        self.img.create_with(overlay, &cmd)
+    }
+
+    /// On a relaunch, the copy of firmware drive `name` that [`Machine::flash`] wrote into the
+    /// temp dir, if any.
+    ///
+    /// [`Machine::flash`]: crate::Machine::flash
+    fn flashed_copy(&self, name: &str) -> Option<PathBuf> {
+        let path = self.temp.join(format!("{name}.fd"));
+        (self.reuse && path.is_file()).then_some(path)
     }
 
     /// Finds the firmware of the variant and copies the variable store into the temp dir.
@@ -418,8 +564,10 @@ impl Resolver<'_, '_> {
         }
         let vars = self.temp.join("uefi-vars.fd");
         // Made owner-only and writable from the start, whatever the template's mode (a system
-        // file is root-owned 0644): fs::copy would copy that mode.
-        if !self.dry_run {
+        // file is root-owned 0644): fs::copy would copy that mode. A relaunch keeps the
+        // variables the guest wrote.
+        let keep = self.reuse && vars.exists();
+        if !self.dry_run && !keep {
             copy_private(&template, &vars)?;
         }
         u.code = Some(code);
@@ -432,6 +580,10 @@ impl Resolver<'_, '_> {
         let path = self.temp.join("cidata.img");
         if self.dry_run {
             return Ok(path);
+        }
+        if self.reuse {
+            // A relaunch writes the seed of the new description.
+            let _ = std::fs::remove_file(&path);
         }
         // Owner-only: the seed may hold a password and keys.
         create_private(&path)
@@ -482,6 +634,32 @@ fn copy_private(from: &Path, to: &Path) -> Result<(), Error> {
     let mut dst = create_private(to).map_err(Error::io_with(context()))?;
     std::io::copy(&mut src, &mut dst).map_err(Error::io_with(context()))?;
     Ok(())
+}
+
+/// A default partition file for a partition the description has itself.
+fn conflict(partition: &str, own: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "default_partitions gives a file for {partition}, and the description has {own}: \
+         keep one"
+    ))
+}
+
+/// Whether `path` starts with a compression's magic bytes.
+fn is_compressed(path: &Path) -> Result<bool, Error> {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    let mut n = 0;
+    let mut f =
+        std::fs::File::open(path).map_err(Error::io_with(format!("opening {}", path.display())))?;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        }
+    }
+    Ok(Compression::detect(&head[..n]).is_some())
 }
 
 fn disk_id(d: &DiskSpec, index: usize) -> String {

@@ -30,11 +30,11 @@ printf 'LABEL=%s\t/\text4\tdefaults,errors=remount-ro\t0\t1\n' "$root_label" >/e
 
 # cloud-init: the NoCloud seed only (a disk labelled cidata); without one cloud-init stays
 # off. Without network-config in the seed it brings up the first NIC by DHCP (ifupdown).
-# /etc/hosts gets the host name too (sudo looks it up), and the host keys are the types
-# OpenSSH 9.2 uses by default.
+# /etc/hosts is left to the seed (`manage_etc_hosts`), as in Debian's own cloud images, so
+# that a test sees whether the seed asks for it. The host keys are the types OpenSSH 9.2 uses
+# by default.
 cat >/etc/cloud/cloud.cfg.d/90_qemu_machine.cfg <<'CFG'
 datasource_list: [ NoCloud, None ]
-manage_etc_hosts: true
 ssh_genkeytypes: [ rsa, ecdsa, ed25519 ]
 CFG
 

@@ -1,6 +1,8 @@
 //! Driving a guest's serial console through a [`Machine`], with everything known about the
 //! guest (what its console printed, QEMU's log) in the panic message when it does not answer.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use qemu_process::Machine;
@@ -60,4 +62,28 @@ impl Guest {
     pub fn elapsed_secs(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
     }
+}
+
+/// `GET /index.html` over HTTP/1.0 from a guest's server (busybox `httpd`) through a port
+/// forward at `addr`; returns the whole answer. A few attempts: the first connection through
+/// QEMU's user networking may race the guest's server start.
+pub fn http_get(addr: SocketAddr) -> String {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        stream
+            .write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        let _ = stream.read_to_string(&mut body);
+        if body.contains("200") {
+            return body;
+        }
+        last = body;
+    }
+    panic!("no HTTP answer from {addr}: {last:?}");
 }

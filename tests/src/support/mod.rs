@@ -15,7 +15,7 @@ mod machine;
 mod pty;
 
 pub use child::{find, run_deadline, show, stop, wait_deadline};
-pub use guest::Guest;
+pub use guest::{http_get, Guest};
 pub use machine::{
     fixture, guest_spec, launch, launch_json, none_config, options, shell, wait_ready, BOOT,
 };
