@@ -686,119 +686,6 @@ enum qm_status qm_machine_execute_oob(struct qm_machine *machine,
                                       int64_t timeout_ms,
                                       char **out_json);
 
-// Takes every event kept so far, oldest first, as a JSON array of
-// `{"event", "data", "timestamp": {"seconds", "microseconds"}}` objects (`[]` when there is
-// none); free it with `qm_string_free()`. Reads what QEMU has already sent first, without
-// waiting.
-//
-// # Safety
-// `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
-enum qm_status qm_machine_events(struct qm_machine *machine, char **out_json);
-
-// Like `qm_machine_events()`, but reads nothing: for a caller driving machines from its own
-// loop, which after `qm_machine_poll_fd()` becomes readable calls `qm_machine_process_io()`
-// once and then takes with this and `qm_machine_take_console()`. (Taking with functions that
-// read could read, and keep, bytes for the other taker after it ran, with no wake-up left to
-// announce them.)
-//
-// # Safety
-// `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
-enum qm_status qm_machine_take_events(struct qm_machine *machine, char **out_json);
-
-// Stores in `*out_count` how many events were dropped since launch because the machine's event
-// queue was full (its bound is `max_events`, 65536 by default; take events to make room). The
-// next `qm_machine_event_wait()` that finds no match among the kept events reports the overflow,
-// once, as `QM_STATUS_EVENT_QUEUE_FULL`.
-//
-// # Safety
-// `machine` must be a handle from this library or NULL; `out_count` NULL or valid for writing.
-enum qm_status qm_machine_events_dropped(struct qm_machine *machine, uint64_t *out_count);
-
-// Waits up to `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: no waiting, only events kept or
-// already sent) for an event named `name` (UTF-8; NULL: any name) whose JSON form matches
-// `pattern_json` (NULL: any). The pattern is a JSON sub-tree of the event
-// (`{"data": {"guest": true}}`, `{"event": "STOP"}`); `null` in it matches anything. Kept events
-// are searched first, oldest first. The matching event is removed from the kept events (the
-// others stay kept) and, if `out_json` is not NULL, stored in `*out_json` (free with
-// `qm_string_free()`). A timeout is `QM_STATUS_TIMEOUT`, distinct from the connection closing
-// meanwhile (`QM_STATUS_PROCESS_EXITED` or `QM_STATUS_DISCONNECTED`).
-//
-// # Safety
-// `machine` must be a handle from this library or NULL; `name` and `pattern_json` NULL or
-// NUL-terminated; `out_json` NULL or valid for a pointer.
-enum qm_status qm_machine_event_wait(struct qm_machine *machine,
-                                     const char *name,
-                                     const char *pattern_json,
-                                     int64_t timeout_ms,
-                                     char **out_json);
-
-// Copies up to `len` console bytes received so far (as the guest wrote them: any bytes) into
-// `buf` and stores how many in `*out_len` (0 when nothing is waiting; the call does not block).
-// Bytes that do not fit stay for the next call. `QM_STATUS_UNSUPPORTED` for a machine launched
-// without the console.
-//
-// # Safety
-// `machine` must be a handle from this library or NULL; `buf` valid for `len` bytes;
-// `out_len` NULL or valid for a `size_t`.
-enum qm_status qm_machine_console_read(struct qm_machine *machine,
-                                       uint8_t *buf,
-                                       size_t len,
-                                       size_t *out_len);
-
-// Like `qm_machine_console_read()`, but reads nothing from the console socket: see
-// `qm_machine_take_events()` for the loop this is for.
-//
-// # Safety
-// As for `qm_machine_console_read()`.
-enum qm_status qm_machine_take_console(struct qm_machine *machine,
-                                       uint8_t *buf,
-                                       size_t len,
-                                       size_t *out_len);
-
-// Sends `len` bytes to the guest's first serial port, waiting up to `timeout_ms`
-// (`QM_TIMEOUT_DEFAULT`: 30 s; 0: take what fits without waiting) until all of them are
-// accepted: written to the console socket or queued within the machine's bound of console input
-// (64 KiB). Accepted bytes reach the guest in order as it reads them.
-//
-// A guest that does not read its console (a paused VM) makes the call wait; if the deadline
-// passes first it returns `QM_STATUS_TIMEOUT`, and `*out_written` (if not NULL) holds how many
-// bytes, from the start of `data`, were accepted: write the rest later to resume. On
-// `QM_STATUS_OK` `*out_written` is `len`; on other failures 0 (without a console:
-// `QM_STATUS_UNSUPPORTED`; once QEMU has closed it: `QM_STATUS_PROCESS_EXITED` or
-// `QM_STATUS_DISCONNECTED`).
-//
-// # Safety
-// `machine` must be a handle from this library or NULL; `data` valid for `len` bytes;
-// `out_written` NULL or valid for a `size_t`.
-enum qm_status qm_machine_console_write(struct qm_machine *machine,
-                                        const uint8_t *data,
-                                        size_t len,
-                                        int64_t timeout_ms,
-                                        size_t *out_written);
-
-// Stores in `*out_count` how many console bytes were dropped from memory since launch because
-// the machine's console buffer was full (`console_buffer_bytes`, 1 MiB by default; a console
-// log file still gets every byte). 0 for a machine without a console.
-//
-// # Safety
-// `machine` must be a handle from this library or NULL; `out_count` NULL or valid for writing.
-enum qm_status qm_machine_console_bytes_dropped(struct qm_machine *machine, uint64_t *out_count);
-
-// Waits up to `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: looks only at output already
-// received) until the console shows `pattern` (any bytes but NUL, not empty; a plain string, not
-// a regular expression). If `out_before` is not NULL it receives, NUL-terminated, the console
-// output before the match, as the guest wrote it (free with `qm_string_free()`), and `*out_len`
-// (if not NULL) its length, which may include NUL bytes. Output after the match stays readable.
-//
-// # Safety
-// `machine` must be a handle from this library or NULL; `pattern` NULL or NUL-terminated;
-// `out_before` and `out_len` NULL or valid for writing.
-enum qm_status qm_machine_console_wait_for(struct qm_machine *machine,
-                                           const char *pattern,
-                                           int64_t timeout_ms,
-                                           char **out_before,
-                                           size_t *out_len);
-
 // Passes a duplicate of `fd` to QEMU over the QMP socket (SCM_RIGHTS) and names it `name`
 // (UTF-8; QMP `getfd`), for use by later commands (e.g. a chardev or netdev with `fd=name`, or
 // `closefd`). The caller keeps its own `fd` and may close it at once.
@@ -908,6 +795,88 @@ enum qm_status qm_machine_poll_fd(struct qm_machine *machine, int32_t *out_fd);
 // `machine` must be a handle from this library or NULL.
 enum qm_status qm_machine_process_io(struct qm_machine *machine);
 
+// Frees a machine: a launched QEMU still running has its process group killed (SIGKILL; never
+// a graceful shutdown, so that freeing a forgotten machine never waits for its guest) and is
+// reaped (waiting at most 10 s for the kernel to finish it), and its temp dir is removed (logs
+// in a log dir stay); an attached one is only disconnected. Call `qm_machine_shutdown()` first
+// for a graceful stop. NULL, a handle already freed (it stays
+// invalid for good: freeing it again never reaches a machine created after it), one not created
+// by this library and a `qm_config` are ignored.
+//
+// Never changes the calling thread's last error, so it can run between a failing call and the
+// reading of that call's error.
+//
+// # Safety
+// Any value is accepted: `machine` is looked up among the live handles, never dereferenced.
+void qm_machine_free(struct qm_machine *machine);
+
+// Copies up to `len` console bytes received so far (as the guest wrote them: any bytes) into
+// `buf` and stores how many in `*out_len` (0 when nothing is waiting; the call does not block).
+// Bytes that do not fit stay for the next call. `QM_STATUS_UNSUPPORTED` for a machine launched
+// without the console.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `buf` valid for `len` bytes;
+// `out_len` NULL or valid for a `size_t`.
+enum qm_status qm_machine_console_read(struct qm_machine *machine,
+                                       uint8_t *buf,
+                                       size_t len,
+                                       size_t *out_len);
+
+// Like `qm_machine_console_read()`, but reads nothing from the console socket: see
+// `qm_machine_take_events()` for the loop this is for.
+//
+// # Safety
+// As for `qm_machine_console_read()`.
+enum qm_status qm_machine_take_console(struct qm_machine *machine,
+                                       uint8_t *buf,
+                                       size_t len,
+                                       size_t *out_len);
+
+// Sends `len` bytes to the guest's first serial port, waiting up to `timeout_ms`
+// (`QM_TIMEOUT_DEFAULT`: 30 s; 0: take what fits without waiting) until all of them are
+// accepted: written to the console socket or queued within the machine's bound of console input
+// (64 KiB). Accepted bytes reach the guest in order as it reads them.
+//
+// A guest that does not read its console (a paused VM) makes the call wait; if the deadline
+// passes first it returns `QM_STATUS_TIMEOUT`, and `*out_written` (if not NULL) holds how many
+// bytes, from the start of `data`, were accepted: write the rest later to resume. On
+// `QM_STATUS_OK` `*out_written` is `len`; on other failures 0 (without a console:
+// `QM_STATUS_UNSUPPORTED`; once QEMU has closed it: `QM_STATUS_PROCESS_EXITED` or
+// `QM_STATUS_DISCONNECTED`).
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `data` valid for `len` bytes;
+// `out_written` NULL or valid for a `size_t`.
+enum qm_status qm_machine_console_write(struct qm_machine *machine,
+                                        const uint8_t *data,
+                                        size_t len,
+                                        int64_t timeout_ms,
+                                        size_t *out_written);
+
+// Stores in `*out_count` how many console bytes were dropped from memory since launch because
+// the machine's console buffer was full (`console_buffer_bytes`, 1 MiB by default; a console
+// log file still gets every byte). 0 for a machine without a console.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_count` NULL or valid for writing.
+enum qm_status qm_machine_console_bytes_dropped(struct qm_machine *machine, uint64_t *out_count);
+
+// Waits up to `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: looks only at output already
+// received) until the console shows `pattern` (any bytes but NUL, not empty; a plain string, not
+// a regular expression). If `out_before` is not NULL it receives, NUL-terminated, the console
+// output before the match, as the guest wrote it (free with `qm_string_free()`), and `*out_len`
+// (if not NULL) its length, which may include NUL bytes. Output after the match stays readable.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `pattern` NULL or NUL-terminated;
+// `out_before` and `out_len` NULL or valid for writing.
+enum qm_status qm_machine_console_wait_for(struct qm_machine *machine,
+                                           const char *pattern,
+                                           int64_t timeout_ms,
+                                           char **out_before,
+                                           size_t *out_len);
+
 // For a machine launched from a `vm` description: stores where QEMU listens for the port
 // forward named `name` (UTF-8), as `"IP:PORT"` in `*out_address` (free with `qm_string_free()`):
 // `127.0.0.1:PORT` unless the forward's `host_addr` says otherwise, `0.0.0.0:PORT` when it
@@ -947,20 +916,51 @@ enum qm_status qm_machine_screendump(struct qm_machine *machine,
                                      const char *format,
                                      char **out_path);
 
-// Frees a machine: a launched QEMU still running has its process group killed (SIGKILL; never
-// a graceful shutdown, so that freeing a forgotten machine never waits for its guest) and is
-// reaped (waiting at most 10 s for the kernel to finish it), and its temp dir is removed (logs
-// in a log dir stay); an attached one is only disconnected. Call `qm_machine_shutdown()` first
-// for a graceful stop. NULL, a handle already freed (it stays
-// invalid for good: freeing it again never reaches a machine created after it), one not created
-// by this library and a `qm_config` are ignored.
-//
-// Never changes the calling thread's last error, so it can run between a failing call and the
-// reading of that call's error.
+// Takes every event kept so far, oldest first, as a JSON array of
+// `{"event", "data", "timestamp": {"seconds", "microseconds"}}` objects (`[]` when there is
+// none); free it with `qm_string_free()`. Reads what QEMU has already sent first, without
+// waiting.
 //
 // # Safety
-// Any value is accepted: `machine` is looked up among the live handles, never dereferenced.
-void qm_machine_free(struct qm_machine *machine);
+// `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
+enum qm_status qm_machine_events(struct qm_machine *machine, char **out_json);
+
+// Like `qm_machine_events()`, but reads nothing: for a caller driving machines from its own
+// loop, which after `qm_machine_poll_fd()` becomes readable calls `qm_machine_process_io()`
+// once and then takes with this and `qm_machine_take_console()`. (Taking with functions that
+// read could read, and keep, bytes for the other taker after it ran, with no wake-up left to
+// announce them.)
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
+enum qm_status qm_machine_take_events(struct qm_machine *machine, char **out_json);
+
+// Stores in `*out_count` how many events were dropped since launch because the machine's event
+// queue was full (its bound is `max_events`, 65536 by default; take events to make room). The
+// next `qm_machine_event_wait()` that finds no match among the kept events reports the overflow,
+// once, as `QM_STATUS_EVENT_QUEUE_FULL`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_count` NULL or valid for writing.
+enum qm_status qm_machine_events_dropped(struct qm_machine *machine, uint64_t *out_count);
+
+// Waits up to `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: no waiting, only events kept or
+// already sent) for an event named `name` (UTF-8; NULL: any name) whose JSON form matches
+// `pattern_json` (NULL: any). The pattern is a JSON sub-tree of the event
+// (`{"data": {"guest": true}}`, `{"event": "STOP"}`); `null` in it matches anything. Kept events
+// are searched first, oldest first. The matching event is removed from the kept events (the
+// others stay kept) and, if `out_json` is not NULL, stored in `*out_json` (free with
+// `qm_string_free()`). A timeout is `QM_STATUS_TIMEOUT`, distinct from the connection closing
+// meanwhile (`QM_STATUS_PROCESS_EXITED` or `QM_STATUS_DISCONNECTED`).
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `name` and `pattern_json` NULL or
+// NUL-terminated; `out_json` NULL or valid for a pointer.
+enum qm_status qm_machine_event_wait(struct qm_machine *machine,
+                                     const char *name,
+                                     const char *pattern_json,
+                                     int64_t timeout_ms,
+                                     char **out_json);
 
 // Adds (or not) a qtest channel (QEMUQtestMachine): QEMU's device-test protocol on a
 // socketpair the library owns, driven with `qm_machine_qtest*()`. With the accelerator left to
