@@ -2,7 +2,8 @@
 # Installs what the test suite needs on a Debian 12 machine that has only the Rust toolchain:
 # QEMU (x86_64 and arm) and qemu-img, OVMF, Go for the cgo test, valgrind, pkg-config, CMake
 # and binutils for the C library's install tests, dpkg-dev for the Debian packages, FAT tools
-# for checking the cloud-init seed, and apt's package lists for the guest fixture.
+# for checking the cloud-init seed, python3-venv for the Python tests, and apt's package lists
+# for the guest fixture.
 # Installs nothing that is already present. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -26,6 +27,8 @@ checks=(
     "command -v xz|xz-utils"
     "command -v fsck.fat|dosfstools"
     "command -v mtype|mtools"
+    # the Python binding and the Jumpstarter driver (scripts/test-python.sh): a virtualenv
+    "python3 -c 'import venv, ensurepip'|python3-venv"
 )
 
 missing() {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs QEMU, Go and the guest fixture's inputs when missing, builds the
-# guest fixture, then runs the Rust unit and integration tests against a real QEMU, and the C and Go
-# programs that link libqemumachine.
+# guest fixture, then runs the Rust unit and integration tests against a real QEMU, the C and Go
+# programs that link libqemumachine, and the Python binding and Jumpstarter driver
+# (scripts/test-python.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,3 +30,7 @@ scripts/install-lib.sh --debug "$prefix" >/dev/null
     PKG_CONFIG_PATH="$prefix/lib/pkgconfig" LD_LIBRARY_PATH="$prefix/lib" \
         GOFLAGS=-mod=mod go test -count=1 -v ./...
 )
+
+# The Python binding and the Jumpstarter driver, against the same library (target/pyenv).
+echo "== python (scripts/test-python.sh)"
+scripts/test-python.sh

@@ -23,7 +23,7 @@ from typing import Literal, Optional
 
 import anyio
 from anyio import to_thread
-from anyio.streams.file import FileReadStream, FileWriteStream
+from anyio.streams.file import FileReadStream
 from jumpstarter_driver_network.driver import TcpNetwork, UnixNetwork
 from jumpstarter_driver_power.driver import PowerInterface, PowerReading
 from jumpstarter_driver_pyserial.driver import PySerial
@@ -141,10 +141,12 @@ class QemuFlasher(FlasherInterface, Driver):
         self.parent._refuse_while_on(f"flashing {name}")
         incoming = target.with_name(target.name + ".incoming")
         try:
-            async with await FileWriteStream.from_path(incoming) as stream:
+            fd = os.open(incoming, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as out:
                 async with self.resource(source) as res:
                     async for chunk in AutoDecompressIterator(source=res):
-                        await stream.send(chunk)
+                        await to_thread.run_sync(_write_sparse, out, chunk)
+                await to_thread.run_sync(_finish_sparse, out)
             await to_thread.run_sync(self.parent._record_flashed, name, incoming, target)
         finally:
             incoming.unlink(missing_ok=True)
@@ -200,6 +202,24 @@ class QemuFlasher(FlasherInterface, Driver):
             async with self.resource(target) as res:
                 async for chunk in stream:
                     await res.send(chunk)
+
+
+def _write_sparse(out, chunk: bytes) -> None:
+    """Writes ``chunk`` at the file's position, leaving holes for runs of zeros (a 2 GiB disk
+    image that is mostly empty stays small on the exporter)."""
+    block = 65536
+    for start in range(0, len(chunk), block):
+        piece = chunk[start:start + block]
+        if piece.count(0) == len(piece):
+            out.seek(len(piece), os.SEEK_CUR)
+        else:
+            out.write(piece)
+
+
+def _finish_sparse(out) -> None:
+    """Gives the file its full length when it ends in a hole, and flushes it."""
+    out.truncate(out.tell())
+    out.flush()
 
 
 async def _run_streaming(cmd: list[str], env: Optional[dict], timeout: float):
