@@ -65,7 +65,8 @@ def main() -> None:
             p.sendline("tester")
             p.expect_exact("Password: ", timeout=60)
             p.sendline("secret")
-            p.expect_exact("tester@side:~$ ", timeout=120)
+            # bash's prompt, or sh's when the seed set no login shell
+            shell = ["bash", "sh"][p.expect_exact(["tester@side:~$ ", "$ "], timeout=120)]
             t_off = time.monotonic()
             qemu.power.off()
             t_off_done = time.monotonic()
@@ -80,6 +81,7 @@ def main() -> None:
         "flash_s": round(t_flash - t0, 1),
         "login_prompt_s": round(t_login_prompt - t_flash, 1),
         "off_s": round(t_off_done - t_off, 1),
+        "login_shell": shell,
         "guest_powered_down": "reboot: Power down" in tail,
         "console_tail": tail[-300:],
     }))

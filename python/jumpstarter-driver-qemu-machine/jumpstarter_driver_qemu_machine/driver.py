@@ -33,7 +33,7 @@ import qemu_machine
 from qemu_machine import image as qm_image
 from jumpstarter.common.fls import get_fls_binary
 from jumpstarter.driver import Driver, FlasherInterface, export, exportstream
-from jumpstarter.streams.encoding import AutoDecompressIterator
+from jumpstarter.streams.encoding import create_decompressor, detect_compression_from_signature
 
 #: The partitions a flasher writes, by the names upstream's driver uses.
 PARTITIONS = ("root", "bios", "OVMF_CODE.fd", "OVMF_VARS.fd")
@@ -144,7 +144,7 @@ class QemuFlasher(FlasherInterface, Driver):
             fd = os.open(incoming, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "wb") as out:
                 async with self.resource(source) as res:
-                    async for chunk in AutoDecompressIterator(source=res):
+                    async for chunk in _decompressed(res):
                         await to_thread.run_sync(_write_sparse, out, chunk)
                 await to_thread.run_sync(_finish_sparse, out)
             await to_thread.run_sync(self.parent._record_flashed, name, incoming, target)
@@ -202,6 +202,72 @@ class QemuFlasher(FlasherInterface, Driver):
             async with self.resource(target) as res:
                 async for chunk in stream:
                     await res.send(chunk)
+
+
+#: The most a decompressor hands over at a time: an image of zeros compresses a thousandfold,
+#: and one network chunk must not become gigabytes in memory.
+PIECE = 1 << 20
+
+
+def _drain(decompressor, data: bytes):
+    """Decompresses ``data`` in pieces of at most PIECE bytes."""
+    if hasattr(decompressor, "unconsumed_tail"):  # zlib (gzip)
+        out = decompressor.decompress(data, PIECE)
+        while True:
+            if out:
+                yield out
+            if not decompressor.unconsumed_tail:
+                return
+            out = decompressor.decompress(decompressor.unconsumed_tail, PIECE)
+    out = decompressor.decompress(data, max_length=PIECE)  # lzma, bz2, zstd
+    while True:
+        if out:
+            yield out
+        if decompressor.eof or decompressor.needs_input:
+            return
+        out = decompressor.decompress(b"", max_length=PIECE)
+
+
+async def _decompressed(source):
+    """The bytes of ``source``, decompressed when they start with a gzip, xz, bzip2 or zstd
+    signature (several concatenated streams too), in pieces of at most PIECE bytes."""
+    chunks = source.__aiter__()
+    head = b""
+    while len(head) < 8:
+        try:
+            head += await chunks.__anext__()
+        except StopAsyncIteration:
+            break
+    compression = detect_compression_from_signature(head)
+    if compression is None:
+        if head:
+            yield head
+        async for chunk in chunks:
+            yield chunk
+        return
+    decompressor = create_decompressor(compression)
+    pending = head
+    while True:
+        while pending:
+            for piece in _drain(decompressor, pending):
+                yield piece
+            pending = b""
+            if decompressor.eof and decompressor.unused_data:
+                # another stream follows this one
+                pending = decompressor.unused_data
+                decompressor = create_decompressor(compression)
+        try:
+            pending = await chunks.__anext__()
+        except StopAsyncIteration:
+            break
+        if decompressor.eof and pending:
+            decompressor = create_decompressor(compression)
+    if hasattr(decompressor, "flush"):
+        rest = decompressor.flush()
+        if rest:
+            yield rest
+    if not decompressor.eof:
+        raise RuntimeError(f"the {compression} image ends before its end of stream (truncated?)")
 
 
 def _write_sparse(out, chunk: bytes) -> None:

@@ -136,12 +136,21 @@ def test_flash_records_the_format_once(tmp_path):
         qemu.power.off()
 
 
-@pytest.mark.parametrize("compress", ["gzip", "xz"])
+def _zstd(data: bytes) -> bytes:
+    try:
+        from compression import zstd
+    except ImportError:
+        from backports import zstd
+    half = len(data) // 2  # two frames, as concatenated files are
+    return zstd.compress(data[:half]) + zstd.compress(data[half:])
+
+
+@pytest.mark.parametrize("compress", ["gzip", "xz", "zstd"])
 def test_flash_compressed_and_dump(tmp_path, compress):
     qcow2 = _image(tmp_path / "disk.qcow2", "qcow2")
     data = qcow2.read_bytes()
     packed = tmp_path / f"disk.qcow2.{compress}"
-    packed.write_bytes(gzip.compress(data) if compress == "gzip" else lzma.compress(data))
+    packed.write_bytes({"gzip": gzip.compress, "xz": lzma.compress, "zstd": _zstd}[compress](data))
     driver = small()
     with serve(driver) as qemu:
         qemu.flasher.flash(str(packed))
@@ -156,6 +165,17 @@ def test_flash_compressed_and_dump(tmp_path, compress):
             qemu.flasher.flash(str(packed))
         assert e.group_contains(Exception, match="the VM is on; power it off first")
         qemu.power.off()
+
+
+def test_flash_truncated_compressed_image_fails(tmp_path):
+    packed = tmp_path / "disk.raw.xz"
+    packed.write_bytes(lzma.compress(os.urandom(1 << 20))[:-1000])
+    driver = small()
+    with serve(driver) as qemu:
+        with pytest.raises(BaseExceptionGroup) as e:
+            qemu.flasher.flash(str(packed))
+        assert e.group_contains(Exception, match="ends before its end of stream")
+        assert not (Path(driver._tmp_dir.name) / "root").exists()
 
 
 def test_flash_refuses_a_format_qemu_is_not_given(tmp_path):
@@ -187,3 +207,30 @@ def test_exporter_config_type_loads():
     cls = import_class("jumpstarter_driver_qemu_machine.driver.Qemu", [], True)
     assert cls is Qemu
     assert Qemu.client() == "jumpstarter_driver_qemu_machine.client.QemuClient"
+
+
+def test_readme_exporter_config(monkeypatch):
+    """The exporter configuration in the repository README instantiates this driver and runs."""
+    import re
+
+    import yaml
+    from jumpstarter.config.exporter import ExporterConfigV1Alpha1, ExporterConfigV1Alpha1DriverInstance
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "qemu_machine.driver.Qemu" in b]
+    assert len(blocks) == 1, blocks
+    doc = yaml.safe_load(blocks[0])
+    ExporterConfigV1Alpha1.model_validate(doc)  # a valid ExporterConfig as a whole
+    root = ExporterConfigV1Alpha1DriverInstance.model_validate({"children": doc["export"]}).instantiate()
+    driver = root.children["qemu"]
+    assert isinstance(driver, Qemu)
+    assert (driver.accel, driver.mem, driver.disk_size, driver.hostname) == ("auto", "2G", "20G", "board-1")
+    monkeypatch.setenv("QEMU_MACHINE_ACCEL", "tcg")  # auto, but TCG in the test suite
+    driver.powerdown_timeout = 0.5  # no guest OS here to answer the power button
+    driver.mem = "64M"
+    with serve(root) as client:
+        qemu = client.qemu
+        assert (qemu.hostname, qemu.username, qemu.password) == ("board-1", "dev", "secret")
+        qemu.power.on()
+        assert qemu.ssh.address().startswith("tcp://127.0.0.1:")
+        qemu.power.off()
