@@ -29,8 +29,11 @@
  * at its terminal) reaches neither; what to do about it is the program's choice.
  *
  * What is killed, and when. qm_machine_free() of a running machine kills QEMU's process group
- * with SIGKILL, reaps QEMU and removes its temp dir. qm_machine_shutdown() sends `quit`, waits,
- * then does the same if QEMU is still there. If the program dies in any way, SIGKILL included,
+ * with SIGKILL (never a graceful shutdown), reaps QEMU (waiting at most 10 s for the kernel to
+ * finish it) and removes its temp dir; logs in a log dir (qm_config_set_log_dir()) stay.
+ * qm_machine_shutdown() sends `quit` (SIGTERM to a machine launched without QMP), waits, then
+ * does the same if QEMU is still there; qm_machine_wait_or_kill() waits, then does the same.
+ * If the program dies in any way, SIGKILL included,
  * the guardian kills every QEMU's process group and removes every temp dir within moments.
  * What a `wrapper` forks is in QEMU's process group, and goes with it. An attached machine
  * (qm_machine_attach_*()) is not the library's to kill: freeing it only disconnects.
@@ -105,10 +108,12 @@ typedef enum qm_status {
   QM_STATUS_INVALID_JSON = 3,
   // The operation did not complete before its deadline.
   QM_STATUS_TIMEOUT = 4,
-  // QEMU answered a QMP command with an error; its class and description are available via
-  // `qm_last_error_qmp_class()` and `qm_last_error_qmp_desc()`.
+  // QEMU answered a QMP command (or the guest agent a `qm_machine_guest_*()` call) with an
+  // error; its class and description are available via `qm_last_error_qmp_class()` and
+  // `qm_last_error_qmp_desc()`.
   QM_STATUS_QMP_ERROR = 5,
-  // The QMP connection was closed (by QEMU, which may be exiting).
+  // The QMP connection was closed (by QEMU, which may be exiting), or the guest agent went
+  // away during a `qm_machine_guest_*()` call (its port closed in the guest).
   QM_STATUS_DISCONNECTED = 6,
   // The QEMU process has exited (its status: `qm_machine_exit_status()`).
   QM_STATUS_PROCESS_EXITED = 7,
@@ -142,6 +147,10 @@ typedef enum qm_status {
   // The operation does not apply to this machine (the console of a machine without one,
   // killing an attached machine, a VNC socket without VNC, ...).
   QM_STATUS_UNSUPPORTED = 18,
+  // A qtest command failed: QEMU answered `FAIL` or `ERR`; the message names the line sent
+  // and QEMU's answer (a line the library refuses to send, because QEMU would abort on it,
+  // is `QM_STATUS_INVALID_ARGUMENT`).
+  QM_STATUS_QTEST_ERROR = 19,
 } qm_status;
 
 // The accelerator values `qm_config_set_accel()` takes.
@@ -195,8 +204,13 @@ enum qm_status qm_config_new(struct qm_config **out);
 // strings, added to QEMU's environment; `null` removes a variable), `oob` (bool: negotiate
 // out-of-band execution, default true), `qmp_ids` (bool: an id with every command, default
 // false), `display_none` (bool: add `-display none`, default true), `max_message_size` (bytes),
+// `qmp` (bool: the library's own QMP connection, default true), `qmp_listen` (array of
+// `"unix:PATH"` / `"tcp:[HOST:]PORT"`: QMP servers for other clients), `monitor_null` (bool),
+// `console_device` (a device type, or `"virtconsole"`), `console_index`, `console_pty` (bool),
+// `qtest` (bool), `name`, `log_dir`, `launch_settle_ms` (see the matching setters below),
 // and `vm`: a VM description (`arch`, `memory`, `smp`, `kernel`, `disks`, `nics`, `forwards`,
-// `cloud_init`, `vnc`, `uefi`, ...) that the library turns into a command line, preparing
+// `cloud_init`, `vnc`, `uefi`, `guest_agent` (a port for the guest agent, for the
+// `qm_machine_guest_*()` functions), ...) that the library turns into a command line, preparing
 // disks, the cloud-init seed and firmware copies itself; with `vm`, `args` and `display_none`
 // are not allowed. Unknown fields, and JSON that is not valid, are `QM_STATUS_INVALID_JSON`
 // with a message naming what is wrong.
@@ -350,6 +364,160 @@ enum qm_status qm_guardian_start(int32_t *out_pid);
 // The pid of this process's guardian, or 0 if none was started yet. Leaves the last error
 // alone.
 int32_t qm_guardian_pid(void);
+
+// Asks the guest agent of `machine` whether it runs (`guest-ping`), waiting up to
+// `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s) for its answer.
+//
+// This and every `qm_machine_guest_*()` function: the machine must have been launched from a
+// VM description with `"guest_agent": true` (a virtio-serial port named
+// `org.qemu.guest_agent.0` on a socketpair the library owns), else `QM_STATUS_UNSUPPORTED`.
+// Before the first call, and after anything that may have desynchronized the stream (a
+// timeout, the agent restarting, the guest rebooting), the library synchronizes with the agent
+// (`guest-sync-delimited`), within the same timeout. A guest with no agent running is
+// `QM_STATUS_TIMEOUT`, never a hang; an error the agent answers is `QM_STATUS_QMP_ERROR`
+// with its class and description in `qm_last_error_qmp_class()` / `qm_last_error_qmp_desc()`;
+// an agent that goes away during the call (its port closed) is `QM_STATUS_DISCONNECTED`, and
+// `QM_STATUS_PROCESS_EXITED` once QEMU has exited. One answer is bounded like a QMP message
+// (`max_message_size`, 10 MiB by default): a larger one is `QM_STATUS_PROTOCOL`, and the next
+// call works. QMP events and console output that arrive meanwhile are kept. To wait for an
+// agent to come up, ping with a long enough timeout.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL.
+enum qm_status qm_machine_guest_ping(struct qm_machine *machine, int64_t timeout_ms);
+
+// Stores the guest agent's `guest-info` (`{"version": "7.2.22", "supported_commands":
+// [{"name", "enabled", "success-response"}, ...]}`) as JSON in `*out_json` (free with
+// `qm_string_free()`). Timeout and errors as for `qm_machine_guest_ping()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
+enum qm_status qm_machine_guest_info(struct qm_machine *machine,
+                                     int64_t timeout_ms,
+                                     char **out_json);
+
+// Stores the guest's operating system as its agent reports it (`guest-get-osinfo`: members
+// such as `kernel-release`, `machine`, `id`, `version-id`, `pretty-name`, each present only
+// when known) as a JSON object in `*out_json` (free with `qm_string_free()`). Timeout and
+// errors as for `qm_machine_guest_ping()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
+enum qm_status qm_machine_guest_osinfo(struct qm_machine *machine,
+                                       int64_t timeout_ms,
+                                       char **out_json);
+
+// Stores the guest's network interfaces (`guest-network-get-interfaces`: an array of
+// `{"name", "hardware-address", "ip-addresses": [{"ip-address", "ip-address-type", "prefix"}],
+// "statistics"}`) as JSON in `*out_json` (free with `qm_string_free()`). Timeout and errors
+// as for `qm_machine_guest_ping()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a pointer.
+enum qm_status qm_machine_guest_interfaces(struct qm_machine *machine,
+                                           int64_t timeout_ms,
+                                           char **out_json);
+
+// Runs any guest agent command `command` (UTF-8) with `arguments_json` (a JSON object, or NULL
+// for none; anything else is `QM_STATUS_INVALID_JSON`) and stores its `return` value as JSON
+// in `*out_json` if `out_json` is not NULL (free with `qm_string_free()`). A name that cannot
+// be a command is `QM_STATUS_INVALID_ARGUMENT` before anything is sent, and so are
+// `guest-shutdown` (use `qm_machine_guest_shutdown()`: it answers nothing on success) and the
+// synchronization commands, which are the library's. Timeout and errors as for
+// `qm_machine_guest_ping()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `command` and `arguments_json` NULL or
+// NUL-terminated; `out_json` NULL or valid for a pointer.
+enum qm_status qm_machine_guest_execute(struct qm_machine *machine,
+                                        const char *command,
+                                        const char *arguments_json,
+                                        int64_t timeout_ms,
+                                        char **out_json);
+
+// Runs a program in the guest through its agent (`guest-exec`) and waits for it to end.
+//
+// `argv_json` is a JSON array of strings (UTF-8): the program (a path in the guest, or a name
+// the agent looks up in its `PATH`) and its arguments, e.g. `["/bin/sh", "-c", "uname -r"]`;
+// anything else is `QM_STATUS_INVALID_JSON`. The program reads `input_len` bytes from `input`
+// on its standard input (`input` may be NULL when `input_len` is 0: an empty input).
+// `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s) limits the whole call; on `QM_STATUS_TIMEOUT` the
+// program may still run in the guest.
+//
+// On success: `*out_exit_code` receives its exit code (-1 when a signal ended it),
+// `*out_signal` that signal (0 when none), and `*out_stdout` / `*out_stderr` what it wrote,
+// as written (any bytes, NUL-terminated by the library; free with `qm_string_free()`), with
+// their lengths in `*out_stdout_len` / `*out_stderr_len`. Every out-pointer may be NULL when
+// the value is not wanted. Output is captured by the agent (qemu-ga keeps at most 16 MiB of
+// each stream) and comes back in one answer, bounded like a QMP message: output larger than
+// about 7 MiB in all is `QM_STATUS_PROTOCOL` (write it to a file and use
+// `qm_machine_guest_copy_out()`). Errors otherwise as for `qm_machine_guest_ping()`; a
+// program the agent cannot start is `QM_STATUS_QMP_ERROR`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `argv_json` NULL or NUL-terminated;
+// `input` valid for `input_len` bytes (or NULL with 0); each out-pointer NULL or valid for
+// writing.
+enum qm_status qm_machine_guest_exec(struct qm_machine *machine,
+                                     const char *argv_json,
+                                     const uint8_t *input,
+                                     size_t input_len,
+                                     int64_t timeout_ms,
+                                     int64_t *out_exit_code,
+                                     int32_t *out_signal,
+                                     char **out_stdout,
+                                     size_t *out_stdout_len,
+                                     char **out_stderr,
+                                     size_t *out_stderr_len);
+
+// Copies the host file `host_path` (any bytes) into the file `guest_path` in the guest
+// (UTF-8: the agent's protocol carries text; created or truncated) through the guest agent,
+// in chunks of 256 KiB, never holding the whole file in memory; `*out_bytes` (if not NULL)
+// receives how many bytes were copied. `timeout_ms` limits the whole copy;
+// `QM_TIMEOUT_DEFAULT` sets no limit on the whole, and 30 s on each chunk (each call to the
+// agent). A host file that cannot be opened is `QM_STATUS_IO`; errors otherwise as for
+// `qm_machine_guest_ping()` (the guest file may then be partly written).
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `host_path` and `guest_path` NULL or
+// NUL-terminated; `out_bytes` NULL or valid for writing.
+enum qm_status qm_machine_guest_copy_in(struct qm_machine *machine,
+                                        const char *host_path,
+                                        const char *guest_path,
+                                        int64_t timeout_ms,
+                                        uint64_t *out_bytes);
+
+// Copies the file `guest_path` in the guest (UTF-8) into the host file `host_path` (any bytes;
+// created with mode 0600, or truncated) through the guest agent, in chunks of 256 KiB, never
+// holding the whole file in memory; `*out_bytes` (if not NULL) receives how many bytes were
+// copied. Timeout and errors as for `qm_machine_guest_copy_in()` (the host file may then be
+// partly written).
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `guest_path` and `host_path` NULL or
+// NUL-terminated; `out_bytes` NULL or valid for writing.
+enum qm_status qm_machine_guest_copy_out(struct qm_machine *machine,
+                                         const char *guest_path,
+                                         const char *host_path,
+                                         int64_t timeout_ms,
+                                         uint64_t *out_bytes);
+
+// Asks the guest to power down, reboot or halt through its agent (`guest-shutdown`): `mode`
+// is `"powerdown"` (also when NULL), `"reboot"` or `"halt"`; anything else is
+// `QM_STATUS_INVALID_ARGUMENT`. The agent answers nothing when it succeeds, so the library
+// sends a `guest-ping` behind it and returns `QM_STATUS_OK` when that is answered with no
+// error before it, or when the guest shows it is going down (its agent's port closes, QEMU
+// reports `SHUTDOWN` or `RESET`, or exits); an error answer is `QM_STATUS_QMP_ERROR`;
+// neither within `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s) is `QM_STATUS_TIMEOUT`. Then
+// wait for what follows with `qm_machine_event_wait()`: `SHUTDOWN` (and QEMU's exit,
+// `qm_machine_wait()`) after a power-down, `RESET` after a reboot; a halted guest makes QEMU
+// report nothing.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `mode` NULL or NUL-terminated.
+enum qm_status qm_machine_guest_shutdown(struct qm_machine *machine,
+                                         const char *mode,
+                                         int64_t timeout_ms);
 
 // Describes the image at `path` (any bytes; `qemu-img info`) as a JSON object with `filename`,
 // `format`, `virtual-size`, `actual-size`, `dirty-flag`, `backing-filename`, `snapshots`,
@@ -725,9 +893,11 @@ enum qm_status qm_machine_screendump(struct qm_machine *machine,
                                      const char *format,
                                      char **out_path);
 
-// Frees a machine: a launched QEMU still running has its process group killed (SIGKILL) and is
-// reaped, and its temp dir is removed; an attached one is only disconnected. Call
-// `qm_machine_shutdown()` first for a graceful stop. NULL, a handle already freed (it stays
+// Frees a machine: a launched QEMU still running has its process group killed (SIGKILL; never
+// a graceful shutdown, so that freeing a forgotten machine never waits for its guest) and is
+// reaped (waiting at most 10 s for the kernel to finish it), and its temp dir is removed (logs
+// in a log dir stay); an attached one is only disconnected. Call `qm_machine_shutdown()` first
+// for a graceful stop. NULL, a handle already freed (it stays
 // invalid for good: freeing it again never reaches a machine created after it), one not created
 // by this library and a `qm_config` are ignored.
 //
@@ -737,6 +907,358 @@ enum qm_status qm_machine_screendump(struct qm_machine *machine,
 // # Safety
 // Any value is accepted: `machine` is looked up among the live handles, never dereferenced.
 void qm_machine_free(struct qm_machine *machine);
+
+// Adds (or not) a qtest channel (QEMUQtestMachine): QEMU's device-test protocol on a
+// socketpair the library owns, driven with `qm_machine_qtest*()`. With the accelerator left to
+// the library (`QM_ACCEL_AUTO`), QEMU runs the qtest accelerator when the binary has it
+// (`-accel help` lists it), else TCG with `-S` (no guest code runs), where
+// `qm_machine_qtest_clock_step()` and `qm_machine_qtest_clock_set()` are
+// `QM_STATUS_UNSUPPORTED` (Debian's QEMU 7.2 has no qtest accelerator). An explicit
+// accelerator is kept, with `-S`.
+//
+// # Safety
+// `config` must be a handle from this library or NULL.
+enum qm_status qm_config_set_qtest(struct qm_config *config, bool enabled);
+
+// Launches with (the default) or without the library's own QMP connection (QEMUMachine's
+// `set_qmp_monitor`). Without it, `qm_machine_launch()` returns once QEMU has run for the
+// settle time without exiting (`qm_config_set_launch_settle_ms()`, 500 ms by default), or as
+// soon as QEMU answers a qtest command with `qm_config_set_qtest()`; a QEMU that exits before
+// is `QM_STATUS_LAUNCH_FAILED` with its output. QMP calls are then `QM_STATUS_UNSUPPORTED`;
+// `qm_machine_shutdown()` sends SIGTERM (QEMU's graceful exit), then SIGKILL after its
+// timeout (`QM_STATUS_NOT_GRACEFUL`).
+//
+// # Safety
+// `config` must be a handle from this library or NULL.
+enum qm_status qm_config_set_qmp(struct qm_config *config, bool enabled);
+
+// Adds a QMP server for another client (a QMP shell, a second program) at `address`:
+// `"unix:PATH"` (the path any bytes, at most 107) or `"tcp:[HOST:]PORT"` (UTF-8; the host is
+// `127.0.0.1` unless named, so only this machine can connect; an IPv6 host in brackets; port
+// 0: QEMU picks one, see `qm_machine_qmp_listen_addresses()`). QEMU listens there without
+// waiting, one client at a time; the library's own connection is unaffected. Anything else is
+// `QM_STATUS_INVALID_ARGUMENT`.
+//
+// # Safety
+// `config` must be a handle from this library or NULL; `address` NULL or NUL-terminated.
+enum qm_status qm_config_add_qmp_listen(struct qm_config *config, const char *address);
+
+// Adds (or not) `-monitor null` (QEMUMachine's `add_monitor_null`): a human monitor
+// connected to nothing, in place of QEMU's default one without `-nodefaults`.
+//
+// # Safety
+// `config` must be a handle from this library or NULL.
+enum qm_status qm_config_set_monitor_null(struct qm_config *config, bool enabled);
+
+// Chooses the device that carries the console, and turns the console on (QEMUMachine's
+// `set_console(device_type, console_index)`): `device_type` NULL is the machine's own
+// serial port kind (`-serial`), `"virtconsole"` a virtio console (the guest's `hvc0`) on a
+// virtio-serial controller of its own, any other name (UTF-8) a device type that takes a
+// chardev (`"isa-serial"`, `"pci-serial"`, ...). `console_index` serial ports connected to
+// nothing come first, so a serial console is the guest's `ttyS<console_index>`.
+//
+// # Safety
+// `config` must be a handle from this library or NULL; `device_type` NULL or NUL-terminated.
+enum qm_status qm_config_set_console_device(struct qm_config *config,
+                                            const char *device_type,
+                                            uint32_t console_index);
+
+// Puts the console on a pseudo-terminal QEMU makes (or back on a socket the library drains),
+// and turns the console on: another program opens the terminal, whose path
+// `qm_machine_console_pty()` gives; the library's console functions are then
+// `QM_STATUS_UNSUPPORTED`. A console log (`qm_config_set_console_log()`, or the one in the
+// log dir) is written by QEMU.
+//
+// # Safety
+// `config` must be a handle from this library or NULL.
+enum qm_status qm_config_set_console_pty(struct qm_config *config, bool enabled);
+
+// Names the machine (`name`: UTF-8, a plain file name; QEMUMachine's `name`): its log files
+// in the log dir are `NAME.log` and `NAME-console.log`. Not passed to QEMU. Default: its temp
+// dir's name, unique. A name with `/`, or empty, is refused by `qm_machine_launch()` with
+// `QM_STATUS_INVALID_ARGUMENT`.
+//
+// # Safety
+// `config` must be a handle from this library or NULL; `name` NULL or NUL-terminated.
+enum qm_status qm_config_set_name(struct qm_config *config, const char *name);
+
+// Keeps the logs in the directory `dir` (any bytes; made owner-only if missing; QEMUMachine's
+// `log_dir`), where they stay after `qm_machine_free()`: QEMU's output in `NAME.log` and,
+// with a console and no console log of its own, the console's output in `NAME-console.log`,
+// both owner-only (0600), started over at each launch.
+//
+// # Safety
+// `config` must be a handle from this library or NULL; `dir` NULL or NUL-terminated.
+enum qm_status qm_config_set_log_dir(struct qm_config *config, const char *dir);
+
+// Without QMP and qtest: how long QEMU must run without exiting, in milliseconds, for
+// `qm_machine_launch()` to return (default 500; never longer than the launch timeout).
+//
+// # Safety
+// `config` must be a handle from this library or NULL.
+enum qm_status qm_config_set_launch_settle_ms(struct qm_config *config, uint64_t ms);
+
+// Stores in `*out_running` whether QEMU still runs (QEMUMachine's `is_running`): an exit the
+// guardian reported is taken in first, without waiting. For an attached machine: false.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_running` NULL or writable.
+enum qm_status qm_machine_is_running(struct qm_machine *machine, bool *out_running);
+
+// Stores the machine's name in `*out_name` (free with `qm_string_free()`).
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_name` NULL or writable.
+enum qm_status qm_machine_name(struct qm_machine *machine, char **out_name);
+
+// Stores the path of the file holding QEMU's output in `*out_path` (free with
+// `qm_string_free()`): in the log dir when one was set, else in the temp dir (removed by
+// `qm_machine_free()`). `QM_STATUS_UNSUPPORTED` for an attached machine.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_path` NULL or writable.
+enum qm_status qm_machine_log_path(struct qm_machine *machine, char **out_path);
+
+// Stores the path of the console's pseudo-terminal (`qm_config_set_console_pty()`) in
+// `*out_path` (free with `qm_string_free()`). `QM_STATUS_UNSUPPORTED` when the console is not
+// on a pty.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_path` NULL or writable.
+enum qm_status qm_machine_console_pty(struct qm_machine *machine, char **out_path);
+
+// Stores the QMP servers for other clients (`qm_config_add_qmp_listen()`) as QEMU listens on
+// them in `*out_json`, a JSON array of addresses in the same form (`"tcp:127.0.0.1:40123"`
+// for a port 0, `"unix:/path"`); free it with `qm_string_free()`. `[]` without any.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_json` NULL or writable.
+enum qm_status qm_machine_qmp_listen_addresses(struct qm_machine *machine, char **out_json);
+
+// Takes the next event (QEMUMachine's `get_qmp_event`): the oldest kept one, else the next to
+// arrive within `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: only what QEMU has already
+// sent), as JSON in `*out_json` (free with `qm_string_free()`). `QM_STATUS_TIMEOUT` when none
+// comes; the connection closing first is `QM_STATUS_PROCESS_EXITED` or
+// `QM_STATUS_DISCONNECTED`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_json` NULL or writable.
+enum qm_status qm_machine_next_event(struct qm_machine *machine,
+                                     int64_t timeout_ms,
+                                     char **out_json);
+
+// Waits up to `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: only events kept or already sent)
+// for the first event that matches any of `wanted_json` (QEMUMachine's `events_wait`): a
+// JSON array of `{"name": "EVENT", "pattern": {...}}` objects (`pattern` optional; see
+// `qm_machine_event_wait()` for patterns). Kept events are searched first, oldest first; the
+// match is removed from the kept events and stored in `*out_json` if that is not NULL (free
+// with `qm_string_free()`). A `wanted_json` of another shape is `QM_STATUS_INVALID_JSON`;
+// timeouts and errors as for `qm_machine_event_wait()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `wanted_json` NULL or
+// NUL-terminated; `out_json` NULL or valid for a pointer.
+enum qm_status qm_machine_events_wait(struct qm_machine *machine,
+                                      const char *wanted_json,
+                                      int64_t timeout_ms,
+                                      char **out_json);
+
+// Sends `request_json`, any JSON object, as a QMP request as it is (QEMUMachine's `qmp`,
+// qemu.qmp's `cmd_obj`), and stores QEMU's whole reply in `*out_reply_json` (free with
+// `qm_string_free()`): `{"return": ...}` or `{"error": {"class": ..., "desc": ...}}` (an error
+// reply is not a failure of this call). The library keeps owning ids: the request goes with
+// its own `id`, so the reply is matched by id; an `id` in `request_json` is taken out and put
+// back into the reply. A request with `exec-oob` is out-of-band. Not an object:
+// `QM_STATUS_INVALID_JSON`. Timeouts (`QM_TIMEOUT_DEFAULT`: the machine's QMP timeout) and
+// other errors as for `qm_machine_execute()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `request_json` NULL or
+// NUL-terminated; `out_reply_json` NULL or valid for a pointer.
+enum qm_status qm_machine_execute_raw(struct qm_machine *machine,
+                                      const char *request_json,
+                                      int64_t timeout_ms,
+                                      char **out_reply_json);
+
+// Waits up to `timeout_ms` (`QM_TIMEOUT_DEFAULT`: 30 s; 0: only checks) for QEMU to exit by
+// itself and, if it does not, kills its process group (SIGKILL) and reaps it
+// (QEMUMachine's `wait(timeout)`): `QM_STATUS_NOT_GRACEFUL` then; QEMU is gone either way.
+// Sends nothing to QEMU first (`qm_machine_shutdown()` sends `quit`; `qm_machine_wait()`
+// leaves QEMU running on timeout). `QM_STATUS_UNSUPPORTED` for an attached machine.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL.
+enum qm_status qm_machine_wait_or_kill(struct qm_machine *machine, int64_t timeout_ms);
+
+// Sends the qtest command `line` (UTF-8, without newline; QEMUQtestMachine's `qtest()`) and
+// waits up to `timeout_ms` (`QM_TIMEOUT_DEFAULT`: the machine's QMP timeout) for QEMU's
+// answer. On `OK`, `*out_reply` (if `out_reply` is not NULL) receives the answer's values, the
+// text after `OK ` (`"0x29c08086"` for `inl 0xcfc`; empty for a bare `OK`); free it with
+// `qm_string_free()`. An answer `FAIL ...` or `ERR ...` is `QM_STATUS_QTEST_ERROR`, the message
+// naming the line and QEMU's answer. A line QEMU would misread or abort on (not words of
+// printable ASCII separated by single spaces, a known command without its arguments, a port
+// above 0xffff, ...) is refused before it is sent: `QM_STATUS_INVALID_ARGUMENT`.
+// `QM_STATUS_UNSUPPORTED` for a machine without a qtest channel; `QM_STATUS_PROCESS_EXITED`
+// once QEMU has exited. A call that times out leaves the channel usable (the late answer is
+// dropped). IRQ notifications that arrive meanwhile are kept for `qm_machine_qtest_irqs()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `line` NULL or NUL-terminated;
+// `out_reply` NULL or valid for a pointer.
+enum qm_status qm_machine_qtest(struct qm_machine *machine,
+                                const char *line,
+                                int64_t timeout_ms,
+                                char **out_reply);
+
+// Reads an I/O port: `inb`, `inw` or `inl` for a `width` of 1, 2 or 4 bytes (anything else
+// is `QM_STATUS_INVALID_ARGUMENT`), the value in `*out_value`. Timeouts and errors as for
+// `qm_machine_qtest()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_value` NULL or writable.
+enum qm_status qm_machine_qtest_in(struct qm_machine *machine,
+                                   uint32_t width,
+                                   uint16_t port,
+                                   int64_t timeout_ms,
+                                   uint32_t *out_value);
+
+// Writes an I/O port: `outb`, `outw` or `outl` for a `width` of 1, 2 or 4 bytes; a `value`
+// that does not fit is `QM_STATUS_INVALID_ARGUMENT`. Timeouts and errors as for
+// `qm_machine_qtest()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL.
+enum qm_status qm_machine_qtest_out(struct qm_machine *machine,
+                                    uint32_t width,
+                                    uint16_t port,
+                                    uint32_t value,
+                                    int64_t timeout_ms);
+
+// Reads a value of guest memory at `addr` (the first CPU's address space, the target's byte
+// order): `readb`, `readw`, `readl` or `readq` for a `width` of 1, 2, 4 or 8 bytes, the
+// value in `*out_value`. Timeouts and errors as for `qm_machine_qtest()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_value` NULL or writable.
+enum qm_status qm_machine_qtest_readn(struct qm_machine *machine,
+                                      uint32_t width,
+                                      uint64_t addr,
+                                      int64_t timeout_ms,
+                                      uint64_t *out_value);
+
+// Writes a value of guest memory at `addr`: `writeb`, `writew`, `writel` or `writeq` for a
+// `width` of 1, 2, 4 or 8 bytes; a `value` that does not fit is `QM_STATUS_INVALID_ARGUMENT`.
+// Timeouts and errors as for `qm_machine_qtest()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL.
+enum qm_status qm_machine_qtest_writen(struct qm_machine *machine,
+                                       uint32_t width,
+                                       uint64_t addr,
+                                       uint64_t value,
+                                       int64_t timeout_ms);
+
+// Reads `len` bytes of guest memory at `addr` into `buf` (carried in base64, in pieces of
+// 512 KiB), all within `timeout_ms` (`QM_TIMEOUT_DEFAULT`: the machine's QMP timeout). `len`
+// 0 asks QEMU nothing. Errors as for `qm_machine_qtest()`; on failure `buf` may hold part of
+// the data.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `buf` valid for writing `len` bytes
+// (NULL only when `len` is 0).
+enum qm_status qm_machine_qtest_read(struct qm_machine *machine,
+                                     uint64_t addr,
+                                     uint8_t *buf,
+                                     size_t len,
+                                     int64_t timeout_ms);
+
+// Writes the `len` bytes at `data` to guest memory at `addr` (carried in base64). Timeouts
+// and errors as for `qm_machine_qtest()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `data` valid for reading `len` bytes
+// (NULL only when `len` is 0).
+enum qm_status qm_machine_qtest_write(struct qm_machine *machine,
+                                      uint64_t addr,
+                                      const uint8_t *data,
+                                      size_t len,
+                                      int64_t timeout_ms);
+
+// Fills `size` bytes of guest memory at `addr` with `value` (`memset`). Timeouts and errors as
+// for `qm_machine_qtest()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL.
+enum qm_status qm_machine_qtest_memset(struct qm_machine *machine,
+                                       uint64_t addr,
+                                       uint64_t size,
+                                       uint8_t value,
+                                       int64_t timeout_ms);
+
+// Advances the virtual clock by `ns` nanoseconds (`clock_step`; -1: to the next timer
+// deadline; any other negative value is `QM_STATUS_INVALID_ARGUMENT`) and stores the new clock
+// in `*out_clock` if that is not NULL. Needs the qtest accelerator: without it (Debian's QEMU
+// 7.2 has none; the machine then runs on TCG with `-S`) the call is `QM_STATUS_UNSUPPORTED`
+// and sends nothing. Timeouts and errors otherwise as for `qm_machine_qtest()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_clock` NULL or writable.
+enum qm_status qm_machine_qtest_clock_step(struct qm_machine *machine,
+                                           int64_t ns,
+                                           int64_t timeout_ms,
+                                           int64_t *out_clock);
+
+// Advances the virtual clock to `ns` nanoseconds (`clock_set`; negative values are
+// `QM_STATUS_INVALID_ARGUMENT`) and stores the new clock in `*out_clock` if that is not
+// NULL. Needs the qtest accelerator, as `qm_machine_qtest_clock_step()` does.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_clock` NULL or writable.
+enum qm_status qm_machine_qtest_clock_set(struct qm_machine *machine,
+                                          int64_t ns,
+                                          int64_t timeout_ms,
+                                          int64_t *out_clock);
+
+// Intercepts the GPIO lines of the device at QOM path `path` (UTF-8): its inputs
+// (`irq_intercept_in`) or, with `out`, its outputs (`irq_intercept_out`); their changes are
+// then reported as IRQ notifications (`qm_machine_qtest_irqs()`). On a PC, `"ioapic"`'s inputs
+// are the ISA interrupts. QEMU intercepts one device per run: another one is
+// `QM_STATUS_QTEST_ERROR`, as is a path that names no device. Timeouts and errors as for
+// `qm_machine_qtest()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `path` NULL or NUL-terminated.
+enum qm_status qm_machine_qtest_irq_intercept(struct qm_machine *machine,
+                                              const char *path,
+                                              bool out,
+                                              int64_t timeout_ms);
+
+// Drives input `num` of the GPIO list `name` (UTF-8; NULL: the unnamed list) of the device at
+// QOM path `path` to `level` (`set_irq_in`). Timeouts and errors as for `qm_machine_qtest()`.
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `path` and `name` NULL or
+// NUL-terminated.
+enum qm_status qm_machine_qtest_set_irq_in(struct qm_machine *machine,
+                                           const char *path,
+                                           const char *name,
+                                           uint32_t num,
+                                           int32_t level,
+                                           int64_t timeout_ms);
+
+// Takes the IRQ notifications of intercepted lines, oldest first, as a JSON array of
+// `{"num": N, "raised": true|false}` in `*out_json` (free with `qm_string_free()`): those
+// received so far, or, when there is none, the first to arrive within `timeout_ms`
+// (`QM_TIMEOUT_DEFAULT`: 30 s; 0: no waiting), which is `QM_STATUS_TIMEOUT` when none comes.
+// Notifications arrive whenever the machine waits for anything (a QMP reply, an event, a
+// qtest answer), and are kept in order (at most 4096; more are counted and dropped).
+//
+// # Safety
+// `machine` must be a handle from this library or NULL; `out_json` NULL or valid for a
+// pointer.
+enum qm_status qm_machine_qtest_irqs(struct qm_machine *machine,
+                                     int64_t timeout_ms,
+                                     char **out_json);
 
 // The version as one number, `major * 10000 + minor * 100 + patch`, the same formula as the
 // header's `QM_VERSION_NUMBER` macro: compare `qm_version()` with `QM_VERSION_NUMBER` to check

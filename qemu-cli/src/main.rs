@@ -168,12 +168,20 @@ Exit codes: 0 detached or the VM stopped; 1 no VM of that name, or the console i
 elsewhere; 130/143 detached by SIGINT/SIGTERM.";
 
 const EXEC_HELP: &str = "\
-The command runs in the guest through the QEMU guest agent, and its output and exit code
-become this command's. A started VM does not have a guest agent channel yet: exec fails,
-saying so, with exit code 1.
+The command runs in the guest through the QEMU guest agent (qemu-guest-agent must run in the
+guest; `start` gives the VM the agent's virtio-serial port unless --no-guest-agent), and its
+output and exit code become this command's: the guest command's exit code, 128 + N when
+signal N ended it. The command is run directly, not by a shell: use `sh -c '...'` for one.
+Output is passed through as bytes; qemu-ga keeps at most 16 MiB of each stream. The VM's
+other clients (console, qmp, stop) are served while it runs.
 
 Examples:
-  qemu-machine exec web -- uname -a";
+  qemu-machine exec web -- uname -a
+  qemu-machine exec web --timeout 5m -- sh -c 'apt-get update && apt-get -y upgrade'
+
+Exit codes: the command's; 1 no VM of that name, no guest agent channel or no agent running
+in the guest, the agent failed, or the command did not end within --timeout (it keeps
+running in the guest).";
 
 const RUN_HELP: &str = "\
 The terminal is attached to the guest's first serial port in raw mode: everything typed goes

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use qemu_machine_tests::fixture::{GuestFixture, POWER_BUTTON_LINE, PROMPT, READY_LINE};
+use qemu_machine_tests::qga::{agent_cmdline, guest_initrd_with_agent};
 use qemu_machine_tests::support::{
     find, process_exists, run_deadline, scratch, show, signal, PtyChild, TempDir,
 };
@@ -224,13 +225,16 @@ fn start_list_qmp_exec_stop() {
     assert!(process_exists(qemu));
     assert_eq!(vms.entry("web")["state"], "running");
 
-    // exec: no guest agent channel yet, said plainly.
+    // exec: the VM has the agent's channel, but nothing in the guest (firmware only) opened
+    // it: said plainly, at once.
+    assert_eq!(vms.entry("web")["guest_agent"], "not running");
     let out = vms.run(["exec", "web", "--", "uname", "-a"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert_eq!(
         text(&out.stderr),
-        "qemu-machine: error: VM web: cannot run \"uname\": the VM has no guest agent channel \
-         (qemu-machine does not connect one yet)\n"
+        "qemu-machine: error: VM web: cannot run \"uname\": no guest agent runs in the guest \
+         (it has not opened its port): install qemu-guest-agent in the guest and start it, or \
+         wait for the guest to finish booting\n"
     );
 
     // stop: the firmware ignores the power button, so QEMU is told to quit after the timeout.
@@ -253,6 +257,107 @@ fn start_list_qmp_exec_stop() {
         "qemu-machine: error: web: no VM of that name is running (`qemu-machine list` lists \
          them), and there is no spec file of that name\n"
     );
+}
+
+/// `exec` against the busybox guest with a real qemu-ga in it: output and exit codes passed
+/// through as they are, a signal's exit code, the timeout, the supervisor serving others while
+/// a command runs, and `--no-guest-agent`.
+#[test]
+fn exec_runs_commands_in_the_guest_through_its_agent() {
+    require_qemu();
+    let fx = fixture();
+    let vms = Vms::new("exec");
+    let initrd = guest_initrd_with_agent(&fx, vms.scratch.path()).unwrap();
+    let mut args = fixture_start("ga", &fx);
+    let at = args.iter().position(|a| a == "--initrd").unwrap();
+    args[at + 1] = initrd.display().to_string();
+    let at = args.iter().position(|a| a == "--append").unwrap();
+    args[at + 1] = agent_cmdline(&fx, &[], "");
+    vms.ok(&args);
+
+    // The agent starts when the guest has booted: until then exec says it does not run.
+    wait_until(BOOT, "the guest agent to run", || {
+        vms.entry("ga")["guest_agent"] == "running"
+    });
+
+    // Output and exit code, as they are: stdout, stderr, binary bytes, a code of 3.
+    let out = vms.run([
+        "exec",
+        "ga",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; printf '\\000\\377'; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert_eq!(out.stdout, b"out\n\x00\xff");
+    assert_eq!(out.stderr, b"err\n");
+
+    // A command ended by a signal: 128 + the signal, as a shell reports it.
+    let out = vms.run(["exec", "ga", "--", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(out.status.code(), Some(137), "{}", show(&out));
+
+    // A program that does not exist: the agent's error, named.
+    let out = vms.run(["exec", "ga", "--", "/no/such/program"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        text(&out.stderr).starts_with("qemu-machine: error: VM ga: \"/no/such/program\": "),
+        "{}",
+        show(&out)
+    );
+
+    // While a command runs, the supervisor serves its other clients: `list` asks it for the
+    // VM's state and gets it while `exec` still waits.
+    let mut long = vms.cmd(["exec", "ga", "--timeout", "5m", "--", "sleep", "600"]);
+    long.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut long = long.spawn().unwrap();
+    let mut served = false;
+    wait_until(T, "the long command to start", || {
+        // Once its pid is in the guest's process list, the command runs.
+        let ps = vms.run(["exec", "ga", "--", "sh", "-c", "ps | grep -c '[s]leep 600'"]);
+        served = ps.status.code() == Some(0);
+        served
+    });
+    assert!(served);
+    assert_eq!(vms.entry("ga")["state"], "running");
+    assert!(
+        long.try_wait().unwrap().is_none(),
+        "exec of sleep 600 ended"
+    );
+    long.kill().unwrap();
+    long.wait().unwrap();
+
+    // A command over its timeout: said, and left running in the guest.
+    let out = vms.run(["exec", "ga", "--timeout", "1s", "--", "sleep", "600"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "qemu-machine: error: VM ga: \"sleep\" did not end within 1s: it still runs in the \
+             guest as pid "
+        ),
+        "{stderr}"
+    );
+
+    // Without the channel: refused, naming why.
+    vms.ok([
+        "start",
+        "--name",
+        "bare",
+        "--accel",
+        "tcg",
+        "--no-guest-agent",
+    ]);
+    assert_eq!(vms.entry("bare")["guest_agent"], "none");
+    let out = vms.run(["exec", "bare", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(
+        text(&out.stderr),
+        "qemu-machine: error: VM bare: cannot run \"true\": the VM has no guest agent channel \
+         (it was started with --no-guest-agent, or from raw QEMU arguments)\n"
+    );
+    vms.ok(["kill", "bare"]);
+    vms.ok(["stop", "ga", "--timeout", "0s"]);
 }
 
 #[test]

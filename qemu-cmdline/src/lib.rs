@@ -65,7 +65,10 @@ pub use device::{AddFd, Device, FwCfg, Object, Smbios, FW_CFG_NAME_MAX};
 pub use display::{Display, Firmware, Vga, Vnc};
 pub use error::{Error, IdKind};
 pub use escape::{escape_value, id_problem, is_qapi_name, shell_quote, shell_quote_arg};
-pub use harness::{Harness, CONSOLE_CHARDEV, QMP_CHARDEV};
+pub use harness::{
+    qmp_listen_chardev, ConsoleDevice, Harness, MonitorAddress, CONSOLE_CHARDEV,
+    CONSOLE_VIRTIO_SERIAL, GUEST_AGENT_CHARDEV, QMP_CHARDEV, QTEST_CHARDEV,
+};
 pub use img::{
     img_path, ImgCheck, ImgCommand, ImgConvert, ImgCreate, ImgInfo, ImgResize, ImgSnapshot, Repair,
     SnapshotAction,
@@ -77,4 +80,7 @@ pub use net::{
 pub use profile::{Arch, ArchProfile, UefiPaths, VirtioTransport, AARCH64, RISCV64, X86_64};
 pub use props::{PropValue, Props};
 pub use size::Size;
-pub use spec::{DiskSpec, FwCfgSpec, NicSpec, UefiSpec, UefiVariant, VmSpec};
+pub use spec::{
+    DiskSpec, FwCfgSpec, NicSpec, UefiSpec, UefiVariant, VmSpec, GUEST_AGENT_PORT_ID,
+    GUEST_AGENT_PORT_NAME, GUEST_AGENT_SERIAL_ID,
+};

@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::machine::SmpOrCount;
-use crate::Harness;
 use crate::{
     Accel, Aio, Arch, Argv, CacheMode, Chardev, ChardevBackend, CommandLine, Cpu, Device, Discard,
     Disk, DiskInterface, Display, Error, Firmware, Format, FwCfg, MacAddr, Machine, Monitor,
     NetBackend, Nic, NicModel, Object, PortForward, Props, Protocol, Sandbox, Size, Smp, Vga,
     VirtioTransport,
 };
+use crate::{Harness, GUEST_AGENT_CHARDEV};
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -159,7 +159,22 @@ pub struct VmSpec {
     /// Overrides the profile's virtio transport (`"pci"`, `"mmio"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub virtio_transport: Option<VirtioTransport>,
+    /// A channel for the QEMU guest agent: a virtio-serial controller
+    /// ([`GUEST_AGENT_SERIAL_ID`]) with the port `org.qemu.guest_agent.0`
+    /// ([`GUEST_AGENT_PORT_ID`]) that qemu-ga opens in the guest. The port's backend is the
+    /// chardev [`GUEST_AGENT_CHARDEV`](crate::GUEST_AGENT_CHARDEV): a launcher's
+    /// ([`Harness::guest_agent_fd`]), or one in `chardevs` with that id; the command line is
+    /// refused without either.
+    #[serde(skip_serializing_if = "is_false")]
+    pub guest_agent: bool,
 }
+
+/// The id of the virtio-serial controller a [`VmSpec`] with `guest_agent` adds.
+pub const GUEST_AGENT_SERIAL_ID: &str = "qm-qga-vser";
+/// The id of the guest agent's port (QEMU's `VSERPORT_CHANGE` events name it).
+pub const GUEST_AGENT_PORT_ID: &str = "qm-qga-port";
+/// The name the guest sees for the guest agent's port (`/dev/virtio-ports/...`).
+pub const GUEST_AGENT_PORT_NAME: &str = "org.qemu.guest_agent.0";
 
 impl Default for VmSpec {
     fn default() -> VmSpec {
@@ -196,6 +211,7 @@ impl Default for VmSpec {
             no_reboot: false,
             paused: false,
             virtio_transport: None,
+            guest_agent: false,
         }
     }
 }
@@ -656,6 +672,32 @@ impl VmSpec {
         }
         for m in &self.monitors {
             cmd.monitor(m.clone());
+        }
+        if self.guest_agent {
+            let has_backend = harness.guest_agent_fd.is_some()
+                || self.chardevs.iter().any(|c| c.id == GUEST_AGENT_CHARDEV);
+            if has_backend {
+                let transport = self.virtio_transport.unwrap_or(profile.virtio_transport);
+                cmd.device(
+                    Device::new(transport.device("virtio-serial")).id(GUEST_AGENT_SERIAL_ID),
+                )
+                .device(
+                    Device::new("virtserialport")
+                        .id(GUEST_AGENT_PORT_ID)
+                        .prop("bus", format!("{GUEST_AGENT_SERIAL_ID}.0"))
+                        .prop("chardev", GUEST_AGENT_CHARDEV)
+                        .prop("name", GUEST_AGENT_PORT_NAME),
+                );
+            } else {
+                errors.push(Error::invalid(
+                    "guest_agent",
+                    format!(
+                        "the guest agent's port needs a backend: a launcher's channel \
+                         (Harness::guest_agent_fd, as qemu-process gives it), or a chardev with \
+                         id {GUEST_AGENT_CHARDEV:?} in `chardevs`"
+                    ),
+                ));
+            }
         }
         for d in &self.devices {
             cmd.device(d.clone());

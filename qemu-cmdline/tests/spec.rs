@@ -377,3 +377,89 @@ fn secure_boot_and_forwards_onto_the_first_user_nic() {
         .to_string()
         .contains("need a user-mode NIC"));
 }
+
+/// `guest_agent` is the device the guest sees; its backend is the launcher's descriptor (the
+/// harness) or a chardev of the spec's own with the agreed id; without either it is refused.
+#[test]
+fn guest_agent_port_on_the_harness_channel_or_a_named_chardev() {
+    let mut spec = VmSpec::from_json(r#"{"guest_agent": true, "memory": "256M"}"#).unwrap();
+    assert!(spec.guest_agent);
+    assert!(spec.to_json().unwrap().contains("\"guest_agent\": true"));
+    let harness = Harness {
+        qmp_fd: Some(3),
+        guest_agent_fd: Some(5),
+        ..Harness::default()
+    };
+    let argv = spec
+        .to_command_line_with(&harness)
+        .unwrap()
+        .build()
+        .unwrap();
+    let text = argv.to_string();
+    assert!(
+        text.contains(
+            "-chardev socket,id=qm-qga,fd=5 -device virtio-serial-pci,id=qm-qga-vser \
+             -device virtserialport,id=qm-qga-port,bus=qm-qga-vser.0,chardev=qm-qga,\
+             name=org.qemu.guest_agent.0"
+        ),
+        "{text}"
+    );
+    // The transport follows the profile (or the spec's override).
+    spec.virtio_transport = Some(VirtioTransport::Mmio);
+    let text = spec
+        .to_command_line_with(&harness)
+        .unwrap()
+        .build()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("-device virtio-serial-device,id=qm-qga-vser"),
+        "{text}"
+    );
+    spec.virtio_transport = None;
+    // JSON syntax renders the same devices.
+    spec.json_syntax = true;
+    let text = spec
+        .to_command_line_with(&harness)
+        .unwrap()
+        .build()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains(r#""driver":"virtserialport","id":"qm-qga-port","bus":"qm-qga-vser.0","chardev":"qm-qga","name":"org.qemu.guest_agent.0""#),
+        "{text}"
+    );
+    spec.json_syntax = false;
+
+    // Without a backend: refused, naming the field and both ways to give one.
+    let err = spec.to_argv().unwrap_err().to_string();
+    assert!(err.contains("guest_agent"), "{err}");
+    assert!(err.contains("Harness::guest_agent_fd"), "{err}");
+    assert!(err.contains("\"qm-qga\""), "{err}");
+
+    // A chardev of the spec's own with that id is the backend when there is no harness.
+    let own = VmSpec::from_json(
+        r#"{"guest_agent": true, "chardevs": [{"id": "qm-qga", "backend":
+            {"type": "unix", "path": "/run/vm/qga.sock", "server": true, "wait": false}}]}"#,
+    )
+    .unwrap();
+    let text = own.to_argv().unwrap().to_string();
+    assert!(
+        text.contains("-chardev socket,id=qm-qga,path=/run/vm/qga.sock,server=on,wait=off"),
+        "{text}"
+    );
+    assert!(
+        text.contains("chardev=qm-qga,name=org.qemu.guest_agent.0"),
+        "{text}"
+    );
+
+    // The harness channel alone (no guest_agent in the spec) adds only the chardev.
+    let plain = VmSpec::default()
+        .to_command_line_with(&harness)
+        .unwrap()
+        .build()
+        .unwrap()
+        .to_string();
+    assert!(plain.contains("-chardev socket,id=qm-qga,fd=5"), "{plain}");
+    assert!(!plain.contains("virtserialport"), "{plain}");
+}

@@ -173,6 +173,15 @@ impl OutZero for usize {
 impl OutZero for u64 {
     const ZERO: Self = 0;
 }
+impl OutZero for u32 {
+    const ZERO: Self = 0;
+}
+impl OutZero for i64 {
+    const ZERO: Self = 0;
+}
+impl OutZero for bool {
+    const ZERO: Self = false;
+}
 
 /// Stores a new C string (free it with `qm_string_free()`) in an out-pointer.
 pub(crate) fn set_string(out: &mut *mut c_char, bytes: &[u8]) -> Result<(), FfiError> {

@@ -78,8 +78,13 @@ pub unsafe extern "C" fn qm_config_new(out: *mut *mut QmConfig) -> QmStatus {
 /// strings, added to QEMU's environment; `null` removes a variable), `oob` (bool: negotiate
 /// out-of-band execution, default true), `qmp_ids` (bool: an id with every command, default
 /// false), `display_none` (bool: add `-display none`, default true), `max_message_size` (bytes),
+/// `qmp` (bool: the library's own QMP connection, default true), `qmp_listen` (array of
+/// `"unix:PATH"` / `"tcp:[HOST:]PORT"`: QMP servers for other clients), `monitor_null` (bool),
+/// `console_device` (a device type, or `"virtconsole"`), `console_index`, `console_pty` (bool),
+/// `qtest` (bool), `name`, `log_dir`, `launch_settle_ms` (see the matching setters below),
 /// and `vm`: a VM description (`arch`, `memory`, `smp`, `kernel`, `disks`, `nics`, `forwards`,
-/// `cloud_init`, `vnc`, `uefi`, ...) that the library turns into a command line, preparing
+/// `cloud_init`, `vnc`, `uefi`, `guest_agent` (a port for the guest agent, for the
+/// `qm_machine_guest_*()` functions), ...) that the library turns into a command line, preparing
 /// disks, the cloud-init seed and firmware copies itself; with `vm`, `args` and `display_none`
 /// are not allowed. Unknown fields, and JSON that is not valid, are `QM_STATUS_INVALID_JSON`
 /// with a message naming what is wrong.
@@ -110,7 +115,7 @@ pub unsafe extern "C" fn qm_config_from_json(
 /// None on `config`: it is looked up in the registry of handles, never dereferenced. (The
 /// function stays `unsafe` so that its callers' `unsafe` blocks, which also cover the C
 /// arguments their closures read, are unchanged.)
-unsafe fn with_config(
+pub(crate) unsafe fn with_config(
     config: *mut QmConfig,
     f: impl FnOnce(&mut MachineConfig) -> Result<(), FfiError>,
 ) -> QmStatus {

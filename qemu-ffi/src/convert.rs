@@ -1,6 +1,6 @@
 //! Errors of the Rust crates, as statuses and messages for C.
 
-use qemu_process::Error;
+use qemu_process::{Error, QtestError};
 
 use crate::error::FfiError;
 use crate::status::QmStatus;
@@ -10,7 +10,9 @@ impl From<Error> for FfiError {
         let message = e.to_string();
         let status = status_of(&e);
         let qmp = match &e {
-            Error::Qmp(q) => Some((q.class.as_str().to_string(), q.desc.clone())),
+            Error::Qmp(q) | Error::GuestAgent { error: q, .. } => {
+                Some((q.class.as_str().to_string(), q.desc.clone()))
+            }
             Error::InSet { source, .. } => match source.as_ref() {
                 Error::Qmp(q) => Some((q.class.as_str().to_string(), q.desc.clone())),
                 _ => None,
@@ -54,6 +56,18 @@ fn status_of(e: &Error) -> QmStatus {
         Error::ShrinkRefused { .. } => QmStatus::InvalidArgument,
         Error::VmRunning { .. } => QmStatus::InvalidState,
         Error::ConsoleWriteTimeout { .. } => QmStatus::Timeout,
+        // The guest agent's answer to a qm_machine_guest_*() call: class and description kept.
+        Error::GuestAgent { .. } => QmStatus::QmpError,
+        // The agent's port closed (or its connection ended) during the call.
+        Error::GuestAgentGone { .. } => QmStatus::Disconnected,
+        Error::Qtest(e) => match e {
+            QtestError::Failed { .. } => QmStatus::QtestError,
+            // Refused before sending: the caller's line.
+            QtestError::InvalidCommand { .. } => QmStatus::InvalidArgument,
+            QtestError::Closed { .. } => QmStatus::Disconnected,
+            _ => QmStatus::Protocol,
+        },
+        Error::NoQtestClock { .. } => QmStatus::Unsupported,
         // The enum is non-exhaustive; a variant added later without a code here still fails
         // with its message rather than being mistaken for success.
         _ => QmStatus::Io,

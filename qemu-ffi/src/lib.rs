@@ -32,9 +32,12 @@ pub mod config;
 mod convert;
 pub mod error;
 pub mod guardian;
+pub mod guest;
 pub(crate) mod handle;
 pub mod image;
 pub mod machine;
+pub mod qemumachine;
+pub mod qtest;
 pub mod status;
 pub mod version;
 

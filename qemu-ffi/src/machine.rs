@@ -19,7 +19,7 @@ use crate::handle::{borrow, into_handle, release, Handle};
 use crate::status::QmStatus;
 
 /// The default deadline of operations other than QMP commands (shutdown, waits).
-const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
 /// A QEMU process launched by this library, or one it attached to over QMP. Free it with
 /// `qm_machine_free()`, which kills and reaps a launched QEMU if it still runs and removes its
@@ -33,7 +33,7 @@ pub struct QmMachine {
 }
 
 impl QmMachine {
-    fn machine(&mut self) -> &mut Machine {
+    pub(crate) fn machine(&mut self) -> &mut Machine {
         &mut self.machine
     }
 }
@@ -55,7 +55,7 @@ fn new_machine(machine: Machine) -> Result<*mut QmMachine, FfiError> {
 /// None on `machine`: it is looked up in the registry of handles, never dereferenced. (The
 /// function stays `unsafe` so that its callers' `unsafe` blocks, which also cover the C
 /// arguments their closures read, are unchanged.)
-unsafe fn with_machine(
+pub(crate) unsafe fn with_machine(
     machine: *mut QmMachine,
     f: impl FnOnce(&mut QmMachine) -> Result<(), FfiError>,
 ) -> QmStatus {
@@ -65,7 +65,7 @@ unsafe fn with_machine(
     })
 }
 
-fn json_text(v: &Value) -> Vec<u8> {
+pub(crate) fn json_text(v: &Value) -> Vec<u8> {
     // Serializing a serde_json::Value cannot fail (all keys are strings).
     serde_json::to_vec(v).unwrap_or_default()
 }
@@ -913,9 +913,11 @@ pub unsafe extern "C" fn qm_machine_screendump(
     }
 }
 
-/// Frees a machine: a launched QEMU still running has its process group killed (SIGKILL) and is
-/// reaped, and its temp dir is removed; an attached one is only disconnected. Call
-/// `qm_machine_shutdown()` first for a graceful stop. NULL, a handle already freed (it stays
+/// Frees a machine: a launched QEMU still running has its process group killed (SIGKILL; never
+/// a graceful shutdown, so that freeing a forgotten machine never waits for its guest) and is
+/// reaped (waiting at most 10 s for the kernel to finish it), and its temp dir is removed (logs
+/// in a log dir stay); an attached one is only disconnected. Call `qm_machine_shutdown()` first
+/// for a graceful stop. NULL, a handle already freed (it stays
 /// invalid for good: freeing it again never reaches a machine created after it), one not created
 /// by this library and a `qm_config` are ignored.
 ///

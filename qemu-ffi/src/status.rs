@@ -19,10 +19,12 @@ pub enum QmStatus {
     InvalidJson = 3,
     /// The operation did not complete before its deadline.
     Timeout = 4,
-    /// QEMU answered a QMP command with an error; its class and description are available via
-    /// `qm_last_error_qmp_class()` and `qm_last_error_qmp_desc()`.
+    /// QEMU answered a QMP command (or the guest agent a `qm_machine_guest_*()` call) with an
+    /// error; its class and description are available via `qm_last_error_qmp_class()` and
+    /// `qm_last_error_qmp_desc()`.
     QmpError = 5,
-    /// The QMP connection was closed (by QEMU, which may be exiting).
+    /// The QMP connection was closed (by QEMU, which may be exiting), or the guest agent went
+    /// away during a `qm_machine_guest_*()` call (its port closed in the guest).
     Disconnected = 6,
     /// The QEMU process has exited (its status: `qm_machine_exit_status()`).
     ProcessExited = 7,
@@ -56,17 +58,21 @@ pub enum QmStatus {
     /// The operation does not apply to this machine (the console of a machine without one,
     /// killing an attached machine, a VNC socket without VNC, ...).
     Unsupported = 18,
+    /// A qtest command failed: QEMU answered `FAIL` or `ERR`; the message names the line sent
+    /// and QEMU's answer (a line the library refuses to send, because QEMU would abort on it,
+    /// is `QM_STATUS_INVALID_ARGUMENT`).
+    QtestError = 19,
 }
 
 /// The largest status number defined by this version of the library.
 #[cfg(test)]
-pub(crate) const MAX_STATUS: i32 = QmStatus::Unsupported as i32;
+pub(crate) const MAX_STATUS: i32 = QmStatus::QtestError as i32;
 
 impl QmStatus {
     /// The status with the number `n`, if there is one.
     pub fn from_i32(n: i32) -> Option<QmStatus> {
         use QmStatus::*;
-        const ALL: [QmStatus; 19] = [
+        const ALL: [QmStatus; 20] = [
             Ok,
             NullArgument,
             InvalidArgument,
@@ -86,6 +92,7 @@ impl QmStatus {
             Image,
             InvalidState,
             Unsupported,
+            QtestError,
         ];
         usize::try_from(n).ok().and_then(|i| ALL.get(i)).copied()
     }
@@ -113,6 +120,7 @@ impl QmStatus {
             Image => c"QM_STATUS_IMAGE",
             InvalidState => c"QM_STATUS_INVALID_STATE",
             Unsupported => c"QM_STATUS_UNSUPPORTED",
+            QtestError => c"QM_STATUS_QTEST_ERROR",
         }
     }
 }

@@ -15,6 +15,11 @@ use qemumachine::config::{
 };
 use qemumachine::error::{qm_last_error_message_dup, qm_last_error_status, qm_string_free};
 use qemumachine::guardian::{qm_guardian_pid, qm_guardian_start};
+use qemumachine::guest::{
+    qm_machine_guest_copy_in, qm_machine_guest_copy_out, qm_machine_guest_exec,
+    qm_machine_guest_execute, qm_machine_guest_info, qm_machine_guest_interfaces,
+    qm_machine_guest_osinfo, qm_machine_guest_ping, qm_machine_guest_shutdown,
+};
 use qemumachine::machine::{
     qm_machine_attach_tcp, qm_machine_attach_unix, qm_machine_console_wait_for,
     qm_machine_console_write, qm_machine_event_wait, qm_machine_execute, qm_machine_execute_oob,
@@ -25,6 +30,8 @@ use qemumachine::QmStatus;
 
 const NONE: &str = r#"{"args": ["-machine", "none", "-nodefaults"], "accel": "tcg"}"#;
 /// A q35 that never runs (`-S`), with a console, and a QMP timeout of 400 ms.
+/// A VM with the guest agent's port that never runs (`-S`): no agent ever answers.
+const GUEST_PAUSED: &str = r#"{"vm": {"guest_agent": true, "paused": true}, "accel": "tcg"}"#;
 const PAUSED_CONSOLE: &str = r#"{"args": ["-machine", "q35", "-nodefaults", "-S"],
     "accel": "tcg", "console": true, "qmp_timeout_ms": 400}"#;
 
@@ -228,6 +235,66 @@ fn negative_timeouts_other_than_the_default_are_refused_by_every_function() {
         // SAFETY: a NUL-terminated address and a valid out-pointer.
         let s = unsafe { qm_machine_attach_tcp(address.as_ptr(), ms, &mut out) };
         assert_invalid_timeout(s, "attach_tcp");
+        // The guest agent's calls check the timeout first (this machine has no agent).
+        let (mut json, argv, path) = (null_mut(), c(r#"["true"]"#), c("/tmp/x"));
+        let guest_calls: [(&str, QmStatus); 9] =
+            // SAFETY: a live machine, NUL-terminated strings, valid out-pointers or NULL.
+            unsafe {
+            [
+                ("guest_ping", qm_machine_guest_ping(machine, ms)),
+                ("guest_info", qm_machine_guest_info(machine, ms, &mut json)),
+                (
+                    "guest_osinfo",
+                    qm_machine_guest_osinfo(machine, ms, &mut json),
+                ),
+                (
+                    "guest_interfaces",
+                    qm_machine_guest_interfaces(machine, ms, &mut json),
+                ),
+                (
+                    "guest_execute",
+                    qm_machine_guest_execute(machine, status.as_ptr(), null(), ms, &mut json),
+                ),
+                (
+                    "guest_exec",
+                    qm_machine_guest_exec(
+                        machine,
+                        argv.as_ptr(),
+                        null(),
+                        0,
+                        ms,
+                        null_mut(),
+                        null_mut(),
+                        null_mut(),
+                        null_mut(),
+                        null_mut(),
+                        null_mut(),
+                    ),
+                ),
+                (
+                    "guest_copy_in",
+                    qm_machine_guest_copy_in(machine, path.as_ptr(), path.as_ptr(), ms, null_mut()),
+                ),
+                (
+                    "guest_copy_out",
+                    qm_machine_guest_copy_out(
+                        machine,
+                        path.as_ptr(),
+                        path.as_ptr(),
+                        ms,
+                        null_mut(),
+                    ),
+                ),
+                (
+                    "guest_shutdown",
+                    qm_machine_guest_shutdown(machine, null(), ms),
+                ),
+            ]
+        };
+        for (what, s) in guest_calls {
+            assert_invalid_timeout(s, what);
+        }
+        assert!(json.is_null());
     }
     // None of them did anything: the machine is still waiting to start.
     let (s, reply) = execute(machine, b"query-status", QM_TIMEOUT_DEFAULT);
@@ -343,6 +410,9 @@ fn the_default_timeouts_are_the_documented_ones() {
     let powered = launch(NONE);
     let console = launch(PAUSED_CONSOLE);
     let written = launch(PAUSED_CONSOLE);
+    // VMs with the guest agent's channel and no agent (they never run).
+    let pinged = launch(GUEST_PAUSED);
+    let copied = launch(GUEST_PAUSED);
     let ids = |m: *mut QmMachine| m.addr();
     let m = |id: usize| std::ptr::without_provenance_mut::<QmMachine>(id);
     // What to run, on which machine, and the status it must end with.
@@ -413,6 +483,33 @@ fn the_default_timeouts_are_the_documented_ones() {
             timeout,
         ),
         (
+            "guest_ping",
+            ids(pinged),
+            |m| {
+                // SAFETY: a live machine.
+                unsafe { qm_machine_guest_ping(m, QM_TIMEOUT_DEFAULT) }
+            },
+            timeout,
+        ),
+        (
+            "guest_copy_in (30 s for each call to the agent)",
+            ids(copied),
+            |m| {
+                let path = c("/etc/hostname");
+                // SAFETY: a live machine, NUL-terminated paths.
+                unsafe {
+                    qm_machine_guest_copy_in(
+                        m,
+                        path.as_ptr(),
+                        c("/tmp/x").as_ptr(),
+                        QM_TIMEOUT_DEFAULT,
+                        null_mut(),
+                    )
+                }
+            },
+            timeout,
+        ),
+        (
             "shutdown",
             ids(unquitting),
             |m| {
@@ -443,7 +540,7 @@ fn the_default_timeouts_are_the_documented_ones() {
     }
     signal(stopped_pid, libc::SIGCONT);
     for machine in [
-        attached, stopped, unquitting, never, running, powered, console, written,
+        attached, stopped, unquitting, never, running, powered, console, written, pinged, copied,
     ] {
         free(machine);
     }

@@ -149,6 +149,36 @@ pub enum Error {
         /// The timeout that elapsed.
         after: Duration,
     },
+    /// The guest agent answered a command with an error.
+    GuestAgent {
+        /// The command.
+        command: String,
+        /// The agent's error class and description.
+        error: qmp_proto::QmpError,
+    },
+    /// The guest agent went away during a call: its port closed in the guest (the agent
+    /// stopped, or the guest is rebooting or shutting down), or its connection ended. Whether
+    /// the call took effect is unknown; the next call synchronizes afresh.
+    GuestAgentGone {
+        /// What happened.
+        what: String,
+    },
+    /// A qtest command failed: QEMU answered `FAIL` or `ERR`
+    /// ([`QtestError::Failed`](qmp_proto::QtestError::Failed), naming the line sent and
+    /// QEMU's answer), its answer did not parse, the line was refused before sending because
+    /// QEMU would misread it or abort on it
+    /// ([`QtestError::InvalidCommand`](qmp_proto::QtestError::InvalidCommand)), or the qtest
+    /// stream broke or closed.
+    Qtest(qmp_proto::QtestError),
+    /// `clock_step` or `clock_set` on a qtest machine that does not run the qtest accelerator,
+    /// whose virtual clock they drive (Debian's QEMU 7.2 has none; see
+    /// [`MachineConfig::qtest`](crate::MachineConfig::qtest)). Nothing was sent.
+    NoQtestClock {
+        /// The command refused.
+        command: String,
+        /// The accelerator QEMU runs instead.
+        accel: String,
+    },
 }
 
 impl Error {
@@ -287,6 +317,16 @@ impl fmt::Display for Error {
                 "timed out after {after:?} writing to the console: {accepted} of {total} bytes were \
                  accepted (the guest is not reading its console: is the VM paused?)"
             ),
+            Error::GuestAgent { command, error } => {
+                write!(f, "the guest agent answered {command} with an error: {error}")
+            }
+            Error::GuestAgentGone { what } => write!(f, "the guest agent went away: {what}"),
+            Error::Qtest(e) => write!(f, "{e}"),
+            Error::NoQtestClock { command, accel } => write!(
+                f,
+                "qtest {command} needs the qtest accelerator, whose virtual clock it drives; this \
+                 QEMU does not have it (not in `-accel help`) and runs on {accel} with -S"
+            ),
         }
     }
 }
@@ -302,9 +342,11 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } => Some(source),
             Error::Qmp(e) => Some(e),
+            Error::GuestAgent { error, .. } => Some(error),
             Error::Protocol(e) => Some(e),
             Error::InSet { source, .. } => Some(source.as_ref()),
             Error::Spec(e) => Some(e),
+            Error::Qtest(e) => Some(e),
             _ => None,
         }
     }

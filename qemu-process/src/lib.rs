@@ -34,8 +34,11 @@
 //! [`VmLaunch`] (a [`VmSpec`](qemu_cmdline::VmSpec) plus the launcher's work: disks created,
 //! probed, flashed and grown; a cloud-init seed; UEFI variables per VM; VNC in the temp dir);
 //! the running [`Machine`] then reports port forwards with automatic host ports, flashes and
-//! dumps named drives, and takes screendumps. [`image`] wraps `qemu-img` (info, create,
+//! dumps named drives, takes screendumps, and talks to the QEMU guest agent when the
+//! description asks for its port ([`Machine::guest`], see [`guest`]). [`image`] wraps `qemu-img` (info, create,
 //! resize, convert with progress, check, snapshots) and flashing compressed images.
+//! [`qemumachine_map`] maps QEMU's Python `QEMUMachine` and `QEMUQtestMachine` onto all this
+//! (the qtest machine is [`MachineConfig::qtest`] and [`Machine::qtest`]).
 //!
 //! ```no_run
 //! use qemu_process::{Machine, MachineConfig};
@@ -59,12 +62,18 @@
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+/// The map from QEMU's Python `QEMUMachine`, `QEMUQtestMachine` and qemu.qmp's legacy client to
+/// this crate, the C library and the command line (the file `qemu-process/QEMUMACHINE.md`).
+#[doc = include_str!("../QEMUMACHINE.md")]
+pub mod qemumachine_map {}
+
 pub mod cloudinit;
 mod config;
 mod console;
 mod error;
 mod fat;
 mod guardian;
+pub mod guest;
 pub mod image;
 mod machine;
 mod set;
@@ -74,11 +83,15 @@ mod vm;
 
 pub use config::{
     args_choose_accel, resolve_accel, AccelChoice, AttachTarget, MachineConfig, PassFd, ACCEL_ENV,
-    DEFAULT_BINARY, DEFAULT_CONSOLE_BUFFER, DEFAULT_CONSOLE_INPUT_BUFFER, DEFAULT_LAUNCH_TIMEOUT,
-    DEFAULT_MAX_EVENTS, DEFAULT_QMP_TIMEOUT,
+    DEFAULT_BINARY, DEFAULT_CONSOLE_BUFFER, DEFAULT_CONSOLE_INPUT_BUFFER, DEFAULT_LAUNCH_SETTLE,
+    DEFAULT_LAUNCH_TIMEOUT, DEFAULT_MAX_EVENTS, DEFAULT_QMP_TIMEOUT,
 };
 pub use error::Error;
-pub use machine::{FdsetEntry, Machine, PollSources};
+pub use guest::{ExecCommand, ExecOutput, Guest, GuestAgent};
+pub use machine::{FdsetEntry, Machine, PollSources, Qtest};
+pub use qemu_cmdline::MonitorAddress;
+pub use qmp_proto::qtest::{Endianness, Irq};
+pub use qmp_proto::QtestError;
 pub use qmp_proto::{Event, Greeting, QmpError, RunState, Timestamp};
 pub use set::MachineSet;
 

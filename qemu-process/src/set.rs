@@ -98,7 +98,18 @@ impl MachineSet {
                     },
                 ));
             }
-            set.poll_once(remaining)?;
+            // A machine launched without QMP is done when its settle time has passed.
+            let now = std::time::Instant::now();
+            let settle = waiting
+                .iter()
+                .filter_map(|&i| set.machines[i].launch_wake())
+                .min()
+                .map(|at| at.saturating_duration_since(now));
+            let wait = match (remaining, settle) {
+                (Some(r), Some(s)) => Some(r.min(s)),
+                (r, s) => r.or(s),
+            };
+            set.poll_once(wait)?;
         }
     }
 

@@ -183,6 +183,20 @@ impl ChildProc {
         }
     }
 
+    /// Waits up to `limit` for the child to exit (for short helpers); `None` if it still runs.
+    pub(crate) fn wait_timeout(&mut self, limit: Duration) -> io::Result<Option<ExitStatus>> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.try_reap()? {
+                return Ok(Some(status));
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !sys::wait_readable(self.child.exit_fd(), left)? {
+                return Ok(None);
+            }
+        }
+    }
+
     /// The child's process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.pid()

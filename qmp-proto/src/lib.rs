@@ -14,6 +14,7 @@
 //!   in-band commands in flight, replies matched by id (those of abandoned commands
 //!   discarded), an outcome for every command when the session ends, events queued in order
 //!   under a bound with a filter for the awaited one, a guest agent mode;
+//! - [`guest`]: the QEMU guest agent's commands, typed, and the base64 its data travels in;
 //! - [`event_match`], with the semantics of QEMU's `QEMUMachine.event_match`, and
 //!   [`EventFilter`];
 //! - typed [`commands`] through the [`Command`] trait, with raw execution by name still
@@ -48,11 +49,13 @@
 pub struct ReadmeDoctests;
 
 #[doc(hidden)]
+pub mod base64;
 pub mod bench_stream;
 pub mod commands;
 mod decoder;
 mod encoder;
 mod error;
+pub mod guest;
 mod matching;
 pub mod qtest;
 mod session;

@@ -5,7 +5,8 @@
  * check failed.
  *
  * Environment: QM_TEST_KERNEL, QM_TEST_INITRD and QM_TEST_APPEND name the guest fixture
- * (tests/src/fixture.rs); QM_TEST_SKIP_GUEST=1 leaves the guest checks out (the static-link
+ * (tests/src/fixture.rs), QM_TEST_AGENT_INITRD and QM_TEST_AGENT_APPEND the same with qemu-ga
+ * running in it (tests/src/qga.rs); QM_TEST_SKIP_GUEST=1 leaves the guest checks out (the static-link
  * run, which only needs to show that the binary launches QEMU); QM_TEST_HANDLE_CYCLES sets the
  * number of new/free cycles of the stale-handle check (default 20000; fewer under valgrind).
  *
@@ -72,6 +73,7 @@ static int has_bytes(const char *hay, size_t len, const char *needle, size_t n);
 static long guardian; /* the guardian's pid, from check_guardian() */
 static qm_status launch_json(const char *json, qm_machine **out);
 static void sleep_ms(long ms);
+static const char *NONE_JSON; /* a `-machine none` machine's config, defined further down */
 
 static void check_version(void) {
     CHECK(qm_version() == QM_VERSION_NUMBER, "qm_version() matches QM_VERSION_NUMBER");
@@ -615,6 +617,174 @@ static void check_guest_console(void) {
     qm_machine_free(machine);
     unlink(log_path);
     rmdir(log_dir);
+}
+
+/* The guest agent (qm_machine_guest_*) through the guest fixture with qemu-ga packed into its
+ * initramfs (QM_TEST_AGENT_INITRD, booted with QM_TEST_AGENT_APPEND, which starts the agent and
+ * prints QM-QGA-STARTED). */
+static void check_guest_agent(void) {
+    const char *kernel = getenv("QM_TEST_KERNEL");
+    const char *initrd = getenv("QM_TEST_AGENT_INITRD");
+    const char *append = getenv("QM_TEST_AGENT_APPEND");
+    CHECK(kernel && initrd && append,
+          "QM_TEST_KERNEL, QM_TEST_AGENT_INITRD, QM_TEST_AGENT_APPEND are set");
+    if (!(kernel && initrd && append) || strpbrk(kernel, "\"\\") || strpbrk(initrd, "\"\\") ||
+        strpbrk(append, "\"\\")) {
+        return;
+    }
+
+    /* A machine without the agent's channel says so. */
+    qm_machine *plain = NULL;
+    CHECK_STATUS(launch_json(NONE_JSON, &plain), QM_STATUS_OK, "launch a machine without agent");
+    CHECK_STATUS(qm_machine_guest_ping(plain, 1000), QM_STATUS_UNSUPPORTED,
+                 "guest calls on a machine without guest_agent are QM_STATUS_UNSUPPORTED");
+    qm_machine_free(plain);
+
+    static char json[8192];
+    snprintf(json, sizeof json,
+             "{\"vm\": {\"memory\": \"512M\", \"kernel\": \"%s\", \"initrd\": \"%s\", "
+             "\"append\": \"%s\", \"no_reboot\": true, \"guest_agent\": true}, "
+             "\"accel\": \"tcg\"}",
+             kernel, initrd, append);
+    qm_machine *vm = NULL;
+    CHECK_STATUS(launch_json(json, &vm), QM_STATUS_OK, "launch a VM with \"guest_agent\": true");
+    if (vm == NULL) {
+        return;
+    }
+    CHECK_STATUS(qm_machine_console_wait_for(vm, "QM-QGA-STARTED", 120000, NULL, NULL),
+                 QM_STATUS_OK, "the guest starts its agent");
+    CHECK_STATUS(qm_machine_guest_ping(vm, 120000), QM_STATUS_OK, "the guest agent answers a ping");
+
+    char *out = NULL;
+    CHECK_STATUS(qm_machine_guest_info(vm, -1, &out), QM_STATUS_OK, "guest_info");
+    CHECK(out && strstr(out, "\"version\"") && strstr(out, "\"guest-exec\""),
+          "guest_info is the agent's version and commands as JSON");
+    qm_string_free(out);
+    out = NULL;
+    CHECK_STATUS(qm_machine_guest_osinfo(vm, -1, &out), QM_STATUS_OK, "guest_osinfo");
+    CHECK(out && strstr(out, "\"kernel-release\"") && strstr(out, "\"machine\":\"x86_64\""),
+          "guest_osinfo has the guest's kernel and machine");
+    qm_string_free(out);
+    out = NULL;
+    CHECK_STATUS(qm_machine_guest_interfaces(vm, -1, &out), QM_STATUS_OK, "guest_interfaces");
+    CHECK(out && out[0] == '[' && strstr(out, "\"name\":\"lo\"") && strstr(out, "127.0.0.1"),
+          "guest_interfaces lists lo with 127.0.0.1");
+    qm_string_free(out);
+    out = NULL;
+    CHECK_STATUS(qm_machine_guest_execute(vm, "guest-get-host-name", NULL, -1, &out),
+                 QM_STATUS_OK, "guest_execute of any agent command");
+    CHECK(out && strcmp(out, "{\"host-name\":\"qm-guest\"}") == 0,
+          "guest_execute returns the agent's return value as JSON");
+    qm_string_free(out);
+    out = NULL;
+    CHECK_STATUS(qm_machine_guest_execute(vm, "guest-no-such", NULL, -1, NULL),
+                 QM_STATUS_QMP_ERROR, "an unknown agent command is QM_STATUS_QMP_ERROR");
+    char cls[64] = {0};
+    qm_last_error_qmp_class(cls, sizeof cls);
+    CHECK(strcmp(cls, "CommandNotFound") == 0, "with the agent's error class");
+    CHECK_STATUS(qm_machine_guest_execute(vm, "guest-ping", "[1]", -1, NULL),
+                 QM_STATUS_INVALID_JSON, "guest_execute arguments that are not an object");
+    CHECK_STATUS(qm_machine_guest_execute(vm, "guest-shutdown", NULL, -1, NULL),
+                 QM_STATUS_INVALID_ARGUMENT, "guest-shutdown is not run through guest_execute");
+
+    /* exec: input, stdout with a NUL, stderr, exit code; a signal; bad argv. */
+    const char *script = "[\"/bin/sh\", \"-c\", \"cat; echo e >&2; printf 'a\\\\000b'; exit 5\"]";
+    int64_t code = 99;
+    int32_t sig = 99;
+    char *sout = NULL, *serr = NULL;
+    size_t sout_len = 0, serr_len = 0;
+    CHECK_STATUS(qm_machine_guest_exec(vm, script, (const uint8_t *)"in\n", 3, 60000, &code, &sig,
+                                       &sout, &sout_len, &serr, &serr_len),
+                 QM_STATUS_OK, "guest_exec runs a program");
+    CHECK(code == 5 && sig == 0, "guest_exec gives its exit code");
+    CHECK(sout && sout_len == 6 && memcmp(sout, "in\na\0b", 6) == 0 && sout[6] == 0,
+          "guest_exec gives its stdout as written (a NUL too) with its length");
+    CHECK(serr && serr_len == 2 && strcmp(serr, "e\n") == 0, "guest_exec gives its stderr");
+    qm_string_free(sout);
+    qm_string_free(serr);
+    CHECK_STATUS(qm_machine_guest_exec(vm, "[\"/bin/sh\", \"-c\", \"kill -9 $$\"]", NULL, 0, 60000,
+                                       &code, &sig, NULL, NULL, NULL, NULL),
+                 QM_STATUS_OK, "guest_exec of a program that is killed");
+    CHECK(code == -1 && sig == 9, "guest_exec gives -1 and the signal");
+    CHECK_STATUS(qm_machine_guest_exec(vm, "[]", NULL, 0, -1, NULL, NULL, NULL, NULL, NULL, NULL),
+                 QM_STATUS_INVALID_JSON, "guest_exec with an empty argv");
+    CHECK_STATUS(qm_machine_guest_exec(vm, NULL, NULL, 0, -1, NULL, NULL, NULL, NULL, NULL, NULL),
+                 QM_STATUS_NULL_ARGUMENT, "guest_exec with a NULL argv");
+    CHECK_STATUS(qm_machine_guest_exec(vm, "[\"/no/such/program\"]", NULL, 0, -1, NULL, NULL,
+                                       NULL, NULL, NULL, NULL),
+                 QM_STATUS_QMP_ERROR, "guest_exec of a missing program is the agent's error");
+
+    /* Copies both ways, byte-exact, through temp files. */
+    char dir[] = "/tmp/qm-c-guest-XXXXXX", src[64], back[64];
+    CHECK(mkdtemp(dir) != NULL, "make a dir for the copies");
+    snprintf(src, sizeof src, "%s/src", dir);
+    snprintf(back, sizeof back, "%s/back", dir);
+    size_t size = (1 << 20) + 3;
+    unsigned char *data = malloc(size);
+    for (size_t i = 0; data && i < size; i++) {
+        data[i] = (unsigned char)((i * 2654435761u) >> 13);
+    }
+    FILE *f = fopen(src, "wb");
+    if (f && data) {
+        fwrite(data, 1, size, f);
+        fclose(f);
+    }
+    uint64_t copied = 0;
+    CHECK_STATUS(qm_machine_guest_copy_in(vm, src, "/tmp/c-blob", -1, &copied), QM_STATUS_OK,
+                 "guest_copy_in of 1 MiB + 3 bytes");
+    CHECK(copied == size, "guest_copy_in reports the bytes copied");
+    copied = 0;
+    CHECK_STATUS(qm_machine_guest_copy_out(vm, "/tmp/c-blob", back, 60000, &copied), QM_STATUS_OK,
+                 "guest_copy_out of it");
+    CHECK(copied == size, "guest_copy_out reports the bytes copied");
+    unsigned char *again = malloc(size + 1);
+    size_t again_len = 0;
+    f = fopen(back, "rb");
+    if (f && again) {
+        again_len = fread(again, 1, size + 1, f);
+        fclose(f);
+    }
+    CHECK(data && again && again_len == size && memcmp(data, again, size) == 0,
+          "the file came back byte-exact");
+    struct stat st;
+    CHECK(stat(back, &st) == 0 && (st.st_mode & 0777) == 0600,
+          "the host file guest_copy_out made is owner-only (0600)");
+    free(data);
+    free(again);
+    CHECK_STATUS(qm_machine_guest_copy_out(vm, "/tmp/no-such-file", back, -1, NULL),
+                 QM_STATUS_QMP_ERROR, "guest_copy_out of a missing file is the agent's error");
+    CHECK_STATUS(qm_machine_guest_copy_in(vm, "/nonexistent/host/file", "/tmp/x", -1, NULL),
+                 QM_STATUS_IO, "guest_copy_in of a host file that cannot be opened is QM_STATUS_IO");
+    unlink(src);
+    unlink(back);
+    rmdir(dir);
+
+    /* 0 does not wait: the answer counts only if it is already there when the library
+     * looks (a fast agent can manage that), so either status is right; anything else is not.
+     * Either way the next call resynchronizes and works. */
+    {
+        enum qm_status st = qm_machine_guest_ping(vm, 0);
+        CHECK(st == QM_STATUS_TIMEOUT || st == QM_STATUS_OK,
+              "guest_ping with 0 does not wait: QM_STATUS_TIMEOUT, or OK if the answer was there");
+    }
+    CHECK_STATUS(qm_machine_guest_ping(vm, 60000), QM_STATUS_OK,
+                 "the next call resynchronizes with the agent");
+
+    /* Shutdown: a bad mode, then a power-down with the events that follow. */
+    CHECK_STATUS(qm_machine_guest_shutdown(vm, "sideways", -1), QM_STATUS_INVALID_ARGUMENT,
+                 "guest_shutdown with an unknown mode");
+    CHECK_STATUS(qm_machine_guest_shutdown(vm, "powerdown", 60000), QM_STATUS_OK,
+                 "guest_shutdown powerdown (the agent answers nothing on success)");
+    CHECK_STATUS(qm_machine_event_wait(vm, "SHUTDOWN", "{\"data\": {\"guest\": true}}", 60000,
+                                       NULL),
+                 QM_STATUS_OK, "QEMU reports SHUTDOWN from the guest");
+    CHECK_STATUS(qm_machine_wait(vm, 60000), QM_STATUS_OK, "QEMU exits after the power-down");
+    int32_t exit_code = -2;
+    qm_machine_exit_status(vm, &exit_code, NULL);
+    CHECK(exit_code == 0, "with status 0");
+    CHECK_STATUS(qm_machine_guest_ping(vm, 1000), QM_STATUS_PROCESS_EXITED,
+                 "a guest call after QEMU exited is QM_STATUS_PROCESS_EXITED");
+    qm_machine_free(vm);
 }
 
 static double max_progress = -1.0;
@@ -2068,6 +2238,361 @@ static void *reap_everything(void *arg) {
     return NULL;
 }
 
+/* ---- the qtest machine (QEMUQtestMachine) --------------------------------------------------- */
+
+/* Whether this QEMU has the qtest accelerator (Debian's 7.2 does not). */
+static int binary_has_qtest_accel(void) {
+    FILE *p = popen("qemu-system-x86_64 -accel help 2>/dev/null", "r");
+    if (p == NULL) {
+        return 0;
+    }
+    char line[128];
+    int found = 0;
+    while (fgets(line, sizeof line, p) != NULL) {
+        if (strcmp(line, "qtest\n") == 0) {
+            found = 1;
+        }
+    }
+    pclose(p);
+    return found;
+}
+
+static int cmos_read(qm_machine *machine, uint32_t reg, uint32_t *value) {
+    return qm_machine_qtest_out(machine, 1, 0x70, reg, QM_TIMEOUT_DEFAULT) == QM_STATUS_OK &&
+           qm_machine_qtest_in(machine, 1, 0x71, QM_TIMEOUT_DEFAULT, value) == QM_STATUS_OK;
+}
+
+static int cmos_write(qm_machine *machine, uint32_t reg, uint32_t value) {
+    return qm_machine_qtest_out(machine, 1, 0x70, reg, QM_TIMEOUT_DEFAULT) == QM_STATUS_OK &&
+           qm_machine_qtest_out(machine, 1, 0x71, value, QM_TIMEOUT_DEFAULT) == QM_STATUS_OK;
+}
+
+static void check_qtest(void) {
+    qm_config *config = NULL;
+    qm_machine *machine = NULL;
+    CHECK_STATUS(qm_config_from_json("{\"args\": [\"-machine\", \"q35\", \"-nodefaults\"]}",
+                                     &config),
+                 QM_STATUS_OK, "a q35 config");
+    CHECK_STATUS(qm_config_set_qtest(config, true), QM_STATUS_OK, "qm_config_set_qtest");
+    CHECK_STATUS(qm_config_set_console_device(config, "isa-serial", 1), QM_STATUS_OK,
+                 "qm_config_set_console_device(\"isa-serial\", 1)");
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch a qtest machine");
+    qm_config_free(config);
+    if (machine == NULL) {
+        return;
+    }
+    uint32_t value = 0;
+    CHECK(qm_machine_qtest_out(machine, 4, 0xcf8, 0x80000000u, QM_TIMEOUT_DEFAULT) ==
+                  QM_STATUS_OK &&
+              qm_machine_qtest_in(machine, 4, 0xcfc, QM_TIMEOUT_DEFAULT, &value) == QM_STATUS_OK &&
+              value == 0x29c08086u,
+          "qtest reads the q35 host bridge's vendor and device ids through 0xcf8/0xcfc");
+    char *reply = NULL;
+    CHECK(qm_machine_qtest(machine, "inw 0xcfe", QM_TIMEOUT_DEFAULT, &reply) == QM_STATUS_OK &&
+              reply && strcmp(reply, "0x29c0") == 0,
+          "qm_machine_qtest returns the values of QEMU's OK answer");
+    qm_string_free(reply);
+    CHECK_STATUS(qm_machine_qtest_in(machine, 3, 0xcfc, QM_TIMEOUT_DEFAULT, &value),
+                 QM_STATUS_INVALID_ARGUMENT, "a port width of 3 is refused");
+    CHECK_STATUS(qm_machine_qtest_out(machine, 1, 0x80, 0x100, QM_TIMEOUT_DEFAULT),
+                 QM_STATUS_INVALID_ARGUMENT, "a value wider than the port is refused");
+
+    /* The CMOS RTC: stop its updates, set the hour, read it back. */
+    uint32_t hours = 0;
+    CHECK(cmos_write(machine, 0x0b, 0x02) && cmos_write(machine, 0x0a, 0x76) &&
+              cmos_write(machine, 0x04, 0x23) && cmos_read(machine, 0x04, &hours) &&
+              hours == 0x23,
+          "qtest drives the CMOS RTC through 0x70/0x71");
+
+    /* Guest RAM. */
+    unsigned char data[3000], back[3000];
+    for (size_t i = 0; i < sizeof data; i++) {
+        data[i] = (unsigned char)(i * 7 + 3);
+    }
+    memset(back, 0, sizeof back);
+    CHECK(qm_machine_qtest_write(machine, 0x100000, data, sizeof data, QM_TIMEOUT_DEFAULT) ==
+                  QM_STATUS_OK &&
+              qm_machine_qtest_read(machine, 0x100000, back, sizeof back, QM_TIMEOUT_DEFAULT) ==
+                  QM_STATUS_OK &&
+              memcmp(data, back, sizeof data) == 0,
+          "guest RAM written and read back");
+    uint64_t word = 0;
+    CHECK(qm_machine_qtest_writen(machine, 8, 0x200000, 0x1122334455667788ull,
+                                  QM_TIMEOUT_DEFAULT) == QM_STATUS_OK &&
+              qm_machine_qtest_readn(machine, 8, 0x200000, QM_TIMEOUT_DEFAULT, &word) ==
+                  QM_STATUS_OK &&
+              word == 0x1122334455667788ull &&
+              qm_machine_qtest_readn(machine, 1, 0x200000, QM_TIMEOUT_DEFAULT, &word) ==
+                  QM_STATUS_OK &&
+              word == 0x88,
+          "writen/readn of 8 and 1 bytes, little-endian");
+    CHECK_STATUS(qm_machine_qtest_writen(machine, 2, 0x200000, 0x10000, QM_TIMEOUT_DEFAULT),
+                 QM_STATUS_INVALID_ARGUMENT, "a value wider than 2 bytes is refused");
+    CHECK(qm_machine_qtest_memset(machine, 0x100000, 4, 0x2a, QM_TIMEOUT_DEFAULT) ==
+                  QM_STATUS_OK &&
+              qm_machine_qtest_read(machine, 0x100000, back, 5, QM_TIMEOUT_DEFAULT) ==
+                  QM_STATUS_OK &&
+              memcmp(back, "****", 4) == 0 && back[4] == data[4],
+          "memset fills guest RAM");
+    CHECK_STATUS(qm_machine_qtest_read(machine, 0x100000, NULL, 0, QM_TIMEOUT_DEFAULT),
+                 QM_STATUS_OK, "a read of nothing asks QEMU nothing");
+
+    /* The virtual clock needs the qtest accelerator. */
+    int64_t clock = -1;
+    if (binary_has_qtest_accel()) {
+        CHECK(qm_machine_qtest_clock_step(machine, 1000, QM_TIMEOUT_DEFAULT, &clock) ==
+                      QM_STATUS_OK &&
+                  clock >= 1000,
+              "clock_step moves the virtual clock");
+    } else {
+        CHECK(qm_machine_qtest_clock_step(machine, 1000, QM_TIMEOUT_DEFAULT, &clock) ==
+                      QM_STATUS_UNSUPPORTED &&
+                  strstr(last_error(), "needs the qtest accelerator") != NULL,
+              "clock_step without the qtest accelerator is QM_STATUS_UNSUPPORTED");
+        CHECK_STATUS(qm_machine_qtest_clock_set(machine, 5, QM_TIMEOUT_DEFAULT, NULL),
+                     QM_STATUS_UNSUPPORTED, "so is clock_set");
+    }
+    CHECK_STATUS(qm_machine_qtest_clock_step(machine, -2, QM_TIMEOUT_DEFAULT, NULL),
+                 QM_STATUS_INVALID_ARGUMENT, "a negative clock step other than -1 is refused");
+
+    /* Failing and malformed lines. */
+    CHECK(qm_machine_qtest(machine, "foo bar", QM_TIMEOUT_DEFAULT, NULL) ==
+                  QM_STATUS_QTEST_ERROR &&
+              strstr(last_error(), "\"foo bar\"") != NULL &&
+              strstr(last_error(), "FAIL Unknown command 'foo'") != NULL,
+          "a failing qtest line is QM_STATUS_QTEST_ERROR naming the line and QEMU's answer");
+    CHECK(qm_machine_qtest(machine, "inb", QM_TIMEOUT_DEFAULT, NULL) ==
+                  QM_STATUS_INVALID_ARGUMENT &&
+              strstr(last_error(), "QEMU aborts") != NULL,
+          "a line QEMU would abort on is refused before sending");
+    CHECK_STATUS(qm_machine_qtest(machine, "inb 0x80", QM_TIMEOUT_DEFAULT, NULL), QM_STATUS_OK,
+                 "and QEMU still answers");
+
+    /* Interrupts. */
+    char *json = NULL;
+    CHECK_STATUS(qm_machine_qtest_irq_intercept(machine, "ioapic", false, QM_TIMEOUT_DEFAULT),
+                 QM_STATUS_OK, "intercept the I/O APIC's inputs");
+    CHECK_STATUS(qm_machine_qtest_irq_intercept(machine, "/machine/nowhere", true,
+                                                QM_TIMEOUT_DEFAULT),
+                 QM_STATUS_QTEST_ERROR, "intercepting a second device fails");
+    CHECK(qm_machine_qtest_set_irq_in(machine, "ioapic", NULL, 5, 1, QM_TIMEOUT_DEFAULT) ==
+                  QM_STATUS_OK &&
+              qm_machine_qtest_irqs(machine, 0, &json) == QM_STATUS_OK && json &&
+              strcmp(json, "[{\"num\":5,\"raised\":true}]") == 0,
+          "an intercepted IRQ is seen raised, as JSON");
+    qm_string_free(json);
+    json = NULL;
+    CHECK_STATUS(qm_machine_qtest_irqs(machine, 0, &json), QM_STATUS_TIMEOUT,
+                 "no IRQ notification left: QM_STATUS_TIMEOUT");
+    /* The RTC's periodic interrupt comes by itself. */
+    uint32_t flags = 0;
+    CHECK(cmos_write(machine, 0x0a, 0x26) && cmos_read(machine, 0x0c, &flags) &&
+              cmos_write(machine, 0x0b, 0x42) &&
+              qm_machine_qtest_irqs(machine, 60000, &json) == QM_STATUS_OK && json &&
+              strstr(json, "{\"num\":8,\"raised\":true}") != NULL,
+          "the RTC's periodic interrupt arrives while waiting");
+    qm_string_free(json);
+
+    /* The console is the second ISA serial port. */
+    const char *hello = "hello from COM2\n";
+    int wrote = 1;
+    for (const char *c = hello; *c; c++) {
+        wrote &= qm_machine_qtest_out(machine, 1, 0x2f8, (uint32_t)(unsigned char)*c,
+                                      QM_TIMEOUT_DEFAULT) == QM_STATUS_OK;
+    }
+    char *before = NULL;
+    CHECK(wrote &&
+              qm_machine_console_wait_for(machine, "\n", 30000, &before, NULL) == QM_STATUS_OK &&
+              before && strcmp(before, "hello from COM2") == 0,
+          "the console carries the second ISA serial port");
+    qm_string_free(before);
+
+    CHECK_STATUS(qm_machine_shutdown(machine, 10000), QM_STATUS_OK, "shutdown");
+    CHECK_STATUS(qm_machine_qtest(machine, "inb 0x80", QM_TIMEOUT_DEFAULT, NULL),
+                 QM_STATUS_PROCESS_EXITED, "qtest after QEMU's exit: QM_STATUS_PROCESS_EXITED");
+    qm_machine_free(machine);
+}
+
+/* ---- monitors, names, logs, events, raw requests, waits (QEMUMachine) ------------------------ */
+
+static int file_mode(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (int)(st.st_mode & 0777) : -1;
+}
+
+static int file_contains(const char *path, const char *needle) {
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return 0;
+    }
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, needle) != NULL;
+}
+
+static void check_qemumachine(void) {
+    qm_config *config = NULL;
+    qm_machine *machine = NULL;
+    bool running = false;
+
+    /* Without QMP. */
+    CHECK_STATUS(qm_config_from_json(NONE_JSON, &config), QM_STATUS_OK, "config");
+    CHECK_STATUS(qm_config_set_qmp(config, false), QM_STATUS_OK, "qm_config_set_qmp(false)");
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch without QMP");
+    CHECK(qm_machine_is_running(machine, &running) == QM_STATUS_OK && running,
+          "qm_machine_is_running: it runs");
+    CHECK_STATUS(qm_machine_execute(machine, "query-status", NULL, QM_TIMEOUT_DEFAULT, NULL),
+                 QM_STATUS_UNSUPPORTED, "QMP without QMP is QM_STATUS_UNSUPPORTED");
+    int32_t code = -2;
+    CHECK(qm_machine_shutdown(machine, 10000) == QM_STATUS_OK &&
+              qm_machine_exit_status(machine, &code, NULL) == QM_STATUS_OK && code == 0,
+          "shutdown without QMP: SIGTERM, exit status 0");
+    CHECK(qm_machine_is_running(machine, &running) == QM_STATUS_OK && !running,
+          "qm_machine_is_running: no longer");
+    qm_machine_free(machine);
+    machine = NULL;
+    qm_config_free(config);
+    CHECK_STATUS(qm_config_from_json("{\"args\": [\"-machine\", \"no-such-machine\"], "
+                                     "\"accel\": \"tcg\", \"qmp\": false}",
+                                     &config),
+                 QM_STATUS_OK, "config of a QEMU that fails");
+    CHECK_STATUS(qm_config_set_launch_settle_ms(config, 30000), QM_STATUS_OK,
+                 "qm_config_set_launch_settle_ms");
+    CHECK(qm_machine_launch(config, &machine) == QM_STATUS_LAUNCH_FAILED &&
+              strstr(last_error(), "unsupported machine type") != NULL,
+          "a failing launch without QMP is QM_STATUS_LAUNCH_FAILED with QEMU's output");
+    qm_config_free(config);
+
+    /* QMP servers, -monitor null, a pty console, a name and a log dir. */
+    char dir[] = "/tmp/qm-c-qmm-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "make a scratch dir");
+    char sock[160], listen[200], logs[160], log[220], console_log[220];
+    snprintf(sock, sizeof sock, "%s/m.qmp", dir);
+    snprintf(listen, sizeof listen, "unix:%s", sock);
+    snprintf(logs, sizeof logs, "%s/logs", dir);
+    snprintf(log, sizeof log, "%s/c-vm.log", logs);
+    snprintf(console_log, sizeof console_log, "%s/c-vm-console.log", logs);
+    CHECK_STATUS(qm_config_from_json("{\"args\": [\"-machine\", \"none\"], \"accel\": \"tcg\"}",
+                                     &config),
+                 QM_STATUS_OK, "config without -nodefaults");
+    CHECK_STATUS(qm_config_add_qmp_listen(config, "tcp:0"), QM_STATUS_OK,
+                 "qm_config_add_qmp_listen(tcp:0)");
+    CHECK_STATUS(qm_config_add_qmp_listen(config, listen), QM_STATUS_OK,
+                 "qm_config_add_qmp_listen(unix:PATH)");
+    CHECK_STATUS(qm_config_add_qmp_listen(config, "udp:1"), QM_STATUS_INVALID_ARGUMENT,
+                 "an address that is neither unix: nor tcp: is refused");
+    CHECK_STATUS(qm_config_set_monitor_null(config, true), QM_STATUS_OK,
+                 "qm_config_set_monitor_null");
+    CHECK_STATUS(qm_config_set_console_pty(config, true), QM_STATUS_OK,
+                 "qm_config_set_console_pty");
+    CHECK_STATUS(qm_config_set_name(config, "c-vm"), QM_STATUS_OK, "qm_config_set_name");
+    CHECK_STATUS(qm_config_set_log_dir(config, logs), QM_STATUS_OK, "qm_config_set_log_dir");
+    machine = NULL;
+    CHECK_STATUS(qm_machine_launch(config, &machine), QM_STATUS_OK, "launch it");
+    qm_config_free(config);
+    if (machine == NULL) {
+        rmdir(dir);
+        return;
+    }
+    char *text = NULL;
+    int port = 0;
+    CHECK(qm_machine_qmp_listen_addresses(machine, &text) == QM_STATUS_OK && text &&
+              sscanf(text, "[\"tcp:127.0.0.1:%d\"", &port) == 1 && port > 0 &&
+              strstr(text, sock) != NULL,
+          "the QMP servers as QEMU listens: loopback, the port it picked, the unix path");
+    qm_string_free(text);
+    char address[32];
+    snprintf(address, sizeof address, "127.0.0.1:%d", port);
+    qm_machine *second = NULL;
+    CHECK(qm_machine_attach_tcp(address, QM_TIMEOUT_DEFAULT, &second) == QM_STATUS_OK &&
+              qm_machine_execute(second, "stop", NULL, QM_TIMEOUT_DEFAULT, NULL) ==
+                  QM_STATUS_OK,
+          "a second client attaches and stops the VM");
+    char *event = NULL;
+    CHECK(qm_machine_events_wait(machine, "[{\"name\": \"RESUME\"}, {\"name\": \"STOP\"}]",
+                                 10000, &event) == QM_STATUS_OK &&
+              event && strstr(event, "\"event\":\"STOP\"") != NULL,
+          "qm_machine_events_wait takes the first of several events: STOP");
+    qm_string_free(event);
+    event = NULL;
+    CHECK_STATUS(qm_machine_events_wait(machine, "{\"name\": \"STOP\"}", 0, NULL),
+                 QM_STATUS_INVALID_JSON, "events_wait needs an array");
+    CHECK(qm_machine_execute(second, "cont", NULL, QM_TIMEOUT_DEFAULT, NULL) == QM_STATUS_OK &&
+              qm_machine_next_event(machine, 10000, &event) == QM_STATUS_OK && event &&
+              strstr(event, "\"event\":\"RESUME\"") != NULL,
+          "qm_machine_next_event takes the next event: RESUME");
+    qm_string_free(event);
+    event = NULL;
+    CHECK_STATUS(qm_machine_next_event(machine, 0, &event), QM_STATUS_TIMEOUT,
+                 "no event left: QM_STATUS_TIMEOUT");
+    qm_machine_free(second);
+    char *chardevs = NULL;
+    CHECK(qm_machine_execute(machine, "query-chardev", NULL, QM_TIMEOUT_DEFAULT, &chardevs) ==
+                  QM_STATUS_OK &&
+              chardevs &&
+              strstr(chardevs, "\"filename\":\"null\",\"label\":\"compat_monitor0\"") != NULL,
+          "-monitor null replaces the default monitor");
+    qm_string_free(chardevs);
+    CHECK(qm_machine_console_pty(machine, &text) == QM_STATUS_OK && text &&
+              strncmp(text, "/dev/pts/", 9) == 0,
+          "qm_machine_console_pty gives the console's terminal");
+    qm_string_free(text);
+    text = NULL;
+    CHECK(qm_machine_name(machine, &text) == QM_STATUS_OK && text && strcmp(text, "c-vm") == 0,
+          "qm_machine_name");
+    qm_string_free(text);
+    text = NULL;
+    CHECK(qm_machine_log_path(machine, &text) == QM_STATUS_OK && text && strcmp(text, log) == 0,
+          "qm_machine_log_path is in the log dir, under the name");
+    qm_string_free(text);
+    text = NULL;
+    CHECK(qm_machine_execute_raw(machine, "{\"execute\": \"query-status\", \"id\": \"mine\"}",
+                                 QM_TIMEOUT_DEFAULT, &text) == QM_STATUS_OK &&
+              text && strstr(text, "{\"return\":{") == text &&
+              strstr(text, "\"id\":\"mine\"") != NULL,
+          "qm_machine_execute_raw returns the whole reply, with the caller's id");
+    qm_string_free(text);
+    text = NULL;
+    CHECK(qm_machine_execute_raw(machine, "{\"execute\": \"cont\", \"bogus\": 1}",
+                                 QM_TIMEOUT_DEFAULT, &text) == QM_STATUS_OK &&
+              text && strstr(text, "{\"error\":{\"class\":\"GenericError\"") == text,
+          "a request QEMU refuses: its error reply, returned whole");
+    qm_string_free(text);
+    text = NULL;
+    CHECK_STATUS(qm_machine_execute_raw(machine, "[1]", QM_TIMEOUT_DEFAULT, &text),
+                 QM_STATUS_INVALID_JSON, "a raw request that is not an object");
+    CHECK_STATUS(qm_machine_wait_or_kill(machine, 300), QM_STATUS_NOT_GRACEFUL,
+                 "wait_or_kill of a QEMU that does not exit kills it: QM_STATUS_NOT_GRACEFUL");
+    CHECK(qm_machine_is_running(machine, &running) == QM_STATUS_OK && !running,
+          "it is gone");
+    struct stat st;
+    CHECK(stat(sock, &st) == 0, "the killed QEMU left its QMP socket");
+    qm_machine_free(machine);
+    CHECK(stat(sock, &st) != 0, "qm_machine_free removes it");
+    CHECK(file_mode(logs) == 0700 && file_mode(log) == 0600 && file_mode(console_log) == 0600,
+          "the log dir and logs are owner-only");
+    CHECK(file_contains(log, "char device redirected to /dev/pts/"),
+          "QEMU's log stays after the machine is gone");
+    unlink(log);
+    unlink(console_log);
+    rmdir(logs);
+    rmdir(dir);
+
+    /* wait_or_kill of a QEMU that exits; the console of a machine without a pty. */
+    machine = NULL;
+    CHECK_STATUS(launch_json(NONE_JSON, &machine), QM_STATUS_OK, "launch");
+    CHECK_STATUS(qm_machine_console_pty(machine, &text), QM_STATUS_UNSUPPORTED,
+                 "console_pty without a pty console: QM_STATUS_UNSUPPORTED");
+    CHECK_STATUS(qm_machine_qtest(machine, "inb 0x80", QM_TIMEOUT_DEFAULT, NULL),
+                 QM_STATUS_UNSUPPORTED, "qtest without the channel: QM_STATUS_UNSUPPORTED");
+    CHECK(qm_machine_execute(machine, "quit", NULL, QM_TIMEOUT_DEFAULT, NULL) == QM_STATUS_OK &&
+              qm_machine_wait_or_kill(machine, 10000) == QM_STATUS_OK,
+          "wait_or_kill of a QEMU that exits returns QM_STATUS_OK");
+    qm_machine_free(machine);
+}
+
 /* QM_TEST_MODE=reaper: see the top of the file. */
 static int play_reaper(void) {
     pthread_t thread;
@@ -2133,9 +2658,12 @@ int main(void) {
     check_sigchld_ignored();
     check_images();
     check_vm_description();
+    check_qtest();
+    check_qemumachine();
     const char *skip = getenv("QM_TEST_SKIP_GUEST");
     if (!(skip && strcmp(skip, "1") == 0)) {
         check_guest_console();
+        check_guest_agent();
     }
     check_signals_and_threads_untouched();
     printf("%d checks, %d failed\n", checks, failures);

@@ -1,21 +1,28 @@
-//! The guest fixture: a Debian cloud kernel and a busybox initramfs that the integration tests
+//! The guest fixture: a Debian kernel and a busybox initramfs that the integration tests
 //! boot under QEMU (TCG) to have a real Linux guest on the other end of a serial console,
-//! a virtio disk or a NIC.
+//! a virtio disk or a NIC, on x86_64 and on aarch64. (For a whole distribution, see
+//! [`crate::cloud_fixture`].)
 //!
 //! # Getting it
 //!
-//! [`GuestFixture::get`] returns the fixture, building it on first use under
-//! `<target>/guest-fixture/` (see [`crate::workspace_target_dir`]); `scripts/test.sh` builds it
-//! up front with `cargo run -p qemu-machine-tests --bin build-fixture`. Building downloads two
-//! Debian packages with `apt-get download` (the real package behind the `linux-image-cloud-amd64`
-//! metapackage, and `busybox-static`, kept in `<target>/guest-fixture/debs/`), unpacks them with
+//! [`GuestFixture::get`] returns the x86_64 fixture and [`GuestFixture::get_for`] the one of an
+//! architecture ([`Arch::X86_64`] or [`Arch::Aarch64`]), building it on first use under
+//! `<target>/guest-fixture/` (x86_64) or `<target>/guest-fixture-aarch64/` (see
+//! [`crate::workspace_target_dir`] and [`ArchSpec::cache_dir`]); `scripts/test.sh` builds
+//! both up front with `cargo run -p qemu-machine-tests --bin build-fixture`. Building downloads
+//! Debian packages of the fixture's architecture with `apt-get download` (the real package
+//! behind the kernel metapackage, [`ArchSpec::kernel_metapackage`], `busybox-static`, and
+//! for aarch64 GRUB's `grub-efi-arm64-bin`, kept in `<cache>/debs/`), unpacks them with
 //! `dpkg -x`, resolves module dependencies from the modules' own `.modinfo` sections, and
-//! writes an uncompressed newc initramfs. It takes a few seconds. The result lives in a
-//! directory named after a hash of everything that defines it (this module's sources, the
-//! `/init` script, the module list), so a change to any of them builds a new one; an unchanged
-//! one is reused without running apt at all. Several test processes may call `get` at once: a
-//! lock file serialises building, and each build happens in a temporary directory renamed into
-//! place when complete. To pick up a newer kernel package, delete `<target>/guest-fixture/`.
+//! writes an uncompressed newc initramfs. Packages of another architecture than the build
+//! machine's need that architecture enabled (`dpkg --add-architecture arm64 && apt-get
+//! update`; `scripts/install-deps.sh` does it). It takes a few seconds. The result lives in a
+//! directory named after a hash of everything that defines it (this module's source, the
+//! `/init` script, the module list, the architecture's definition), so a change to any of them
+//! builds a new one; an unchanged one is reused without running apt at all. Several test
+//! processes may call `get` at once: a lock file serialises building, and each build happens
+//! in a temporary directory renamed into place when complete. To pick up a newer kernel
+//! package, delete the cache directory.
 //!
 //! # Booting it
 //!
@@ -31,10 +38,31 @@
 //! ```
 //!
 //! Use TCG (`-accel tcg`): nested KVM on the development machines crashes Linux guests. The
-//! guest reaches [`READY_LINE`] in about two seconds. The console is the first serial port
-//! (`ttyS0`), so the machine needs one (`-serial ...`, or `-chardev` + `-serial chardev:ID`).
-//! The kernel has no SATA/AHCI and no e1000 driver: give the guest virtio devices
-//! (`virtio-blk-pci`, `virtio-net-pci`, `virtio-scsi-pci` + `scsi-hd`/`scsi-cd`, ...).
+//! x86_64 guest reaches [`READY_LINE`] in about two seconds. The console is the first serial
+//! port (`ttyS0`), so the machine needs one (`-serial ...`, or `-chardev` + `-serial
+//! chardev:ID`). The kernel has no SATA/AHCI and no e1000 driver: give the guest virtio
+//! devices (`virtio-blk-pci`, `virtio-net-pci`, `virtio-scsi-pci` + `scsi-hd`/`scsi-cd`, ...).
+//!
+//! ## aarch64
+//!
+//! The aarch64 fixture runs on QEMU's `virt` board (`qemu-system-aarch64 -machine virt -cpu
+//! cortex-a57`, or `max`), with its console on the board's PL011 UART, `ttyAMA0` (again the
+//! first serial port), and virtio devices on PCI (`virtio-blk-pci`, ...). Its kernel is Debian's
+//! generic arm64 one, not the cloud flavour, which lacks the `gpio_keys` driver the power button
+//! needs under a device tree (see [`AARCH64`]). It boots two ways:
+//!
+//! * direct kernel boot, as above (`-kernel`, `-initrd`, `-append`): QEMU gives the kernel a
+//!   device tree; the ready line comes after about 3 s;
+//! * by UEFI firmware (`qemu-efi-aarch64`'s AAVMF, as pflash) from [`GuestFixture::uefi_disk`]:
+//!   a GPT disk whose EFI system partition holds GRUB as `EFI/BOOT/BOOTAA64.EFI` (a
+//!   `grub-mkstandalone` image with its configuration inside), the kernel and the initramfs.
+//!   GRUB boots at once with [`kernel_cmdline(&[], "")`](GuestFixture::kernel_cmdline); the
+//!   firmware gives the kernel ACPI tables. The ready line comes after about 11 s. The command
+//!   line is fixed: `qm.run` and the other parameters need direct kernel boot.
+//!
+//! GRUB rather than the kernel's own EFI stub as the boot file: the stub would need its
+//! command line (with the initramfs) from the firmware's boot variables or an EFI shell
+//! script, while GRUB carries it in the image.
 //!
 //! # What the guest does
 //!
@@ -68,20 +96,24 @@
 //!
 //! # Power
 //!
-//! * `poweroff -f` powers the VM off through ACPI at once: QEMU reports `SHUTDOWN` and exits
+//! * `poweroff -f` powers the VM off at once (through ACPI on x86_64, PSCI on aarch64): QEMU reports `SHUTDOWN` and exits
 //!   with status 0. `reboot -f` resets the VM (QEMU exits instead when started with
 //!   `-no-reboot`). Plain `poweroff`/`reboot`/`halt` in the shell ask busybox init for a clean
 //!   shutdown (TERM then KILL to all processes, about 2 s longer). Inside a `qm.run` script use
 //!   the `-f` forms.
-//! * The ACPI power button (QMP `system_powerdown`) works: `/init` loads the `button` and
-//!   `evdev` modules and starts busybox `acpid`, which runs `/etc/acpi/PWRF/00000080` on the
-//!   power key: it prints [`POWER_BUTTON_LINE`], syncs and powers off.
+//! * The power button (QMP `system_powerdown`) works: `/init` loads the architecture's
+//!   [`ArchSpec::power_button_modules`] and starts busybox `acpid`, which runs
+//!   `/etc/acpi/PWRF/00000080` on the power key: it prints [`POWER_BUTTON_LINE`], syncs and
+//!   powers off. The key comes from the ACPI button on x86_64 (`button`) and on aarch64 booted
+//!   by UEFI (ACPI, the driver built in); on aarch64 booted with a device tree QEMU's `virt`
+//!   board raises a GPIO line instead, which `gpio_keys` reports as the same key.
 //! * `panic=-1`: a kernel panic reboots at once (and so ends QEMU under `-no-reboot`).
 //!
 //! # Modules
 //!
-//! The initramfs holds the modules in [`MODULES`] and everything they depend on
-//! ([`GuestFixture::modules`] lists them all), with a `modules.dep` and `modules.alias`, so
+//! The initramfs holds the modules in [`MODULES`], the power-button modules and everything they
+//! depend on ([`GuestFixture::modules`] lists them all; what the kernel has built in is not
+//! there, e.g. `virtio_ring` on aarch64), with a `modules.dep` and `modules.alias`, so
 //! `modprobe` works in the shell and the kernel loads filesystem and codepage modules on demand
 //! (mounting vfat pulls in `nls_cp437` and `nls_ascii`). ext4 is built into the kernel.
 
@@ -89,15 +121,21 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+mod arch;
 mod build;
+mod cache;
+pub(crate) mod disk;
 mod modinfo;
 mod modules;
-mod newc;
+pub(crate) mod newc;
 mod packages;
+
+pub use arch::{Arch, ArchSpec, UefiBoot, AARCH64, X86_64};
+pub(crate) use cache::{cached_build, remove_tree};
+pub(crate) use packages::run;
 
 /// The line `/init` prints on the console when the guest is set up and ready.
 pub const READY_LINE: &str = "QM-GUEST-READY";
@@ -110,8 +148,9 @@ pub const ERROR_PREFIX: &str = "QM-GUEST-ERROR: ";
 /// Printed by the guest when it powers off because of the ACPI power button.
 pub const POWER_BUTTON_LINE: &str = "QM-GUEST-POWER-BUTTON";
 
-/// The modules the initramfs carries (their dependencies are added). Names as the kernel
-/// spells them (underscores).
+/// The modules the initramfs carries on every architecture (their dependencies are added),
+/// besides the power-button modules of [`ArchSpec::power_button_modules`]. Names as the
+/// kernel spells them (underscores).
 pub const MODULES: &[&str] = &[
     // virtio transport and devices
     "virtio_pci",
@@ -133,9 +172,6 @@ pub const MODULES: &[&str] = &[
     "nls_ascii",
     "nls_iso8859_1",
     "nls_utf8",
-    // ACPI power button
-    "button",
-    "evdev",
 ];
 
 /// The `/init` script.
@@ -148,12 +184,8 @@ const INITTAB: &str = "::respawn:/bin/cttyhack /etc/qm-shell\n";
 /// The serial shell: echo off, fixed prompt.
 const SHELL_SCRIPT: &str =
     "#!/bin/sh\nstty -echo\nexport HOME=/root PS1='qm# '\ncd /root\nexec sh -i\n";
-/// The metapackage that names the current cloud kernel package.
-const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 /// The busybox package (statically linked, so it needs no libraries in the initramfs).
 const BUSYBOX_PACKAGE: &str = "busybox-static";
-/// The kernel's console device.
-const CONSOLE: &str = "ttyS0";
 /// Everything that defines the fixture's content; hashed into its directory name.
 const DEFINITION: &[&str] = &[
     INIT_SCRIPT,
@@ -161,7 +193,9 @@ const DEFINITION: &[&str] = &[
     INITTAB,
     SHELL_SCRIPT,
     include_str!("fixture.rs"),
+    include_str!("fixture/arch.rs"),
     include_str!("fixture/build.rs"),
+    include_str!("fixture/disk.rs"),
     include_str!("fixture/modinfo.rs"),
     include_str!("fixture/modules.rs"),
     include_str!("fixture/newc.rs"),
@@ -179,9 +213,16 @@ pub struct GuestFixture {
     pub dir: PathBuf,
     /// The kernel release (`uname -r` in the guest), e.g. `6.1.0-56-cloud-amd64`.
     pub kernel_version: String,
-    /// The names of all modules in the initramfs (those of [`MODULES`] and their
-    /// dependencies), sorted.
+    /// The names of all modules in the initramfs (those of [`MODULES`], the power-button
+    /// modules and their dependencies), sorted.
     pub modules: Vec<String>,
+    /// The guest architecture.
+    pub arch: Arch,
+    /// A raw disk image (GPT, one EFI system partition) that boots the same kernel and
+    /// initramfs by UEFI firmware, through GRUB, with [`kernel_cmdline(&[], "")`]
+    /// (Self::kernel_cmdline) as its command line; for architectures whose
+    /// [`ArchSpec::uefi`] says how (aarch64), else `None`. Attach it read-only.
+    pub uefi_disk: Option<PathBuf>,
 }
 
 /// Why the fixture could not be built or loaded.
@@ -210,6 +251,8 @@ pub enum FixtureError {
         /// What is wrong with it.
         detail: String,
     },
+    /// The fixture cannot be built for what was asked (an architecture without one).
+    Unsupported(String),
 }
 
 impl fmt::Display for FixtureError {
@@ -231,6 +274,7 @@ impl fmt::Display for FixtureError {
             FixtureError::Content { path, detail } => {
                 write!(f, "guest fixture: {}: {detail}", path.display())
             }
+            FixtureError::Unsupported(what) => write!(f, "guest fixture: {what}"),
         }
     }
 }
@@ -244,61 +288,64 @@ impl std::error::Error for FixtureError {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FixtureError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FixtureError + '_ {
     move |source| FixtureError::Io {
         path: path.to_owned(),
         source,
     }
 }
 
-fn content_err(path: &Path, detail: impl Into<String>) -> FixtureError {
+pub(crate) fn content_err(path: &Path, detail: impl Into<String>) -> FixtureError {
     FixtureError::Content {
         path: path.to_owned(),
         detail: detail.into(),
     }
 }
 
-/// The fixture once this process has it.
-static CACHED: Mutex<Option<GuestFixture>> = Mutex::new(None);
+/// The fixtures this process has, by architecture.
+static CACHED: Mutex<Vec<GuestFixture>> = Mutex::new(Vec::new());
 
 impl GuestFixture {
-    /// Returns the fixture for this workspace, building it under
+    /// Returns the x86_64 fixture for this workspace, building it under
     /// `<target>/guest-fixture/` if it is not there yet.
     ///
     /// If a package cannot be obtained, the error says which command to run.
     pub fn get() -> Result<GuestFixture, FixtureError> {
+        Self::get_for(Arch::X86_64)
+    }
+
+    /// Returns the fixture for `arch` (x86_64 or aarch64), building it under
+    /// `<target>/<ArchSpec::cache_dir>/` if it is not there yet.
+    pub fn get_for(arch: Arch) -> Result<GuestFixture, FixtureError> {
+        let spec = ArchSpec::of(arch)?;
         let mut cached = CACHED
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(fixture) = cached.as_ref() {
+        if let Some(fixture) = cached.iter().find(|f| f.arch == arch) {
             return Ok(fixture.clone());
         }
-        let fixture = Self::get_in(&crate::workspace_target_dir().join("guest-fixture"))?;
-        *cached = Some(fixture.clone());
+        let fixture = Self::get_for_in(arch, &crate::workspace_target_dir().join(spec.cache_dir))?;
+        cached.push(fixture.clone());
         Ok(fixture)
     }
 
     /// Like [`get`](Self::get), with the cache in `cache_dir` instead of the target dir.
     pub fn get_in(cache_dir: &Path) -> Result<GuestFixture, FixtureError> {
-        let dir = cache_dir.join(format!("fx-{:016x}", definition_hash()));
-        if dir.join(MANIFEST).exists() {
-            return Self::load(&dir);
-        }
-        fs::create_dir_all(cache_dir).map_err(io_err(cache_dir))?;
-        let _lock = Lock::acquire(&cache_dir.join(".lock"))?;
-        // Another process may have built it while this one waited for the lock.
-        if dir.join(MANIFEST).exists() {
-            return Self::load(&dir);
-        }
-        let staging = work_dir(cache_dir, "build")?;
-        build::build(cache_dir, staging.path())?;
-        fs::rename(staging.path(), &dir).map_err(io_err(&dir))?;
-        remove_stale(cache_dir, &dir);
-        Self::load(&dir)
+        Self::get_for_in(Arch::X86_64, cache_dir)
+    }
+
+    /// Like [`get_for`](Self::get_for), with the cache in `cache_dir`.
+    pub fn get_for_in(arch: Arch, cache_dir: &Path) -> Result<GuestFixture, FixtureError> {
+        let spec = ArchSpec::of(arch)?;
+        let name = format!("fx-{:016x}", definition_hash(spec));
+        let dir = cached_build(cache_dir, &name, "fx-", |staging| {
+            build::build(spec, cache_dir, staging)
+        })?;
+        Self::load(spec, &dir)
     }
 
     /// Reads a built fixture directory.
-    fn load(dir: &Path) -> Result<GuestFixture, FixtureError> {
+    fn load(spec: &ArchSpec, dir: &Path) -> Result<GuestFixture, FixtureError> {
         let manifest_path = dir.join(MANIFEST);
         let text = fs::read_to_string(&manifest_path).map_err(io_err(&manifest_path))?;
         let manifest: serde_json::Value = serde_json::from_str(&text)
@@ -317,8 +364,13 @@ impl GuestFixture {
             dir: dir.to_owned(),
             kernel_version,
             modules,
+            arch: spec.arch,
+            uefi_disk: spec.uefi.map(|_| dir.join(UEFI_DISK_FILE)),
         };
-        for file in [&fixture.kernel, &fixture.initrd] {
+        for file in [&fixture.kernel, &fixture.initrd]
+            .into_iter()
+            .chain(fixture.uefi_disk.as_ref())
+        {
             if !file.is_file() {
                 return Err(content_err(
                     file,
@@ -329,6 +381,11 @@ impl GuestFixture {
         Ok(fixture)
     }
 
+    /// The architecture's definition.
+    pub fn spec(&self) -> &'static ArchSpec {
+        ArchSpec::of(self.arch).expect("a fixture exists only for a supported architecture")
+    }
+
     /// The kernel command line: the serial console, `panic=-1`, `quiet`, `qm.modules=` with
     /// `modules` (omitted when empty), then `extra` (further `qm.*` or kernel parameters, e.g.
     /// `"qm.net=1"` or [`run_param`]'s result).
@@ -336,7 +393,7 @@ impl GuestFixture {
     /// A module that is not in the initramfs is reported by the guest: it prints an
     /// [`ERROR_PREFIX`] line and powers off ([`has_module`](Self::has_module) checks first).
     pub fn kernel_cmdline(&self, modules: &[&str], extra: &str) -> String {
-        let mut cmdline = format!("console={CONSOLE} panic=-1 quiet");
+        let mut cmdline = format!("console={} panic=-1 quiet", self.spec().console);
         if !modules.is_empty() {
             cmdline.push_str(" qm.modules=");
             cmdline.push_str(&modules.join(","));
@@ -384,14 +441,25 @@ const MANIFEST: &str = "manifest.json";
 const KERNEL_FILE: &str = "vmlinuz";
 const INITRD_FILE: &str = "initrd.cpio";
 
-/// FNV-1a over the fixture's definition: stable across Rust versions, unlike `DefaultHasher`.
-fn definition_hash() -> u64 {
+const UEFI_DISK_FILE: &str = "uefi-disk.img";
+
+/// The hash of the fixture's definition on one architecture.
+fn definition_hash(spec: &ArchSpec) -> u64 {
+    let spec = format!("{spec:?}");
+    fnv1a(
+        DEFINITION
+            .iter()
+            .chain(MODULES)
+            .chain([&spec.as_str()])
+            .map(|s| s.as_bytes()),
+    )
+}
+
+/// FNV-1a over `parts` (each followed by a 0xff byte, so that part boundaries count): stable
+/// across Rust versions, unlike `DefaultHasher`.
+pub(crate) fn fnv1a<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in DEFINITION
-        .iter()
-        .map(|s| s.as_bytes())
-        .chain(MODULES.iter().map(|s| s.as_bytes()))
-    {
+    for part in parts {
         for &byte in part.iter().chain(&[0xff]) {
             hash ^= u64::from(byte);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
@@ -427,64 +495,6 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// An exclusive `flock` on a file, released when dropped (or when the process dies).
-struct Lock {
-    _file: fs::File,
-}
-
-impl Lock {
-    fn acquire(path: &Path) -> Result<Lock, FixtureError> {
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(io_err(path))?;
-        loop {
-            // SAFETY: flock on a file descriptor this function owns through `file`, which
-            // stays open for the call.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(Lock { _file: file });
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(FixtureError::Io {
-                    path: path.to_owned(),
-                    source: err,
-                });
-            }
-        }
-    }
-}
-
-/// A directory `<parent>/.<tag>-<random>`, removed (with its contents) when dropped; after
-/// a successful rename its path no longer exists, and dropping it does nothing.
-fn work_dir(parent: &Path, tag: &str) -> Result<tempfile::TempDir, FixtureError> {
-    tempfile::Builder::new()
-        .prefix(&format!(".{tag}-"))
-        .tempdir_in(parent)
-        .map_err(io_err(parent))
-}
-
-/// Removes what earlier builds left in `cache_dir`: fixtures of other definitions, and the
-/// temporary directories of builds that were killed. Called with the lock held, so no build is
-/// using them. Best effort: a directory that cannot be removed is left for the next time.
-fn remove_stale(cache_dir: &Path, keep: &Path) {
-    let Ok(entries) = fs::read_dir(cache_dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let stale =
-            name.starts_with("fx-") || name.starts_with(".build-") || name.starts_with(".unpack-");
-        if stale && entry.path() != keep {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,6 +523,8 @@ mod tests {
             dir: "/".into(),
             kernel_version: "6.1.0-0-cloud-amd64".into(),
             modules: vec!["fat".into(), "nls_iso8859_1".into(), "vfat".into()],
+            arch: Arch::X86_64,
+            uefi_disk: None,
         }
     }
 
@@ -530,6 +542,33 @@ mod tests {
         );
         let args = f.boot_args("x y");
         assert_eq!(args, ["-kernel", "/k", "-initrd", "/i", "-append", "x y"]);
+        let arm = GuestFixture {
+            arch: Arch::Aarch64,
+            ..f
+        };
+        assert_eq!(
+            arm.kernel_cmdline(&["vfat"], ""),
+            "console=ttyAMA0 panic=-1 quiet qm.modules=vfat"
+        );
+    }
+
+    #[test]
+    fn architectures_have_their_own_definitions() {
+        assert_eq!(ArchSpec::of(Arch::X86_64).unwrap(), &X86_64);
+        assert_eq!(ArchSpec::of(Arch::Aarch64).unwrap(), &AARCH64);
+        let err = ArchSpec::of(Arch::Riscv64).unwrap_err();
+        assert!(
+            err.to_string().contains("no guest fixture for riscv64"),
+            "{err}"
+        );
+        assert_ne!(definition_hash(&X86_64), definition_hash(&AARCH64));
+        assert_ne!(X86_64.cache_dir, AARCH64.cache_dir);
+        for spec in [&X86_64, &AARCH64] {
+            assert_eq!(spec.arch.profile().console, spec.console);
+            assert_eq!(spec.power_button_modules.last(), Some(&"evdev"));
+        }
+        assert!(build::GRUB_CFG.contains(&format!("--label {} ", build::ESP_LABEL)));
+        assert!(X86_64.is_native() != AARCH64.is_native() || arch::HOST_DEBIAN_ARCH == "unknown");
     }
 
     #[test]
@@ -552,14 +591,18 @@ mod tests {
 
     #[test]
     fn definition_hash_is_stable_within_a_build() {
-        assert_eq!(definition_hash(), definition_hash());
-        assert_ne!(definition_hash(), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(definition_hash(&X86_64), definition_hash(&X86_64));
+        assert_ne!(definition_hash(&X86_64), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a([]), 0xcbf2_9ce4_8422_2325);
+        assert_ne!(fnv1a([&b"ab"[..], b""]), fnv1a([&b"a"[..], b"b"]));
     }
 
     #[test]
     fn a_corrupt_cached_fixture_is_a_clear_error() {
         let dir = crate::support::scratch("fixture-test");
-        let fx = dir.path().join(format!("fx-{:016x}", definition_hash()));
+        let fx = dir
+            .path()
+            .join(format!("fx-{:016x}", definition_hash(&X86_64)));
         fs::create_dir(&fx).unwrap();
         fs::write(fx.join(MANIFEST), "{not json").unwrap();
         let err = GuestFixture::get_in(dir.path()).unwrap_err();
@@ -577,5 +620,15 @@ mod tests {
         assert_eq!(f.kernel_version, "6.1");
         assert_eq!(f.modules, ["vfat"]);
         assert_eq!(f.kernel, fx.join(KERNEL_FILE));
+        // The aarch64 fixture needs its UEFI disk too.
+        let arm = dir
+            .path()
+            .join(format!("fx-{:016x}", definition_hash(&AARCH64)));
+        fs::create_dir(&arm).unwrap();
+        for file in [MANIFEST, KERNEL_FILE, INITRD_FILE] {
+            fs::copy(fx.join(file), arm.join(file)).unwrap();
+        }
+        let err = GuestFixture::get_for_in(Arch::Aarch64, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("uefi-disk.img: missing"), "{err}");
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Tests that need QEMU call [`qemu_system_x86_64`] / [`qemu_img`]: when the program is
 //! missing they panic with the `apt-get install` command to run, so a test fails loudly and
-//! never passes by skipping. Tests that boot Linux use [`fixture::GuestFixture`]. What the
+//! never passes by skipping. Tests that boot Linux use [`fixture::GuestFixture`] (busybox,
+//! x86_64 and aarch64) or [`cloud_fixture::CloudFixture`] (a Debian cloud image). What the
 //! test binaries share (scratch directories, `/proc`, launch configurations, the guest's shell,
 //! children under a deadline or on a pty) is in [`support`].
 
@@ -10,7 +11,9 @@ use std::env;
 use std::path::{Path, PathBuf};
 
 pub mod clib;
+pub mod cloud_fixture;
 pub mod fixture;
+pub mod qga;
 pub mod support;
 
 /// Finds `name` in the directories of `PATH`, like a shell would.
@@ -41,6 +44,16 @@ fn required_program(name: &str, package: &str) -> PathBuf {
 /// "qemu-system-x86_64 not found: install it with `apt-get install -y qemu-system-x86`".
 pub fn qemu_system_x86_64() -> PathBuf {
     required_program("qemu-system-x86_64", "qemu-system-x86")
+}
+
+/// The `qemu-system-aarch64` binary on `PATH`.
+///
+/// # Panics
+///
+/// If there is none, with the message
+/// "qemu-system-aarch64 not found: install it with `apt-get install -y qemu-system-arm`".
+pub fn qemu_system_aarch64() -> PathBuf {
+    required_program("qemu-system-aarch64", "qemu-system-arm")
 }
 
 /// The `qemu-img` binary on `PATH`.

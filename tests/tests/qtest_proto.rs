@@ -481,6 +481,9 @@ fn qemu_7_2_qtest_server_options() {
     // Without `log=none`, the server logs every line to stderr.
     let mut qemu = Qemu::launch_with(&["-accel", "tcg", "-object", "qtest,id=qtest,chardev=qt"]);
     assert_eq!(qemu.ok(|q| q.inl(0xcfc)), 0xffff_ffff);
+    // QEMU logs a reply's line in two writes around sending it: a second command's reply
+    // means the first line is whole (the server is single-threaded).
+    assert_eq!(qemu.ok(|q| q.inl(0xcf8)), 0);
     qemu.child.kill().unwrap();
     qemu.child.wait().unwrap();
     let stderr = qemu.stderr();

@@ -1263,7 +1263,7 @@ _qemu__machine() {
             return 0
             ;;
         qemu__subcmd__machine__subcmd__start)
-            opts="-m -v -q -h -V --arch --qemu --machine --cpu --smp --memory --accel --name --kernel --initrd --append --bios --uefi --no-reboot --disk --disk-size --default-partitions --forward --vnc --user --password --ssh-key --hostname --qemu-arg --console-log --launch-timeout --verbose --quiet --help --version"
+            opts="-m -v -q -h -V --arch --qemu --machine --cpu --smp --memory --accel --name --kernel --initrd --append --bios --uefi --no-reboot --disk --disk-size --default-partitions --forward --vnc --user --password --ssh-key --hostname --qemu-arg --console-log --launch-timeout --no-guest-agent --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

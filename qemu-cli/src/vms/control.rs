@@ -4,7 +4,8 @@
 //! one line back: `{"ok": VALUE}` or `{"error": "MESSAGE"}`. After the `ok` of `console` the
 //! connection carries the console's bytes both ways; after the `ok` of `qmp` it speaks QMP
 //! (greeting, `qmp_capabilities`, commands, events), served by the supervisor on its own QMP
-//! connection to QEMU.
+//! connection to QEMU. The `ok` of `exec` ([`ExecOutput`]) is followed by the command's output
+//! bytes.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -66,17 +67,26 @@ pub struct Stopped {
     pub message: String,
 }
 
-/// What the guest agent reported of a command run with `exec`.
+/// What the guest agent reported of a command run with `exec`: the header of the answer,
+/// which the command's standard output (`stdout_len` bytes) and standard error (`stderr_len`
+/// bytes) follow on the connection, as they are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecOutput {
-    /// The command's exit code.
-    pub exit_code: i32,
-    /// Its standard output.
+    /// The command's exit code (absent when a signal ended it).
+    pub exit_code: Option<i32>,
+    /// The signal that ended it.
     #[serde(default)]
-    pub stdout: String,
-    /// Its standard error.
+    pub signal: Option<i32>,
+    /// How many bytes of standard output follow.
+    pub stdout_len: u64,
+    /// How many bytes of standard error follow them.
+    pub stderr_len: u64,
+    /// The guest agent cut the standard output short (qemu-ga keeps at most 16 MiB).
     #[serde(default)]
-    pub stderr: String,
+    pub stdout_truncated: bool,
+    /// The guest agent cut the standard error short.
+    #[serde(default)]
+    pub stderr_truncated: bool,
 }
 
 /// Reads one line (up to `\n`) byte by byte, so that nothing after it is consumed.

@@ -10,7 +10,7 @@ pub mod control;
 pub mod state;
 pub mod supervisor;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,12 +37,17 @@ pub struct StartArgs {
     /// How long QEMU may take to start.
     #[arg(long, value_name = "DURATION", value_parser = duration::parse, default_value = "30s")]
     pub launch_timeout: Duration,
+    /// Leave out the guest agent's channel (a virtio-serial port `org.qemu.guest_agent.0`,
+    /// which `exec` talks to).
+    #[arg(long)]
+    pub no_guest_agent: bool,
 }
 
 /// `list`.
 #[derive(Args, Debug)]
 pub struct ListArgs {
-    /// Print JSON (an array of objects) instead of a table.
+    /// Print JSON (an array of objects) instead of a table; each also says whether the
+    /// guest agent runs (`guest_agent`: "running", "not running", or "none" without a channel).
     #[arg(long)]
     pub json: bool,
 }
@@ -111,6 +116,13 @@ const QUIT_SLACK: Duration = Duration::from_secs(30);
 pub fn start(args: StartArgs, quiet: bool) -> CliResult {
     let mut config = args.vm.to_config()?;
     config.console(true).launch_timeout(args.launch_timeout);
+    if !args.no_guest_agent {
+        if let Some(vm) = config.get_vm() {
+            let mut vm = vm.clone();
+            vm.spec.guest_agent = true;
+            config.vm(vm);
+        }
+    }
     if let Some(log) = &args.console_log {
         config.console_log(log);
     }
@@ -261,19 +273,29 @@ pub fn list(args: &ListArgs, quiet: bool) -> CliResult {
         .map_or(0, |d| d.as_secs());
     let mut rows = Vec::new();
     for (entry, info) in live {
-        let state = match &info {
-            None => "starting".to_owned(),
+        let (state, agent) = match &info {
+            None => ("starting".to_owned(), Value::Null),
             Some(_) => match control::request(&entry, &Request::Info, Duration::from_secs(3)) {
-                Ok((_, v)) => v["state"].as_str().unwrap_or("unknown").to_owned(),
-                Err(_) => "unresponsive".to_owned(),
+                Ok((_, v)) => (
+                    v["state"].as_str().unwrap_or("unknown").to_owned(),
+                    json!(match (
+                        v["guest_agent"].as_bool(),
+                        v["guest_agent_running"].as_bool()
+                    ) {
+                        (Some(false), _) => "none",
+                        (_, Some(true)) => "running",
+                        _ => "not running",
+                    }),
+                ),
+                Err(_) => ("unresponsive".to_owned(), Value::Null),
             },
         };
-        rows.push((entry, info, state));
+        rows.push((entry, info, state, agent));
     }
     if args.json {
         let list: Vec<Value> = rows
             .iter()
-            .map(|(entry, info, state)| {
+            .map(|(entry, info, state, agent)| {
                 json!({
                     "name": entry.name,
                     "state": state,
@@ -283,6 +305,7 @@ pub fn list(args: &ListArgs, quiet: bool) -> CliResult {
                     "uptime_s": info.as_ref().map(|i| now.saturating_sub(i.started)),
                     "qemu_version": info.as_ref().map(|i| i.qemu_version.clone()),
                     "forwards": info.as_ref().map(|i| i.forwards.clone()).unwrap_or_default(),
+                    "guest_agent": agent,
                 })
             })
             .collect();
@@ -295,7 +318,7 @@ pub fn list(args: &ListArgs, quiet: bool) -> CliResult {
     }
     let width = rows
         .iter()
-        .map(|(e, _, _)| e.name.len())
+        .map(|(e, ..)| e.name.len())
         .max()
         .unwrap_or(0)
         .max(4);
@@ -303,7 +326,7 @@ pub fn list(args: &ListArgs, quiet: bool) -> CliResult {
         "{:<width$}  {:>7}  {:<12}  {:>7}  FORWARDS\n",
         "NAME", "PID", "STATE", "UPTIME"
     );
-    for (entry, info, state) in &rows {
+    for (entry, info, state, _) in &rows {
         let pid = info
             .as_ref()
             .map_or_else(|| "-".to_owned(), |i| i.qemu_pid.to_string());
@@ -428,10 +451,13 @@ pub fn kill(args: &KillArgs, quiet: bool) -> CliResult {
     }
 }
 
+/// The most output `exec` takes from its supervisor per stream (qemu-ga keeps at most 16 MiB).
+const EXEC_OUTPUT_MAX: u64 = 64 << 20;
+
 /// Runs `exec`.
 pub fn exec(args: &ExecArgs) -> CliResult {
     let (entry, _) = state::find(&args.name)?;
-    let (_, value) = control::request(
+    let (mut stream, value) = control::request(
         &entry,
         &Request::Exec {
             argv: args.command.clone(),
@@ -439,18 +465,61 @@ pub fn exec(args: &ExecArgs) -> CliResult {
         },
         args.timeout + ANSWER_TIMEOUT,
     )?;
-    let out: ExecOutput = serde_json::from_value(value)
-        .map_err(|e| Failure::failed(format!("VM {}: a bad answer: {e}", entry.name)))?;
-    exec_output(&out)
+    let bad = |what: String| Failure::failed(format!("VM {}: a bad answer: {what}", entry.name));
+    let out: ExecOutput = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+    if out.stdout_len > EXEC_OUTPUT_MAX || out.stderr_len > EXEC_OUTPUT_MAX {
+        return Err(bad(format!(
+            "{} + {} bytes of output",
+            out.stdout_len, out.stderr_len
+        )));
+    }
+    let mut read = |len: u64| -> Result<Vec<u8>, Failure> {
+        let mut bytes = Vec::new();
+        stream
+            .set_read_timeout(Some(ANSWER_TIMEOUT))
+            .and_then(|()| (&mut stream).take(len).read_to_end(&mut bytes))
+            .map_err(|e| bad(format!("reading the command's output: {e}")))?;
+        if bytes.len() as u64 != len {
+            return Err(bad(format!(
+                "the output ended after {} of {len} bytes",
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
+    };
+    let stdout = read(out.stdout_len)?;
+    let stderr = read(out.stderr_len)?;
+    exec_output(&out, &stdout, &stderr)
 }
 
-/// Shows what a command run in the guest printed, and exits with its exit code (255 for one
-/// out of range).
-fn exec_output(out: &ExecOutput) -> CliResult {
-    crate::print_stdout(&out.stdout)?;
+/// Shows what a command run in the guest printed, and exits with its exit code: 128 + the
+/// signal for one a signal ended, 255 for one out of range.
+fn exec_output(out: &ExecOutput, stdout: &[u8], stderr: &[u8]) -> CliResult {
+    {
+        let mut o = std::io::stdout().lock();
+        o.write_all(stdout)
+            .and_then(|()| o.flush())
+            .map_err(|e| Failure::failed(format!("writing to stdout: {e}")))?;
+    }
     let mut err = std::io::stderr().lock();
-    let _ = err.write_all(out.stderr.as_bytes());
-    Ok(u8::try_from(out.exit_code).unwrap_or(255))
+    let _ = err.write_all(stderr);
+    for (truncated, name) in [
+        (out.stdout_truncated, "standard output"),
+        (out.stderr_truncated, "standard error"),
+    ] {
+        if truncated {
+            let _ = writeln!(
+                err,
+                "qemu-machine: the guest agent cut the command's {name} short (it keeps at \
+                 most 16 MiB)"
+            );
+        }
+    }
+    Ok(match (out.exit_code, out.signal) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(255),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(255),
+        (None, None) => 255,
+    })
 }
 
 #[cfg(test)]
@@ -468,15 +537,24 @@ mod tests {
     #[test]
     fn an_exec_exits_with_the_commands_code() {
         let out = ExecOutput {
-            exit_code: 3,
-            stdout: String::new(),
-            stderr: String::new(),
+            exit_code: Some(3),
+            signal: None,
+            stdout_len: 0,
+            stderr_len: 0,
+            stdout_truncated: false,
+            stderr_truncated: false,
         };
-        assert_eq!(exec_output(&out).unwrap(), 3);
+        assert_eq!(exec_output(&out, b"", b"").unwrap(), 3);
         let out = ExecOutput {
-            exit_code: -1,
+            exit_code: Some(-1),
             ..out
         };
-        assert_eq!(exec_output(&out).unwrap(), 255);
+        assert_eq!(exec_output(&out, b"", b"").unwrap(), 255);
+        let out = ExecOutput {
+            exit_code: None,
+            signal: Some(9),
+            ..out
+        };
+        assert_eq!(exec_output(&out, b"", b"").unwrap(), 137);
     }
 }

@@ -17,6 +17,7 @@ pub use accel::{args_choose_accel, resolve_accel, AccelChoice, ACCEL_ENV};
 use crate::error::Error;
 use crate::image::QemuImg;
 use crate::vm::VmLaunch;
+use qemu_cmdline::MonitorAddress;
 
 /// A descriptor QEMU inherits at launch and finds in an fdset (rendered as `-add-fd
 /// fd=N,set=S,opaque=O`, see [`qemu_cmdline::AddFd`]).
@@ -65,6 +66,16 @@ pub enum AttachTarget {
 /// | `oob`, `qmp_ids` | ask for out-of-band execution; send an id with every command | true, false |
 /// | `display_none` | add `-display none` (not with `vm`, whose `display` decides) | true |
 /// | `max_message_size` | bound of one QMP message | 10 MiB |
+/// | `qmp` | the library's own QMP connection (QEMUMachine's `set_qmp_monitor`) | true |
+/// | `qmp_listen` | more QMP servers for other clients: `"unix:PATH"`, `"tcp:[HOST:]PORT"` (host `127.0.0.1` unless named, port 0 picked by the kernel) | none |
+/// | `monitor_null` | add `-monitor null` (QEMUMachine's `add_monitor_null`) | false |
+/// | `console_device` | the device carrying the console: a device type taking a chardev (`"isa-serial"`, ...), or `"virtconsole"` | the machine's serial port |
+/// | `console_index` | serial ports connected to nothing before the console | 0 |
+/// | `console_pty` | the console on a pseudo-terminal QEMU makes ([`Machine::console_pty`](crate::Machine::console_pty)) | false |
+/// | `qtest` | a qtest channel ([`Machine::qtest`](crate::Machine::qtest)) | false |
+/// | `name` | the machine's name: its log files' names in `log_dir` | the temp dir's name |
+/// | `log_dir` | keep QEMU's log (`NAME.log`) and the console log (`NAME-console.log`) there, after the machine is gone | none: the log is in the temp dir |
+/// | `launch_settle_ms` | without `qmp` (and without `qtest`): how long QEMU must run for the launch to count as done | 500 |
 ///
 /// ```
 /// use qemu_process::{AccelChoice, MachineConfig};
@@ -123,6 +134,33 @@ pub struct MachineConfig {
     pub(crate) max_message_size: usize,
     #[serde(skip)]
     pub(crate) qemu_img: QemuImg,
+    pub(crate) qmp: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) qmp_listen: Vec<MonitorAddress>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub(crate) monitor_null: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) console_device: Option<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(crate) console_index: u32,
+    #[serde(skip_serializing_if = "is_false")]
+    pub(crate) console_pty: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub(crate) qtest: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) log_dir: Option<PathBuf>,
+    #[serde(rename = "launch_settle_ms", with = "forms::millis")]
+    pub(crate) launch_settle: Duration,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The binary a raw launch runs unless told otherwise.
@@ -143,6 +181,8 @@ pub const DEFAULT_CONSOLE_BUFFER: usize = 1 << 20;
 pub const DEFAULT_CONSOLE_INPUT_BUFFER: usize = 64 << 10;
 /// Default bound of events kept until taken.
 pub const DEFAULT_MAX_EVENTS: usize = qmp_proto::DEFAULT_MAX_EVENTS;
+/// Default settle time of a launch without QMP (see [`MachineConfig::launch_settle`]).
+pub const DEFAULT_LAUNCH_SETTLE: Duration = Duration::from_millis(500);
 
 impl Default for MachineConfig {
     fn default() -> MachineConfig {
@@ -167,6 +207,16 @@ impl Default for MachineConfig {
             display_none: None,
             max_message_size: qmp_proto::DEFAULT_MAX_MESSAGE_SIZE,
             qemu_img: QemuImg::default(),
+            qmp: true,
+            qmp_listen: Vec::new(),
+            monitor_null: false,
+            console_device: None,
+            console_index: 0,
+            console_pty: false,
+            qtest: false,
+            name: None,
+            log_dir: None,
+            launch_settle: DEFAULT_LAUNCH_SETTLE,
         }
     }
 }
@@ -235,8 +285,54 @@ impl MachineConfig {
             .map_err(|e| Error::InvalidArgument(format!("the configuration as JSON: {e}")))
     }
 
-    /// Checks settings that exclude each other: raw arguments or `display_none` with a VM.
+    /// Checks settings that exclude each other: raw arguments or `display_none` with a VM; a
+    /// console choice with the console turned off; what needs the library's QMP connection
+    /// without it (a QMP server on TCP port 0, whose port is read back over QMP; a VM's port
+    /// forwards, likewise); a `name` that is not a plain file name.
     pub fn check(&self) -> Result<(), Error> {
+        let invalid = |message: String| {
+            Err(Error::InvalidArgument(format!(
+                "invalid configuration: {message}"
+            )))
+        };
+        if self.console == Some(false) && self.console_chosen() {
+            return invalid(
+                "`console_device`, `console_index` and `console_pty` choose a console, but                  `console` is false"
+                    .into(),
+            );
+        }
+        if !self.qmp {
+            if let Some(a) = self
+                .qmp_listen
+                .iter()
+                .find(|a| matches!(a, MonitorAddress::Tcp { port, .. } if *port == 0))
+            {
+                return invalid(format!(
+                    "`qmp_listen` {a}: the port QEMU picks for port 0 is read back over QMP, and                      `qmp` is false; name a port"
+                ));
+            }
+            if self
+                .vm
+                .as_ref()
+                .is_some_and(|vm| !vm.spec.forwards().is_empty())
+            {
+                return invalid(
+                    "a VM's port forwards are read back over QMP, and `qmp` is false".into(),
+                );
+            }
+        }
+        if let Some(name) = &self.name {
+            if name.is_empty()
+                || name == "."
+                || name == ".."
+                || name.contains('/')
+                || name.contains('\0')
+            {
+                return invalid(format!(
+                    "`name` {name:?} must be a plain file name (not empty, no `/`)"
+                ));
+            }
+        }
         if self.vm.is_some() {
             let raw_only = [
                 ("args", !self.args.is_empty()),
@@ -468,9 +564,147 @@ impl MachineConfig {
         self.qmp_timeout
     }
 
-    /// Whether a console is attached to the guest's first serial port.
+    /// Whether the machine has a console (on the guest's first serial port unless
+    /// [`console_device`](MachineConfig::console_device) chooses another): as set with
+    /// [`console`](MachineConfig::console), else when a console device, index or pty is
+    /// chosen, else for a VM.
     pub fn get_console(&self) -> bool {
-        self.console.unwrap_or(self.vm.is_some())
+        self.console
+            .unwrap_or(self.vm.is_some() || self.console_chosen())
+    }
+
+    /// Whether a console device, index or pty was chosen.
+    fn console_chosen(&self) -> bool {
+        self.console_device.is_some() || self.console_index > 0 || self.console_pty
+    }
+
+    /// Launches without the library's QMP connection when `false` (QEMUMachine's
+    /// `set_qmp_monitor(False)`; default `true`).
+    ///
+    /// QEMU then gets no QMP monitor from the library (add [`qmp_listen`](Self::qmp_listen)
+    /// servers, or your own `-qmp` arguments, for other clients). Without QMP the library
+    /// cannot ask QEMU whether it is up, so [`Machine::launch`](crate::Machine::launch)
+    /// returns once QEMU has run for [`launch_settle`](Self::launch_settle) without exiting
+    /// (or, with [`qtest`](Self::qtest), as soon as QEMU answers a qtest command, which it
+    /// does once its initialisation is over); a QEMU that exits before is
+    /// [`Error::Launch`](crate::Error::Launch) with its output, one that exits later is seen by
+    /// [`Machine::wait`](crate::Machine::wait) and [`Machine::is_running`](crate::Machine::is_running).
+    /// [`Machine::shutdown`](crate::Machine::shutdown) sends `SIGTERM` (QEMU's graceful exit)
+    /// and, after its timeout, `SIGKILL`. QMP calls are [`Error::Unsupported`].
+    pub fn qmp(&mut self, on: bool) -> &mut Self {
+        self.qmp = on;
+        self
+    }
+
+    /// Adds a QMP server at `address` for another client (a QMP shell, a second program),
+    /// beside the library's own connection, which stays on its socketpair: QEMU listens there
+    /// without waiting for a client, and takes one client at a time (QEMU's rule). A unix
+    /// socket left behind by a QEMU that was killed is removed when the machine is dropped.
+    /// The address as QEMU listens on it (the port it picked for port 0) is
+    /// [`Machine::qmp_listen_addresses`](crate::Machine::qmp_listen_addresses).
+    ///
+    /// ```
+    /// use qemu_process::MachineConfig;
+    /// let mut config = MachineConfig::new("qemu-system-x86_64");
+    /// config.qmp_listen("tcp:0".parse()?).qmp_listen("unix:/tmp/vm1.qmp".parse()?);
+    /// # Ok::<(), qemu_cmdline::Error>(())
+    /// ```
+    pub fn qmp_listen(&mut self, address: MonitorAddress) -> &mut Self {
+        self.qmp_listen.push(address);
+        self
+    }
+
+    /// Adds `-monitor null` (QEMUMachine's `add_monitor_null`): a human monitor connected to
+    /// nothing, in place of the one QEMU adds by default without `-nodefaults`.
+    pub fn monitor_null(&mut self, on: bool) -> &mut Self {
+        self.monitor_null = on;
+        self
+    }
+
+    /// Chooses the device that carries the console and turns the console on (QEMUMachine's
+    /// `set_console(device_type, console_index)`).
+    ///
+    /// `device_type` `None` is the machine's own serial port kind (`-serial`); `"virtconsole"`
+    /// a virtio console (the guest's `hvc0`) on a virtio-serial controller of its own (PCI,
+    /// or MMIO for a VM whose transport is MMIO); any other name a device type that takes a
+    /// chardev (`"isa-serial"`, `"pci-serial"`, ...), added as `-device TYPE,chardev=...`.
+    /// `console_index` serial ports connected to nothing (`-serial null`) come first, so that
+    /// a serial console is the guest's `ttyS<console_index>`.
+    pub fn console_device(&mut self, device_type: Option<&str>, console_index: u32) -> &mut Self {
+        self.console_device = device_type.map(str::to_owned);
+        self.console_index = console_index;
+        self.console = Some(true);
+        self
+    }
+
+    /// Puts the console on a pseudo-terminal QEMU makes instead of a socket the library
+    /// drains: another program opens it
+    /// ([`Machine::console_pty`](crate::Machine::console_pty) gives its path), and the
+    /// console calls of [`Machine`](crate::Machine) are [`Error::Unsupported`]. A
+    /// [`console_log`](Self::console_log) (or the one in [`log_dir`](Self::log_dir)) is
+    /// written by QEMU. Turns the console on.
+    pub fn console_pty(&mut self, on: bool) -> &mut Self {
+        self.console_pty = on;
+        if on {
+            self.console = Some(true);
+        }
+        self
+    }
+
+    /// Adds a qtest channel (QEMUQtestMachine): QEMU's device-test protocol on a socketpair
+    /// the library owns, driven through [`Machine::qtest`](crate::Machine::qtest).
+    ///
+    /// The qtest accelerator (`-accel qtest`, whose virtual clock `clock_step` and
+    /// `clock_set` drive) is used when the QEMU binary has it (`-accel help` lists it; the
+    /// answer is kept per binary) and the accelerator is left to the library
+    /// ([`AccelChoice::Auto`]; [`ACCEL_ENV`] does not apply). Debian's QEMU 7.2 has no qtest
+    /// accelerator: QEMU then runs on TCG with `-S`, so no guest code runs, devices answer
+    /// port and memory accesses as they would under the qtest accelerator, and `clock_step`
+    /// and `clock_set` fail with [`Error::NoQtestClock`](crate::Error::NoQtestClock). An
+    /// accelerator chosen explicitly (or by the arguments) is kept, with `-S`.
+    pub fn qtest(&mut self, on: bool) -> &mut Self {
+        self.qtest = on;
+        self
+    }
+
+    /// The machine's name (QEMUMachine's `name`): the base of its log files' names in
+    /// [`log_dir`](Self::log_dir). A plain file name; it is not passed to QEMU (use a VM's
+    /// `name`, or `-name`, for that). Default: the name of the machine's temp dir
+    /// (`qemu-machine.XXXXXX`), unique.
+    pub fn name(&mut self, name: impl Into<String>) -> &mut Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Keeps the logs in `dir` (QEMUMachine's `log_dir`), where they stay after the machine
+    /// is gone: QEMU's output in `NAME.log` and, with a console and no
+    /// [`console_log`](Self::console_log) of its own, the console's output in
+    /// `NAME-console.log` (NAME is [`name`](Self::name)). Both are owner-only (0600),
+    /// truncated at each launch (a relaunch starts them over); `dir` is made, owner-only, if
+    /// it does not exist.
+    pub fn log_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.log_dir = Some(dir.into());
+        self
+    }
+
+    /// Without [`qmp`](Self::qmp) and [`qtest`](Self::qtest): how long QEMU must run without
+    /// exiting for [`Machine::launch`](crate::Machine::launch) to return (default 500 ms,
+    /// [`DEFAULT_LAUNCH_SETTLE`]; never longer than the launch timeout). QEMU reports a bad
+    /// option or a missing file within milliseconds; a longer settle catches slower failures
+    /// at the cost of a slower launch.
+    pub fn launch_settle(&mut self, settle: Duration) -> &mut Self {
+        self.launch_settle = settle;
+        self
+    }
+
+    /// Whether the library has its own QMP connection (see [`qmp`](Self::qmp)).
+    pub fn get_qmp(&self) -> bool {
+        self.qmp
+    }
+
+    /// Whether the machine gets a qtest channel.
+    pub fn get_qtest(&self) -> bool {
+        self.qtest
     }
 }
 

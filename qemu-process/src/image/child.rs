@@ -126,7 +126,7 @@ impl Drop for RunningChild {
 }
 
 /// A file with no name (O_TMPFILE), or a named one unlinked at once where O_TMPFILE is missing.
-fn anonymous_file() -> Result<File, Error> {
+pub(crate) fn anonymous_file() -> Result<File, Error> {
     let dir = std::env::temp_dir();
     match File::options()
         .read(true)

@@ -35,7 +35,7 @@ use qemu_cmdline::{Argv, Format, ImgCommand, Repair, Size};
 
 use crate::error::Error;
 
-mod child;
+pub(crate) mod child;
 mod convert;
 mod flash;
 mod info;

@@ -16,8 +16,13 @@ impl Machine {
     // ------------------------------------------------------------------------------------------
 
     pub(super) fn console_mut(&mut self) -> Result<&mut Console, Error> {
+        let pty = self.extras.console_pty;
         self.console.as_mut().ok_or_else(|| {
-            Error::Unsupported("this machine has no console (MachineConfig::console)".into())
+            Error::Unsupported(if pty {
+                "this machine's console is on a pty: open Machine::console_pty()".into()
+            } else {
+                "this machine has no console (MachineConfig::console)".into()
+            })
         })
     }
 

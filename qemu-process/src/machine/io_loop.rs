@@ -11,7 +11,7 @@ use mio::unix::SourceFd;
 use mio::Interest;
 use qmp_proto::SessionState;
 
-use super::{Deadline, Machine, CHILD, CONSOLE, QMP};
+use super::{Deadline, Machine, CHILD, CONSOLE, GUEST, QMP, QTEST};
 use crate::error::Error;
 use crate::sys;
 
@@ -66,6 +66,8 @@ impl Machine {
     pub(super) fn turn(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
         self.flush_qmp();
         self.flush_console();
+        self.flush_qtest();
+        self.flush_guest();
         if let Err(e) = self.poll.poll(&mut self.mio_events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {
                 return Ok(());
@@ -75,6 +77,8 @@ impl Machine {
         let (mut qmp_read, mut qmp_write, mut con_read, mut con_write, mut child) =
             (false, false, false, false, false);
         let (mut qmp_closed, mut con_closed) = (false, false);
+        let (mut qtest_read, mut qtest_closed, mut qtest_write) = (false, false, false);
+        let (mut guest_read, mut guest_write, mut guest_closed) = (false, false, false);
         for event in self.mio_events.iter() {
             let closed = event.is_read_closed() || event.is_error();
             let read = event.is_readable() || closed;
@@ -91,14 +95,32 @@ impl Machine {
                     con_write |= write;
                 }
                 CHILD => child = true,
+                QTEST => {
+                    qtest_read |= read;
+                    qtest_closed |= closed;
+                    qtest_write |= write;
+                }
+                GUEST => {
+                    guest_read |= read;
+                    guest_closed |= closed;
+                    guest_write |= write;
+                }
                 _ => {}
             }
         }
         if qmp_read {
             self.read_qmp(qmp_closed);
+            // Before the agent's bytes: its port closing or the guest going down counts first.
+            self.guest_observe_events();
         }
         if con_read {
             self.read_console(con_closed);
+        }
+        if qtest_read {
+            self.read_qtest(qtest_closed);
+        }
+        if qtest_write {
+            self.flush_qtest();
         }
         if qmp_write {
             self.flush_qmp();
@@ -106,9 +128,17 @@ impl Machine {
         if con_write {
             self.flush_console();
         }
+        if guest_read {
+            self.read_guest(guest_closed);
+        }
+        if guest_write {
+            self.flush_guest();
+        }
         if child {
             self.reap_now();
         }
+        // What reaping read of QMP too.
+        self.guest_observe_events();
         Ok(())
     }
 
@@ -370,13 +400,22 @@ impl Machine {
             // QEMU is gone, so all it sent is in the socket buffers and EOF follows it.
             self.read_qmp(true);
             self.read_console(true);
+            self.read_qtest(true);
             self.flush_console_log();
         }
         Some(status)
     }
 
-    /// Why the connection cannot be used: a protocol error, QEMU's exit, or plain disconnection.
+    /// Why the connection cannot be used: a protocol error, QEMU's exit, or plain disconnection;
+    /// for a machine launched without QMP, that.
     pub(super) fn connection_error(&mut self) -> Error {
+        if !self.qmp_enabled {
+            return Error::Unsupported(
+                "this machine was launched without the library's QMP connection \
+                 (MachineConfig::qmp(false))"
+                    .into(),
+            );
+        }
         if let Some(e) = &self.qmp.fatal {
             return Error::Protocol(e.clone());
         }

@@ -21,8 +21,10 @@ use crate::spawn::{
 };
 use crate::sys;
 use crate::vm::resolve::Created;
-use qemu_cmdline::Harness;
+use qemu_cmdline::{ConsoleDevice, Harness};
 
+use super::qemumachine::Extras;
+use super::qtest::{QtestConn, QtestPlan};
 use super::vm::VmParts;
 
 impl Machine {
@@ -95,7 +97,14 @@ impl Machine {
             )?),
             None => None,
         };
-        let mut machine = Machine::start(config, temp_dir.path(), vm.as_ref())?;
+        let name = config.name.clone().unwrap_or_else(|| {
+            temp_dir
+                .path()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "qemu".into())
+        });
+        let mut machine = Machine::start(config, temp_dir.path(), vm.as_ref(), &name)?;
         machine.temp_dir = Some(temp_dir);
         machine.vm = vm;
         machine.created = created;
@@ -116,7 +125,8 @@ impl Machine {
         self.ensure_stopped("relaunching")?;
         let deadline = Deadline::after(config.launch_timeout);
         let temp = self.temp_dir().map(Path::to_path_buf).unwrap_or_default();
-        let mut fresh = Machine::start(&config, &temp, self.vm.as_ref())?;
+        let name = self.extras.name.clone();
+        let mut fresh = Machine::start(&config, &temp, self.vm.as_ref(), &name)?;
         fresh.finish_launch(deadline)?;
         fresh.temp_dir = self.temp_dir.take();
         fresh.vm = self.vm.take();
@@ -127,27 +137,39 @@ impl Machine {
         self.read_vm_forwards()
     }
 
-    /// Starts one QEMU process for `config` with its log and sockets in `temp`: the argv from
-    /// [`render_argv`], the harness descriptors inherited as 3, 4, ...
+    /// Starts one QEMU process for `config` with its log and sockets in `temp` (the logs in
+    /// the config's `log_dir` under `name`, if it has one): the argv from [`render`], the
+    /// harness descriptors inherited as 3, 4, ...
     pub(super) fn start(
         config: &MachineConfig,
         temp: &Path,
         vm: Option<&VmParts>,
+        name: &str,
     ) -> Result<Machine, Error> {
-        let argv = render_argv(config, vm.map(|v| &v.resolved), true)?;
-        let log_path = temp.join("qemu.log");
+        let (log_path, console_log) = config.log_paths(temp, name)?;
+        let rendered = render(config, vm.map(|v| &v.resolved), true, &console_log)?;
+        let argv = rendered.argv;
         let log = create_private_file(&log_path)
             .map_err(Error::io_with(format!("creating {}", log_path.display())))?;
-        let (qmp_ours, qmp_theirs) =
-            sys::socketpair().map_err(Error::io_with("creating the QMP socketpair"))?;
-        // Descriptors QEMU inherits, as 3, 4, ... in the order `render_argv` numbers them.
-        let mut inherit: Vec<BorrowedFd<'_>> = vec![qmp_theirs.as_fd()];
+        // Descriptors QEMU inherits, as 3, 4, ... in the order `render` numbers them.
+        let mut inherit: Vec<BorrowedFd<'_>> = Vec::new();
+        let mut qmp_ours = None;
+        let mut qmp_theirs = None;
+        if config.qmp {
+            let (ours, theirs) =
+                sys::socketpair().map_err(Error::io_with("creating the QMP socketpair"))?;
+            qmp_ours = Some(ours);
+            qmp_theirs = Some(theirs);
+        }
+        if let Some(theirs) = &qmp_theirs {
+            inherit.push(theirs.as_fd());
+        }
         let mut console = None;
         let mut console_theirs = None;
-        if config.get_console() {
+        if config.get_console() && !config.console_pty {
             let (ours, theirs) =
                 sys::socketpair().map_err(Error::io_with("creating the console socketpair"))?;
-            let log = match &config.console_log {
+            let log = match &console_log {
                 Some(path) => Some(
                     File::options()
                         .write(true)
@@ -163,7 +185,7 @@ impl Machine {
                 fd: Some(ours),
                 buffer: ConsoleBuffer::new(config.console_buffer),
                 log: log.map(|file| std::io::BufWriter::with_capacity(READ_CHUNK, file)),
-                log_path: config.console_log.clone(),
+                log_path: console_log.clone(),
                 out: Vec::new(),
                 out_limit: config.console_input_buffer.max(1),
                 interest_write: false,
@@ -175,7 +197,28 @@ impl Machine {
         if let Some(theirs) = &console_theirs {
             inherit.push(theirs.as_fd());
         }
+        let mut qtest = None;
+        let mut qtest_theirs = None;
+        if let Some(plan) = &rendered.qtest {
+            let (ours, theirs) =
+                sys::socketpair().map_err(Error::io_with("creating the qtest socketpair"))?;
+            qtest = Some(QtestConn::new(ours, plan));
+            qtest_theirs = Some(theirs);
+        }
+        if let Some(theirs) = &qtest_theirs {
+            inherit.push(theirs.as_fd());
+        }
         inherit.extend(config.add_fds.iter().map(|a| a.fd.as_fd()));
+        // The guest agent's channel comes last (see `render_argv`).
+        let mut guest = None;
+        if vm.is_some_and(|v| v.resolved.guest_agent) {
+            let (ours, theirs) = sys::socketpair()
+                .map_err(Error::io_with("creating the guest agent's socketpair"))?;
+            guest = Some((ours, theirs));
+        }
+        if let Some((_, theirs)) = &guest {
+            inherit.push(theirs.as_fd());
+        }
 
         log::info!("launching QEMU: {}", qemu_cmdline::shell_quote(&argv));
         let child = ChildProc::spawn(&SpawnRequest {
@@ -193,7 +236,11 @@ impl Machine {
         })?;
         // QEMU has its copies now; ours would only keep the sockets open after QEMU dies.
         drop(inherit);
-        drop((qmp_theirs, console_theirs, log));
+        drop((qmp_theirs, console_theirs, qtest_theirs, log));
+        let guest = guest.map(|(ours, theirs)| {
+            drop(theirs);
+            ours
+        });
         log::debug!("QEMU started, pid {}", child.pid());
 
         let options = SessionOptions {
@@ -213,12 +260,31 @@ impl Machine {
             argv,
         )?;
         machine.log_path = Some(log_path);
+        machine.qmp_enabled = config.qmp;
+        if let Some(mut conn) = qtest {
+            conn.register(machine.poll.registry())?;
+            if !config.qmp {
+                // QEMU answers once its initialisation is over: the launch's end.
+                conn.probe = conn.session.endianness().ok();
+            }
+            machine.qtest = Some(conn);
+        }
+        machine.extras = Extras::for_launch(config, name);
+        if let Some(ours) = guest {
+            machine.attach_guest_channel(
+                ours,
+                SessionOptions {
+                    max_message_size: config.max_message_size,
+                    ..SessionOptions::default()
+                },
+            )?;
+        }
         Ok(machine)
     }
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn from_parts(
-        qmp_fd: OwnedFd,
+        qmp_fd: Option<OwnedFd>,
         unix: bool,
         session: Session,
         console: Option<Console>,
@@ -228,9 +294,11 @@ impl Machine {
     ) -> Result<Machine, Error> {
         let poll = Poll::new().map_err(Error::io_with("creating an epoll instance"))?;
         let registry = poll.registry();
-        registry
-            .register(&mut SourceFd(&qmp_fd.as_raw_fd()), QMP, Interest::READABLE)
-            .map_err(Error::io_with("registering the QMP socket"))?;
+        if let Some(fd) = &qmp_fd {
+            registry
+                .register(&mut SourceFd(&fd.as_raw_fd()), QMP, Interest::READABLE)
+                .map_err(Error::io_with("registering the QMP socket"))?;
+        }
         if let Some(fd) = console.as_ref().and_then(|c| c.fd.as_ref()) {
             registry
                 .register(&mut SourceFd(&fd.as_raw_fd()), CONSOLE, Interest::READABLE)
@@ -251,7 +319,7 @@ impl Machine {
             poll,
             mio_events: Events::with_capacity(8),
             qmp: QmpConn {
-                fd: Some(qmp_fd),
+                fd: qmp_fd,
                 session,
                 interest_write: false,
                 force_writable: false,
@@ -269,18 +337,28 @@ impl Machine {
             read_buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
             config: None,
             vm: None,
+            guest: None,
             created: Created::default(),
+            qtest: None,
+            qmp_enabled: true,
+            extras: Extras::default(),
             temp_dir: None,
         })
     }
 
-    /// Waits for QMP negotiation, or QEMU's exit (a launch error), until `deadline`.
+    /// Waits for QMP negotiation, or QEMU's exit (a launch error), until `deadline`. Without
+    /// QMP: for the qtest channel's first answer, or for the settle time to pass.
     pub(crate) fn finish_launch(&mut self, deadline: Deadline) -> Result<(), Error> {
-        let result = self.run_until(
-            deadline,
-            || "the QMP greeting and capability negotiation".to_owned(),
-            |m| m.launch_check(),
-        );
+        let what = if self.qmp_enabled {
+            "the QMP greeting and capability negotiation"
+        } else {
+            "QEMU's first qtest answer"
+        };
+        let result = if self.qmp_enabled || self.qtest.is_some() {
+            self.run_until(deadline, || what.to_owned(), |m| m.launch_check())
+        } else {
+            self.settle()
+        };
         if let Err(e) = &result {
             if !matches!(e, Error::Launch { .. }) {
                 log::warn!("launch failed: {e}");
@@ -291,7 +369,7 @@ impl Machine {
 
     /// One look at the launch: `Some(Ok)` when negotiated, `Some(Err)` when it failed.
     pub(crate) fn launch_check(&mut self) -> Option<Result<(), Error>> {
-        if self.qmp.session.is_ready() {
+        if self.qmp_enabled && self.qmp.session.is_ready() {
             if let Some(g) = self.qmp.session.greeting() {
                 log::info!(
                     "QMP ready (pid {:?}): QEMU {}.{}.{} {}, oob {}",
@@ -303,10 +381,27 @@ impl Machine {
                     self.qmp.session.oob_enabled()
                 );
             }
-            // A VM's forwards are read back now (so are they on relaunch).
-            return Some(self.read_vm_forwards());
+            // A VM's forwards are read back now (so are they on relaunch), and the QMP
+            // servers' and ptys' addresses when they are needed.
+            return Some(self.read_vm_forwards().and_then(|()| self.read_chardevs()));
         }
-        if let Some(status) = self.exit_status_now() {
+        if !self.qmp_enabled {
+            if let Some(conn) = self.qtest.as_mut() {
+                if let Some(probe) = conn.probe {
+                    if let Some(Ok(_)) = conn.session.take(probe) {
+                        conn.probe = None;
+                        log::info!("qtest ready (pid {:?})", self.pid());
+                        self.created.keep();
+                        return Some(Ok(()));
+                    }
+                }
+            }
+        }
+        let exited = self.exit_status_now();
+        if exited.is_none() && !self.qmp_enabled && self.qtest.is_none() && self.settled() {
+            return Some(Ok(()));
+        }
+        if let Some(status) = exited {
             let log = self.log().unwrap_or_default();
             log::warn!("QEMU exited during launch ({status}): {}", log.trim_end());
             return Some(Err(Error::Launch {
@@ -318,8 +413,13 @@ impl Machine {
         if let Some(e) = &self.qmp.fatal {
             return Some(Err(Error::Protocol(e.clone())));
         }
-        if self.qmp.fd.is_none() && self.child.is_none() {
+        if self.qmp_enabled && self.qmp.fd.is_none() && self.child.is_none() {
             return Some(Err(Error::Disconnected));
+        }
+        if !self.qmp_enabled && self.qtest.as_ref().is_some_and(|c| c.fd.is_none()) {
+            // The qtest stream broke without QEMU exiting (an answer that is not the protocol).
+            let e = self.qtest_closed_error();
+            return Some(Err(e));
         }
         // A closed QMP socket with a live child means QEMU is on its way out: the exit watch will say.
         None
@@ -336,7 +436,7 @@ impl Machine {
         let (fd, unix) = connect_with_retry(&target, deadline)?;
         log::info!("attached to QMP server {target:?}");
         let mut machine = Machine::from_parts(
-            fd,
+            Some(fd),
             unix,
             attach_session(),
             None,
@@ -358,7 +458,7 @@ impl Machine {
         sys::set_nonblocking(socket.as_raw_fd(), true)
             .map_err(Error::io_with("making the QMP socket non-blocking"))?;
         let mut machine = Machine::from_parts(
-            socket,
+            Some(socket),
             domain == libc::AF_UNIX,
             attach_session(),
             None,
@@ -401,7 +501,10 @@ fn pause_for(d: Duration) {
     }
 }
 
-fn connect_with_retry(target: &AttachTarget, deadline: Deadline) -> Result<(OwnedFd, bool), Error> {
+pub(crate) fn connect_with_retry(
+    target: &AttachTarget,
+    deadline: Deadline,
+) -> Result<(OwnedFd, bool), Error> {
     let mut backoff = Duration::from_millis(5);
     let mut last_error: Option<io::Error>;
     loop {
@@ -493,16 +596,35 @@ fn connect_tcp(addr: std::net::SocketAddr, deadline: Deadline) -> io::Result<Own
     }
 }
 
-/// The full argv QEMU is started with (wrapper first): the launcher's harness (QMP on
-/// descriptor 3, the console on 4 when enabled, then the config's `add_fd`s, see
-/// [`inherited_fd`]) rendered by qemu-cmdline with the raw arguments or the resolved VM. With
-/// `find` the wrapper and binary are looked up in `PATH` (a missing one is
-/// [`Error::BinaryNotFound`]); without, they are shown as configured.
+/// What [`render`] gives: the argv, and for a qtest machine how it runs.
+pub(crate) struct Rendered {
+    pub(crate) argv: Vec<OsString>,
+    pub(crate) qtest: Option<QtestPlan>,
+}
+
+/// The full argv QEMU is started with (wrapper first); see [`render`].
 pub(crate) fn render_argv(
     config: &MachineConfig,
     resolved: Option<&qemu_cmdline::VmSpec>,
     find: bool,
+    console_log: &Option<PathBuf>,
 ) -> Result<Vec<OsString>, Error> {
+    render(config, resolved, find, console_log).map(|r| r.argv)
+}
+
+/// The full argv QEMU is started with (wrapper first): the launcher's harness (QMP, the
+/// console and the qtest channel on descriptors 3, 4, ... in that order, each when enabled,
+/// then the config's `add_fd`s, then the guest agent's channel when the VM has one, see
+/// [`inherited_fd`]; QMP servers, `-monitor null`) rendered by
+/// qemu-cmdline with the raw arguments or the resolved VM. With `find` the wrapper and binary
+/// are looked up in `PATH` (a missing one is [`Error::BinaryNotFound`]); without, they are
+/// shown as configured. `console_log` is the file a pty console logs to.
+pub(crate) fn render(
+    config: &MachineConfig,
+    resolved: Option<&qemu_cmdline::VmSpec>,
+    find: bool,
+    console_log: &Option<PathBuf>,
+) -> Result<Rendered, Error> {
     let locate = |program: &Path| -> Result<PathBuf, Error> {
         if !find {
             return Ok(program.to_path_buf());
@@ -510,33 +632,80 @@ pub(crate) fn render_argv(
         find_executable(program).ok_or_else(|| Error::BinaryNotFound(program.to_path_buf()))
     };
     let binary = locate(config.get_binary())?;
+    let mut next = 0;
+    let mut take = || {
+        next += 1;
+        inherited_fd(next - 1)
+    };
     let console = config.get_console();
-    let first_add = if console { 2 } else { 1 };
     let mut harness = Harness {
-        qmp_fd: Some(inherited_fd(0)),
-        console_fd: console.then(|| inherited_fd(1)),
-        add_fds: config
-            .add_fds
-            .iter()
-            .enumerate()
-            .map(|(i, a)| qemu_cmdline::AddFd {
-                fd: inherited_fd(first_add + i),
-                set: a.fdset,
-                opaque: a.opaque.clone(),
-            })
-            .collect(),
+        qmp_fd: config.qmp.then(&mut take),
+        console_fd: (console && !config.console_pty).then(&mut take),
+        console_pty: console && config.console_pty,
+        console_logfile: console_log.clone().filter(|_| config.console_pty),
+        console_index: config.console_index,
+        qtest_fd: config.qtest.then(&mut take),
+        qmp_listen: config.qmp_listen.clone(),
+        monitor_null: config.monitor_null,
         ..Harness::default()
     };
+    harness.add_fds = config
+        .add_fds
+        .iter()
+        .map(|a| qemu_cmdline::AddFd {
+            fd: take(),
+            set: a.fdset,
+            opaque: a.opaque.clone(),
+        })
+        .collect();
+    // The guest agent's channel comes after the add_fds (see `Machine::start`).
+    harness.guest_agent_fd = resolved
+        .is_some_and(|spec| spec.guest_agent)
+        .then(&mut take);
+    let transport = resolved.map_or(qemu_cmdline::VirtioTransport::Pci, |spec| {
+        spec.virtio_transport
+            .unwrap_or(spec.arch.profile().virtio_transport)
+    });
+    harness.console_device = match config.console_device.as_deref() {
+        None => ConsoleDevice::Serial,
+        Some("virtconsole") => ConsoleDevice::VirtConsole(transport),
+        Some(other) => ConsoleDevice::Device(other.to_owned()),
+    };
+    let mut qtest = None;
     let cmd = match resolved {
         Some(spec) => {
             let mut spec = spec.clone();
             spec.binary = Some(binary);
+            if config.qtest {
+                // The resolution chose the accelerator and -S (see `Resolver::accel`).
+                let qtest_accel = qemu_cmdline::Accel::Other("qtest".into());
+                qtest = Some(QtestPlan {
+                    clock: match spec.accel.as_slice() {
+                        [] => None,
+                        [only] => Some(*only == qtest_accel),
+                        _ => Some(false),
+                    },
+                    accel: spec.accel.first().cloned(),
+                    paused: spec.paused,
+                });
+            }
             spec.to_command_line_with(&harness)?
         }
         None => {
             harness.display_none = config.display_none.unwrap_or(true);
             let choice = config.get_accel();
-            if !(choice == AccelChoice::Auto && args_choose_accel(&config.args)) {
+            let args_choose = choice == AccelChoice::Auto && args_choose_accel(&config.args);
+            if config.qtest {
+                let choice = match choice {
+                    _ if args_choose => None,
+                    AccelChoice::Auto => Some(AccelChoice::Auto),
+                    other => Some(resolve_accel(other, &binary)),
+                };
+                let plan = QtestPlan::new(choice, &binary);
+                harness.accel = plan.accel.clone();
+                harness.paused = plan.paused;
+                qtest = Some(plan);
+            } else if !args_choose {
                 harness.accel = resolve_accel(choice, &binary).qemu_accel();
             }
             let mut cmd = qemu_cmdline::CommandLine::new(&binary);
@@ -550,5 +719,5 @@ pub(crate) fn render_argv(
         argv.extend(config.wrapper[1..].iter().cloned());
     }
     argv.extend(cmd.build()?.to_vec());
-    Ok(argv)
+    Ok(Rendered { argv, qtest })
 }

@@ -2,13 +2,14 @@
 //!
 //! The type and its accessors are here; its calls are grouped by concern in the submodules:
 //! `launch` (spawn, attach), `io_loop` (the poll loop), `qmp` (commands, descriptors), `events`,
-//! `console`, `lifecycle` (power, shutdown), `vm` (a VM's forwards, drives, screendumps).
+//! `console`, `lifecycle` (power, shutdown), `vm` (a VM's forwards, drives, screendumps), `guest`
+//! (the guest agent's channel).
 //!
 //! Every blocking call runs the same loop ([`Machine::run_until`]): flush pending output, wait
-//! in `mio::Poll` for the QMP socket, the console socket or the child's exit watch, feed what arrived into the
-//! `qmp_proto` session (which keeps the events, matches replies, discards those of abandoned
-//! commands), drain the console, reap the child; then check the call's own condition, until it
-//! holds or the call's deadline passes.
+//! in `mio::Poll` for the QMP socket, the console socket, the guest agent's socket or the child's
+//! exit watch, feed what arrived into the `qmp_proto` sessions (QMP's keeps the events, matches
+//! replies, discards those of abandoned commands), drain the console, reap the child; then check
+//! the call's own condition, until it holds or the call's deadline passes.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -31,6 +32,8 @@ use crate::vm::resolve::Created;
 const QMP: Token = Token(0);
 const CONSOLE: Token = Token(1);
 const CHILD: Token = Token(2);
+const QTEST: Token = Token(3);
+const GUEST: Token = Token(4);
 
 /// Bytes read from a socket per recv call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -81,6 +84,8 @@ pub struct PollSources {
     /// The descriptor that becomes readable when QEMU exits (its channel to the process
     /// guardian), until the exit has been seen.
     pub child: Option<RawFd>,
+    /// The qtest socket, while open.
+    pub qtest: Option<RawFd>,
 }
 
 /// A descriptor added to an fdset at run time (the reply of QMP `add-fd`).
@@ -128,10 +133,16 @@ struct Console {
 /// Nothing here spawns a thread or sleeps: every call that waits does so in one `mio::Poll` under
 /// its own deadline, and keeps draining events and console output while it waits.
 ///
-/// Dropping a `Machine` kills QEMU (its whole process group) if it still runs, reaps it, and
-/// removes the temp dir. A `Machine` may move between threads, and the thread that launched it
-/// may exit: QEMU belongs to the process (see [`start_guardian`](crate::start_guardian)), which
-/// takes it down and removes its temp dir if the process dies without dropping it.
+/// Dropping a `Machine` whose QEMU still runs kills it: `SIGKILL` to its whole process group,
+/// never a graceful shutdown (which would make a forgotten machine's drop take as long as its
+/// guest does to power off); call [`shutdown`](Machine::shutdown) first for that. The drop
+/// then waits for the kernel to finish QEMU, at most 10 seconds (a process stuck in
+/// uninterruptible sleep is left a zombie, reaped by the guardian later, and logged), and
+/// removes the temp dir (log files kept in a [`log_dir`](crate::MachineConfig::log_dir)
+/// stay). Dropping an attached machine only closes the connection. A `Machine` may move
+/// between threads, and the thread that launched it may exit: QEMU belongs to the process
+/// (see [`start_guardian`](crate::start_guardian)), which takes it down and removes its temp
+/// dir if the process dies without dropping it.
 pub struct Machine {
     poll: Poll,
     mio_events: Events,
@@ -148,8 +159,16 @@ pub struct Machine {
     config: Option<MachineConfig>,
     /// What a VM launch resolved (description, drives, forwards, VNC socket).
     vm: Option<vm::VmParts>,
+    /// The guest agent's channel, for a VM whose description asks for one.
+    guest: Option<crate::guest::channel::GuestChannel>,
     /// Files the launch made outside the temp dir, removed unless QMP comes up.
     created: Created,
+    /// The qtest channel, for a machine launched with `MachineConfig::qtest`.
+    qtest: Option<qtest::QtestConn>,
+    /// Whether the machine was launched (or attached) with the library's QMP connection.
+    qmp_enabled: bool,
+    /// QEMUMachine's extras: name, QMP servers, ptys.
+    extras: qemumachine::Extras,
     /// Dropped last (fields drop in order), after the child was killed in `Drop::drop`.
     temp_dir: Option<TempDir>,
 }
@@ -260,6 +279,11 @@ impl Machine {
                 .as_ref()
                 .filter(|c| c.status().is_none())
                 .map(ChildProc::exit_fd_raw),
+            qtest: self
+                .qtest
+                .as_ref()
+                .and_then(|q| q.fd.as_ref())
+                .map(AsRawFd::as_raw_fd),
         }
     }
 
@@ -300,16 +324,24 @@ impl Drop for Machine {
                 }
             }
         }
+        self.remove_listen_sockets();
         // The temp dir (and log) go when the fields drop, after the process is gone.
     }
 }
 
 mod console;
 mod events;
+mod guest;
 mod io_loop;
 mod launch;
 mod lifecycle;
+mod qemumachine;
 mod qmp;
+mod qtest;
 #[cfg(test)]
 mod tests;
 mod vm;
+
+pub(crate) use launch::connect_with_retry;
+pub use qtest::Qtest;
+pub(crate) use qtest::QtestPlan;

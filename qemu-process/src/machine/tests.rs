@@ -99,7 +99,7 @@ fn peer_with(
     let ours = OwnedFd::from(ours);
     sys::set_nonblocking(ours.as_raw_fd(), true).unwrap();
     let mut machine = Machine::from_parts(
-        ours,
+        Some(ours),
         true,
         session,
         None,

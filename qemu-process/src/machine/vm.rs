@@ -48,6 +48,7 @@ impl VmParts {
             accel: config.accel,
             dry_run,
             progress,
+            qtest: config.qtest,
         }
         .resolve(launch)?;
         Ok(VmParts {
@@ -68,16 +69,18 @@ impl MachineConfig {
     /// them. Programs are shown as configured (not looked up in `PATH`).
     pub fn argv(&self) -> Result<Vec<std::ffi::OsString>, Error> {
         self.check()?;
+        let base = self.temp_base.clone().unwrap_or_else(std::env::temp_dir);
+        let temp = base.join("qemu-machine.XXXXXX");
         let resolved = match &self.vm {
             Some(launch) => {
-                let base = self.temp_base.clone().unwrap_or_else(std::env::temp_dir);
-                let temp = base.join("qemu-machine.XXXXXX");
                 let mut created = Created::default();
                 Some(VmParts::resolve(self, launch, &temp, &mut created, true, None)?.resolved)
             }
             None => None,
         };
-        super::launch::render_argv(self, resolved.as_ref(), false)
+        let name = self.name.as_deref().unwrap_or("qemu-machine.XXXXXX");
+        let console_log = self.log_paths_unmade(&temp, name).1;
+        super::launch::render_argv(self, resolved.as_ref(), false, &console_log)
     }
 }
 
@@ -149,8 +152,8 @@ impl Machine {
         self.vm_ref().map_or(&[], |v| &v.drives)
     }
 
-    /// Whether QEMU is still running (handles pending I/O first, so a just-exited QEMU is
-    /// seen as exited).
+    /// Whether QEMU is still running (QEMUMachine's `is_running`; handles pending I/O first, so
+    /// a just-exited QEMU is seen as exited). Always `false` for an attached machine.
     pub fn is_running(&mut self) -> bool {
         let _ = self.process_io();
         self.child.is_some() && self.exit_status_now().is_none()

@@ -17,6 +17,7 @@ use crate::cloudinit::CloudInitSpec;
 use crate::config::{args_choose_accel, resolve_accel, AccelChoice as Accel};
 use crate::error::Error;
 use crate::image::QemuImg;
+use crate::machine::QtestPlan;
 
 /// Files the launch created outside the temp dir, removed unless the launch succeeds.
 #[derive(Default)]
@@ -61,6 +62,9 @@ pub(crate) struct Resolver<'a, 'p> {
     pub(crate) accel: Option<Accel>,
     pub(crate) dry_run: bool,
     pub(crate) progress: Option<ProgressFn<'p>>,
+    /// The machine gets a qtest channel: `auto` means the qtest accelerator when the binary
+    /// has it, else TCG, and `-S` unless it runs the qtest accelerator.
+    pub(crate) qtest: bool,
 }
 
 impl Resolver<'_, '_> {
@@ -205,6 +209,8 @@ impl Resolver<'_, '_> {
             .binary
             .clone()
             .unwrap_or_else(|| PathBuf::from(r.arch.profile().binary));
+        // A qtest machine does not run guest code: -S, unless it gets the qtest accelerator.
+        r.paused |= self.qtest;
         let choice = match self.accel {
             Some(Accel::None) => return,
             Some(a) => a,
@@ -220,6 +226,12 @@ impl Resolver<'_, '_> {
                 .is_some_and(|m| m.props().get("accel").is_some())
                 || args_choose_accel(&r.extra_args))
         {
+            return;
+        }
+        if self.qtest && choice == Accel::Auto {
+            let plan = QtestPlan::new(Some(Accel::Auto), &binary);
+            r.paused = plan.paused;
+            r.accel = plan.accel.into_iter().collect();
             return;
         }
         r.accel = match resolve_accel(choice, &binary) {

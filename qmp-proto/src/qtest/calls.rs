@@ -336,7 +336,7 @@ fn parse_hex_blob(values: &str, size: usize) -> std::result::Result<Vec<u8>, Str
 
 /// Base64 of exactly `size` bytes.
 fn parse_base64(values: &str, size: usize) -> std::result::Result<Vec<u8>, String> {
-    let data = base64::decode(values)?;
+    let data = base64::decode(values).map_err(|e| e.to_string())?;
     if data.len() != size {
         return Err(format!("expected {size} bytes, got {}", data.len()));
     }

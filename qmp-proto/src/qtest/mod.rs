@@ -47,7 +47,6 @@
 //!
 //! [`Session`]: crate::Session
 
-mod base64;
 mod calls;
 mod error;
 mod grammar;
@@ -55,6 +54,7 @@ mod grammar;
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
 
+use crate::base64;
 use crate::session::RequestId;
 
 pub use calls::Endianness;

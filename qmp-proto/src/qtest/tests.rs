@@ -395,7 +395,11 @@ fn failures_and_bad_replies_name_the_command_and_the_answer() {
     );
     assert_eq!(
         error_of(q.take(bad_b64)),
-        reply("b64read 0x0 0x2", "OK AB*=", "invalid base64 character '*'")
+        reply(
+            "b64read 0x0 0x2",
+            "OK AB*=",
+            "invalid base64 at offset 2: a byte outside the base64 alphabet"
+        )
     );
     assert_eq!(
         error_of(q.take(wrong_len)),

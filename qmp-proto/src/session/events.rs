@@ -30,7 +30,14 @@ pub(super) struct EventQueue {
     /// of being queued.
     filter: Option<EventFilter>,
     matched: Option<Event>,
+    /// Names of events whose arrivals are also copied to `seen` ([`Session::observe_events`]).
+    observed: Vec<String>,
+    /// Copies of observed events not taken yet, at most [`MAX_OBSERVED`].
+    seen: VecDeque<Event>,
 }
+
+/// The most copies of observed events kept until taken; older ones are dropped first.
+const MAX_OBSERVED: usize = 256;
 
 impl EventQueue {
     pub(super) fn new(limit: usize) -> Self {
@@ -43,12 +50,20 @@ impl EventQueue {
             too_large: 0,
             filter: None,
             matched: None,
+            observed: Vec::new(),
+            seen: VecDeque::new(),
         }
     }
 
     /// An event arrived: the filter's match, queued, or dropped when the queue is full.
     pub(super) fn push(&mut self, event: Event) {
         log::debug!("QMP event {} {}", event.name, event.data);
+        if self.observed.contains(&event.name) {
+            if self.seen.len() >= MAX_OBSERVED {
+                self.seen.pop_front();
+            }
+            self.seen.push_back(event.clone());
+        }
         if self.matched.is_none() && self.filter.as_ref().is_some_and(|f| f.matches(&event)) {
             self.matched = Some(event);
             return;
@@ -187,5 +202,24 @@ impl Session {
     pub fn clear_event_filter(&mut self) -> Option<Event> {
         self.events.filter = None;
         self.events.matched.take()
+    }
+
+    /// Also copies every event called one of `names` that arrives from now on, for
+    /// [`take_observed`](Session::take_observed), whatever happens to the event itself (queued,
+    /// held for the filter, or dropped from a full queue). For a driver that must react to some
+    /// events (a guest agent's port closing) without taking them from the caller. Replaces the
+    /// previous names; at most 256 copies are kept until taken, the oldest dropped first.
+    pub fn observe_events<I, S>(&mut self, names: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.events.observed = names.into_iter().map(Into::into).collect();
+    }
+
+    /// The oldest copy of an observed event not taken yet (see
+    /// [`observe_events`](Session::observe_events)).
+    pub fn take_observed(&mut self) -> Option<Event> {
+        self.events.seen.pop_front()
     }
 }

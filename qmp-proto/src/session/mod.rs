@@ -218,6 +218,9 @@ pub struct Session {
     in_band_sent: usize,
     replies: HashMap<u64, std::result::Result<Value, ReplyError>>,
     events: EventQueue,
+    /// Raw requests ([`Session::execute_raw`]) in flight or answered: the `id` their caller
+    /// gave, put back into the reply.
+    raw: HashMap<u64, Option<Value>>,
 }
 
 impl Session {
@@ -252,6 +255,7 @@ impl Session {
             in_band_sent: 0,
             replies: HashMap::new(),
             events: EventQueue::new(options_max_events),
+            raw: HashMap::new(),
         }
     }
 
@@ -412,7 +416,12 @@ impl Session {
     /// `guest-sync-delimited` with `token`, forgets every command in flight, and drops all
     /// received bytes up to the `0xFF` the agent sends before its reply, so that output a
     /// previous client left unread is skipped. The reply's value is `token`: compare it, and
-    /// use a fresh random token each time.
+    /// use a fresh random token each time (QAPI's `int`: at most `i64::MAX`).
+    ///
+    /// What was not written yet of earlier requests is dropped too: those commands are
+    /// forgotten, so the agent must not run them. A request cut short that way leaves a partial
+    /// JSON text at the agent, which the `0xFF` makes it discard (it answers with a parse error
+    /// before the sentinel, which is skipped).
     pub fn guest_sync(&mut self, token: u64) -> Result<RequestId> {
         if self.state == SessionState::Closed {
             return Err(Error::Closed);
@@ -424,11 +433,14 @@ impl Session {
         }
         // Forgotten, not answered: the agent drops what it had not answered yet.
         self.sent.clear();
+        let replies = &self.replies;
+        self.raw.retain(|id, _| replies.contains_key(id));
         self.unnumbered.clear();
         self.waiting.clear();
         self.in_band_sent = 0;
         self.decoder.discard_until_sentinel();
-        self.compact_tx();
+        self.tx.clear();
+        self.tx_pos = 0;
         self.tx.push(0xFF);
         let id = self.allocate_id();
         let request = Request {
@@ -447,7 +459,11 @@ impl Session {
     /// (see [`receive_eof`](Session::receive_eof) for `quit`). `None` while the reply has not
     /// arrived, once it was taken, and for an [abandoned](Session::abandon) command.
     pub fn take_reply(&mut self, id: RequestId) -> Option<std::result::Result<Value, ReplyError>> {
-        self.replies.remove(&id.0)
+        let reply = self.replies.remove(&id.0);
+        if reply.is_some() {
+            self.raw.remove(&id.0);
+        }
+        reply
     }
 
     /// Whether the reply to command `id` arrived and was not taken yet.
@@ -470,6 +486,7 @@ impl Session {
     /// closes first, it gets no [`ReplyError::Closed`] either. Nothing is kept for it beyond
     /// its reply's arrival; an id that is not pending and has no reply is ignored.
     pub fn abandon(&mut self, id: RequestId) {
+        self.raw.remove(&id.0);
         if let Some(reply) = self.replies.remove(&id.0) {
             log::debug!(
                 "QMP: discarding the reply to abandoned command {}: {}",
@@ -497,6 +514,14 @@ impl Session {
     /// How many commands of any kind (in-band, out-of-band, not yet sent) wait for a reply.
     pub fn pending(&self) -> usize {
         self.sent.len() + self.waiting.len()
+    }
+
+    /// Whether bytes of a message that has not been completed yet are buffered (see
+    /// [`Decoder::is_mid_message`]). For a guest agent with no command in flight, that is
+    /// stale output (a previous agent cut off in the middle of a reply, garbage): resynchronize
+    /// with [`guest_sync`](Session::guest_sync), whose `0xFF` ends it.
+    pub fn is_mid_message(&self) -> bool {
+        self.decoder.is_mid_message()
     }
 
     /// The options the session was created with.
@@ -542,6 +567,8 @@ impl Session {
                 self.replies.insert(waiting.id, Err(ReplyError::Closed));
             }
         }
+        let replies = &self.replies;
+        self.raw.retain(|id, _| replies.contains_key(id));
         self.unnumbered.clear();
         self.in_band_sent = 0;
         self.tx.clear();
@@ -602,5 +629,6 @@ fn describe_reply(reply: &std::result::Result<Value, ReplyError>) -> String {
 mod events;
 mod incoming;
 mod names;
+mod raw;
 #[cfg(test)]
 mod tests;

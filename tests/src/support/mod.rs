@@ -10,10 +10,12 @@ use std::path::Path;
 pub use tempfile::TempDir;
 
 mod child;
+mod guest;
 mod machine;
 mod pty;
 
 pub use child::{find, run_deadline, show, stop, wait_deadline};
+pub use guest::Guest;
 pub use machine::{
     fixture, guest_spec, launch, launch_json, none_config, options, shell, wait_ready, BOOT,
 };

@@ -196,3 +196,35 @@ fn the_filter_sees_events_in_any_split() {
         assert_eq!(session.events_dropped(), 2, "split {split}");
     }
 }
+
+/// Observed events are copied whatever happens to them: queued, held for the filter, dropped
+/// from a full queue; the copies are bounded, the oldest dropped first.
+#[test]
+fn observed_events_are_copied_whatever_happens_to_them() {
+    let mut session = with_max_events(1);
+    session.observe_events(["RESET", "SHUTDOWN"]);
+    session.set_event_filter(EventFilter::new().or("SHUTDOWN", None));
+    session
+        .receive(&events(&["STOP", "RESET", "SHUTDOWN", "RESUME"]))
+        .unwrap();
+    // STOP queued, RESET dropped (queue full), SHUTDOWN held for the filter, RESUME dropped.
+    assert_eq!(names(&session), ["STOP"]);
+    assert_eq!(session.events_dropped(), 2);
+    assert_eq!(session.take_observed().unwrap().name, "RESET");
+    assert_eq!(session.take_observed().unwrap().name, "SHUTDOWN");
+    assert_eq!(session.take_observed(), None);
+    assert_eq!(session.take_matched().unwrap().name, "SHUTDOWN");
+
+    // At most 256 copies wait; the oldest go first.
+    let many: Vec<String> = (0..300).map(|i| format!("R{i}")).collect();
+    session.observe_events(many.iter().cloned());
+    let names_ref: Vec<&str> = many.iter().map(String::as_str).collect();
+    session.receive(&events(&names_ref)).unwrap();
+    let mut copies = Vec::new();
+    while let Some(e) = session.take_observed() {
+        copies.push(e.name);
+    }
+    assert_eq!(copies.len(), 256);
+    assert_eq!(copies[0], "R44");
+    assert_eq!(copies[255], "R299");
+}

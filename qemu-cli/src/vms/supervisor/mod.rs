@@ -10,9 +10,9 @@
 //! QEMU is killed with it. When QEMU exits, the supervisor answers whoever waits for it,
 //! removes the VM's entry and exits.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,11 +20,16 @@ use qemu_process::{Error, Machine, MachineConfig};
 use qmp_proto::Decoder;
 use serde_json::{json, Value};
 
-use super::control::{self, ExecOutput, Request, Stopped, LINE_MAX};
+use super::control::{self, Request, Stopped};
 use super::state::{self, Entry, Info};
 use crate::exit::{self, Failure};
 use crate::launch::{self, Report};
 use crate::sys::{self, PollFd, Signals};
+use client::{Client, Kind};
+
+mod client;
+mod exec;
+mod qmp;
 
 /// How long the guest has to power off when the supervisor is told to stop by a signal.
 const SIGNAL_STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -180,6 +185,7 @@ fn run(entry: &Entry) -> Result<u8, Failure> {
         stopping: None,
         shutdown_reason: None,
         finished: None,
+        execs: Vec::new(),
     };
     Ok(s.serve())
 }
@@ -198,73 +204,6 @@ fn listen(entry: &Entry) -> Result<UnixListener, Failure> {
     state::make_private(&path).map_err(fail)?;
     listener.set_nonblocking(true).map_err(fail)?;
     Ok(listener)
-}
-
-/// What a client connection is doing.
-enum Kind {
-    /// Its request line is being read.
-    Request,
-    /// It is the console.
-    Console,
-    /// It speaks QMP.
-    Qmp {
-        decoder: Box<Decoder>,
-        negotiated: bool,
-    },
-    /// It waits for the VM to stop.
-    Waiting,
-    /// Its answer is written; it is closed once that is out.
-    Closing,
-}
-
-struct Client {
-    id: u64,
-    stream: UnixStream,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    kind: Kind,
-    /// The connection failed or ended: drop it.
-    dead: bool,
-}
-
-impl Client {
-    fn send(&mut self, bytes: &[u8]) {
-        self.output.extend_from_slice(bytes);
-    }
-
-    /// Writes what it can without waiting.
-    fn flush(&mut self) {
-        while !self.output.is_empty() {
-            match self.stream.write(&self.output) {
-                Ok(0) => {
-                    self.dead = true;
-                    return;
-                }
-                Ok(n) => {
-                    self.output.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.dead = true;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Writes everything out, waiting up to a second (the supervisor is about to exit).
-    fn flush_before_exit(&mut self) {
-        let end = Instant::now() + Duration::from_secs(1);
-        loop {
-            self.flush();
-            if self.output.is_empty() || self.dead || Instant::now() >= end {
-                return;
-            }
-            let mut fds = [PollFd::new(self.stream.as_raw_fd(), libc::POLLOUT)];
-            let _ = sys::poll(&mut fds, Some(Duration::from_millis(50)));
-        }
-    }
 }
 
 /// A stop in progress: the power button was pressed at `pressed`.
@@ -292,6 +231,8 @@ struct Supervisor<'a> {
     shutdown_reason: Option<String>,
     /// How the VM ended, once it has, for whoever waits.
     finished: Option<Stopped>,
+    /// Commands running in the guest for `exec` clients.
+    execs: Vec<exec::RunningExec>,
 }
 
 impl Supervisor<'_> {
@@ -332,10 +273,14 @@ impl Supervisor<'_> {
                 }
                 fds.push(PollFd::new(c.stream.as_raw_fd(), events));
             }
-            let timeout = self
-                .stopping
-                .as_ref()
-                .map(|s| s.deadline.saturating_duration_since(now));
+            let wakeup = [
+                self.stopping.as_ref().map(|s| s.deadline),
+                self.exec_wakeup(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timeout = wakeup.map(|at| at.saturating_duration_since(now));
             if let Err(e) = sys::poll(&mut fds, timeout) {
                 log::error!("poll: {e}");
                 let stopped = self.quit(None);
@@ -366,6 +311,7 @@ impl Supervisor<'_> {
                     self.read_client(id, &mut buf);
                 }
             }
+            self.exec_poll();
             for c in &mut self.clients {
                 c.flush();
             }
@@ -435,126 +381,6 @@ impl Supervisor<'_> {
         }
     }
 
-    fn console_client(&mut self) -> Option<&mut Client> {
-        let id = self.console?;
-        self.clients.iter_mut().find(|c| c.id == id)
-    }
-
-    fn accept(&mut self) {
-        loop {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    if self.clients.len() >= CLIENTS_MAX || stream.set_nonblocking(true).is_err() {
-                        log::warn!("too many clients: refusing one");
-                        continue;
-                    }
-                    self.next_id += 1;
-                    self.clients.push(Client {
-                        id: self.next_id,
-                        stream,
-                        input: Vec::new(),
-                        output: Vec::new(),
-                        kind: Kind::Request,
-                        dead: false,
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
-        }
-    }
-
-    fn index(&self, id: u64) -> Option<usize> {
-        self.clients.iter().position(|c| c.id == id)
-    }
-
-    fn read_client(&mut self, id: u64, buf: &mut [u8]) {
-        let Some(i) = self.index(id) else { return };
-        let n = match self.clients[i].stream.read(buf) {
-            Ok(0) => {
-                self.clients[i].dead = true;
-                return;
-            }
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                return
-            }
-            Err(_) => {
-                self.clients[i].dead = true;
-                return;
-            }
-        };
-        let bytes = &buf[..n];
-        match self.clients[i].kind {
-            Kind::Request => {
-                self.clients[i].input.extend_from_slice(bytes);
-                let Some(pos) = self.clients[i].input.iter().position(|&b| b == b'\n') else {
-                    if self.clients[i].input.len() > LINE_MAX {
-                        self.clients[i].dead = true;
-                    }
-                    return;
-                };
-                let line: Vec<u8> = self.clients[i].input.drain(..=pos).collect();
-                let rest = std::mem::take(&mut self.clients[i].input);
-                self.request(id, &line);
-                // Bytes sent right after the request belong to the new mode.
-                if !rest.is_empty() {
-                    self.mode_input(id, &rest);
-                }
-            }
-            _ => {
-                let bytes = bytes.to_vec();
-                self.mode_input(id, &bytes);
-            }
-        }
-    }
-
-    /// Input of a client past its request: console keys or QMP.
-    fn mode_input(&mut self, id: u64, bytes: &[u8]) {
-        let Some(i) = self.index(id) else { return };
-        match &mut self.clients[i].kind {
-            Kind::Console => {
-                self.to_guest.extend_from_slice(bytes);
-                return;
-            }
-            Kind::Qmp { decoder, .. } => decoder.feed(bytes),
-            Kind::Request | Kind::Waiting | Kind::Closing => return,
-        }
-        loop {
-            let Some(i) = self.index(id) else { return };
-            let next = match &mut self.clients[i].kind {
-                Kind::Qmp { decoder, .. } => decoder.next_value(),
-                _ => return,
-            };
-            match next {
-                Ok(Some(value)) => self.qmp_request(id, value),
-                Ok(None) => return,
-                Err(e) => {
-                    let reply = json!({"error": {"class": "GenericError",
-                        "desc": format!("JSON parse error: {e}")}});
-                    let c = &mut self.clients[i];
-                    c.send(format!("{reply}\r\n").as_bytes());
-                    c.kind = Kind::Closing;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Answers `id` and closes it once the answer is out.
-    fn answer(&mut self, id: u64, line: Vec<u8>) {
-        if let Some(i) = self.index(id) {
-            let c = &mut self.clients[i];
-            c.send(&line);
-            c.kind = Kind::Closing;
-        }
-    }
-
     fn request(&mut self, id: u64, line: &[u8]) {
         let request = match serde_json::from_slice::<Request>(line) {
             Ok(r) => r,
@@ -581,7 +407,8 @@ impl Supervisor<'_> {
                     control::ok_line(json!({
                         "state": state,
                         "console_attached": attached,
-                        "guest_agent": false,
+                        "guest_agent": self.machine.has_guest_agent(),
+                        "guest_agent_running": self.machine.guest_agent_port_open() == Some(true),
                     })),
                 );
             }
@@ -660,91 +487,8 @@ impl Supervisor<'_> {
                 });
             }
             Request::Exec { argv, timeout_ms } => {
-                let line = match self.guest_exec(&argv, Duration::from_millis(timeout_ms)) {
-                    Ok(out) => control::ok_line(json!(out)),
-                    Err(e) => control::error_line(&e),
-                };
-                self.answer(id, line);
+                self.exec_request(id, &argv, Duration::from_millis(timeout_ms));
             }
-        }
-    }
-
-    /// Runs a command in the guest through its guest agent.
-    ///
-    /// The VM is launched without a guest agent channel until qemu-process has a guest agent
-    /// client (issue 13); then this opens the channel at launch and runs `guest-exec`.
-    fn guest_exec(&mut self, argv: &[String], _timeout: Duration) -> Result<ExecOutput, String> {
-        let program = argv.first().map_or("", String::as_str);
-        Err(format!(
-            "VM {}: cannot run {program:?}: the VM has no guest agent channel (qemu-machine \
-             does not connect one yet)",
-            self.name
-        ))
-    }
-
-    /// One QMP request of client `id`.
-    fn qmp_request(&mut self, id: u64, value: Value) {
-        let Some(i) = self.index(id) else { return };
-        let negotiated = matches!(
-            self.clients[i].kind,
-            Kind::Qmp {
-                negotiated: true,
-                ..
-            }
-        );
-        let request_id = value.get("id").cloned();
-        let error = |class: &str, desc: String| json!({"error": {"class": class, "desc": desc}});
-        let name = value
-            .get("execute")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let arguments = value.get("arguments").cloned();
-        let mut reply = match (&name, &arguments) {
-            _ if value.get("exec-oob").is_some() => error(
-                "GenericError",
-                "out-of-band execution was not negotiated on this connection".into(),
-            ),
-            (None, _) => error("GenericError", "QMP input lacks member 'execute'".into()),
-            (Some(_), Some(a)) if !a.is_object() => error(
-                "GenericError",
-                "QMP input member 'arguments' must be an object".into(),
-            ),
-            (Some(n), _) if n == "qmp_capabilities" => {
-                if negotiated {
-                    error(
-                        "CommandNotFound",
-                        "Capabilities negotiation is already complete, command ignored".into(),
-                    )
-                } else {
-                    if let Kind::Qmp { negotiated, .. } = &mut self.clients[i].kind {
-                        *negotiated = true;
-                    }
-                    json!({"return": {}})
-                }
-            }
-            (Some(_), _) if !negotiated => error(
-                "CommandNotFound",
-                "Expecting capabilities negotiation with 'qmp_capabilities'".into(),
-            ),
-            (Some(n), _) => {
-                match self
-                    .machine
-                    .execute_with_timeout(n, arguments.clone(), COMMAND_TIMEOUT)
-                {
-                    Ok(v) => json!({"return": v}),
-                    Err(Error::Qmp(e)) => json!({"error": e.to_value()}),
-                    Err(e) => error("GenericError", format!("qemu-machine: {e}")),
-                }
-            }
-        };
-        if let (Some(rid), Value::Object(map)) = (request_id, &mut reply) {
-            map.insert("id".into(), rid);
-        }
-        // Events that came with the reply go first, as QEMU would have sent them.
-        self.pump();
-        if let Some(i) = self.index(id) {
-            let c = &mut self.clients[i];
-            c.send(format!("{reply}\r\n").as_bytes());
         }
     }
 
@@ -834,9 +578,15 @@ impl Supervisor<'_> {
         self.pump();
         self.entry.remove();
         let line = control::ok_line(json!(stopped));
+        let gone = control::error_line(&format!(
+            "VM {}: it stopped while the command ran ({})",
+            self.name, stopped.message
+        ));
         for c in &mut self.clients {
-            if matches!(c.kind, Kind::Waiting) {
-                c.send(&line);
+            match c.kind {
+                Kind::Waiting => c.send(&line),
+                Kind::Exec => c.send(&gone),
+                _ => {}
             }
             c.flush_before_exit();
         }
@@ -851,23 +601,6 @@ impl Supervisor<'_> {
         match stopped.outcome.as_str() {
             "killed" => exit::ABNORMAL,
             _ => exit::SUCCESS,
-        }
-    }
-
-    fn reap_clients(&mut self) {
-        let console = self.console;
-        self.clients.retain(|c| {
-            let done = c.dead || (matches!(c.kind, Kind::Closing) && c.output.is_empty());
-            !done
-        });
-        if let Some(id) = console {
-            if !self
-                .clients
-                .iter()
-                .any(|c| c.id == id && matches!(c.kind, Kind::Console))
-            {
-                self.console = None;
-            }
         }
     }
 }

@@ -1,0 +1,3 @@
+module qemu-machine.invalid/qemumachine
+
+go 1.19

@@ -1,3 +1,0 @@
-module example.invalid/qemumachine
-
-go 1.19
