@@ -70,15 +70,6 @@ def fake_fls(tmp_path):
     return make
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (not a zombie)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
 CLOUD_FIXTURE_CMD = ["cargo", "run", "-q", "-p", "qemu-machine-tests", "--bin", "build-cloud-fixture", "--locked"]
 
 

@@ -234,3 +234,34 @@ def test_readme_exporter_config(monkeypatch):
         qemu.power.on()
         assert qemu.ssh.address().startswith("tcp://127.0.0.1:")
         qemu.power.off()
+
+
+def test_forward_on_a_chosen_host_address():
+    driver = small(hostfwd={"ssh": {"hostport": 0, "guestport": 22, "hostaddr": "127.0.0.2"}})
+    with serve(driver) as qemu:
+        qemu.power.on()
+        address = qemu.ssh.address()
+        assert address.startswith("tcp://127.0.0.2:"), address
+        assert listening(int(address.rsplit(":", 1)[1])) == ["127.0.0.2"]
+        qemu.power.off()
+
+
+def test_flash_leaves_holes_and_dump_is_refused_while_on(tmp_path):
+    data = os.urandom(4096) + bytes(16 << 20) + os.urandom(4096)
+    packed = tmp_path / "disk.raw.gz"
+    packed.write_bytes(gzip.compress(data))
+    driver = small()
+    with serve(driver) as qemu:
+        qemu.flasher.flash(str(packed))
+        root = Path(driver._tmp_dir.name) / "root"
+        assert root.read_bytes() == data
+        # the 16 MiB of zeros are a hole: far less is allocated than the file's size
+        assert root.stat().st_blocks * 512 < (4 << 20), root.stat()
+        qemu.power.on()
+        with pytest.raises(BaseException) as e:
+            qemu.flasher.dump(str(tmp_path / "dumped"))
+        if isinstance(e.value, BaseExceptionGroup):
+            assert e.group_contains(Exception, match="the VM is on; power it off first")
+        else:
+            assert "the VM is on; power it off first" in str(e.value)
+        qemu.power.off()

@@ -61,7 +61,7 @@ def test_cloud_image_flash_login_ssh_poweroff(cloud_image, tmp_path):
         address = qemu.ssh.address()
         assert address.startswith("tcp://127.0.0.1:") and not address.endswith(":0")
         with qemu.shell() as ssh:
-            result = ssh.run("hostname; id -un", hide=True)
+            result = ssh.run("hostname; id -un", hide=True, in_stream=False)  # no stdin under pytest
             assert result.stdout.split() == [qemu.hostname, qemu.username]
 
         qemu.power.off()

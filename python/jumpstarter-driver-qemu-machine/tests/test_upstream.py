@@ -27,7 +27,7 @@ from unittest.mock import MagicMock, patch
 
 import pytest
 
-from conftest import pid_alive
+from js_procs import pid_alive
 from jumpstarter.common.oci import OciCredentials
 from jumpstarter.common.utils import serve
 from jumpstarter_driver_qemu_machine.driver import Qemu, QemuFlasher

@@ -40,16 +40,6 @@ def guest_fixture() -> dict:
     return found
 
 
-def guest_args(fixture: dict, extra_append: str = "") -> list[str]:
-    """QEMU arguments that boot the busybox guest under TCG with its console on ttyS0 (the
-    caller adds the serial port)."""
-    append = "console=ttyS0 panic=-1 quiet " + extra_append
-    return [
-        "-machine", "q35", "-accel", "tcg", "-m", "256M", "-nodefaults", "-no-reboot",
-        "-kernel", fixture["kernel"], "-initrd", fixture["initrd"], "-append", append.strip(),
-    ]
-
-
 def _children(pid: int) -> set[int]:
     kids = set()
     for task in Path(f"/proc/{pid}/task").iterdir():

@@ -21,7 +21,7 @@ from qemu_machine import (
     VMLaunchFailure,
 )
 
-from conftest import guest_args
+from qm_guest import guest_args
 
 
 def test_the_installed_package_is_tested():
