@@ -2,11 +2,15 @@
 figures measure it: through ``jumpstarter.common.utils.serve`` (exporter and client in one
 process, as the drivers' own tests run), flash the Debian cloud image fixture (zstd), power on
 under TCG, log in on the console with the seeded user, power off while reading the console to
-its end. Prints one JSON line: the process's peak RSS (``ru_maxrss``, QEMU and other children
-excluded), the times, and how the guest stopped (whether the console shows the kernel's
-``reboot: Power down``, and QEMU's last words on the console).
+its end. Prints one JSON line: the process's RSS after the imports, its peak RSS (``VmHWM`` of
+/proc/self/status; QEMU and other children excluded) during the flash and, apart, during power
+on, login and power off, ``ru_maxrss`` (Linux resets it with VmHWM: the second peak again), the
+times, and how the guest stopped (whether the console shows the kernel's ``reboot: Power down``,
+and QEMU's last words on the console).
 
     python jumpstarter_side_by_side.py ours|upstream IMAGE.zst
+
+scripts/bench-python-rss.sh makes the two virtualenvs and runs both.
 
 ``upstream`` is jumpstarter-driver-qemu 0.9.0 (install it in a separate virtualenv: it is not a
 dependency of this repository). It forces KVM whenever /dev/kvm is accessible, and nested KVM
@@ -37,6 +41,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def status_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def main() -> None:
     which, image = sys.argv[1], sys.argv[2]
     common = dict(
@@ -54,10 +65,15 @@ def main() -> None:
         upstream.os.access = lambda p, m: False if p == "/dev/kvm" else real_access(p, m)
         driver = upstream.Qemu(hostfwd={"ssh": {"hostport": free_port(), "guestport": 22}}, **common)
 
+    rss_after_imports = status_mib("VmRSS")
     t0 = time.monotonic()
     with serve(driver) as qemu:
         qemu.flasher.flash(image)
         t_flash = time.monotonic()
+        # The flash and the rest peak apart: VmHWM up to here, then reset (clear_refs 5) so
+        # that the final VmHWM is the peak of power on, console login and power off alone.
+        flash_peak = status_mib("VmHWM")
+        Path("/proc/self/clear_refs").write_text("5")
         qemu.power.on()
         with qemu.console.pexpect() as p:
             p.expect_exact("side login: ", timeout=900)
@@ -77,7 +93,10 @@ def main() -> None:
             tail = (p.before or b"").decode("utf-8", "replace") if isinstance(p.before, bytes) else str(p.before)
     print(json.dumps({
         "driver": which,
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rss_after_imports_mib": rss_after_imports,
+        "vmhwm_flash_mib": flash_peak,
+        "vmhwm_on_login_off_mib": status_mib("VmHWM"),
+        "ru_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "flash_s": round(t_flash - t0, 1),
         "login_prompt_s": round(t_login_prompt - t_flash, 1),
         "off_s": round(t_off_done - t_off, 1),
