@@ -4,7 +4,8 @@
 # valgrind, pkg-config, CMake and binutils for the C library's install tests, dpkg-dev for the
 # Debian packages, FAT tools for checking the cloud-init seed, the QEMU guest agent, the tools
 # that build the cloud image fixture (debootstrap, mkfs.ext4, sfdisk, mtools, GRUB, zstd), the
-# OpenSSH client that logs into it, and apt's package lists (with the arm64 architecture enabled) for the guest fixtures' packages.
+# OpenSSH client that logs into it, python3-venv for the Python tests, and apt's package lists
+# (with the arm64 architecture enabled) for the guest fixtures' packages.
 # Installs nothing that is already present. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -43,6 +44,8 @@ checks=(
     "command -v zstd|zstd"
     # The cloud image's boot test logs in over ssh with a key it generates.
     "command -v ssh && command -v ssh-keygen|openssh-client"
+    # The Python binding and the Jumpstarter driver (scripts/test-python.sh): a virtualenv.
+    "python3 -c 'import venv, ensurepip'|python3-venv"
 )
 # Installed without their recommendations: grub-efi-amd64-bin would bring the signed boot
 # loaders (shim, grub-efi-amd64-signed), which only a machine that boots with them needs.

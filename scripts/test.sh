@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs QEMU, Go and the guest fixtures' inputs when missing, builds the
 # guest fixtures, then runs the Rust unit and integration tests against a real QEMU, the C program
-# and the Go module that link libqemumachine.
+# and the Go module that link libqemumachine, and the Python binding and Jumpstarter driver
+# (scripts/test-python.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,3 +28,7 @@ scripts/check-crates.sh
 # gofmt, go vet, go test -race, and the static link.
 echo "== go (go/: gofmt, go vet, go test -race against libqemumachine)"
 scripts/go-test.sh
+
+# The Python binding and the Jumpstarter driver, against the same library (target/pyenv).
+echo "== python (scripts/test-python.sh)"
+scripts/test-python.sh
