@@ -51,8 +51,8 @@
 //
 // A Config (NewConfig, ConfigFromJSON) describes a launch; Launch, LaunchJSON, AttachUnix and
 // AttachTCP give a Machine. Package functions cover the process guardian (GuardianStart), disk
-// images (ImageInfo, ImageCreate, ImageResize, ImageConvert) and versions (Version,
-// CheckVersion).
+// images (ImageInfo, ImageCreate, ImageResize, ImageConvert, ImageFlash, ImageFlashFrom) and
+// versions (Version, CheckVersion).
 //
 // # Errors
 //
@@ -82,12 +82,14 @@
 // Cancelling a context during a call is honoured as follows. The waits that can be resumed
 // without losing anything run in slices of at most 20 ms and return ctx.Err() within one slice
 // of the cancellation: NextEvent, EventWait, EventsWait, ConsoleWaitFor, ConsoleWrite, the
-// Console reader and writer, Wait and QtestIRQs. The other calls (Execute, ExecuteOOB,
+// Console reader and writer, Wait, PowerWaitChange and QtestIRQs. The other calls (Execute, ExecuteOOB,
 // ExecuteRaw, Shutdown, Powerdown, WaitOrKill, the qtest commands, the guest agent calls,
 // AttachUnix, AttachTCP, Launch) are one C call each that cannot be abandoned safely half-way (a QMP reply that came
 // later would be lost, a shutdown half done): they honour the context's deadline, not an
 // earlier cancellation. Calls that take no context (RunState, Pause, Screendump, ...) are
-// bounded by the machine's QMP timeout.
+// bounded by the machine's QMP timeout; Relaunch by the launch timeout of the machine's
+// config; the image calls (ImageConvert, ImageFlash, Flash, Dump, ...) run qemu-img, which the
+// library gives no timeout (the stream flashes end with their stream).
 //
 // # Goroutines
 //
@@ -131,10 +133,24 @@
 // StatusTimeout, after which the next call synchronizes with the agent again; a machine
 // without the channel is StatusUnsupported.
 //
+// # Drives and power
+//
+// A machine launched from a `vm` description lists its drives (Drives: the root disk and
+// other disks, BIOS, UEFI code and variables, by name). While QEMU is stopped (after Shutdown
+// or a guest power-off), Flash writes an image file into a drive (any format qemu-img reads,
+// optionally gzip, xz, bzip2 or zstd compressed), FlashFrom a stream, Dump reads a drive into
+// a file, and Relaunch starts QEMU again, with the same description or a new one, keeping
+// what the disks hold. PowerState reports PowerRunning, PowerPaused or PowerOff;
+// PowerWaitChange (a sliced wait) reports each change after it. ImageFlash and ImageFlashFrom
+// flash any image file. The stream variants take a Descriptor, such as an *os.File, which stays
+// the caller's: the library reads a duplicate of its descriptor, with blocking reads.
+// Progress callbacks run on the calling goroutine, during the call; a panic in one is
+// re-raised once the call has returned.
+//
 // # Memory
 //
 // Every string and buffer the library returns is copied into Go memory and freed with
 // qm_string_free at once. No Go pointer is kept by the library: arguments are copied (C strings
 // are freed after the call), buffers are passed only for the duration of a call, and the
-// progress callback of ImageConvert gets a runtime/cgo.Handle, not a pointer.
+// progress callbacks get a runtime/cgo.Handle, not a pointer.
 package qemumachine

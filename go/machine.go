@@ -22,7 +22,7 @@ import (
 // serializes its calls with a mutex: a call that waits holds the machine for the whole call
 // (Execute, Shutdown, Qtest, ...; at most its deadline), except the waits that are done in
 // slices (NextEvent, EventWait, EventsWait, ConsoleWaitFor, ConsoleWrite, the Console reader,
-// Wait, QtestIRQs), which let other calls in between slices and notice a cancelled context or
+// Wait, PowerWaitChange, QtestIRQs), which let other calls in between slices and notice a cancelled context or
 // Close within one slice (waitSlice).
 //
 // Close it when done: a launched QEMU still running is killed (SIGKILL) and its temp dir
