@@ -600,7 +600,8 @@ enum qm_status qm_image_flash(const char *source,
 // raw image into a raw target written as it comes, anything else converted once read. The
 // descriptor is duplicated for the call and stays the caller's (not closed; reading moves its
 // offset). `progress(bytes_read, converted, user_data)` reports the bytes read, then the
-// conversion (see `qm_stream_progress_fn`; may be NULL). A descriptor that is not open is
+// conversion (see `qm_stream_progress_fn`; may be NULL). A non-blocking descriptor is waited
+// on until data or its end comes, like a blocking one. A descriptor that is not open is
 // `QM_STATUS_INVALID_ARGUMENT`; a read error `QM_STATUS_IO`.
 //
 // # Safety
@@ -1398,7 +1399,8 @@ enum qm_status qm_machine_flash(struct qm_machine *machine,
 // read once, front to back, until its end; a compressed stream is decompressed on the fly).
 // The descriptor is duplicated for the call and stays the caller's (the library does not close
 // it; reading moves its offset). `progress(bytes_read, converted, user_data)` is called as it
-// goes (see `qm_stream_progress_fn`; may be NULL). A descriptor that is not open is
+// goes (see `qm_stream_progress_fn`; may be NULL). A non-blocking descriptor is waited on
+// until data or its end comes, like a blocking one. A descriptor that is not open is
 // `QM_STATUS_INVALID_ARGUMENT`; a read error `QM_STATUS_IO`.
 //
 // # Safety

@@ -1,8 +1,9 @@
 //! Disk image operations (`qemu-img`), for C.
 
 use std::ffi::{c_char, c_void};
-
-use std::os::fd::RawFd;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
 
 use qemu_cmdline::{Format, Size};
 use qemu_process::image::{self, StreamProgress};
@@ -220,12 +221,48 @@ pub unsafe extern "C" fn qm_image_flash(
     })
 }
 
+/// The caller's descriptor `fd`, duplicated, read as a stream.
+pub(crate) fn stream_fd(fd: RawFd) -> Result<StreamFd, FfiError> {
+    Ok(StreamFd(File::from(dup_fd(fd)?)))
+}
+
+/// A descriptor read front to back. One the caller made non-blocking (`O_NONBLOCK` belongs to
+/// the open file, which the duplicate shares) is waited on with `poll(2)` when it has nothing
+/// yet, as a blocking read would wait, instead of failing with `EAGAIN`.
+pub(crate) struct StreamFd(File);
+
+impl Read for StreamFd {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut pfd = libc::pollfd {
+                        fd: self.0.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: `pfd` is one valid pollfd that lives through the call.
+                    if unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
+                        let e = io::Error::last_os_error();
+                        if e.kind() != io::ErrorKind::Interrupted {
+                            return Err(e);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+}
+
 /// Like `qm_image_flash()`, from the stream open on `fd` (a pipe, a socket, standard input),
 /// read once, front to back, until its end: a compressed stream is decompressed on the fly, a
 /// raw image into a raw target written as it comes, anything else converted once read. The
 /// descriptor is duplicated for the call and stays the caller's (not closed; reading moves its
 /// offset). `progress(bytes_read, converted, user_data)` reports the bytes read, then the
-/// conversion (see `qm_stream_progress_fn`; may be NULL). A descriptor that is not open is
+/// conversion (see `qm_stream_progress_fn`; may be NULL). A non-blocking descriptor is waited
+/// on until data or its end comes, like a blocking one. A descriptor that is not open is
 /// `QM_STATUS_INVALID_ARGUMENT`; a read error `QM_STATUS_IO`.
 ///
 /// # Safety
@@ -244,7 +281,7 @@ pub unsafe extern "C" fn qm_image_flash_fd(
         let target = unsafe { path_arg(target, "target") }?;
         // SAFETY: forwarded from this function's contract.
         let format = target_format(&target, unsafe { opt_str_arg(format, "format") }?)?;
-        let source = std::fs::File::from(dup_fd(fd)?);
+        let source = stream_fd(fd)?;
         let mut cb = StreamCallback::new(progress, user_data);
         image::flash_stream(source, &target, &format, |p| cb.report(p))?;
         cb.done();

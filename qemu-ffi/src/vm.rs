@@ -10,9 +10,8 @@ use qemu_process::{DriveKind, PowerState, VmLaunch};
 use serde_json::json;
 
 use crate::args::{opt_str_arg, out_arg, path_arg, set_string, str_arg, timeout_arg};
-use crate::config::dup_fd;
 use crate::error::FfiError;
-use crate::image::{format_arg, QmProgressFn, QmStreamProgressFn, StreamCallback};
+use crate::image::{format_arg, stream_fd, QmProgressFn, QmStreamProgressFn, StreamCallback};
 use crate::machine::{with_machine, QmMachine, DEFAULT_WAIT};
 use crate::status::QmStatus;
 
@@ -222,7 +221,8 @@ pub unsafe extern "C" fn qm_machine_flash(
 /// read once, front to back, until its end; a compressed stream is decompressed on the fly).
 /// The descriptor is duplicated for the call and stays the caller's (the library does not close
 /// it; reading moves its offset). `progress(bytes_read, converted, user_data)` is called as it
-/// goes (see `qm_stream_progress_fn`; may be NULL). A descriptor that is not open is
+/// goes (see `qm_stream_progress_fn`; may be NULL). A non-blocking descriptor is waited on
+/// until data or its end comes, like a blocking one. A descriptor that is not open is
 /// `QM_STATUS_INVALID_ARGUMENT`; a read error `QM_STATUS_IO`.
 ///
 /// # Safety
@@ -240,7 +240,7 @@ pub unsafe extern "C" fn qm_machine_flash_fd(
     unsafe {
         with_machine(machine, |m| {
             let partition = str_arg(partition, "partition")?;
-            let source = std::fs::File::from(dup_fd(fd)?);
+            let source = stream_fd(fd)?;
             vm_only(m)?;
             let mut cb = StreamCallback::new(progress, user_data);
             m.machine()

@@ -1514,6 +1514,34 @@ static int image_pipe(size_t len, const char *marker) {
     return fds[0];
 }
 
+/* A writer that sends an image through a pipe only after a while, so that a reader of the
+ * pipe's non-blocking end finds it empty first. */
+struct late_write {
+    int fd;
+    size_t len;
+};
+
+static void *write_late(void *arg) {
+    struct late_write *lw = arg;
+    struct timespec pause = {0, 200 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    char *data = calloc(1, lw->len);
+    if (data) {
+        memcpy(data + 4096, "QM-LATE", 7);
+        size_t off = 0;
+        while (off < lw->len) {
+            ssize_t n = write(lw->fd, data + off, lw->len - off);
+            if (n <= 0) {
+                break;
+            }
+            off += (size_t)n;
+        }
+        free(data);
+    }
+    close(lw->fd);
+    return NULL;
+}
+
 /* What Jumpstarter's QEMU driver uses: flashing images and streams, default partitions given
  * as files, flashed and dumped by name, the power state and its changes, a relaunch with a
  * changed description, vsock. */
@@ -1571,6 +1599,23 @@ static void check_driver(void) {
           "  its progress counts the bytes read, then the conversion to 1.0");
     CHECK(fcntl(fd, F_GETFD) != -1, "  the caller's descriptor stays open");
     close(fd);
+    {
+        int p[2];
+        CHECK(pipe(p) == 0 && fcntl(p[0], F_SETFL, O_NONBLOCK) == 0,
+              "a pipe whose read end is non-blocking");
+        struct late_write lw = {p[1], 48 << 10};
+        pthread_t writer;
+        CHECK(pthread_create(&writer, NULL, write_late, &lw) == 0,
+              "a thread that writes an image into it 200 ms later");
+        char late[300];
+        snprintf(late, sizeof late, "%s/late.raw", dir);
+        CHECK_STATUS(qm_image_flash_fd(p[0], late, "raw", NULL, NULL), QM_STATUS_OK,
+                     "qm_image_flash_fd waits on a non-blocking descriptor until its data comes");
+        pthread_join(writer, NULL);
+        close(p[0]);
+        CHECK(has_marker(late, "QM-LATE"), "  the image came through whole");
+        unlink(late);
+    }
     CHECK_STATUS(qm_image_flash_fd(-1, target, NULL, NULL, NULL), QM_STATUS_INVALID_ARGUMENT,
                  "qm_image_flash_fd with -1 is refused");
     fd = open(dir, O_RDONLY | O_DIRECTORY);
