@@ -143,7 +143,7 @@
 // what the disks hold. PowerState reports PowerRunning, PowerPaused or PowerOff;
 // PowerWaitChange (a sliced wait) reports each change after it. ImageFlash and ImageFlashFrom
 // flash any image file. The stream variants take a Descriptor, such as an *os.File, which stays
-// the caller's: the library reads a duplicate of its descriptor, with blocking reads.
+// the caller's: the library reads a duplicate of its descriptor, waiting for data as it comes.
 // Progress callbacks run on the calling goroutine, during the call; a panic in one is
 // re-raised once the call has returned.
 //

@@ -152,9 +152,9 @@ type Descriptor interface {
 // its end (qm_image_flash_fd): a compressed stream is decompressed on the fly, a raw image
 // into a raw target written as it comes, anything else converted once read. src stays the
 // caller's: the library reads a duplicate of its descriptor and closes nothing (reading moves
-// the file's offset); src is kept alive until the call returns. The library reads with
-// blocking reads: *os.File's Fd puts the file into blocking mode, which it then keeps (its
-// read deadlines no longer apply); another Descriptor must be in blocking mode.
+// the file's offset); src is kept alive until the call returns. The library waits for data on
+// a non-blocking descriptor as on a blocking one (*os.File's Fd puts the file into blocking
+// mode anyway, which it then keeps: its read deadlines no longer apply).
 //
 // progress, if not nil, is called with the bytes read so far (it grows; the stream's length
 // is not known) and how much of the conversion into the target's format is done once the

@@ -194,7 +194,7 @@ func (m *Machine) Flash(partition, source string, progress func(fraction float64
 // FlashFrom is Flash from the stream open on src (a pipe, a socket, os.Stdin), read once,
 // front to back, until its end; a compressed stream is decompressed on the fly
 // (qm_machine_flash_fd). src stays the caller's, as for ImageFlashFrom (the library reads a
-// duplicate of its descriptor with blocking reads and closes nothing; src is kept alive until
+// duplicate of its descriptor, waiting for data as it comes, and closes nothing; src is kept alive until
 // the call returns), and progress is called as for ImageFlashFrom. A closed file (or a nil
 // *os.File) is StatusInvalidArgument, a nil src StatusNullArgument, a read error StatusIO;
 // the other errors are Flash's.

@@ -9,6 +9,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -79,6 +80,12 @@ func feed(t *testing.T, data []byte) *os.File {
 	})
 	return r
 }
+
+// rawDescriptor is a bare descriptor number as a Descriptor (not an *os.File, whose Fd would
+// make it blocking).
+type rawDescriptor int
+
+func (d rawDescriptor) Fd() uintptr { return uintptr(d) }
 
 // closedFile is an *os.File already closed.
 func closedFile(t *testing.T) *os.File {
@@ -205,6 +212,27 @@ func TestImageFlash(t *testing.T) {
 	raw := filepath.Join(dir, "streamed.raw")
 	must(t, ImageFlashFrom(feed(t, image), raw, "raw", nil))
 	sameImage(t, "a raw stream", raw, image, len(image))
+
+	// A Descriptor that is not an *os.File, left non-blocking, whose data comes 200 ms later:
+	// the library waits for it as for a blocking one.
+	var fds [2]int
+	must(t, syscall.Pipe2(fds[:], syscall.O_CLOEXEC))
+	must(t, syscall.SetNonblock(fds[0], true))
+	late := testImage(48<<10, 3, "QM-LATE")
+	w := os.NewFile(uintptr(fds[1]), "late-writer")
+	wrote := make(chan error, 1)
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		_, err := w.Write(late)
+		w.Close()
+		wrote <- err
+	}()
+	lateRaw := filepath.Join(dir, "late.raw")
+	err := ImageFlashFrom(rawDescriptor(fds[0]), lateRaw, "raw", nil)
+	syscall.Close(fds[0])
+	must(t, <-wrote)
+	must(t, err)
+	sameImage(t, "a late stream on a non-blocking descriptor", lateRaw, late, len(late))
 
 	closed := closedFile(t)
 	wantStatus(t, "a closed file", ImageFlashFrom(closed, target, "", nil), StatusInvalidArgument)
