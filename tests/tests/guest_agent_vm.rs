@@ -20,6 +20,11 @@ const CALL: Duration = Duration::from_secs(60);
 /// Launches the fixture with the agent overlay: `guest_agent` set, the agent started by the
 /// guest (unless `start_agent` is false), `no_reboot` as given.
 fn launch(scratch: &TempDir, start_agent: bool, no_reboot: bool) -> Machine {
+    launch_with(scratch, start_agent, no_reboot, true)
+}
+
+/// [`launch`], with the library's QMP connection or without it.
+fn launch_with(scratch: &TempDir, start_agent: bool, no_reboot: bool, qmp: bool) -> Machine {
     let f = fixture();
     let initrd = guest_initrd_with_agent(&f, scratch.path()).unwrap();
     let append = if start_agent {
@@ -40,7 +45,7 @@ fn launch(scratch: &TempDir, start_agent: bool, no_reboot: bool) -> Machine {
     )
     .unwrap();
     let mut config: MachineConfig = options(scratch.path());
-    config.vm(vm);
+    config.vm(vm).qmp(qmp);
     let mut vm = Machine::launch(&config).unwrap();
     let ready = if start_agent {
         AGENT_STARTED_LINE
@@ -128,6 +133,26 @@ fn typed_calls_exec_and_copies_through_a_real_guest() {
     assert_eq!(guest.copy_out_file("/tmp/blob", &back).unwrap(), n);
     assert!(std::fs::read(&back).unwrap() == data);
     vm.shutdown(Duration::from_secs(20)).unwrap();
+}
+
+/// Without the library's QMP connection the guest agent works the same, and an answer larger
+/// than one read comes through whole.
+#[test]
+fn without_qmp_the_guest_agent_answers() {
+    let scratch = scratch("qga-vm-no-qmp");
+    let mut vm = launch_with(&scratch, true, true, false);
+    assert!(!vm.is_connected());
+    wait_agent(&mut vm);
+    let mut guest = vm.guest().unwrap().with_timeout(CALL);
+    assert_eq!(guest.host_name().unwrap(), "qm-guest");
+    let out = guest
+        .exec(
+            &ExecCommand::new("/bin/sh").args(["-c", "head -c 100000 /dev/zero | tr '\\0' x"]),
+            CALL,
+        )
+        .unwrap();
+    assert_eq!(out.stdout, vec![b'x'; 100_000]);
+    vm.kill().unwrap();
 }
 
 /// The agent killed in the guest mid-call: the call fails at once with `GuestAgentGone` (the

@@ -43,7 +43,7 @@ pub struct GuestAgent {
     events: Events,
     channel: GuestChannel,
     path: Option<PathBuf>,
-    read_buf: Box<[u8]>,
+    read_buf: Vec<u8>,
     timeout: Duration,
 }
 
@@ -89,7 +89,7 @@ impl GuestAgent {
             events: Events::with_capacity(4),
             channel: GuestChannel::new(fd, SessionOptions::default(), None),
             path: None,
-            read_buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            read_buf: Vec::with_capacity(READ_CHUNK),
             timeout: super::DEFAULT_GUEST_TIMEOUT,
         })
     }

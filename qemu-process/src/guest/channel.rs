@@ -136,12 +136,12 @@ impl GuestChannel {
 
     /// Reads the socket until it would block (or, unless `drain`, until a short read) and
     /// feeds the session. Returns `true` when the socket reached its end (it is closed then).
-    pub(crate) fn read(&mut self, buf: &mut [u8], drain: bool, registry: &Registry) -> bool {
+    pub(crate) fn read(&mut self, buf: &mut Vec<u8>, drain: bool, registry: &Registry) -> bool {
         loop {
             let Some(fd) = self.fd.as_ref() else {
                 return true;
             };
-            match sys::recv(fd.as_fd(), buf) {
+            match sys::recv_into(fd.as_fd(), buf) {
                 Ok(0) => {
                     log::debug!("guest agent: the channel closed");
                     self.close(registry);
@@ -149,14 +149,14 @@ impl GuestChannel {
                 }
                 Ok(n) => {
                     log::trace!("guest agent: read {n} bytes");
-                    if let Err(e) = self.session.receive(&buf[..n]) {
+                    if let Err(e) = self.session.receive(&buf[..]) {
                         if !self.session.is_ready() {
                             self.reset_session(format!("the agent sent something invalid: {e}"));
                         } else {
                             log::warn!("guest agent: {e}");
                         }
                     }
-                    if n < buf.len() && !drain {
+                    if n < buf.capacity() && !drain {
                         return false;
                     }
                 }

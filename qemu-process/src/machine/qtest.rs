@@ -218,7 +218,7 @@ impl Machine {
                 return;
             };
             let Some(fd) = conn.fd.as_ref() else { return };
-            match sys::recv(fd.as_fd(), &mut self.read_buf) {
+            match sys::recv_into(fd.as_fd(), &mut self.read_buf) {
                 Ok(0) => {
                     if let Err(e) = conn.session.receive_eof() {
                         log::warn!("qtest: {e}");
@@ -229,13 +229,13 @@ impl Machine {
                     return;
                 }
                 Ok(n) => {
-                    if let Err(e) = conn.session.receive(&self.read_buf[..n]) {
+                    if let Err(e) = conn.session.receive(&self.read_buf) {
                         log::warn!("qtest stream broken, closing it: {e}");
                         conn.fatal.get_or_insert(e);
                         self.close_qtest();
                         return;
                     }
-                    if n < self.read_buf.len() && !drain {
+                    if n < self.read_buf.capacity() && !drain {
                         break;
                     }
                 }
