@@ -582,11 +582,18 @@ impl VmSpec {
                 ));
             }
         }
+        let machine_type = machine.machine_type().to_owned();
         cmd.json_syntax(self.json_syntax)
             .virtio_transport(self.virtio_transport.unwrap_or(profile.virtio_transport))
             .machine(machine)
             .accel_fallback(self.accel.iter().cloned());
-        if let Some(cpu) = self.cpu.clone().or_else(|| profile.cpu_for(&self.accel)) {
+        // The profile's CPU is for a board with CPUs: `-machine none` has none, and QEMU
+        // refuses a `-cpu` there (x86: "apic-id property was not initialized properly").
+        let default_cpu = || match machine_type.as_str() {
+            "none" => None,
+            _ => profile.cpu_for(&self.accel),
+        };
+        if let Some(cpu) = self.cpu.clone().or_else(default_cpu) {
             cmd.cpu(cpu);
         }
         if let Some(smp) = self.smp {

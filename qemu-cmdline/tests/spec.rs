@@ -76,6 +76,18 @@ fn empty_spec_is_a_headless_default_vm() {
 }
 
 #[test]
+fn machine_none_gets_no_default_cpu() {
+    // `-machine none` has no CPU; QEMU refuses a `-cpu` there. A CPU the spec names is kept.
+    for accel in ["", r#", "accel": ["tcg"]"#, r#", "accel": ["kvm"]"#] {
+        let spec = VmSpec::from_json(&format!(r#"{{"machine": "none"{accel}}}"#)).unwrap();
+        let argv = spec.to_argv().unwrap().to_string();
+        assert!(!argv.contains("-cpu"), "{argv}");
+    }
+    let spec = VmSpec::from_json(r#"{"machine": "none", "cpu": "qemu64"}"#).unwrap();
+    assert!(spec.to_argv().unwrap().to_string().contains("-cpu qemu64"));
+}
+
+#[test]
 fn unknown_fields_are_named() {
     for (doc, field) in [
         (r#"{"memroy": "1G"}"#, "memroy"),

@@ -5,7 +5,7 @@
 
 use std::ffi::{c_char, OsStr};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use qemu_process::{Error, MonitorAddress};
@@ -16,7 +16,7 @@ use crate::args::{
 };
 use crate::config::{with_config, QmConfig};
 use crate::error::FfiError;
-use crate::machine::{json_text, with_machine, QmMachine, DEFAULT_WAIT};
+use crate::machine::{json_text, path_out, with_machine, QmMachine, DEFAULT_WAIT};
 use crate::status::QmStatus;
 
 // ----------------------------------------------------------------------------------------------
@@ -282,13 +282,12 @@ pub unsafe extern "C" fn qm_machine_log_path(
 ) -> QmStatus {
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        with_machine(machine, |m| {
-            let out = out_arg(out_path, "out_path")?;
-            let path = m.machine().log_path().ok_or_else(|| {
-                FfiError::new(QmStatus::Unsupported, "an attached machine has no log")
-            })?;
-            set_string(out, path.as_os_str().as_bytes())
-        })
+        path_out(
+            machine,
+            out_path,
+            |m| m.log_path().map(Path::to_path_buf),
+            "an attached machine has no log",
+        )
     }
 }
 
@@ -305,16 +304,12 @@ pub unsafe extern "C" fn qm_machine_console_pty(
 ) -> QmStatus {
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        with_machine(machine, |m| {
-            let out = out_arg(out_path, "out_path")?;
-            let path = m.machine().console_pty().ok_or_else(|| {
-                FfiError::new(
-                    QmStatus::Unsupported,
-                    "this machine's console is not on a pty (qm_config_set_console_pty)",
-                )
-            })?;
-            set_string(out, path.as_os_str().as_bytes())
-        })
+        path_out(
+            machine,
+            out_path,
+            |m| m.console_pty(),
+            "this machine's console is not on a pty (qm_config_set_console_pty)",
+        )
     }
 }
 

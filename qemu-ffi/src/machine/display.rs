@@ -2,10 +2,11 @@
 //! the VNC socket, screenshots.
 
 use std::ffi::c_char;
+use std::path::Path;
 
 use qemu_process::ScreenshotFormat;
 
-use super::{with_machine, QmMachine};
+use super::{path_out, with_machine, QmMachine};
 use crate::args::{opt_out_arg, opt_str_arg, out_arg, path_arg, set_string, str_arg};
 use crate::error::FfiError;
 use crate::status::QmStatus;
@@ -59,13 +60,12 @@ pub unsafe extern "C" fn qm_machine_vnc_socket(
 ) -> QmStatus {
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        with_machine(machine, |m| {
-            let out = out_arg(out_path, "out_path")?;
-            let path = m.machine().vnc_socket().ok_or_else(|| {
-                FfiError::new(QmStatus::Unsupported, "this machine has no VNC display")
-            })?;
-            set_string(out, path.as_os_str().as_encoded_bytes())
-        })
+        path_out(
+            machine,
+            out_path,
+            |m| m.vnc_socket().map(Path::to_path_buf),
+            "this machine has no VNC display",
+        )
     }
 }
 

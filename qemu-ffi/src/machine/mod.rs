@@ -70,6 +70,28 @@ pub(crate) unsafe fn with_machine(
     })
 }
 
+/// Stores the path `get` finds on the machine in `*out_path` (free with `qm_string_free()`);
+/// `QM_STATUS_UNSUPPORTED` with `missing` as the message when it has none.
+///
+/// # Safety
+/// As for [`with_machine`]; `out_path` NULL or valid for writing.
+pub(crate) unsafe fn path_out(
+    machine: *mut QmMachine,
+    out_path: *mut *mut c_char,
+    get: impl FnOnce(&Machine) -> Option<PathBuf>,
+    missing: &str,
+) -> QmStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_machine(machine, |m| {
+            let out = out_arg(out_path, "out_path")?;
+            let path =
+                get(m.machine()).ok_or_else(|| FfiError::new(QmStatus::Unsupported, missing))?;
+            set_string(out, path.as_os_str().as_encoded_bytes())
+        })
+    }
+}
+
 pub(crate) fn json_text(v: &Value) -> Vec<u8> {
     // Serializing a serde_json::Value cannot fail (all keys are strings).
     serde_json::to_vec(v).unwrap_or_default()
