@@ -14,7 +14,7 @@ impl Session {
     /// [`take_raw_reply`](Session::take_raw_reply): the whole reply object.
     ///
     /// The session keeps owning ids and order. The request is sent at once with the
-    /// session's own numeric `id` (whatever [`in_band_ids`](SessionOptions::in_band_ids)
+    /// session's own numeric `id` (whatever [`in_band_ids`](crate::SessionOptions::in_band_ids)
     /// says), so its reply is matched by id: even an error about a malformed request carries
     /// the id, since QEMU reads it first, and an id-less reply can never be taken for it or
     /// it for another command's. An `id` member the caller gave is taken out before sending
@@ -22,10 +22,10 @@ impl Session {
     /// session's ids. A request with an `exec-oob` member counts as out-of-band (QEMU
     /// answers it with an error unless `oob` was negotiated); any other counts as an in-band
     /// command in flight, but is not held back by
-    /// [`max_in_flight`](SessionOptions::max_in_flight).
+    /// [`max_in_flight`](crate::SessionOptions::max_in_flight).
     ///
-    /// Fails with [`Error::NotReady`] before negotiation finished and [`Error::Closed`] after
-    /// the session ended; nothing is sent then.
+    /// Fails with [`Error::NotReady`](crate::Error::NotReady) before negotiation finished and
+    /// [`Error::Closed`](crate::Error::Closed) after the session ended; nothing is sent then.
     ///
     /// ```
     /// use qmp_proto::{Session, SessionOptions};
