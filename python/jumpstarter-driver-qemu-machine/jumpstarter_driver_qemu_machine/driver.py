@@ -339,7 +339,7 @@ async def _run_streaming(cmd: list[str], env: Optional[dict], timeout: float):
 class QemuPower(PowerInterface, Driver):
     """Power: ``on()`` launches QEMU (and reports QEMU's own error when it cannot), ``off()``
     asks the guest to power off (ACPI power button), then tells QEMU to quit, then kills it,
-    each step bounded; ``read()`` yields the power state."""
+    each step bounded; ``read()`` yields the library's power state."""
 
     parent: "Qemu"
 
@@ -353,10 +353,14 @@ class QemuPower(PowerInterface, Driver):
 
     @export
     async def read(self) -> AsyncGenerator[PowerReading, None]:
-        """One reading, now: 1 V × 1 A while QEMU runs (the guest running or paused), 0 × 0 when
-        off (a VM has no meter: this is its power state)."""
-        on = await to_thread.run_sync(self.parent._is_on)
-        yield PowerReading(voltage=1.0, current=1.0) if on else PowerReading(voltage=0.0, current=0.0)
+        """One reading, now, of the library's power state (a VM has no meter): 1 V × 1 A while
+        the guest runs or is paused, 0 × 0 when off (never powered on, powered off, or QEMU
+        exited)."""
+        state = await to_thread.run_sync(self.parent._power_state)
+        if state == qemu_machine.PowerState.OFF:
+            yield PowerReading(voltage=0.0, current=0.0)
+        else:
+            yield PowerReading(voltage=1.0, current=1.0)
 
     def close(self):
         self.parent._power_off()
@@ -481,6 +485,13 @@ class Qemu(Driver):
     def _is_on(self) -> bool:
         with self._lock:
             return self._machine is not None and self._machine.is_running()
+
+    def _power_state(self) -> qemu_machine.PowerState:
+        """The library's power state of the VM; ``OFF`` when there is no QEMU."""
+        with self._lock:
+            if self._machine is None:
+                return qemu_machine.PowerState.OFF
+            return self._machine.power_state()
 
     def _virtual_size(self, path: Path, fmt: str) -> int:
         if fmt == "raw":

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import qemu_machine
 
 from jumpstarter.common.utils import serve
 from jumpstarter_driver_power.common import PowerReading
@@ -46,6 +47,29 @@ def test_power_read_reports_the_state():
         qemu.power.off()
         assert list(qemu.power.read()) == [PowerReading(voltage=0.0, current=0.0)]
         qemu.power.off()  # already off: nothing happens
+
+
+def test_power_read_follows_the_librarys_power_state():
+    # read() is the library's power state: paused reads as on, QEMU gone (quit behind the
+    # driver's back, as when a guest powers off) reads as off before any power.off().
+    driver = small()
+    with serve(driver) as qemu:
+        qemu.power.on()
+        machine = driver._machine
+        machine.pause()
+        assert machine.power_state() is qemu_machine.PowerState.PAUSED
+        assert list(qemu.power.read()) == [PowerReading(voltage=1.0, current=1.0)]
+        machine.resume()
+        assert list(qemu.power.read()) == [PowerReading(voltage=1.0, current=1.0)]
+        machine.execute("quit")
+        machine.wait(30)
+        assert list(qemu.power.read()) == [PowerReading(voltage=0.0, current=0.0)]
+        qemu.power.off()  # QEMU had exited: off() only cleans up
+        assert driver.last_stop == "QEMU had exited"
+        assert list(qemu.power.read()) == [PowerReading(voltage=0.0, current=0.0)]
+        qemu.power.on()  # and the VM powers on again
+        assert list(qemu.power.read()) == [PowerReading(voltage=1.0, current=1.0)]
+        qemu.power.off()
 
 
 def test_off_without_a_guest_os_quits_qemu_after_the_acpi_wait():

@@ -23,7 +23,7 @@ from .errors import (
     StateError,
     VMLaunchFailure,
 )
-from .machine import Config, Machine, guardian_pid, version
+from .machine import Config, Machine, PowerState, guardian_pid, version
 from .qemumachine import QEMUMachine
 
 __version__ = "0.1.0"
@@ -32,6 +32,7 @@ __all__ = [
     "QEMUMachine",
     "Machine",
     "Config",
+    "PowerState",
     "guardian_pid",
     "version",
     "QEMUMachineError",

@@ -143,7 +143,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "qm_version_string": (c_char_p, []),
 }
 
-#: Functions of a newer library (qemu-machine issue 12), bound when present.
+#: Functions of a newer library (qemu-machine issue 12 and later), bound when present.
 _OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
     "qm_config_set_qmp": (c_int, [_P, c_bool]),
     "qm_config_add_qmp_listen": (c_int, [_P, c_char_p]),
@@ -160,6 +160,9 @@ _OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
     "qm_machine_events_wait": (c_int, [_P, c_char_p, c_int64, _OUT_STR]),
     "qm_machine_execute_raw": (c_int, [_P, c_char_p, c_int64, _OUT_STR]),
     "qm_machine_wait_or_kill": (c_int, [_P, c_int64]),
+    # The power state (added later still; bound when present, like the rest of this table).
+    "qm_machine_power_state": (c_int, [_P, POINTER(c_int32)]),
+    "qm_machine_power_wait_change": (c_int, [_P, c_int64, POINTER(c_int32)]),
 }
 
 

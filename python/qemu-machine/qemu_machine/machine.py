@@ -3,16 +3,17 @@
 
 Times are in seconds (``float``); ``None`` is the C function's default (``QM_TIMEOUT_DEFAULT``),
 ``0`` does not wait. Every call on a machine holds that machine's lock, so calls from several
-threads run one after another (the C handle must not be used concurrently). Waits for events and
-console output are made of C calls of at most :data:`WAIT_SLICE` seconds, the lock released
-between them, so that another thread's command (the one that makes the awaited event happen)
-goes through meanwhile; an event still ends the wait as soon as it comes. The other calls
+threads run one after another (the C handle must not be used concurrently). Waits for events,
+console output and power changes are made of C calls of at most :data:`WAIT_SLICE` seconds, the
+lock released between them, so that another thread's command (the one that makes the awaited
+event happen) goes through meanwhile; an event still ends the wait as soon as it comes. The other calls
 (``shutdown``, ``powerdown``, ``wait``, commands) hold the machine for their whole length.
 """
 
 from __future__ import annotations
 
 import ctypes
+import enum
 import json
 import math
 import os
@@ -53,6 +54,25 @@ def _json_arg(value: Any) -> Optional[bytes]:
     if value is None:
         return None
     return json.dumps(value).encode()
+
+
+class PowerState(enum.IntEnum):
+    """A machine's power state, as a power switch sees it (``qm_power``)."""
+
+    #: QEMU is not running (it exited; or, attached, its connection closed), or the guest
+    #: powered off and QEMU stays (``-no-shutdown``).
+    OFF = 0
+    #: The guest runs.
+    RUNNING = 1
+    #: QEMU runs with the guest stopped (paused, started paused, an error stop, ...).
+    PAUSED = 2
+
+
+def _power_state(value: int) -> PowerState:
+    try:
+        return PowerState(value)
+    except ValueError:
+        raise errors.LibraryError(f"the library reported an unknown power state {value}") from None
 
 
 class Config:
@@ -342,6 +362,32 @@ class Machine:
 
     def reset(self) -> None:
         self._call("qm_machine_reset")
+
+    def power_state(self) -> PowerState:
+        """The power state now: ``OFF`` once QEMU has exited, else what ``query-status`` says
+        (``RUNNING``, or ``PAUSED`` for any stopped state). It takes the kept ``STOP``,
+        ``RESUME`` and ``SHUTDOWN`` events (the state returned supersedes them; a caller waiting
+        for those events with :meth:`event_wait` no longer finds them), so that
+        :meth:`power_wait_change` reports only what changes afterwards."""
+        self._lib.need("qm_machine_power_state", "power_state()")
+        state = ctypes.c_int32()
+        self._call("qm_machine_power_state", ctypes.byref(state), context="power state")
+        return _power_state(state.value)
+
+    def power_wait_change(self, timeout: Timeout = None) -> PowerState:
+        """Waits up to ``timeout`` seconds (``None``: 30 s; ``0``: only what has already
+        arrived) for the power state to change from the last one reported (by this method or
+        :meth:`power_state`) and returns the new one. Changes come from QEMU's ``RESUME``,
+        ``STOP`` and ``SHUTDOWN`` events, in order (one that repeats the state is skipped), and
+        QEMU's exit; call it in a loop to follow each change. Nothing changed in time:
+        ``LibraryTimeout``. Once ``OFF`` was reported and QEMU has exited nothing can change:
+        ``ExecInterruptedError`` at once. Like the event waits, it releases the machine between
+        C calls of at most :data:`WAIT_SLICE` seconds, so another thread's call (the one that
+        pauses the machine, say) goes through meanwhile."""
+        self._lib.need("qm_machine_power_wait_change", "power_wait_change()")
+        (state,) = self._sliced("qm_machine_power_wait_change", (), (ctypes.c_int32(),), timeout,
+                                "waiting for a change of the power state")
+        return _power_state(state)
 
     def powerdown(self, timeout: Timeout = None) -> None:
         """Presses the ACPI power button and waits for the guest to shut down (the SHUTDOWN
