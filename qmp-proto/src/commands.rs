@@ -100,6 +100,9 @@ macro_rules! command_with_args {
     };
 }
 
+// The guest agent's typed commands (`crate::guest`) are declared with the same two macros.
+pub(crate) use {command, command_with_args};
+
 /// `qmp_capabilities`: leaves capability negotiation mode, enabling the listed capabilities.
 /// [`Session`](crate::Session) sends it by itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -34,7 +34,7 @@ pub use crate::base64::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::commands::{Command, Empty};
+use crate::commands::{command as unit_command, command_with_args, Command, Empty};
 
 /// The name of the virtio-serial port qemu-ga opens in the guest (as
 /// `/dev/virtio-ports/org.qemu.guest_agent.0`).
@@ -42,28 +42,6 @@ pub const AGENT_PORT_NAME: &str = "org.qemu.guest_agent.0";
 
 /// The most bytes qemu-ga reads in one `guest-file-read` (48 MiB); larger counts are refused.
 pub const MAX_FILE_READ_COUNT: u64 = 48 * 1024 * 1024;
-
-macro_rules! unit_command {
-    ($(#[$doc:meta])* $name:ident, $wire:literal, $returns:ty) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-        pub struct $name;
-
-        impl Command for $name {
-            const NAME: &'static str = $wire;
-            type Returns = $returns;
-        }
-    };
-}
-
-macro_rules! command_with_args {
-    ($name:ident, $wire:literal, $returns:ty) => {
-        impl Command for $name {
-            const NAME: &'static str = $wire;
-            type Returns = $returns;
-        }
-    };
-}
 
 /// `guest-sync-delimited`: echoes `id` after a `0xFF` byte. Use
 /// [`Session::guest_sync`](crate::Session::guest_sync), which sends it the way it must be sent
